@@ -1,0 +1,210 @@
+package lookupclient
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluicemq/sluice/protocol"
+)
+
+// peer is the registration connection to one lookupd. Its goroutine (run)
+// owns the connection; other goroutines only touch the queue and info.
+type peer struct {
+	addr   string
+	cfg    *Config
+	logger *slog.Logger
+	cancel context.CancelFunc // stops run
+
+	// info is the lookupd's last IDENTIFY reply (nil before the first).
+	info atomic.Pointer[protocol.LookupIdentifyReply]
+
+	// qmu guards queue: commands waiting to be sent, in order. wake has
+	// capacity 1 and is signalled when queue becomes non-empty.
+	qmu   sync.Mutex
+	queue [][]byte
+	wake  chan struct{}
+}
+
+func (p *peer) stop() { p.cancel() }
+
+func (p *peer) enqueue(cmd []byte) {
+	p.qmu.Lock()
+	p.queue = append(p.queue, cmd)
+	p.qmu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (p *peer) takeQueue() [][]byte {
+	p.qmu.Lock()
+	q := p.queue
+	p.queue = nil
+	p.qmu.Unlock()
+	return q
+}
+
+// run connects, serves and reconnects until ctx is cancelled.
+func (p *peer) run(ctx context.Context) {
+	failures := 0
+	for ctx.Err() == nil {
+		conn, err := p.connect(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			failures++
+			delay := p.backoff(failures)
+			p.logger.Warn("LOOKUPD: connect failed", "err", err, "retry_in", delay)
+			if !sleep(ctx, delay) {
+				return
+			}
+			continue
+		}
+		failures = 0
+		p.logger.Info("LOOKUPD: connected and registered")
+		err = p.serve(ctx, conn)
+		conn.Close()
+		if ctx.Err() != nil {
+			return
+		}
+		p.logger.Warn("LOOKUPD: connection lost", "err", err)
+		// A short pause so a lookupd that accepts and drops at once is not
+		// hammered; still far below one PING interval.
+		if !sleep(ctx, jitter(p.cfg.MinBackoff)) {
+			return
+		}
+	}
+}
+
+// backoff returns the delay after n consecutive failures: MinBackoff
+// doubling per failure, capped at PingInterval, with jitter in [d/2, d].
+func (p *peer) backoff(n int) time.Duration {
+	d := p.cfg.MinBackoff
+	for i := 1; i < n && d < p.cfg.PingInterval; i++ {
+		d *= 2
+	}
+	return jitter(min(d, p.cfg.PingInterval))
+}
+
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// connectedConn closes its net.Conn when the peer's context is cancelled, so
+// a blocked round trip ends at once on shutdown.
+type connectedConn struct {
+	net.Conn
+	stopAfter func() bool
+}
+
+func (c *connectedConn) Close() error {
+	c.stopAfter()
+	return c.Conn.Close()
+}
+
+// connect runs the connect sequence (§7.3): dial, magic, IDENTIFY (reply
+// stored), then the full re-registration from Snapshot. Commands queued
+// before the snapshot is taken are dropped: the snapshot already covers them.
+func (p *peer) connect(ctx context.Context) (net.Conn, error) {
+	p.takeQueue()
+	d := net.Dialer{Timeout: p.cfg.Timeout}
+	raw, err := d.DialContext(ctx, "tcp", p.addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", p.addr, err)
+	}
+	conn := &connectedConn{Conn: raw, stopAfter: context.AfterFunc(ctx, func() { raw.Close() })}
+
+	body, err := json.Marshal(&p.cfg.Identify)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("encode IDENTIFY: %w", err)
+	}
+	msg := append([]byte(protocol.MagicV1), protocol.AppendLookupIdentify(nil, body)...)
+	reply, err := p.roundTrip(conn, msg)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("IDENTIFY: %w", err)
+	}
+	var info protocol.LookupIdentifyReply
+	if err := json.Unmarshal(reply, &info); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("IDENTIFY: decode reply %q: %w", reply, err)
+	}
+	p.info.Store(&info)
+	p.logger.Info("LOOKUPD: identified", "broadcast_address", info.BroadcastAddress,
+		"http_port", info.HTTPPort, "version", info.Version)
+
+	if p.cfg.Snapshot != nil {
+		for _, r := range p.cfg.Snapshot() {
+			if _, err := p.roundTrip(conn, command(protocol.LookupCmdRegister, r.Topic, r.Channel)); err != nil {
+				conn.Close()
+				return nil, fmt.Errorf("re-register topic %q channel %q: %w", r.Topic, r.Channel, err)
+			}
+		}
+	}
+	return conn, nil
+}
+
+// serve sends queued commands and PINGs until an error or ctx is done.
+func (p *peer) serve(ctx context.Context, conn net.Conn) error {
+	ping := protocol.AppendLookupCommand(nil, protocol.LookupCmdPing)
+	ticker := time.NewTicker(p.cfg.PingInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-p.wake:
+			for _, cmd := range p.takeQueue() {
+				if _, err := p.roundTrip(conn, cmd); err != nil {
+					return fmt.Errorf("send %q: %w", cmd[:len(cmd)-1], err)
+				}
+			}
+		case <-ticker.C:
+			if _, err := p.roundTrip(conn, ping); err != nil {
+				return fmt.Errorf("PING: %w", err)
+			}
+		}
+	}
+}
+
+// roundTrip writes msg and reads one reply, each within Timeout. An error
+// reply ("E_...") is returned as an error (lookupd closes after it).
+func (p *peer) roundTrip(conn net.Conn, msg []byte) ([]byte, error) {
+	conn.SetWriteDeadline(time.Now().Add(p.cfg.Timeout))
+	if _, err := conn.Write(msg); err != nil {
+		return nil, fmt.Errorf("write: %w", err)
+	}
+	conn.SetReadDeadline(time.Now().Add(p.cfg.Timeout))
+	reply, err := protocol.ReadLookupReply(conn, p.cfg.MaxReplySize)
+	if err != nil {
+		return nil, err
+	}
+	if protocol.IsLookupErrorReply(reply) {
+		return nil, fmt.Errorf("lookupd replied %q", reply)
+	}
+	return reply, nil
+}

@@ -1,0 +1,434 @@
+package lookupd
+
+import (
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sluicemq/sluice/protocol"
+)
+
+// PeerInfo describes one identified nsqd connection (a "producer" in NSQ's
+// terms). ID is the connection's remote ip:port, which is also reported as
+// RemoteAddress.
+type PeerInfo struct {
+	ID               string
+	RemoteAddress    string
+	Hostname         string
+	BroadcastAddress string
+	TCPPort          int
+	HTTPPort         int
+	Version          string
+}
+
+// HTTPAddress returns broadcast_address:http_port, the form operators and
+// nsqadmin use to name a node (e.g. in /topic/tombstone?node=).
+func (p *PeerInfo) HTTPAddress() string {
+	return net.JoinHostPort(p.BroadcastAddress, strconv.Itoa(p.HTTPPort))
+}
+
+// Node is one entry of /nodes: a peer, the topics it registered and, for each
+// topic at the same index, whether the peer is currently tombstoned for it.
+type Node struct {
+	PeerInfo
+	Topics     []string
+	Tombstones []bool
+}
+
+// DebugProducer is one producer of one registration as /debug shows it.
+type DebugProducer struct {
+	PeerInfo
+	LastUpdate   time.Time
+	Tombstoned   bool
+	TombstonedAt time.Time
+}
+
+// RegistryConfig holds the time limits that filter registry reads.
+type RegistryConfig struct {
+	// InactiveTimeout hides producers whose last IDENTIFY/PING is older than
+	// this from Lookup and Nodes (they stay registered).
+	InactiveTimeout time.Duration
+	// TombstoneLifetime is how long a tombstone hides a producer from Lookup.
+	TombstoneLifetime time.Duration
+}
+
+// peerState is a registered peer plus the index of everything it registered,
+// so that a disconnect or /nodes costs O(registrations of this peer), not
+// O(all registrations).
+type peerState struct {
+	info       PeerInfo
+	lastUpdate time.Time
+	topics     map[string]*producerEntry // topic -> this peer's entry in topic:<t>
+	channels   map[chanKey]struct{}      // channel:<t>:<c> registrations holding this peer
+}
+
+type chanKey struct{ topic, channel string }
+
+// producerEntry is a peer's membership of one topic registration; it carries
+// the per-(topic, peer) tombstone.
+type producerEntry struct {
+	peer         *peerState
+	tombstoned   bool
+	tombstonedAt time.Time
+}
+
+// Registry is nsqlookupd's registration database (protocol.md §7.4): which
+// identified nsqd (peer) produces which topic and channel. It does no I/O and
+// reads no clock: every time-dependent call takes now.
+//
+// Registrations outlive their producers: a topic or channel key stays until
+// an explicit delete (or the ephemeral UNREGISTER rule) removes it.
+//
+// All fields are guarded by mu. Registry is safe for concurrent use.
+type Registry struct {
+	cfg RegistryConfig
+
+	mu sync.RWMutex
+	// peers is the "client" registration: every identified peer by ID.
+	peers map[string]*peerState
+	// topics holds topic:<t> registrations: topic -> peer ID -> entry.
+	topics map[string]map[string]*producerEntry
+	// channels holds channel:<t>:<c> registrations: topic -> channel -> peer
+	// ID -> peer. A topic key here may exist without a topic registration
+	// (ephemeral topic removed by UNREGISTER), like in the reference.
+	channels map[string]map[string]map[string]*peerState
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry(cfg RegistryConfig) *Registry {
+	return &Registry{
+		cfg:      cfg,
+		peers:    make(map[string]*peerState),
+		topics:   make(map[string]map[string]*producerEntry),
+		channels: make(map[string]map[string]map[string]*peerState),
+	}
+}
+
+// AddPeer records an identified peer (the "client" registration) with its
+// last update set to now. Adding an ID that exists replaces its info and
+// keeps its registrations.
+func (r *Registry) AddPeer(info PeerInfo, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p, ok := r.peers[info.ID]; ok {
+		p.info = info
+		p.lastUpdate = now
+		return
+	}
+	r.peers[info.ID] = &peerState{
+		info:       info,
+		lastUpdate: now,
+		topics:     make(map[string]*producerEntry),
+		channels:   make(map[chanKey]struct{}),
+	}
+}
+
+// Touch sets a peer's last update to now (PING). Unknown IDs are ignored.
+func (r *Registry) Touch(id string, now time.Time) {
+	r.mu.Lock()
+	if p, ok := r.peers[id]; ok {
+		p.lastUpdate = now
+	}
+	r.mu.Unlock()
+}
+
+// RemovePeer removes a peer from every registration, including the client
+// registration (connection closed). Registrations left without producers
+// stay, ephemeral or not. It reports whether the peer was known.
+func (r *Registry) RemovePeer(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.peers[id]
+	if !ok {
+		return false
+	}
+	for topic := range p.topics {
+		delete(r.topics[topic], id)
+	}
+	for k := range p.channels {
+		delete(r.channels[k.topic][k.channel], id)
+	}
+	delete(r.peers, id)
+	return true
+}
+
+// Register adds peer id as a producer of topic:<topic> and, when channel is
+// not empty, of channel:<topic>:<channel>. It is idempotent: an existing
+// entry, and its tombstone, is kept. It returns false if id is not a
+// registered peer. Names are not validated here.
+func (r *Registry) Register(id, topic, channel string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.peers[id]
+	if !ok {
+		return false
+	}
+	if channel != "" {
+		r.ensureChannelLocked(topic, channel)[id] = p
+		p.channels[chanKey{topic, channel}] = struct{}{}
+	}
+	producers := r.ensureTopicLocked(topic)
+	if _, ok := producers[id]; !ok {
+		e := &producerEntry{peer: p}
+		producers[id] = e
+		p.topics[topic] = e
+	}
+	return true
+}
+
+// Unregister removes peer id as §7.2 UNREGISTER describes. With a channel:
+// from channel:<topic>:<channel> only, deleting that registration if the
+// channel is ephemeral and this removal left it empty. Without: from every
+// channel:<topic>:* and from topic:<topic>, deleting the topic registration
+// if the topic is ephemeral and this removal left it empty. It returns false
+// if id is not a registered peer.
+func (r *Registry) Unregister(id, topic, channel string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.peers[id]
+	if !ok {
+		return false
+	}
+	if channel != "" {
+		producers := r.channels[topic][channel]
+		if _, ok := producers[id]; ok {
+			delete(producers, id)
+			delete(p.channels, chanKey{topic, channel})
+			if len(producers) == 0 && protocol.IsEphemeral(channel) {
+				r.deleteChannelLocked(topic, channel)
+			}
+		}
+		return true
+	}
+	for ch, producers := range r.channels[topic] {
+		delete(producers, id)
+		delete(p.channels, chanKey{topic, ch})
+	}
+	producers := r.topics[topic]
+	if _, ok := producers[id]; ok {
+		delete(producers, id)
+		delete(p.topics, topic)
+		if len(producers) == 0 && protocol.IsEphemeral(topic) {
+			delete(r.topics, topic)
+		}
+	}
+	return true
+}
+
+// CreateTopic ensures the registration topic:<topic> exists.
+func (r *Registry) CreateTopic(topic string) {
+	r.mu.Lock()
+	r.ensureTopicLocked(topic)
+	r.mu.Unlock()
+}
+
+// CreateChannel ensures channel:<topic>:<channel> and topic:<topic> exist.
+func (r *Registry) CreateChannel(topic, channel string) {
+	r.mu.Lock()
+	r.ensureChannelLocked(topic, channel)
+	r.ensureTopicLocked(topic)
+	r.mu.Unlock()
+}
+
+// DeleteTopic removes topic:<topic> and every channel:<topic>:* registration
+// with all their producers. Deleting an unknown topic is a no-op.
+func (r *Registry) DeleteTopic(topic string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for ch := range r.channels[topic] {
+		r.deleteChannelLocked(topic, ch)
+	}
+	for _, e := range r.topics[topic] {
+		delete(e.peer.topics, topic)
+	}
+	delete(r.topics, topic)
+}
+
+// DeleteChannel removes channel:<topic>:<channel> with its producers. It
+// reports whether the registration existed.
+func (r *Registry) DeleteChannel(topic, channel string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.channels[topic][channel]; !ok {
+		return false
+	}
+	r.deleteChannelLocked(topic, channel)
+	return true
+}
+
+// Tombstone marks, at now, every producer of topic:<topic> whose
+// broadcast_address:http_port equals node. It returns how many were marked.
+func (r *Registry) Tombstone(topic, node string, now time.Time) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, e := range r.topics[topic] {
+		if e.peer.info.HTTPAddress() == node ||
+			e.peer.info.BroadcastAddress+":"+strconv.Itoa(e.peer.info.HTTPPort) == node {
+			e.tombstoned = true
+			e.tombstonedAt = now
+			n++
+		}
+	}
+	return n
+}
+
+// Lookup answers /lookup: whether topic:<topic> exists, the names of all
+// channel:<topic>:* registrations (with or without producers, sorted), and
+// the producers of the topic that are active and not tombstoned at now.
+func (r *Registry) Lookup(topic string, now time.Time) (channels []string, producers []PeerInfo, found bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	reg, ok := r.topics[topic]
+	if !ok {
+		return nil, nil, false
+	}
+	channels = r.channelNamesLocked(topic)
+	producers = make([]PeerInfo, 0, len(reg))
+	for _, e := range reg {
+		if !r.activeLocked(e.peer, now) || r.tombstonedLocked(e, now) {
+			continue
+		}
+		producers = append(producers, e.peer.info)
+	}
+	slices.SortFunc(producers, func(a, b PeerInfo) int { return strings.Compare(a.ID, b.ID) })
+	return channels, producers, true
+}
+
+// Topics returns the names of every topic registration, sorted.
+func (r *Registry) Topics() []string {
+	r.mu.RLock()
+	names := make([]string, 0, len(r.topics))
+	for t := range r.topics {
+		names = append(names, t)
+	}
+	r.mu.RUnlock()
+	slices.Sort(names)
+	return names
+}
+
+// Channels returns the names of every channel:<topic>:* registration, sorted
+// (empty, not nil, for an unknown topic).
+func (r *Registry) Channels(topic string) []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.channelNamesLocked(topic)
+}
+
+// Nodes answers /nodes: every peer active at now, sorted by ID, with the
+// topics it registered (in no particular order) and, index for index,
+// whether it is tombstoned for that topic at now. Tombstoned peers are
+// listed.
+func (r *Registry) Nodes(now time.Time) []Node {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	nodes := make([]Node, 0, len(r.peers))
+	for _, p := range r.peers {
+		if !r.activeLocked(p, now) {
+			continue
+		}
+		n := Node{
+			PeerInfo:   p.info,
+			Topics:     make([]string, 0, len(p.topics)),
+			Tombstones: make([]bool, 0, len(p.topics)),
+		}
+		for t, e := range p.topics {
+			n.Topics = append(n.Topics, t)
+			n.Tombstones = append(n.Tombstones, r.tombstonedLocked(e, now))
+		}
+		nodes = append(nodes, n)
+	}
+	slices.SortFunc(nodes, func(a, b Node) int { return strings.Compare(a.ID, b.ID) })
+	return nodes
+}
+
+// Debug returns every registration that has producers, keyed
+// "<category>:<key>:<subkey>" ("client::", "topic:<t>:", "channel:<t>:<c>").
+func (r *Registry) Debug() map[string][]DebugProducer {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make(map[string][]DebugProducer)
+	dp := func(p *peerState, e *producerEntry) DebugProducer {
+		d := DebugProducer{PeerInfo: p.info, LastUpdate: p.lastUpdate}
+		if e != nil {
+			d.Tombstoned, d.TombstonedAt = e.tombstoned, e.tombstonedAt
+		}
+		return d
+	}
+	for _, p := range r.peers {
+		out["client::"] = append(out["client::"], dp(p, nil))
+	}
+	for t, reg := range r.topics {
+		for _, e := range reg {
+			k := "topic:" + t + ":"
+			out[k] = append(out[k], dp(e.peer, e))
+		}
+	}
+	for t, chans := range r.channels {
+		for c, reg := range chans {
+			for _, p := range reg {
+				k := "channel:" + t + ":" + c
+				out[k] = append(out[k], dp(p, nil))
+			}
+		}
+	}
+	for _, ps := range out {
+		slices.SortFunc(ps, func(a, b DebugProducer) int { return strings.Compare(a.ID, b.ID) })
+	}
+	return out
+}
+
+func (r *Registry) ensureTopicLocked(topic string) map[string]*producerEntry {
+	producers, ok := r.topics[topic]
+	if !ok {
+		producers = make(map[string]*producerEntry)
+		r.topics[topic] = producers
+	}
+	return producers
+}
+
+func (r *Registry) ensureChannelLocked(topic, channel string) map[string]*peerState {
+	chans, ok := r.channels[topic]
+	if !ok {
+		chans = make(map[string]map[string]*peerState)
+		r.channels[topic] = chans
+	}
+	producers, ok := chans[channel]
+	if !ok {
+		producers = make(map[string]*peerState)
+		chans[channel] = producers
+	}
+	return producers
+}
+
+func (r *Registry) deleteChannelLocked(topic, channel string) {
+	chans := r.channels[topic]
+	for _, p := range chans[channel] {
+		delete(p.channels, chanKey{topic, channel})
+	}
+	delete(chans, channel)
+	if len(chans) == 0 {
+		delete(r.channels, topic)
+	}
+}
+
+func (r *Registry) channelNamesLocked(topic string) []string {
+	chans := r.channels[topic]
+	names := make([]string, 0, len(chans))
+	for c := range chans {
+		names = append(names, c)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func (r *Registry) activeLocked(p *peerState, now time.Time) bool {
+	return r.cfg.InactiveTimeout <= 0 || now.Sub(p.lastUpdate) < r.cfg.InactiveTimeout
+}
+
+func (r *Registry) tombstonedLocked(e *producerEntry, now time.Time) bool {
+	return e.tombstoned && now.Sub(e.tombstonedAt) < r.cfg.TombstoneLifetime
+}

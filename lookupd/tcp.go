@@ -1,0 +1,249 @@
+package lookupd
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/sluicemq/sluice/protocol"
+)
+
+// readBufferSize is the per-connection read buffer. Request lines are short
+// (REGISTER with two 64-byte names is < 150 bytes) and nsqd sends one
+// command per round trip, so a small buffer keeps idle connections cheap;
+// longer lines are reassembled up to maxLineSize.
+const readBufferSize = 512
+
+func (d *Daemon) acceptLoop(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Resource exhaustion (EMFILE...) is transient: back off a little.
+			d.logger.Warn("TCP: accept failed", "err", err)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		if !d.trackConn(c) {
+			c.Close()
+			return
+		}
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			defer d.untrackConn(c)
+			d.serveConn(c)
+		}()
+	}
+}
+
+// peerConn is the state of one registration connection, owned by the
+// goroutine running serveConn.
+type peerConn struct {
+	d          *Daemon
+	conn       net.Conn
+	r          *bufio.Reader
+	id         string // remote ip:port, the producer key
+	identified bool
+	logger     *slog.Logger
+}
+
+// serveConn runs the V1 protocol on c until the peer disconnects, a
+// protocol error occurs (reply sent, then close), the read deadline passes or
+// the daemon exits. The peer is then removed from every registration.
+func (d *Daemon) serveConn(c net.Conn) {
+	p := &peerConn{
+		d:      d,
+		conn:   c,
+		r:      bufio.NewReaderSize(c, readBufferSize),
+		id:     c.RemoteAddr().String(),
+		logger: d.logger.With("remote_addr", c.RemoteAddr().String()),
+	}
+	p.logger.Debug("TCP: new client")
+	defer func() {
+		c.Close()
+		if p.identified && d.registry.RemovePeer(p.id) {
+			p.logger.Info("DB: client removed from all registrations")
+		}
+	}()
+
+	p.setReadDeadline()
+	var magic [4]byte
+	if _, err := io.ReadFull(p.r, magic[:]); err != nil {
+		p.logger.Debug("TCP: failed to read protocol magic", "err", err)
+		return
+	}
+	if string(magic[:]) != protocol.MagicV1 {
+		p.logger.Warn("TCP: bad protocol magic", "magic", string(magic[:]))
+		p.fail(&protocol.Error{Code: protocol.ErrBadProtocol, Fatal: true})
+		return
+	}
+	for {
+		p.setReadDeadline()
+		line, err := p.readLine()
+		if err != nil {
+			var perr *protocol.Error
+			if errors.As(err, &perr) {
+				p.fail(perr)
+			} else if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				p.logger.Info("TCP: closing connection", "err", err)
+			}
+			return
+		}
+		reply, perr := p.exec(line)
+		if perr != nil {
+			p.fail(perr)
+			return
+		}
+		if err := p.write(reply); err != nil {
+			p.logger.Info("TCP: write failed", "err", err)
+			return
+		}
+	}
+}
+
+func (p *peerConn) setReadDeadline() {
+	if t := p.d.opts.PeerReadTimeout; t > 0 {
+		p.conn.SetReadDeadline(time.Now().Add(t))
+	}
+}
+
+// readLine returns the next request line (without the LF), reassembling
+// lines longer than the buffer up to maxLineSize.
+func (p *peerConn) readLine() ([]byte, error) {
+	line, err := p.r.ReadSlice('\n')
+	if err == nil {
+		return line[:len(line)-1], nil
+	}
+	if !errors.Is(err, bufio.ErrBufferFull) {
+		return nil, err
+	}
+	long := append([]byte(nil), line...)
+	for {
+		line, err = p.r.ReadSlice('\n')
+		long = append(long, line...)
+		if len(long) > maxLineSize {
+			return nil, protocol.Fatalf(protocol.ErrInvalid, "command line longer than %d bytes", maxLineSize)
+		}
+		if err == nil {
+			return long[:len(long)-1], nil
+		}
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return nil, err
+		}
+	}
+}
+
+// exec runs one command and returns the reply data or a (fatal) error.
+func (p *peerConn) exec(line []byte) ([]byte, *protocol.Error) {
+	name, params := protocol.ParseLookupCommand(line)
+	switch name {
+	case protocol.LookupCmdPing:
+		if p.identified {
+			p.d.registry.Touch(p.id, time.Now())
+		}
+		return protocol.LookupOK, nil
+	case protocol.LookupCmdIdentify:
+		return p.identify()
+	case protocol.LookupCmdRegister:
+		return p.register(name, params, true)
+	case protocol.LookupCmdUnregister:
+		return p.register(name, params, false)
+	}
+	return nil, protocol.Fatalf(protocol.ErrInvalid, "invalid command %s", name)
+}
+
+func (p *peerConn) identify() ([]byte, *protocol.Error) {
+	if p.identified {
+		return nil, protocol.Fatalf(protocol.ErrInvalid, "cannot IDENTIFY again")
+	}
+	var hdr [4]byte
+	if _, err := io.ReadFull(p.r, hdr[:]); err != nil {
+		return nil, protocol.Fatalf(protocol.ErrBadBody, "IDENTIFY failed to read body size")
+	}
+	size := int32(binary.BigEndian.Uint32(hdr[:]))
+	if size <= 0 || size > protocol.MaxLookupIdentifySize {
+		return nil, protocol.Fatalf(protocol.ErrBadBody, "IDENTIFY invalid body size %d", size)
+	}
+	body := make([]byte, size)
+	if _, err := io.ReadFull(p.r, body); err != nil {
+		return nil, protocol.Fatalf(protocol.ErrBadBody, "IDENTIFY failed to read body")
+	}
+	var req protocol.LookupIdentify
+	if err := json.Unmarshal(body, &req); err != nil {
+		return nil, protocol.Fatalf(protocol.ErrBadBody, "IDENTIFY failed to decode JSON body")
+	}
+	if err := req.Validate(); err != nil {
+		return nil, protocol.Fatalf(protocol.ErrBadBody, "IDENTIFY missing fields")
+	}
+	reply, err := json.Marshal(p.d.identifyReply())
+	if err != nil {
+		return nil, protocol.Fatalf(protocol.ErrInvalid, "IDENTIFY failed to encode reply")
+	}
+	p.d.registry.AddPeer(PeerInfo{
+		ID:               p.id,
+		RemoteAddress:    p.id,
+		Hostname:         req.Hostname,
+		BroadcastAddress: req.BroadcastAddress,
+		TCPPort:          req.TCPPort,
+		HTTPPort:         req.HTTPPort,
+		Version:          req.Version,
+	}, time.Now())
+	p.identified = true
+	p.logger.Info("CLIENT: IDENTIFY", "broadcast_address", req.BroadcastAddress,
+		"tcp_port", req.TCPPort, "http_port", req.HTTPPort, "version", req.Version)
+	return reply, nil
+}
+
+// register runs REGISTER (add) or UNREGISTER (!add).
+func (p *peerConn) register(cmd string, params []string, add bool) ([]byte, *protocol.Error) {
+	if !p.identified {
+		return nil, protocol.Fatalf(protocol.ErrInvalid, "client must IDENTIFY")
+	}
+	if len(params) == 0 {
+		return nil, protocol.Fatalf(protocol.ErrInvalid, "%s insufficient number of params", cmd)
+	}
+	// An empty second parameter ("REGISTER t  c") means no channel, like
+	// the reference; parameters after the second are ignored.
+	topic, channel := params[0], ""
+	if len(params) >= 2 {
+		channel = params[1]
+	}
+	if !protocol.IsValidTopicName(topic) {
+		return nil, protocol.Fatalf(protocol.ErrBadTopic, "%s topic name '%s' is not valid", cmd, topic)
+	}
+	if channel != "" && !protocol.IsValidChannelName(channel) {
+		return nil, protocol.Fatalf(protocol.ErrBadChannel, "%s channel name '%s' is not valid", cmd, channel)
+	}
+	if add {
+		p.d.registry.Register(p.id, topic, channel)
+	} else {
+		p.d.registry.Unregister(p.id, topic, channel)
+	}
+	p.logger.Debug("DB: "+cmd, "topic", topic, "channel", channel)
+	return protocol.LookupOK, nil
+}
+
+func (p *peerConn) write(data []byte) error {
+	p.conn.SetWriteDeadline(time.Now().Add(peerWriteTimeout))
+	if err := protocol.WriteLookupReply(p.conn, data); err != nil {
+		return fmt.Errorf("write reply: %w", err)
+	}
+	return nil
+}
+
+// fail sends a fatal error reply; the caller closes the connection.
+func (p *peerConn) fail(e *protocol.Error) {
+	p.logger.Info("TCP: protocol error, closing", "err", e.Error())
+	if err := p.write([]byte(e.Error())); err != nil {
+		p.logger.Debug("TCP: failed to send error", "err", err)
+	}
+}
