@@ -1,0 +1,20 @@
+// Package admin is Sluice's nsqadmin: an operators' web UI and JSON API over a cluster of
+// nsqd nodes, found through nsqlookupd (cluster mode) or listed directly (direct mode).
+// It talks to the daemons over HTTP only, so it works against Sluice and against NSQ alike.
+//
+// Besides nsqadmin's pages and /api/... endpoints (protocol.md §11.4), it samples every
+// node's /stats on an interval and keeps a bounded in-memory History, from which the UI
+// plots message rates and depth over time without Graphite.
+//
+//	opts := admin.NewOptions()
+//	opts.HTTPAddress = "127.0.0.1:0"
+//	opts.NSQLookupdHTTPAddresses = []string{"127.0.0.1:4161"}
+//	a, err := admin.New(opts)
+//	if err != nil { ... }
+//	if err := a.Start(); err != nil { ... }
+//	defer a.Exit()
+//	fmt.Println("UI at http://" + a.HTTPAddr().String())
+//
+// The UI is plain JS and CSS embedded with go:embed; the only third-party asset is uPlot,
+// vendored from the npm package pinned in ui/package.json by `make ui` (see ui.mk).
+package admin

@@ -1,0 +1,119 @@
+package admin
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// sampler reads every node's /stats each interval and feeds the History. It also remembers
+// nodes it has seen, so a node that vanished from nsqlookupd (crashed, killed) is still
+// probed and reported as unreachable for one history window instead of silently disappearing.
+type sampler struct {
+	cluster  *cluster
+	interval time.Duration
+	window   time.Duration
+	timeout  time.Duration
+	logger   *slog.Logger
+
+	mu         sync.Mutex // guards the fields below
+	hist       *History
+	remembered map[string]*rememberedNode
+	lost       []error
+	rounds     int
+}
+
+type rememberedNode struct {
+	p          *Producer
+	lastListed time.Time
+}
+
+func newSampler(c *cluster, interval, window, timeout time.Duration, logger *slog.Logger) *sampler {
+	return &sampler{cluster: c, interval: interval, window: window, timeout: timeout, logger: logger,
+		hist: NewHistory(window, interval), remembered: map[string]*rememberedNode{}}
+}
+
+// run samples immediately, then every interval, until ctx ends.
+func (s *sampler) run(ctx context.Context) {
+	t := time.NewTicker(s.interval)
+	defer t.Stop()
+	for {
+		s.sampleOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *sampler) sampleOnce(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, max(s.interval, s.timeout))
+	defer cancel()
+	nodes, errs := s.cluster.nodes(ctx)
+	if ctx.Err() != nil {
+		return
+	}
+	now := time.Now()
+	listed := map[string]bool{}
+	s.mu.Lock()
+	for _, n := range nodes {
+		listed[n.HTTPAddr()] = true
+		s.remembered[n.HTTPAddr()] = &rememberedNode{p: n, lastListed: now}
+	}
+	var extra []*Producer
+	for addr, r := range s.remembered {
+		switch {
+		case now.Sub(r.lastListed) > s.window:
+			delete(s.remembered, addr)
+		case !listed[addr]:
+			extra = append(extra, r.p)
+		}
+	}
+	s.mu.Unlock()
+
+	results, statErrs := s.cluster.stats(ctx, append(nodes, extra...), "", "", false)
+	var lost []error
+	for _, e := range statErrs {
+		ne, ok := e.(*nodeError)
+		if !ok || listed[ne.Addr] {
+			continue
+		}
+		s.mu.Lock()
+		seen := s.remembered[ne.Addr].lastListed
+		s.mu.Unlock()
+		lost = append(lost, &nodeError{Kind: "nsqd", Addr: ne.Addr,
+			Err: fmt.Errorf("gone from nsqlookupd %s ago and not answering: %w", now.Sub(seen).Round(time.Second), ne.Err)})
+	}
+	if len(errs)+len(statErrs) > 0 {
+		s.logger.Debug("sampler: upstream errors", "errors", warningText(append(errs, statErrs...)))
+	}
+	s.mu.Lock()
+	s.hist.Record(now, results)
+	s.lost = lost
+	s.rounds++
+	s.mu.Unlock()
+}
+
+// lostNodes returns the remembered nodes that are neither registered nor answering.
+func (s *sampler) lostNodes() []error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]error(nil), s.lost...)
+}
+
+// series returns a copy of the series for k (last n points, all when n <= 0).
+func (s *sampler) series(k SeriesKey, n int) Series {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hist.Series(k, n)
+}
+
+// latest returns the most recent rates for k.
+func (s *sampler) latest(k SeriesKey) (in, out float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hist.Latest(k)
+}

@@ -1,0 +1,127 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// upstream is the admin's HTTP client for nsqd and nsqlookupd (V1 format, §8.1 and §11).
+type upstream struct {
+	client *http.Client
+}
+
+func newUpstream(o *Options) (*upstream, error) {
+	tlsConf := &tls.Config{InsecureSkipVerify: o.HTTPClientTLSInsecureSkipVerify} //nolint:gosec // operator's choice
+	if o.HTTPClientTLSRootCAFile != "" {
+		pem, err := os.ReadFile(o.HTTPClientTLSRootCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("read --http-client-tls-root-ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("read --http-client-tls-root-ca-file %q: no certificates", o.HTTPClientTLSRootCAFile)
+		}
+		tlsConf.RootCAs = pool
+	}
+	if o.HTTPClientTLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(o.HTTPClientTLSCert, o.HTTPClientTLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("load --http-client-tls-cert/--http-client-tls-key: %w", err)
+		}
+		tlsConf.Certificates = []tls.Certificate{cert}
+	}
+	transport := &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         (&net.Dialer{Timeout: o.HTTPClientConnectTimeout}).DialContext,
+		TLSClientConfig:     tlsConf,
+		MaxIdleConnsPerHost: 8,
+		TLSHandshakeTimeout: o.HTTPClientConnectTimeout,
+	}
+	return &upstream{client: &http.Client{Transport: transport, Timeout: o.HTTPClientRequestTimeout}}, nil
+}
+
+func (u *upstream) close() { u.client.CloseIdleConnections() }
+
+// statusError is a non-200 answer from an upstream daemon.
+type statusError struct {
+	URL    string
+	Code   int
+	Detail string
+}
+
+func (e *statusError) Error() string {
+	return fmt.Sprintf("%s: status %d %s", e.URL, e.Code, e.Detail)
+}
+
+// do sends one request to http://addr+path and decodes a JSON answer into out (when non-nil).
+// A 403 carrying "https_port" (nsqd --tls-required) is retried once over HTTPS.
+func (u *upstream) do(ctx context.Context, method, addr, path string, out any) error {
+	endpoint := "http://" + addr + path
+	for attempt := 0; ; attempt++ {
+		body, code, err := u.roundTrip(ctx, method, endpoint)
+		if err != nil {
+			return err
+		}
+		if code == http.StatusForbidden && attempt == 0 && strings.HasPrefix(endpoint, "http://") {
+			var tr struct {
+				HTTPSPort int `json:"https_port"`
+			}
+			if json.Unmarshal(body, &tr) == nil && tr.HTTPSPort > 0 {
+				host, _, _ := net.SplitHostPort(addr)
+				endpoint = "https://" + net.JoinHostPort(host, strconv.Itoa(tr.HTTPSPort)) + path
+				continue
+			}
+		}
+		if code != http.StatusOK {
+			return &statusError{URL: endpoint, Code: code, Detail: strings.TrimSpace(string(body))}
+		}
+		if out == nil || len(bytes.TrimSpace(body)) == 0 {
+			return nil
+		}
+		if err := json.Unmarshal(body, out); err != nil {
+			return fmt.Errorf("decode %s: %w", endpoint, err)
+		}
+		return nil
+	}
+}
+
+func (u *upstream) roundTrip(ctx context.Context, method, endpoint string) ([]byte, int, error) {
+	req, err := http.NewRequestWithContext(ctx, method, endpoint, nil)
+	if err != nil {
+		return nil, 0, fmt.Errorf("build request %s %s: %w", method, endpoint, err)
+	}
+	req.Header.Set("Accept", "application/vnd.nsq; version=1.0")
+	resp, err := u.client.Do(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, 0, fmt.Errorf("read %s: %w", endpoint, err)
+	}
+	return body, resp.StatusCode, nil
+}
+
+// post sends a POST action with query parameters and expects 200.
+func (u *upstream) post(ctx context.Context, addr, path string, params url.Values) error {
+	return u.do(ctx, http.MethodPost, addr, path+"?"+params.Encode(), nil)
+}
+
+// isNotFound tells whether err is an upstream 404.
+func isNotFound(err error) bool {
+	var se *statusError
+	return errors.As(err, &se) && se.Code == http.StatusNotFound
+}
