@@ -31,16 +31,17 @@ type nodeJSON struct {
 }
 
 // debugJSON is a producer as /debug shows it (§10.8); times in Unix ns.
+// Keys are alphabetical like the reference's.
 type debugJSON struct {
-	ID               string `json:"id"`
-	Hostname         string `json:"hostname"`
 	BroadcastAddress string `json:"broadcast_address"`
-	TCPPort          int    `json:"tcp_port"`
+	Hostname         string `json:"hostname"`
 	HTTPPort         int    `json:"http_port"`
-	Version          string `json:"version"`
+	ID               string `json:"id"`
 	LastUpdate       int64  `json:"last_update"`
+	TCPPort          int    `json:"tcp_port"`
 	Tombstoned       bool   `json:"tombstoned"`
 	TombstonedAt     int64  `json:"tombstoned_at"`
+	Version          string `json:"version"`
 }
 
 func toProducerJSON(p *PeerInfo) producerJSON {
