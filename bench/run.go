@@ -1,0 +1,118 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+	"slices"
+	"time"
+)
+
+// Target is one nsqd implementation under test.
+type Target struct {
+	// Launcher starts the node for every scenario but idle-conns.
+	Launcher Launcher
+	// Process starts the same implementation as a separate process, for
+	// idle-conns (RSS per connection); nil skips that scenario with
+	// ProcessMissing as the reason.
+	Process        Launcher
+	ProcessMissing string
+}
+
+// Report is the JSON document of a run.
+type Report struct {
+	Started   time.Time `json:"started"`
+	Seconds   float64   `json:"seconds"`
+	GoVersion string    `json:"go_version"`
+	NumCPU    int       `json:"num_cpu"`
+	Targets   []string  `json:"targets"`
+	Scenarios []string  `json:"scenarios"`
+	// Notes explain how to read the figures.
+	Notes   []string `json:"notes"`
+	Results []Result `json:"results"`
+}
+
+// Run runs the selected scenarios (names from AllScenarios) on every target,
+// scenario by scenario so that the targets are measured under similar
+// conditions, and writes a table line per result to table (may be nil).
+func Run(ctx context.Context, o Options, targets []Target, scenarios []string, table io.Writer) Report {
+	rep := Report{Started: time.Now().UTC(), GoVersion: runtime.Version(), NumCPU: runtime.NumCPU(), Scenarios: scenarios,
+		Notes: []string{
+			"Compare figures only within one run: the machine is shared and noisy.",
+			"ratio_vs_sink = msgs_per_sec / raw sink msgs_per_sec measured in the same run with the same publisher.",
+			fmt.Sprintf("In-memory scenarios run nsqd with --mem-queue-size=%d (as NSQ's bench does); disk-* with --mem-queue-size=0.", o.LargeMemQueue),
+			"Latency is end-to-end: consumer receive time minus the send time stamped in the body; throttled runs stamp the scheduled send time.",
+		}}
+	for _, t := range targets {
+		rep.Targets = append(rep.Targets, t.Launcher.Name())
+	}
+	emit := func(r Result) {
+		rep.Results = append(rep.Results, r)
+		if table != nil {
+			fmt.Fprintln(table, r.TableLine())
+		}
+	}
+	if table != nil {
+		fmt.Fprintln(table, TableHeader)
+	}
+	var sinkRate float64
+	for _, sc := range scenarios {
+		if ctx.Err() != nil {
+			break
+		}
+		if sc == ScenarioSink {
+			sctx, cancel := context.WithTimeout(ctx, o.ScenarioTimeout)
+			r := RunSink(sctx, o)
+			cancel()
+			if r.Error == "" {
+				sinkRate = r.MsgsPerSec
+			}
+			emit(r)
+			continue
+		}
+		for _, t := range targets {
+			sctx, cancel := context.WithTimeout(ctx, o.ScenarioTimeout)
+			for _, r := range runOne(sctx, sc, t, o) {
+				if sinkRate > 0 && r.Error == "" && (r.Scenario == ScenarioMPUB || r.Scenario == ScenarioDisk+"-mpub") {
+					r.RatioVsSink = float64(int64(r.MsgsPerSec/sinkRate*1000+0.5)) / 1000
+				}
+				emit(r)
+			}
+			cancel()
+		}
+	}
+	rep.Seconds = time.Since(rep.Started).Seconds()
+	return rep
+}
+
+func runOne(ctx context.Context, sc string, t Target, o Options) []Result {
+	l := t.Launcher
+	switch sc {
+	case ScenarioMPUB:
+		return []Result{RunMPUB(ctx, l, o)}
+	case ScenarioPUB:
+		return []Result{RunPUB(ctx, l, o)}
+	case ScenarioConsume:
+		return []Result{RunConsume(ctx, l, o)}
+	case ScenarioLatencyRate:
+		return []Result{RunLatency(ctx, l, o, true)}
+	case ScenarioLatencyMax:
+		return []Result{RunLatency(ctx, l, o, false)}
+	case ScenarioDisk:
+		return RunDisk(ctx, l, o)
+	case ScenarioFanout:
+		return []Result{RunFanout(ctx, l, o)}
+	case ScenarioIdle:
+		if t.Process == nil {
+			return []Result{{Scenario: sc, Target: l.Name(), Error: "skipped: " + t.ProcessMissing}}
+		}
+		r := RunIdle(ctx, t.Process, o)
+		r.Target = l.Name()
+		return []Result{r}
+	}
+	return []Result{{Scenario: sc, Target: l.Name(), Error: fmt.Sprintf("unknown scenario (have %v)", AllScenarios)}}
+}
+
+// ValidScenario reports whether name is a known scenario.
+func ValidScenario(name string) bool { return slices.Contains(AllScenarios, name) }
