@@ -133,7 +133,11 @@ func badInputCases() []badInputCase {
 		{name: "SUB twice", setup: subscribed("badin"), send: []byte("SUB badin c2\n"), want: []string{"E_INVALID cannot SUB in current state"}, fatal: true},
 		{name: "SUB with heartbeats disabled", setup: func(c *testutil.V2Conn) { c.Identify(map[string]any{"heartbeat_interval": -1}) }, send: []byte("SUB badin c\n"), want: []string{"E_INVALID cannot SUB with heartbeats disabled"}, fatal: true},
 		{name: "CLS before SUB", send: []byte("CLS\n"), want: []string{"E_INVALID cannot CLS in current state"}, fatal: true},
-		{name: "CLS twice", setup: func(c *testutil.V2Conn) { c.Subscribe("badin", "c"); c.Send("CLS", nil); c.ExpectResponse("CLOSE_WAIT") }, send: []byte("CLS\n"), want: []string{"E_INVALID cannot CLS in current state"}, fatal: true},
+		{name: "CLS twice", setup: func(c *testutil.V2Conn) {
+			c.Subscribe("badin", "c")
+			c.Send("CLS", nil)
+			c.ExpectResponse("CLOSE_WAIT")
+		}, send: []byte("CLS\n"), want: []string{"E_INVALID cannot CLS in current state"}, fatal: true},
 		// §12.3 commands before AUTH when auth is required
 		{name: "auth: PUB before AUTH", auth: true, send: frame("PUB badin\n", 1, "x"), want: []string{"E_AUTH_FIRST AUTH required before PUB"}, fatal: true},
 		{name: "auth: MPUB before AUTH", auth: true, send: mpub(9, 1, 1, "x"), want: []string{"E_AUTH_FIRST AUTH required before MPUB"}, fatal: true},
