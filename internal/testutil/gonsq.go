@@ -10,8 +10,9 @@ import (
 	"github.com/nsqio/go-nsq"
 )
 
-// goNSQLogger discards go-nsq's logging unless LogEnv is set.
-func goNSQLogger() (*log.Logger, nsq.LogLevel) {
+// GoNSQLogger returns the logger and level for go-nsq objects created by
+// tests: discarded unless LogEnv is set. Use with SetLogger.
+func GoNSQLogger() (*log.Logger, nsq.LogLevel) {
 	if envLogOn() {
 		return log.New(logWriter{}, "", log.Lmicroseconds), nsq.LogLevelInfo
 	}
@@ -39,7 +40,7 @@ func NewProducer(t testing.TB, addr string, cfg *nsq.Config) *nsq.Producer {
 	if err != nil {
 		t.Fatalf("nsq.NewProducer(%s): %v", addr, err)
 	}
-	l, lvl := goNSQLogger()
+	l, lvl := GoNSQLogger()
 	p.SetLogger(l, lvl)
 	t.Cleanup(p.Stop)
 	if err := p.Ping(); err != nil {
@@ -60,7 +61,7 @@ func NewConsumer(t testing.TB, addr, topic, channel string, cfg *nsq.Config, h n
 	if err != nil {
 		t.Fatalf("nsq.NewConsumer(%s, %s): %v", topic, channel, err)
 	}
-	l, lvl := goNSQLogger()
+	l, lvl := GoNSQLogger()
 	c.SetLogger(l, lvl)
 	c.AddHandler(h)
 	t.Cleanup(func() { StopConsumer(t, c) })

@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -225,4 +226,13 @@ func ObjectKeys(raw []byte) ([]string, error) {
 		}
 	}
 	return keys, nil
+}
+
+// HTTPClientTLS returns an HTTP client using tlsConf (redirects not followed).
+func HTTPClientTLS(tlsConf *tls.Config) *http.Client {
+	return &http.Client{
+		Timeout:       10 * time.Second,
+		Transport:     &http.Transport{TLSClientConfig: tlsConf},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 }
