@@ -319,7 +319,7 @@ func (r *Registry) Channels(topic string) []string {
 }
 
 // Nodes answers /nodes: every peer active at now, sorted by ID, with the
-// topics it registered (in no particular order) and, index for index,
+// topics it registered (sorted) and, index for index,
 // whether it is tombstoned for that topic at now. Tombstoned peers are
 // listed.
 func (r *Registry) Nodes(now time.Time) []Node {
@@ -335,9 +335,12 @@ func (r *Registry) Nodes(now time.Time) []Node {
 			Topics:     make([]string, 0, len(p.topics)),
 			Tombstones: make([]bool, 0, len(p.topics)),
 		}
-		for t, e := range p.topics {
+		for t := range p.topics {
 			n.Topics = append(n.Topics, t)
-			n.Tombstones = append(n.Tombstones, r.tombstonedLocked(e, now))
+		}
+		slices.Sort(n.Topics)
+		for _, t := range n.Topics {
+			n.Tombstones = append(n.Tombstones, r.tombstonedLocked(p.topics[t], now))
 		}
 		nodes = append(nodes, n)
 	}
