@@ -58,7 +58,8 @@ type APIHandler func(w http.ResponseWriter, r *http.Request, ps httprouter.Param
 // unknown paths answer 404 {"message":"NOT_FOUND"}, a known path with the
 // wrong method answers 405 {"message":"METHOD_NOT_ALLOWED"} with an Allow
 // header, OPTIONS on a known path answers 200 with an Allow header, a path with
-// an extra trailing slash is redirected (301 for GET, 307 otherwise), and a
+// an extra trailing slash or in the wrong letter case is redirected to the
+// registered path (301 for GET, 307 otherwise), and a
 // handler panic answers 500 {"message":"INTERNAL_ERROR"} and is logged.
 // A nil logger discards logs.
 func NewRouter(logger *slog.Logger) *httprouter.Router {
@@ -67,7 +68,7 @@ func NewRouter(logger *slog.Logger) *httprouter.Router {
 	}
 	r := httprouter.New()
 	r.RedirectTrailingSlash = true
-	r.RedirectFixedPath = false
+	r.RedirectFixedPath = true // the reference redirects /STATS to /stats
 	r.HandleMethodNotAllowed = true
 	r.HandleOPTIONS = true
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -95,7 +96,7 @@ func NewRouter(logger *slog.Logger) *httprouter.Router {
 func V1(h APIHandler) httprouter.Handle {
 	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
 		if _, err := Query(r); err != nil {
-			WriteError(w, http.StatusBadRequest, "INVALID_REQUEST")
+			WriteError(w, ErrInvalidRequest.Code, ErrInvalidRequest.Text)
 			return
 		}
 		v, err := h(w, r, ps)
@@ -171,14 +172,18 @@ func PlainText(w http.ResponseWriter, code int, body string) {
 	_, _ = io.WriteString(w, body)
 }
 
+// ErrInvalidRequest is the V1 answer to a malformed query string.
+var ErrInvalidRequest = Err{Code: http.StatusBadRequest, Text: "INVALID_REQUEST"}
+
 // Query parses the request's URL query string. Parameters come from the query
 // string only (request bodies of action endpoints are ignored); use Get on
-// the result so the first of repeated values wins. It fails on a malformed
-// query string, which V1 turns into 400 INVALID_REQUEST.
+// the result so the first of repeated values wins. On a malformed query
+// string the error wraps ErrInvalidRequest, so a V1 handler can return it as
+// is and answer 400 INVALID_REQUEST.
 func Query(r *http.Request) (url.Values, error) {
 	v, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
-		return nil, fmt.Errorf("parse query string %q: %w", r.URL.RawQuery, err)
+		return nil, fmt.Errorf("parse query string %q: %w: %w", r.URL.RawQuery, ErrInvalidRequest, err)
 	}
 	return v, nil
 }

@@ -89,6 +89,8 @@ func TestV1Responses(t *testing.T) {
 		{"GET", "/text/", 301, "", "", false, "", "/text"},
 		{"POST", "/empty/", 307, "", "", false, "", "/empty"},
 		{"GET", "/text/?a=1", 301, "", "", false, "", "/text?a=1"},
+		{"GET", "/TEXT", 301, "", "", false, "", "/text"},
+		{"POST", "/Empty/", 307, "", "", false, "", "/empty"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
@@ -150,8 +152,19 @@ func TestQueryFirstValueWins(t *testing.T) {
 		t.Fatal("empty parameter lost")
 	}
 	_, err = Query(httptest.NewRequest("GET", "/x?a=%", nil))
-	if err == nil || !strings.Contains(err.Error(), "a=%") {
+	var e Err
+	if err == nil || !strings.Contains(err.Error(), "a=%") || !errors.As(err, &e) || e != ErrInvalidRequest {
 		t.Fatalf("malformed query error = %v", err)
+	}
+	// A V1 handler returning Query's error answers 400 INVALID_REQUEST.
+	w := httptest.NewRecorder()
+	V1(func(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {
+		r.URL.RawQuery = "a=%zz" // malformed after V1's own check
+		_, err := Query(r)
+		return nil, err
+	})(w, httptest.NewRequest("GET", "/x", nil), nil)
+	if w.Code != 400 || w.Body.String() != `{"message":"INVALID_REQUEST"}` {
+		t.Fatalf("got %d %s", w.Code, w.Body)
 	}
 }
 
