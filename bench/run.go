@@ -74,7 +74,7 @@ func Run(ctx context.Context, o Options, targets []Target, scenarios []string, t
 		for _, t := range targets {
 			sctx, cancel := context.WithTimeout(ctx, o.ScenarioTimeout)
 			for _, r := range runOne(sctx, sc, t, o) {
-				if sinkRate > 0 && r.Error == "" && (r.Scenario == ScenarioMPUB || r.Scenario == ScenarioDisk+"-mpub") {
+				if sinkRate > 0 && r.Error == "" && (r.Scenario == ScenarioMPUB || r.Scenario == ScenarioDisk+"-mpub" || r.Scenario == ScenarioGoNSQMPUB) {
 					r.RatioVsSink = float64(int64(r.MsgsPerSec/sinkRate*1000+0.5)) / 1000
 				}
 				emit(r)
@@ -103,6 +103,10 @@ func runOne(ctx context.Context, sc string, t Target, o Options) []Result {
 		return RunDisk(ctx, l, o)
 	case ScenarioFanout:
 		return []Result{RunFanout(ctx, l, o)}
+	case ScenarioGoNSQMPUB:
+		return []Result{RunGoNSQMPUB(ctx, l, o)}
+	case ScenarioGoNSQConsume:
+		return []Result{RunGoNSQConsume(ctx, l, o)}
 	case ScenarioIdle:
 		if t.Process == nil {
 			return []Result{{Scenario: sc, Target: l.Name(), Error: "skipped: " + t.ProcessMissing}}
@@ -115,4 +119,6 @@ func runOne(ctx context.Context, sc string, t Target, o Options) []Result {
 }
 
 // ValidScenario reports whether name is a known scenario.
-func ValidScenario(name string) bool { return slices.Contains(AllScenarios, name) }
+func ValidScenario(name string) bool {
+	return slices.Contains(AllScenarios, name) || slices.Contains(ExtraScenarios, name)
+}

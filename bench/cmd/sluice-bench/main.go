@@ -1,0 +1,201 @@
+// Command sluice-bench runs Sluice's benchmark scenarios and prints a table
+// line per result (stderr) and one JSON report for the run (stdout or --out).
+//
+// By default it measures an in-process Sluice nsqd. --nsqd-bin adds a target
+// that runs a given nsqd binary (e.g. NSQ 1.3.0's) per scenario, so both are
+// measured in one run; --nsqd-tcp/--nsqd-http add an nsqd that is already
+// running. See bench/README.md.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sluicemq/sluice/bench"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "sluice-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// isFullFlag reports whether arg is --full (or -full, --full=true): the
+// defaults of every size flag depend on it, so it is found before parsing.
+func isFullFlag(arg string) bool {
+	arg = strings.TrimLeft(arg, "-")
+	return arg == "full" || arg == "full=true" || arg == "full=1"
+}
+
+func run() error {
+	fs := flag.NewFlagSet("sluice-bench", flag.ExitOnError)
+	o := bench.DefaultOptions()
+	if slices.ContainsFunc(os.Args[1:], isFullFlag) {
+		o = bench.FullOptions()
+	}
+	fs.Bool("full", false, "use the issue's sizes (2.5M backlog, 10,000 idle connections, ...) as defaults")
+	scenarios := fs.String("scenarios", strings.Join(bench.AllScenarios, ","), "comma-separated scenarios to run")
+	noInproc := fs.Bool("no-inproc", false, "do not measure the in-process Sluice nsqd")
+	sluiceBin := fs.String("sluice-bin", "", "Sluice nsqd binary for idle-conns (default: build ./apps/nsqd if it exists)")
+	nsqdBin := fs.String("nsqd-bin", "", "also measure this nsqd binary (e.g. NSQ 1.3.0's), started per scenario")
+	nsqdBinName := fs.String("nsqd-bin-name", "", "target name for --nsqd-bin (default: from its --version)")
+	nsqdTCP := fs.String("nsqd-tcp", "", "also measure an already running nsqd at this TCP address (needs --nsqd-http)")
+	nsqdHTTP := fs.String("nsqd-http", "", "HTTP address of the --nsqd-tcp nsqd")
+	nsqdPID := fs.Int("nsqd-pid", 0, "pid of the --nsqd-tcp nsqd (for idle-conns RSS)")
+	out := fs.String("out", "", "write the JSON report to this file instead of stdout")
+	quiet := fs.Bool("quiet", false, "no progress lines")
+
+	fs.IntVar(&o.Conns, "conns", o.Conns, "publishing connections and consuming connections")
+	fs.IntVar(&o.Batch, "batch", o.Batch, "messages per MPUB")
+	fs.IntVar(&o.BodySize, "body-size", o.BodySize, "message body bytes (>= 8)")
+	fs.IntVar(&o.RDY, "rdy", o.RDY, "RDY count of each consumer")
+	fs.Int64Var(&o.LargeMemQueue, "mem-queue-size", o.LargeMemQueue, "nsqd --mem-queue-size for the in-memory scenarios")
+	fs.Int64Var(&o.SinkMessages, "sink-msgs", o.SinkMessages, "messages for the raw sink baseline")
+	fs.Int64Var(&o.MPUBMessages, "mpub-msgs", o.MPUBMessages, "messages for the MPUB publish scenario")
+	fs.Int64Var(&o.PUBMessages, "pub-msgs", o.PUBMessages, "messages for the PUB publish scenario")
+	fs.Int64Var(&o.ConsumeMessages, "consume-msgs", o.ConsumeMessages, "backlog drained by the consume scenario")
+	fs.Float64Var(&o.LatencyRate, "latency-rate", o.LatencyRate, "offered msgs/s of pubsub-rate")
+	fs.DurationVar(&o.LatencyDuration, "latency-duration", o.LatencyDuration, "duration of pubsub-rate")
+	fs.Int64Var(&o.LatencyMessages, "latency-msgs", o.LatencyMessages, "messages of pubsub-max (unthrottled)")
+	fs.IntVar(&o.ConsumerOutputBufferTimeout, "consumer-output-buffer-timeout", o.ConsumerOutputBufferTimeout,
+		"IDENTIFY output_buffer_timeout (ms) of consumers; 0 = nsqd's default 250ms, like go-nsq")
+	fs.Int64Var(&o.DiskMessages, "disk-msgs", o.DiskMessages, "messages of the disk scenario (--mem-queue-size=0)")
+	fs.Int64Var(&o.FanoutMessages, "fanout-msgs", o.FanoutMessages, "messages published in the fanout scenario")
+	fs.IntVar(&o.FanoutChannels, "fanout-channels", o.FanoutChannels, "channels in the fanout scenario")
+	fs.IntVar(&o.IdleConns, "idle-conns", o.IdleConns, "connections held by idle-conns")
+	fs.DurationVar(&o.IdleHeartbeat, "idle-heartbeat", o.IdleHeartbeat, "heartbeat interval negotiated by idle connections (>= 1s)")
+	fs.DurationVar(&o.ScenarioTimeout, "scenario-timeout", o.ScenarioTimeout, "time limit of each scenario on each target")
+	fs.DurationVar(&o.ProgressEvery, "progress-every", o.ProgressEvery, "interval of progress lines")
+	fs.StringVar(&o.TempDir, "tmp-dir", o.TempDir, "directory for the nodes' data directories")
+	fs.Parse(os.Args[1:])
+
+	names := strings.Split(*scenarios, ",")
+	for _, n := range names {
+		if !bench.ValidScenario(n) {
+			return fmt.Errorf("unknown scenario %q (have %s)", n, strings.Join(bench.AllScenarios, ","))
+		}
+	}
+	if !*quiet {
+		o.Progress = os.Stderr
+	}
+	// Before any child process starts, so that it inherits the raised limit.
+	if lim, err := bench.RaiseNoFileLimit(); err != nil {
+		fmt.Fprintln(os.Stderr, "warning:", err)
+	} else {
+		fmt.Fprintf(os.Stderr, "RLIMIT_NOFILE %d\n", lim)
+	}
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+
+	var targets []bench.Target
+	if !*noInproc {
+		l := inprocLauncher(slog.New(slog.DiscardHandler))
+		if l == nil {
+			return fmt.Errorf("built without the in-process Sluice nsqd (-tags nosluice); use --no-inproc")
+		}
+		t := bench.Target{Launcher: l}
+		bin := *sluiceBin
+		if bin == "" && slices.Contains(names, bench.ScenarioIdle) {
+			var err error
+			if bin, err = buildSluiceNSQD(ctx, o.TempDir); err != nil {
+				t.ProcessMissing = err.Error()
+			} else {
+				defer os.RemoveAll(filepath.Dir(bin))
+			}
+		}
+		if bin != "" {
+			t.Process = &bench.BinaryLauncher{Label: "sluice-process", Path: bin}
+		}
+		targets = append(targets, t)
+	}
+	if *nsqdBin != "" {
+		name := *nsqdBinName
+		if name == "" {
+			name = binaryName(ctx, *nsqdBin)
+		}
+		l := &bench.BinaryLauncher{Label: name, Path: *nsqdBin}
+		targets = append(targets, bench.Target{Launcher: l, Process: l})
+	}
+	if *nsqdTCP != "" {
+		if *nsqdHTTP == "" {
+			return fmt.Errorf("--nsqd-tcp needs --nsqd-http")
+		}
+		l := &bench.AddrLauncher{Label: "external", TCPAddr: *nsqdTCP, HTTPAddr: *nsqdHTTP, PID: *nsqdPID}
+		t := bench.Target{Launcher: l}
+		if *nsqdPID > 0 {
+			t.Process = l
+		} else {
+			t.ProcessMissing = "--nsqd-pid not given"
+		}
+		targets = append(targets, t)
+	}
+	if len(targets) == 0 && !(len(names) == 1 && names[0] == bench.ScenarioSink) {
+		return fmt.Errorf("no target: drop --no-inproc or give --nsqd-bin / --nsqd-tcp")
+	}
+
+	rep := bench.Run(ctx, o, targets, names, os.Stderr)
+	enc, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode report: %w", err)
+	}
+	enc = append(enc, '\n')
+	if *out != "" {
+		if err := os.WriteFile(*out, enc, 0o644); err != nil {
+			return fmt.Errorf("write report: %w", err)
+		}
+		fmt.Fprintln(os.Stderr, "report written to", *out)
+	} else {
+		os.Stdout.Write(enc)
+	}
+	return ctx.Err()
+}
+
+// binaryName names a target after the binary's --version line
+// ("nsqd v1.3.0 (built w/go1.21)" -> "nsqd-v1.3.0"), or its file name.
+func binaryName(ctx context.Context, path string) string {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	outp, err := exec.CommandContext(ctx, path, "--version").Output()
+	if f := strings.Fields(string(outp)); err == nil && len(f) >= 2 {
+		return f[0] + "-" + f[1]
+	}
+	return filepath.Base(path)
+}
+
+// buildSluiceNSQD builds ./apps/nsqd of the module containing the working
+// directory into a temporary directory and returns the binary's path.
+func buildSluiceNSQD(ctx context.Context, tmp string) (string, error) {
+	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil || len(strings.TrimSpace(string(gomod))) == 0 || strings.TrimSpace(string(gomod)) == os.DevNull {
+		return "", fmt.Errorf("no Sluice nsqd binary: not inside the module (give --sluice-bin)")
+	}
+	root := filepath.Dir(strings.TrimSpace(string(gomod)))
+	if _, err := os.Stat(filepath.Join(root, "apps", "nsqd", "main.go")); err != nil {
+		return "", fmt.Errorf("no Sluice nsqd binary: apps/nsqd does not exist yet (give --sluice-bin)")
+	}
+	dir, err := os.MkdirTemp(tmp, "sluice-bench-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "nsqd")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./apps/nsqd")
+	cmd.Dir = root
+	if outp, err := cmd.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return "", fmt.Errorf("build apps/nsqd: %v: %s", err, strings.TrimSpace(string(outp)))
+	}
+	return bin, nil
+}
