@@ -113,8 +113,9 @@ func (q *Quantile) Result(now time.Time) protocol.E2ELatency {
 //	for _, ch := range channels { agg.Merge(ch.e2e) }
 //	topicStats.E2ELatency = agg.Result(now)
 //
-// Each of other's two buckets lands in q's bucket covering the same period
-// (a fresh q adopts other's clock); a bucket older than q's window is dropped.
+// q's clock first moves forward to other's if other's is newer (a fresh q
+// adopts it); then each of other's two buckets lands in q's bucket covering
+// about the same period, and a bucket older than q's window is dropped.
 // q keeps its own rotation from then on. Merging q into itself does nothing.
 func (q *Quantile) Merge(other *Quantile) {
 	if q == nil || other == nil || q == other {
@@ -129,8 +130,10 @@ func (q *Quantile) Merge(other *Quantile) {
 
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.cur.start.IsZero() {
-		q.cur.start, q.prev.start = buckets[0].start, buckets[1].start
+	if !buckets[0].start.IsZero() {
+		// Bring q's clock up to other's when other's is newer (a fresh q
+		// adopts it); rotate ignores an older one.
+		q.rotate(buckets[0].start)
 	}
 	for _, b := range buckets {
 		if len(b.samples) == 0 {

@@ -168,6 +168,16 @@ func TestMergeAlignsBuckets(t *testing.T) {
 	if r := agg.Result(t0.Add(25 * time.Minute)); r.Count != 2 || r.Percentiles[0].Value != 2 {
 		t.Fatalf("after rotation = %+v, want the two current samples", r)
 	}
+
+	// Merging a stale source first must not make the aggregate drop the
+	// fresh sources merged after it.
+	agg2 := New(10*time.Minute, qs)
+	agg2.Merge(stale)
+	agg2.Merge(older)
+	agg2.Merge(fresh)
+	if r := agg2.Result(t0.Add(20 * time.Minute)); r.Count != 3 || r.Percentiles[0].Value != 500 {
+		t.Fatalf("stale first: merged = %+v, want 3 samples, max 500", r)
+	}
 }
 
 func TestConcurrentUse(t *testing.T) {
