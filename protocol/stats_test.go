@@ -161,6 +161,7 @@ func TestFormatLatency(t *testing.T) {
 	for ns, want := range map[float64]string{
 		0: "0.0ns", 999: "999.0ns", 1000: "1.0us", 1500: "1.5us", 225139517: "225.1ms",
 		4832904016: "4.8s", 70e9: "70.0s", 12.34: "12.3ns",
+		770624: "770.6us", 157522: "157.5us", // reference 1.3.0 output
 	} {
 		if got := FormatLatency(ns); got != want {
 			t.Errorf("FormatLatency(%v) = %q, want %q", ns, got, want)
