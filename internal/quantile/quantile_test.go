@@ -216,3 +216,24 @@ func BenchmarkInsert(b *testing.B) {
 		q.Insert(rng.ExpFloat64()*1e6, t0.Add(time.Duration(i)))
 	}
 }
+
+// BenchmarkResultMerged measures a topic's stats: merge 10 busy channels and
+// query the aggregate.
+func BenchmarkResultMerged(b *testing.B) {
+	qs := []float64{0.99, 0.95, 0.5}
+	rng := rand.New(rand.NewPCG(1, 2))
+	channels := make([]*Quantile, 10)
+	for i := range channels {
+		channels[i] = New(10*time.Minute, qs)
+		for j := 0; j < 100000; j++ {
+			channels[i].Insert(rng.ExpFloat64()*1e6, t0)
+		}
+	}
+	for b.Loop() {
+		agg := New(10*time.Minute, qs)
+		for _, c := range channels {
+			agg.Merge(c)
+		}
+		_ = agg.Result(t0)
+	}
+}
