@@ -1,0 +1,514 @@
+package nsqd
+
+import (
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluicemq/sluice/internal/quantile"
+	"github.com/sluicemq/sluice/protocol"
+)
+
+// errExiting is returned for operations on a topic or channel that is being
+// closed or deleted.
+var errExiting = errors.New("exiting")
+
+// Channel is a named subscription of a topic. Every message of the topic is
+// copied to every channel; within a channel each message goes to one of its
+// consumers.
+//
+// Delivery is pull-driven without a goroutine per idle consumer: a consumer
+// that is ready (RDY allows more) but finds the queue empty waits in
+// `waiters`; a put hands work to waiters by starting their pump goroutine,
+// which runs only while it has messages to send.
+//
+// Lock order: Topic.mu before Channel.mu; Channel.mu before client.writeMu is
+// never taken (pumps write after releasing Channel.mu).
+type Channel struct {
+	topicName string
+	name      string
+	ephemeral bool
+	nsqd      *NSQD
+	logger    *slog.Logger
+
+	backend     *diskBackend // nil for ephemeral channels
+	memCap      int          // --mem-queue-size
+	refillLimit int          // how many disk messages the refiller keeps in memory
+
+	mu            sync.Mutex // guards everything below up to the counters
+	mem           msgQueue
+	inFlight      inFlight
+	deferred      deferredQueue
+	clients       map[uint64]*client
+	waiters       []*client
+	paused        bool
+	exiting       bool
+	everHadClient bool
+
+	messageCount atomic.Uint64
+	requeueCount atomic.Uint64
+	timeoutCount atomic.Uint64
+	e2e          *quantile.Quantile // nil when no percentiles are configured
+
+	roomCh chan struct{} // wakes the refiller when memory has room
+	exitCh chan struct{}
+	wg     sync.WaitGroup
+}
+
+func newChannel(topicName, name string, n *NSQD) *Channel {
+	o := n.opts
+	c := &Channel{
+		topicName: topicName,
+		name:      name,
+		ephemeral: protocol.IsEphemeral(name),
+		nsqd:      n,
+		logger:    n.logger.With("topic", topicName, "channel", name),
+		memCap:    int(o.MemQueueSize),
+		inFlight:  newInFlight(),
+		clients:   make(map[uint64]*client),
+		roomCh:    make(chan struct{}, 1),
+		exitCh:    make(chan struct{}),
+	}
+	c.refillLimit = c.memCap
+	if c.refillLimit < 64 {
+		c.refillLimit = 64
+	}
+	if len(o.E2EProcessingLatencyPercentiles) > 0 {
+		c.e2e = quantile.New(o.E2EProcessingLatencyWindowTime, o.E2EProcessingLatencyPercentiles)
+	}
+	if !c.ephemeral {
+		c.backend = newDiskBackend(topicName+":"+name, o, c.logger, n.setHealth)
+		c.wg.Add(1)
+		go c.refill()
+	}
+	return c
+}
+
+// refill moves messages from the disk queue into memory while memory has
+// room, so that consumers only ever take from memory.
+func (c *Channel) refill() {
+	defer c.wg.Done()
+	for {
+		c.mu.Lock()
+		room := c.mem.len() < c.refillLimit
+		c.mu.Unlock()
+		if !room {
+			select {
+			case <-c.roomCh:
+				continue
+			case <-c.exitCh:
+				return
+			}
+		}
+		select {
+		case b := <-c.backend.readChan():
+			m, err := decodeRecord(b)
+			if err != nil {
+				c.logger.Error("dropping corrupt message read from disk", "err", err)
+				continue
+			}
+			c.mu.Lock()
+			c.mem.push(m)
+			c.wakeWaitersLocked(1)
+			c.mu.Unlock()
+		case <-c.roomCh:
+		case <-c.exitCh:
+			return
+		}
+	}
+}
+
+// put adds messages received from the topic: deferred ones (DPUB) to the
+// deferred set, the rest to memory, overflowing to disk.
+func (c *Channel) put(msgs []*Message) error {
+	now := time.Now().UnixNano()
+	var overflow []*Message
+	c.mu.Lock()
+	if c.exiting {
+		c.mu.Unlock()
+		return errExiting
+	}
+	added := 0
+	for _, m := range msgs {
+		if m.deferBy > 0 {
+			c.deferred.add(m, now+int64(m.deferBy))
+			m.deferBy = 0
+			continue
+		}
+		if c.enqueueLocked(m) {
+			added++
+		} else if c.backend != nil {
+			overflow = append(overflow, m)
+		}
+	}
+	c.wakeWaitersLocked(added)
+	c.mu.Unlock()
+	c.messageCount.Add(uint64(len(msgs)))
+	if len(overflow) > 0 {
+		return c.backend.put(overflow)
+	}
+	return nil
+}
+
+// enqueueLocked puts m into memory if there is room and reports whether it
+// did. With --mem-queue-size=0 a durable channel goes straight to disk and an
+// ephemeral one only hands a message to a consumer waiting at that instant.
+func (c *Channel) enqueueLocked(m *Message) bool {
+	if c.mem.len() < c.memCap || (c.memCap == 0 && c.ephemeral && c.mem.len() < len(c.waiters)) {
+		c.mem.push(m)
+		return true
+	}
+	return false
+}
+
+// requeueLocked puts a message back at the tail of the queue; it returns the
+// message if it must go to disk instead (written by the caller after
+// unlocking).
+func (c *Channel) requeueLocked(m *Message) *Message {
+	if c.mem.len() < c.memCap || c.backend == nil {
+		c.mem.push(m) // ephemeral channels keep requeued messages rather than drop them
+		c.wakeWaitersLocked(1)
+		return nil
+	}
+	return m
+}
+
+// addClient subscribes a consumer. It fails when the channel is exiting or
+// the consumer limit is reached.
+func (c *Channel) addClient(cl *client, maxConsumers int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.exiting {
+		return errExiting
+	}
+	if _, ok := c.clients[cl.id]; ok {
+		return nil
+	}
+	if maxConsumers > 0 && len(c.clients) >= maxConsumers {
+		return errTooManyConsumers
+	}
+	c.clients[cl.id] = cl
+	c.everHadClient = true
+	return nil
+}
+
+var errTooManyConsumers = errors.New("too many consumers")
+
+// removeClient unsubscribes a consumer that disconnected. Its in-flight
+// messages go back to the queue at once rather than waiting for their
+// timeout. An ephemeral channel left without consumers deletes itself.
+func (c *Channel) removeClient(cl *client) {
+	var overflow []*Message
+	c.mu.Lock()
+	if _, ok := c.clients[cl.id]; !ok {
+		c.mu.Unlock()
+		return
+	}
+	delete(c.clients, cl.id)
+	for _, m := range c.inFlight.ownedBy(cl.id) {
+		c.inFlight.unlink(m)
+		if o := c.requeueLocked(m); o != nil {
+			overflow = append(overflow, o)
+		}
+	}
+	cl.inFlightCount.Store(0)
+	empty := len(c.clients) == 0
+	exiting := c.exiting
+	c.mu.Unlock()
+	if len(overflow) > 0 {
+		if err := c.backend.put(overflow); err != nil {
+			c.logger.Error("requeue to disk failed", "err", err)
+		}
+	}
+	if empty && c.ephemeral && !exiting {
+		c.nsqd.deleteEphemeralChannel(c)
+	}
+}
+
+// readyLocked reports whether cl may be sent another message.
+func (c *Channel) readyLocked(cl *client) bool {
+	if c.paused || c.exiting || cl.state.Load() != stateSubscribed {
+		return false
+	}
+	rdy := cl.readyCount.Load()
+	return rdy > 0 && cl.inFlightCount.Load() < rdy
+}
+
+// kick makes sure a consumer that may receive messages is either pumping
+// or waiting for the next put.
+func (c *Channel) kick(cl *client) {
+	c.mu.Lock()
+	c.kickLocked(cl)
+	c.mu.Unlock()
+}
+
+func (c *Channel) kickLocked(cl *client) {
+	if cl.pumpRunning || !c.readyLocked(cl) {
+		return
+	}
+	if c.mem.len() > 0 {
+		cl.pumpRunning = true
+		c.wg.Add(1)
+		go cl.pump(c)
+		return
+	}
+	if !cl.waiting {
+		cl.waiting = true
+		c.waiters = append(c.waiters, cl)
+	}
+}
+
+// wakeWaitersLocked starts the pumps of up to n waiting consumers.
+func (c *Channel) wakeWaitersLocked(n int) {
+	for n > 0 && len(c.waiters) > 0 {
+		cl := c.waiters[0]
+		c.waiters[0] = nil
+		c.waiters = c.waiters[1:]
+		cl.waiting = false
+		if cl.pumpRunning || !c.readyLocked(cl) {
+			continue
+		}
+		cl.pumpRunning = true
+		c.wg.Add(1)
+		go cl.pump(c)
+		n--
+	}
+	if len(c.waiters) == 0 {
+		c.waiters = nil
+	}
+}
+
+// kickAllLocked re-evaluates every consumer (after unpause or empty).
+func (c *Channel) kickAllLocked() {
+	for _, cl := range c.clients {
+		c.kickLocked(cl)
+	}
+}
+
+// take moves up to len(dst)'s capacity of messages from memory to in flight
+// for cl and returns them. When it returns none, cl's pump must stop: cl is
+// either not ready or now waiting for the next put.
+func (c *Channel) take(cl *client, dst []*Message) []*Message {
+	now := time.Now().UnixNano()
+	c.mu.Lock()
+	if !c.readyLocked(cl) {
+		cl.pumpRunning = false
+		c.mu.Unlock()
+		return dst[:0]
+	}
+	avail := int(cl.readyCount.Load() - cl.inFlightCount.Load())
+	if avail > cap(dst) {
+		avail = cap(dst)
+	}
+	dst = dst[:0]
+	sampled := cl.sampleRate
+	for len(dst) < avail {
+		m := c.mem.pop()
+		if m == nil {
+			break
+		}
+		if sampled > 0 && rand.IntN(100) > int(sampled) {
+			continue // sampling consumes the message (§5.6)
+		}
+		m.Attempts++
+		if !c.inFlight.add(m, cl.id, now, cl.msgTimeout) {
+			c.logger.Warn("dropping duplicate message already in flight", "id", string(m.ID[:]))
+			continue
+		}
+		dst = append(dst, m)
+	}
+	if len(dst) > 0 {
+		cl.inFlightCount.Add(int64(len(dst)))
+	} else {
+		cl.pumpRunning = false
+		if !cl.waiting {
+			cl.waiting = true
+			c.waiters = append(c.waiters, cl)
+		}
+	}
+	if c.backend != nil && c.mem.len() < c.refillLimit {
+		select {
+		case c.roomCh <- struct{}{}:
+		default:
+		}
+	}
+	c.mu.Unlock()
+	return dst
+}
+
+// finish completes message id for cl (FIN).
+func (c *Channel) finish(cl *client, id protocol.MessageID) error {
+	c.mu.Lock()
+	m, err := c.inFlight.remove(id, cl.id)
+	if err == nil {
+		cl.inFlightCount.Add(-1)
+	}
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if c.e2e != nil {
+		c.e2e.Insert(float64(time.Now().UnixNano()-m.Timestamp), time.Now())
+	}
+	return nil
+}
+
+// requeue puts message id back (REQ): at once, or deferred by delay.
+func (c *Channel) requeue(cl *client, id protocol.MessageID, delay time.Duration) error {
+	var overflow *Message
+	c.mu.Lock()
+	m, err := c.inFlight.lookup(id, cl.id)
+	if err == nil && delay == 0 && c.exiting {
+		err = errExiting
+	}
+	if err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	c.inFlight.unlink(m)
+	cl.inFlightCount.Add(-1)
+	c.requeueCount.Add(1)
+	if delay > 0 {
+		c.deferred.add(m, time.Now().UnixNano()+int64(delay))
+	} else {
+		overflow = c.requeueLocked(m)
+	}
+	c.mu.Unlock()
+	if overflow != nil {
+		return c.backend.put([]*Message{overflow})
+	}
+	return nil
+}
+
+// touch resets the timeout of message id (TOUCH).
+func (c *Channel) touch(cl *client, id protocol.MessageID) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.inFlight.touch(id, cl.id, time.Now().UnixNano(), cl.msgTimeout, c.nsqd.opts.MaxMsgTimeout)
+}
+
+// processDeadlines requeues timed-out in-flight messages and releases due
+// deferred ones. It reports whether anything happened.
+func (c *Channel) processDeadlines(now int64) bool {
+	var expired, due, overflow []*Message
+	c.mu.Lock()
+	if c.exiting {
+		c.mu.Unlock()
+		return false
+	}
+	expired = c.inFlight.popExpired(now, expired)
+	due = c.deferred.popDue(now, due)
+	for _, m := range expired {
+		if cl, ok := c.clients[m.clientID]; ok {
+			cl.inFlightCount.Add(-1)
+			c.kickLocked(cl)
+		}
+		if o := c.requeueLocked(m); o != nil {
+			overflow = append(overflow, o)
+		}
+	}
+	for _, m := range due {
+		if o := c.requeueLocked(m); o != nil {
+			overflow = append(overflow, o)
+		}
+	}
+	c.mu.Unlock()
+	c.timeoutCount.Add(uint64(len(expired)))
+	if len(overflow) > 0 {
+		if err := c.backend.put(overflow); err != nil {
+			c.logger.Error("requeue to disk failed", "err", err)
+		}
+	}
+	return len(expired)+len(due) > 0
+}
+
+// setPaused pauses or resumes delivery.
+func (c *Channel) setPaused(paused bool) {
+	c.mu.Lock()
+	c.paused = paused
+	if !paused {
+		c.kickAllLocked()
+	}
+	c.mu.Unlock()
+}
+
+func (c *Channel) isPaused() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.paused
+}
+
+// empty discards every queued, in-flight and deferred message (§5.9).
+func (c *Channel) empty() error {
+	c.mu.Lock()
+	c.mem = msgQueue{}
+	c.inFlight = newInFlight()
+	c.deferred = nil
+	for _, cl := range c.clients {
+		cl.inFlightCount.Store(0)
+	}
+	c.kickAllLocked()
+	c.mu.Unlock()
+	if c.backend != nil {
+		if err := c.backend.empty(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// depth is the number of queued messages (memory + disk).
+func (c *Channel) depth() (total, backend int64) {
+	c.mu.Lock()
+	mem := int64(c.mem.len())
+	c.mu.Unlock()
+	if c.backend != nil {
+		backend = c.backend.depth()
+	}
+	return mem + backend, backend
+}
+
+// close stops the channel. With deleted false it flushes memory, in-flight and
+// deferred messages to disk first (§6.4); with deleted true it discards
+// everything and removes the disk files. Consumers are disconnected either
+// way.
+func (c *Channel) close(deleted bool) error {
+	c.mu.Lock()
+	if c.exiting {
+		c.mu.Unlock()
+		return errExiting
+	}
+	c.exiting = true
+	clients := make([]*client, 0, len(c.clients))
+	for _, cl := range c.clients {
+		clients = append(clients, cl)
+	}
+	c.mu.Unlock()
+	for _, cl := range clients {
+		cl.closeConn()
+	}
+	close(c.exitCh)
+	c.wg.Wait() // refiller and pumps are done
+	if c.backend == nil {
+		return nil
+	}
+	if deleted {
+		c.mu.Lock()
+		c.mem, c.inFlight, c.deferred = msgQueue{}, newInFlight(), nil
+		c.mu.Unlock()
+		return c.backend.delete()
+	}
+	c.mu.Lock()
+	pending := c.mem.drain()
+	pending = append(pending, c.inFlight.drain()...)
+	pending = append(pending, c.deferred.drain()...)
+	c.mu.Unlock()
+	err := c.backend.put(pending)
+	if cerr := c.backend.close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,377 @@
+package nsqd
+
+import (
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluicemq/sluice/protocol"
+)
+
+// Connection states reported in /stats (§3.1).
+const (
+	stateInit       = 0
+	stateSubscribed = 3
+	stateClosing    = 4
+)
+
+// client is one V2 connection. Its reader goroutine (the connection's
+// owner) parses and executes commands; a pump goroutine exists only while
+// there are messages to send it (see Channel). Idle connections therefore
+// cost one goroutine, a small read buffer and no write buffer.
+//
+// Fields are guarded as noted; counters read by /stats are atomics.
+type client struct {
+	id         uint64
+	nsqd       *NSQD
+	conn       net.Conn
+	remoteAddr string
+	connectTS  int64
+
+	// set by the reader goroutine during IDENTIFY/AUTH/SUB; read by others
+	// only after SUB (which publishes them through Channel.mu).
+	msgTimeout    time.Duration
+	sampleRate    int32
+	heartbeat     time.Duration
+	outputBufSize int
+	outputBufTO   time.Duration
+	channel       *Channel
+
+	identity atomic.Pointer[clientIdentity] // IDENTIFY/TLS/auth facts for stats
+
+	state         atomic.Int32
+	readyCount    atomic.Int64
+	inFlightCount atomic.Int64
+	messageCount  atomic.Uint64
+	finishCount   atomic.Uint64
+	requeueCount  atomic.Uint64
+
+	// guarded by channel.mu
+	pumpRunning bool
+	waiting     bool
+
+	pubMu     sync.Mutex // guards pubCounts
+	pubCounts map[string]uint64
+
+	auth authState // reader goroutine only
+
+	rd            connReader // reader goroutine only
+	scratchBodies [][]byte   // reader goroutine only: MPUB parsing
+	scratchMsgs   []*Message // reader goroutine only: publishing
+
+	writeMu   sync.Mutex // guards the write side below
+	w         io.Writer  // conn, TLS or compressor
+	flusher   interface{ Flush() error }
+	wbuf      []byte
+	hbTimer   *time.Timer
+	closed    bool
+	closeOnce sync.Once
+}
+
+// clientIdentity holds what /stats reports about who the client is.
+type clientIdentity struct {
+	clientID, hostname, userAgent string
+	deflate, snappy               bool
+	tls                           *tls.ConnectionState
+	authed                        bool
+	authIdentity, authURL         string
+}
+
+func newClient(id uint64, conn net.Conn, n *NSQD) *client {
+	c := &client{
+		id:            id,
+		nsqd:          n,
+		conn:          conn,
+		remoteAddr:    conn.RemoteAddr().String(),
+		connectTS:     time.Now().Unix(),
+		msgTimeout:    n.opts.MsgTimeout,
+		heartbeat:     n.opts.ClientTimeout / 2,
+		outputBufSize: 16 * 1024,
+		outputBufTO:   n.opts.OutputBufferTimeout,
+		w:             conn,
+	}
+	host, _, err := net.SplitHostPort(c.remoteAddr)
+	if err != nil {
+		host = c.remoteAddr
+	}
+	c.identity.Store(&clientIdentity{clientID: host, hostname: host})
+	c.rd.src = conn
+	return c
+}
+
+// connReader is a buffered reader that holds a real buffer only while data
+// is flowing: an idle connection blocks in Read on a 64-byte array, and a
+// pooled 16 KiB buffer is taken when bytes arrive. The buffer is given back
+// once it has been drained after a read that brought little data (a quiet
+// connection); a busy one keeps it.
+type connReader struct {
+	src      io.Reader
+	buf      []byte // nil while idle
+	r, w     int
+	lastFill int
+	small    [64]byte
+}
+
+var readBufPool = sync.Pool{New: func() any { b := make([]byte, 16*1024); return &b }}
+
+const (
+	maxLineLength = 16 * 1024
+	quietRead     = 512 // a read smaller than this lets the buffer go
+	directRead    = 4096
+)
+
+var errLineTooLong = errors.New("command line too long")
+
+func (r *connReader) buffered() int { return r.w - r.r }
+
+// maybeRelease gives the big buffer back when it is drained and the
+// connection looks quiet.
+func (r *connReader) maybeRelease() {
+	if r.buf != nil && r.r == r.w && r.lastFill < quietRead {
+		b := r.buf[:cap(r.buf)]
+		readBufPool.Put(&b)
+		r.buf, r.r, r.w = nil, 0, 0
+	}
+}
+
+// fill reads more bytes, compacting the buffer first.
+func (r *connReader) fill(beforeBlock func()) error {
+	beforeBlock()
+	if r.buf == nil {
+		n, err := r.src.Read(r.small[:])
+		if n == 0 {
+			if err == nil {
+				err = io.ErrNoProgress
+			}
+			return err
+		}
+		r.buf = *(readBufPool.Get().(*[]byte))
+		r.r, r.w = 0, copy(r.buf, r.small[:n])
+		r.lastFill = n
+		return nil
+	}
+	if r.r > 0 {
+		copy(r.buf, r.buf[r.r:r.w])
+		r.w -= r.r
+		r.r = 0
+	}
+	if r.w == len(r.buf) {
+		return errLineTooLong
+	}
+	n, err := r.src.Read(r.buf[r.w:])
+	r.w += n
+	r.lastFill = n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+// readLine returns the next line without its LF. The slice is valid until
+// the next read. beforeBlock runs before every read from the source.
+func (r *connReader) readLine(beforeBlock func()) ([]byte, error) {
+	scanned := 0
+	for {
+		if r.buf != nil {
+			for i := r.r + scanned; i < r.w; i++ {
+				if r.buf[i] == '\n' {
+					line := r.buf[r.r:i]
+					r.r = i + 1
+					return line, nil
+				}
+			}
+			scanned = r.w - r.r
+			r.maybeRelease()
+		}
+		if err := r.fill(beforeBlock); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// readFull fills p from the buffer and then the source; large remainders
+// are read straight into p.
+func (r *connReader) readFull(p []byte, beforeBlock func()) error {
+	n := 0
+	for n < len(p) {
+		if r.buf != nil && r.r < r.w {
+			k := copy(p[n:], r.buf[r.r:r.w])
+			r.r += k
+			n += k
+			continue
+		}
+		if len(p)-n >= directRead {
+			beforeBlock()
+			m, err := r.src.Read(p[n:])
+			n += m
+			if m == 0 && err != nil {
+				return err
+			}
+			continue
+		}
+		r.maybeRelease()
+		if err := r.fill(beforeBlock); err != nil {
+			return err
+		}
+	}
+	r.maybeRelease()
+	return nil
+}
+
+// readInt32 reads a big-endian int32.
+func (r *connReader) readInt32(beforeBlock func()) (int32, error) {
+	var b [4]byte
+	if err := r.readFull(b[:], beforeBlock); err != nil {
+		return 0, err
+	}
+	return int32(uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])), nil
+}
+
+var writeBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 64*1024); return &b }}
+
+// writeFrame writes one response or error frame and flushes it.
+func (c *client) writeFrame(t protocol.FrameType, data []byte) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if c.closed {
+		return net.ErrClosed
+	}
+	c.grabBufLocked()
+	c.wbuf = protocol.AppendFrame(c.wbuf, t, data)
+	return c.flushLocked(true)
+}
+
+func (c *client) grabBufLocked() {
+	if c.wbuf == nil {
+		c.wbuf = (*(writeBufPool.Get().(*[]byte)))[:0]
+	}
+}
+
+// flushLocked writes the buffered frames; release gives the buffer back.
+func (c *client) flushLocked(release bool) error {
+	var err error
+	if len(c.wbuf) > 0 {
+		if c.heartbeat > 0 {
+			c.conn.SetWriteDeadline(time.Now().Add(c.heartbeat))
+		}
+		_, err = c.w.Write(c.wbuf)
+		if err == nil && c.flusher != nil {
+			err = c.flusher.Flush()
+		}
+		c.wbuf = c.wbuf[:0]
+	}
+	if release && c.wbuf != nil {
+		b := c.wbuf[:0]
+		c.wbuf = nil
+		writeBufPool.Put(&b)
+	}
+	if err != nil {
+		c.closeConnLocked()
+	}
+	return err
+}
+
+// writeMessages frames msgs into the output buffer, flushing whenever it
+// reaches the negotiated output buffer size.
+func (c *client) writeMessages(msgs []*Message) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if c.closed {
+		return net.ErrClosed
+	}
+	c.grabBufLocked()
+	for _, m := range msgs {
+		c.wbuf = protocol.AppendMessageFrame(c.wbuf, m.Timestamp, m.Attempts, &m.ID, m.Body)
+		if len(c.wbuf) >= c.outputBufSize {
+			if err := c.flushLocked(false); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (c *client) flush() error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if c.closed {
+		return net.ErrClosed
+	}
+	return c.flushLocked(true)
+}
+
+// pump sends messages from ch while ch has messages and the client is ready.
+func (c *client) pump(ch *Channel) {
+	defer ch.wg.Done()
+	var arr [256]*Message
+	for {
+		msgs := ch.take(c, arr[:0])
+		if len(msgs) == 0 {
+			break
+		}
+		c.messageCount.Add(uint64(len(msgs)))
+		if err := c.writeMessages(msgs); err != nil {
+			break
+		}
+		clear(arr[:len(msgs)])
+	}
+	c.flush()
+}
+
+// startHeartbeats (re)arms the heartbeat timer.
+func (c *client) startHeartbeats() {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if c.hbTimer != nil {
+		c.hbTimer.Stop()
+		c.hbTimer = nil
+	}
+	if c.heartbeat <= 0 || c.closed {
+		return
+	}
+	c.hbTimer = time.AfterFunc(c.heartbeat, c.sendHeartbeat)
+}
+
+func (c *client) sendHeartbeat() {
+	if err := c.writeFrame(protocol.FrameTypeResponse, protocol.Heartbeat); err != nil {
+		return
+	}
+	c.writeMu.Lock()
+	if !c.closed && c.hbTimer != nil {
+		c.hbTimer.Reset(c.heartbeat)
+	}
+	c.writeMu.Unlock()
+}
+
+// closeConn closes the connection; the reader goroutine then cleans up.
+func (c *client) closeConn() {
+	c.writeMu.Lock()
+	c.closeConnLocked()
+	c.writeMu.Unlock()
+}
+
+func (c *client) closeConnLocked() {
+	c.closeOnce.Do(func() {
+		c.closed = true
+		if c.hbTimer != nil {
+			c.hbTimer.Stop()
+		}
+		c.conn.Close()
+	})
+}
+
+func (c *client) notePublish(topic string, n int) {
+	c.pubMu.Lock()
+	if c.pubCounts == nil {
+		c.pubCounts = make(map[string]uint64, 1)
+	}
+	c.pubCounts[topic] += uint64(n)
+	c.pubMu.Unlock()
+}

@@ -1,0 +1,474 @@
+package nsqd
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"reflect"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+
+	"github.com/sluicemq/sluice/internal/config"
+	"github.com/sluicemq/sluice/internal/httpv1"
+	"github.com/sluicemq/sluice/internal/statsd"
+	"github.com/sluicemq/sluice/protocol"
+)
+
+type httpErr = httpv1.Err
+
+func errf(code int, text string) error { return httpv1.Err{Code: code, Text: text} }
+
+// startHTTP serves the HTTP API on the plain and TLS listeners.
+func (n *NSQD) startHTTP() {
+	router := n.router()
+	if n.httpListener != nil {
+		var h http.Handler = router
+		if n.opts.TLSRequired == TLSRequired {
+			h = n.tlsRequiredHandler()
+		}
+		n.serveHTTP(n.httpListener, h, nil)
+	}
+	if n.httpsListener != nil {
+		n.serveHTTP(n.httpsListener, router, n.tlsConfig)
+	}
+}
+
+func (n *NSQD) serveHTTP(ln net.Listener, h http.Handler, tlsCfg *tls.Config) {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          nil,
+	}
+	n.httpServers = append(n.httpServers, srv)
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			n.logger.Error("http server stopped", "err", err)
+		}
+	}()
+}
+
+// tlsRequiredHandler answers every plain-HTTP request with 403 TLS_REQUIRED
+// and the HTTPS port (§9).
+func (n *NSQD) tlsRequiredHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body := fmt.Sprintf(`{"message": "TLS_REQUIRED", "https_port": %d}`, portOf(n.HTTPSAddr()))
+		h := w.Header()
+		h.Set(httpv1.HeaderNSQContentType, httpv1.NSQContentTypeV1)
+		h.Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, body)
+	})
+}
+
+func (n *NSQD) router() *httprouter.Router {
+	r := httpv1.NewRouter(n.logger)
+	r.GET("/ping", func(w http.ResponseWriter, _ *http.Request, _ httprouter.Params) {
+		h := n.Health()
+		if h != "OK" {
+			httpv1.PlainText(w, http.StatusInternalServerError, h)
+			return
+		}
+		httpv1.PlainText(w, http.StatusOK, "OK")
+	})
+	r.GET("/info", httpv1.V1(n.doInfo))
+	r.POST("/pub", httpv1.V1(n.doPUB))
+	r.POST("/mpub", httpv1.V1(n.doMPUB))
+	r.GET("/stats", httpv1.V1(n.doStats))
+
+	r.POST("/topic/create", httpv1.V1(n.doTopicCreate))
+	r.POST("/topic/delete", httpv1.V1(n.doTopicDelete))
+	r.POST("/topic/empty", httpv1.V1(n.doTopicAction(func(t *Topic) error { return t.empty() }, true)))
+	r.POST("/topic/pause", httpv1.V1(n.doTopicAction(func(t *Topic) error { t.setPaused(true); return nil }, false)))
+	r.POST("/topic/unpause", httpv1.V1(n.doTopicAction(func(t *Topic) error { t.setPaused(false); return nil }, false)))
+
+	r.POST("/channel/create", httpv1.V1(n.doChannelCreate))
+	r.POST("/channel/delete", httpv1.V1(n.doChannelAction(func(t *Topic, ch *Channel) error { n.removeChannel(t, ch); return nil })))
+	r.POST("/channel/empty", httpv1.V1(n.doChannelAction(func(_ *Topic, ch *Channel) error { return ch.empty() })))
+	r.POST("/channel/pause", httpv1.V1(n.doChannelAction(func(_ *Topic, ch *Channel) error { ch.setPaused(true); return nil })))
+	r.POST("/channel/unpause", httpv1.V1(n.doChannelAction(func(_ *Topic, ch *Channel) error { ch.setPaused(false); return nil })))
+
+	r.GET("/config/:opt", httpv1.V1(n.doConfig))
+	r.PUT("/config/:opt", httpv1.V1(n.doConfig))
+
+	r.HandlerFunc(http.MethodGet, "/debug/pprof", func(w http.ResponseWriter, req *http.Request) {
+		http.Redirect(w, req, "/debug/pprof/", http.StatusMovedPermanently)
+	})
+	r.HandlerFunc(http.MethodGet, "/debug/pprof/", pprof.Index)
+	r.HandlerFunc(http.MethodGet, "/debug/pprof/cmdline", pprof.Cmdline)
+	r.HandlerFunc(http.MethodGet, "/debug/pprof/symbol", pprof.Symbol)
+	r.HandlerFunc(http.MethodPost, "/debug/pprof/symbol", pprof.Symbol)
+	r.HandlerFunc(http.MethodGet, "/debug/pprof/profile", pprof.Profile)
+	r.HandlerFunc(http.MethodGet, "/debug/pprof/trace", pprof.Trace)
+	for _, name := range []string{"heap", "goroutine", "block", "threadcreate", "mutex", "allocs"} {
+		r.Handler(http.MethodGet, "/debug/pprof/"+name, pprof.Handler(name))
+	}
+	r.PUT("/debug/setblockrate", httpv1.V1(func(_ http.ResponseWriter, req *http.Request, _ httprouter.Params) (any, error) {
+		rate, err := strconv.Atoi(req.URL.Query().Get("rate"))
+		if err != nil {
+			return nil, errf(http.StatusBadRequest, "INVALID_REQUEST")
+		}
+		runtime.SetBlockProfileRate(rate)
+		return nil, nil
+	}))
+	r.POST("/debug/freememory", httpv1.V1(func(http.ResponseWriter, *http.Request, httprouter.Params) (any, error) {
+		debug.FreeOSMemory()
+		return nil, nil
+	}))
+	r.GET("/metrics", n.metricsHandler())
+	return r
+}
+
+func (n *NSQD) doInfo(http.ResponseWriter, *http.Request, httprouter.Params) (any, error) {
+	hostname, _ := os.Hostname()
+	return struct {
+		Version                string `json:"version"`
+		BroadcastAddress       string `json:"broadcast_address"`
+		Hostname               string `json:"hostname"`
+		HTTPPort               int    `json:"http_port"`
+		TCPPort                int    `json:"tcp_port"`
+		StartTime              int64  `json:"start_time"`
+		MaxHeartbeatInterval   int64  `json:"max_heartbeat_interval"`
+		MaxOutputBufferSize    int64  `json:"max_output_buffer_size"`
+		MaxOutputBufferTimeout int64  `json:"max_output_buffer_timeout"`
+		MaxDeflateLevel        int    `json:"max_deflate_level"`
+	}{
+		Version:                Version,
+		BroadcastAddress:       n.opts.BroadcastAddress,
+		Hostname:               hostname,
+		HTTPPort:               portOf(n.HTTPAddr()),
+		TCPPort:                portOf(n.TCPAddr()),
+		StartTime:              n.startTime.Unix(),
+		MaxHeartbeatInterval:   int64(n.opts.MaxHeartbeatInterval),
+		MaxOutputBufferSize:    n.opts.MaxOutputBufferSize,
+		MaxOutputBufferTimeout: int64(n.opts.MaxOutputBufferTimeout),
+		MaxDeflateLevel:        n.opts.MaxDeflateLevel,
+	}, nil
+}
+
+// topicFromQuery reads and validates ?topic= and returns the topic, creating it.
+func (n *NSQD) topicFromQuery(r *http.Request) (*Topic, error) {
+	q, _ := httpv1.Query(r)
+	name := q.Get("topic")
+	if name == "" {
+		if _, ok := q["topic"]; !ok {
+			return nil, errf(http.StatusBadRequest, "MISSING_ARG_TOPIC")
+		}
+	}
+	if !protocol.IsValidTopicName(name) {
+		return nil, errf(http.StatusBadRequest, "INVALID_TOPIC")
+	}
+	t, err := n.GetTopic(name)
+	if err != nil {
+		return nil, errf(http.StatusServiceUnavailable, "EXITING")
+	}
+	return t, nil
+}
+
+func (n *NSQD) doPUB(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {
+	max := n.opts.MaxMsgSize
+	if r.ContentLength > max {
+		return nil, errf(http.StatusRequestEntityTooLarge, "MSG_TOO_BIG")
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+	if err != nil {
+		return nil, errf(http.StatusInternalServerError, "INTERNAL_ERROR")
+	}
+	if int64(len(body)) > max {
+		return nil, errf(http.StatusRequestEntityTooLarge, "MSG_TOO_BIG")
+	}
+	if len(body) == 0 {
+		return nil, errf(http.StatusBadRequest, "MSG_EMPTY")
+	}
+	t, err := n.topicFromQuery(r)
+	if err != nil {
+		return nil, err
+	}
+	var deferBy time.Duration
+	q, _ := httpv1.Query(r)
+	if _, ok := q["defer"]; ok {
+		ms, err := strconv.ParseInt(q.Get("defer"), 10, 64)
+		if err != nil || ms < 0 || time.Duration(ms)*time.Millisecond > n.opts.MaxReqTimeout {
+			return nil, errf(http.StatusBadRequest, "INVALID_DEFER")
+		}
+		deferBy = time.Duration(ms) * time.Millisecond
+	}
+	if err := t.put(n.newMessages([][]byte{body}, deferBy, nil)); err != nil {
+		return nil, errf(http.StatusServiceUnavailable, "EXITING")
+	}
+	return "OK", nil
+}
+
+func (n *NSQD) doMPUB(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {
+	o := n.opts
+	if r.ContentLength > o.MaxBodySize {
+		return nil, errf(http.StatusRequestEntityTooLarge, "BODY_TOO_BIG")
+	}
+	t, err := n.topicFromQuery(r)
+	if err != nil {
+		return nil, err
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, o.MaxBodySize+1))
+	if err != nil {
+		return nil, errf(http.StatusInternalServerError, "INTERNAL_ERROR")
+	}
+	if int64(len(body)) > o.MaxBodySize {
+		return nil, errf(http.StatusRequestEntityTooLarge, "BODY_TOO_BIG")
+	}
+	q, _ := httpv1.Query(r)
+	var bodies [][]byte
+	if _, ok := q["binary"]; ok && parseBoolParam(q.Get("binary")) {
+		var perr *protocol.Error
+		bodies, perr = protocol.ParseMPUB(body, o.MaxMsgSize, o.MaxBodySize, nil)
+		if perr != nil {
+			return nil, errf(http.StatusRequestEntityTooLarge, strings.TrimPrefix(perr.Code, "E_"))
+		}
+	} else {
+		for _, line := range bytes.Split(body, []byte("\n")) {
+			if len(line) == 0 {
+				continue
+			}
+			if int64(len(line)) > o.MaxMsgSize {
+				return nil, errf(http.StatusRequestEntityTooLarge, "MSG_TOO_BIG")
+			}
+			bodies = append(bodies, line)
+		}
+	}
+	if len(bodies) == 0 {
+		return "OK", nil
+	}
+	if err := t.put(n.newMessages(bodies, 0, nil)); err != nil {
+		return nil, errf(http.StatusServiceUnavailable, "EXITING")
+	}
+	return "OK", nil
+}
+
+// parseBoolParam implements §8.2: "false"/"0" are false, anything else true.
+func parseBoolParam(v string) bool {
+	return v != "false" && v != "0"
+}
+
+func (n *NSQD) doStats(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {
+	q, _ := httpv1.Query(r)
+	f := StatsFilter{
+		Topic:          q.Get("topic"),
+		Channel:        q.Get("channel"),
+		IncludeClients: parseBoolParam(q.Get("include_clients")),
+		IncludeMem:     parseBoolParam(q.Get("include_mem")),
+	}
+	s := n.Stats(f)
+	if q.Get("format") == "json" {
+		return s, nil
+	}
+	var buf bytes.Buffer
+	protocol.WriteText(&buf, s, time.Now(), runtime.Version())
+	return buf.Bytes(), nil
+}
+
+func (n *NSQD) doTopicCreate(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {
+	_, err := n.topicFromQuery(r)
+	return nil, err
+}
+
+func (n *NSQD) doTopicDelete(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {
+	q, _ := httpv1.Query(r)
+	name := q.Get("topic")
+	if name == "" {
+		return nil, errf(http.StatusBadRequest, "MISSING_ARG_TOPIC")
+	}
+	if err := n.DeleteTopic(name); err != nil {
+		return nil, errf(http.StatusNotFound, "TOPIC_NOT_FOUND")
+	}
+	return nil, nil
+}
+
+// doTopicAction runs fn on an existing topic; validate adds the name check
+// that /topic/empty has and pause/unpause lack. Pause state is persisted.
+func (n *NSQD) doTopicAction(fn func(*Topic) error, validate bool) httpv1.APIHandler {
+	return func(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {
+		q, _ := httpv1.Query(r)
+		name := q.Get("topic")
+		if name == "" {
+			return nil, errf(http.StatusBadRequest, "MISSING_ARG_TOPIC")
+		}
+		if validate && !protocol.IsValidTopicName(name) {
+			return nil, errf(http.StatusBadRequest, "INVALID_TOPIC")
+		}
+		t, ok := n.ExistingTopic(name)
+		if !ok {
+			return nil, errf(http.StatusNotFound, "TOPIC_NOT_FOUND")
+		}
+		if err := fn(t); err != nil {
+			n.logger.Error("topic action failed", "topic", name, "path", r.URL.Path, "err", err)
+			return nil, errf(http.StatusInternalServerError, "INTERNAL_ERROR")
+		}
+		if err := n.persistMetadata(); err != nil {
+			n.logger.Error("failed to persist metadata", "err", err)
+			return nil, errf(http.StatusInternalServerError, "INTERNAL_ERROR")
+		}
+		return nil, nil
+	}
+}
+
+// channelParams validates topic and channel parameters in the order of §9.7
+// and returns the existing topic.
+func (n *NSQD) channelParams(r *http.Request) (*Topic, string, error) {
+	q, _ := httpv1.Query(r)
+	topicName, channelName := q.Get("topic"), q.Get("channel")
+	if topicName == "" {
+		return nil, "", errf(http.StatusBadRequest, "MISSING_ARG_TOPIC")
+	}
+	if !protocol.IsValidTopicName(topicName) {
+		return nil, "", errf(http.StatusBadRequest, "INVALID_ARG_TOPIC")
+	}
+	if channelName == "" {
+		return nil, "", errf(http.StatusBadRequest, "MISSING_ARG_CHANNEL")
+	}
+	if !protocol.IsValidChannelName(channelName) {
+		return nil, "", errf(http.StatusBadRequest, "INVALID_ARG_CHANNEL")
+	}
+	t, ok := n.ExistingTopic(topicName)
+	if !ok {
+		return nil, "", errf(http.StatusNotFound, "TOPIC_NOT_FOUND")
+	}
+	return t, channelName, nil
+}
+
+func (n *NSQD) doChannelCreate(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {
+	t, name, err := n.channelParams(r)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := n.GetChannel(t, name); err != nil {
+		return nil, errf(http.StatusServiceUnavailable, "EXITING")
+	}
+	return nil, nil
+}
+
+func (n *NSQD) doChannelAction(fn func(*Topic, *Channel) error) httpv1.APIHandler {
+	return func(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {
+		t, name, err := n.channelParams(r)
+		if err != nil {
+			return nil, err
+		}
+		ch, ok := t.existingChannel(name)
+		if !ok {
+			return nil, errf(http.StatusNotFound, "CHANNEL_NOT_FOUND")
+		}
+		if err := fn(t, ch); err != nil {
+			n.logger.Error("channel action failed", "topic", t.name, "channel", name, "path", r.URL.Path, "err", err)
+			return nil, errf(http.StatusInternalServerError, "INTERNAL_ERROR")
+		}
+		if err := n.persistMetadata(); err != nil {
+			n.logger.Error("failed to persist metadata", "err", err)
+			return nil, errf(http.StatusInternalServerError, "INTERNAL_ERROR")
+		}
+		return nil, nil
+	}
+}
+
+// doConfig serves GET and PUT /config/:opt (§9.8).
+func (n *NSQD) doConfig(_ http.ResponseWriter, r *http.Request, ps httprouter.Params) (any, error) {
+	opt := ps.ByName("opt")
+	if r.Method == http.MethodPut {
+		body, err := io.ReadAll(io.LimitReader(r.Body, n.opts.MaxMsgSize+1))
+		if err != nil || len(body) == 0 || int64(len(body)) > n.opts.MaxMsgSize {
+			return nil, errf(http.StatusRequestEntityTooLarge, "INVALID_VALUE")
+		}
+		switch opt {
+		case "nsqlookupd_tcp_addresses":
+			var addrs []string
+			if err := json.Unmarshal(body, &addrs); err != nil {
+				return nil, errf(http.StatusBadRequest, "INVALID_VALUE")
+			}
+			n.lookup.SetAddresses(addrs)
+		case "log_level":
+			lvl, err := config.ParseLevel(string(body))
+			if err != nil {
+				return nil, errf(http.StatusBadRequest, "INVALID_VALUE")
+			}
+			if n.opts.LogLevelVar != nil {
+				n.opts.LogLevelVar.Set(lvl)
+			}
+			n.mu.Lock()
+			n.opts.LogLevel = strings.ToLower(string(body))
+			n.mu.Unlock()
+		default:
+			return nil, errf(http.StatusBadRequest, "INVALID_OPTION")
+		}
+	}
+	switch opt {
+	case "nsqlookupd_tcp_addresses":
+		addrs := n.lookup.Addresses()
+		if addrs == nil {
+			addrs = []string{}
+		}
+		return addrs, nil
+	case "log_level":
+		n.mu.RLock()
+		lvl := n.opts.LogLevel
+		n.mu.RUnlock()
+		if n.opts.LogLevelVar != nil {
+			lvl = config.LevelName(n.opts.LogLevelVar.Level())
+		}
+		return logLevelNumber(lvl), nil
+	case "statsd_prefix":
+		return statsd.Prefix(n.opts.StatsdPrefix, n.opts.BroadcastAddress, n.broadcastHTTPPort()), nil
+	}
+	v, ok := optionByKey(n.opts, opt)
+	if !ok {
+		return nil, errf(http.StatusBadRequest, "INVALID_OPTION")
+	}
+	if s, isString := v.(string); isString {
+		return s, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return json.RawMessage(b), nil
+}
+
+func logLevelNumber(name string) int {
+	switch strings.ToLower(name) {
+	case "debug":
+		return 1
+	case "info":
+		return 2
+	case "warn", "warning":
+		return 3
+	case "error":
+		return 4
+	case "fatal":
+		return 5
+	}
+	return 2
+}
+
+// optionByKey finds the option whose cfg tag is key.
+func optionByKey(o *Options, key string) (any, bool) {
+	v := reflect.ValueOf(o).Elem()
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		if tag := t.Field(i).Tag.Get("cfg"); tag == key && tag != "-" {
+			return v.Field(i).Interface(), true
+		}
+	}
+	return nil, false
+}

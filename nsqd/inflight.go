@@ -1,0 +1,238 @@
+package nsqd
+
+import (
+	"container/heap"
+	"errors"
+	"time"
+
+	"github.com/sluicemq/sluice/protocol"
+)
+
+// msgList is a doubly linked list of in-flight messages kept in deadline
+// order. Messages delivered with the same timeout arrive in deadline order,
+// so appending keeps the list sorted in O(1); a TOUCH capped by
+// --max-msg-timeout walks back from the tail to its place (a few steps).
+type msgList struct {
+	timeout    time.Duration
+	head, tail *Message
+}
+
+func (l *msgList) insertSorted(m *Message) {
+	m.list = l
+	at := l.tail
+	for at != nil && at.deadline > m.deadline {
+		at = at.prev
+	}
+	if at == nil { // new head
+		m.prev, m.next = nil, l.head
+		if l.head != nil {
+			l.head.prev = m
+		} else {
+			l.tail = m
+		}
+		l.head = m
+		return
+	}
+	m.prev, m.next = at, at.next
+	if at.next != nil {
+		at.next.prev = m
+	} else {
+		l.tail = m
+	}
+	at.next = m
+}
+
+func (l *msgList) remove(m *Message) {
+	if m.prev != nil {
+		m.prev.next = m.next
+	} else {
+		l.head = m.next
+	}
+	if m.next != nil {
+		m.next.prev = m.prev
+	} else {
+		l.tail = m.prev
+	}
+	m.prev, m.next, m.list = nil, nil, nil
+}
+
+// errNotInFlight and errNotOwner are why FIN, REQ and TOUCH fail (§3.7).
+var (
+	errNotInFlight = errors.New("ID not in flight")
+	errNotOwner    = errors.New("client does not own message")
+)
+
+// inFlight tracks a channel's messages that were sent to a client and not
+// yet finished, requeued or timed out, ordered by deadline. It has no
+// sockets, no goroutines and no clock: callers pass now. The channel's lock
+// guards it.
+type inFlight struct {
+	byID  map[protocol.MessageID]*Message
+	lists []*msgList // one per distinct msg_timeout in use; usually one
+}
+
+func newInFlight() inFlight {
+	return inFlight{byID: make(map[protocol.MessageID]*Message)}
+}
+
+func (f *inFlight) len() int { return len(f.byID) }
+
+func (f *inFlight) listFor(timeout time.Duration) *msgList {
+	for _, l := range f.lists {
+		if l.timeout == timeout {
+			return l
+		}
+	}
+	l := &msgList{timeout: timeout}
+	f.lists = append(f.lists, l)
+	return l
+}
+
+// add records m as in flight to client until now+timeout. It reports false if
+// a message with the same ID is already in flight.
+func (f *inFlight) add(m *Message, client uint64, now int64, timeout time.Duration) bool {
+	if _, dup := f.byID[m.ID]; dup {
+		return false
+	}
+	m.clientID = client
+	m.deliveryTS = now
+	m.deadline = now + int64(timeout)
+	f.byID[m.ID] = m
+	f.listFor(timeout).insertSorted(m)
+	return true
+}
+
+// lookup finds the message id in flight to client.
+func (f *inFlight) lookup(id protocol.MessageID, client uint64) (*Message, error) {
+	m, ok := f.byID[id]
+	if !ok {
+		return nil, errNotInFlight
+	}
+	if m.clientID != client {
+		return nil, errNotOwner
+	}
+	return m, nil
+}
+
+// remove takes the message id in flight to client out of the set.
+func (f *inFlight) remove(id protocol.MessageID, client uint64) (*Message, error) {
+	m, err := f.lookup(id, client)
+	if err != nil {
+		return nil, err
+	}
+	f.unlink(m)
+	return m, nil
+}
+
+func (f *inFlight) unlink(m *Message) {
+	delete(f.byID, m.ID)
+	if m.list != nil {
+		m.list.remove(m)
+	}
+}
+
+// touch moves the deadline of id to now+timeout, but never past the
+// delivery time plus maxTimeout (§3.9).
+func (f *inFlight) touch(id protocol.MessageID, client uint64, now int64, timeout, maxTimeout time.Duration) error {
+	m, err := f.lookup(id, client)
+	if err != nil {
+		return err
+	}
+	deadline := now + int64(timeout)
+	if limit := m.deliveryTS + int64(maxTimeout); deadline > limit {
+		deadline = limit
+	}
+	l := m.list
+	l.remove(m)
+	m.deadline = deadline
+	l.insertSorted(m)
+	return nil
+}
+
+// popExpired removes and returns the messages whose deadline is at or before
+// now, appending them to dst.
+func (f *inFlight) popExpired(now int64, dst []*Message) []*Message {
+	for _, l := range f.lists {
+		for l.head != nil && l.head.deadline <= now {
+			m := l.head
+			f.unlink(m)
+			dst = append(dst, m)
+		}
+	}
+	return dst
+}
+
+// ownedBy returns the messages in flight to client.
+func (f *inFlight) ownedBy(client uint64) []*Message {
+	var out []*Message
+	for _, l := range f.lists {
+		for m := l.head; m != nil; m = m.next {
+			if m.clientID == client {
+				out = append(out, m)
+			}
+		}
+	}
+	return out
+}
+
+// all returns every in-flight message and empties the set.
+func (f *inFlight) drain() []*Message {
+	out := make([]*Message, 0, len(f.byID))
+	for _, l := range f.lists {
+		for m := l.head; m != nil; {
+			next := m.next
+			m.prev, m.next, m.list = nil, nil, nil
+			out = append(out, m)
+			m = next
+		}
+	}
+	*f = newInFlight()
+	return out
+}
+
+// deferredQueue is a min-heap of deferred messages by release time
+// (Message.deadline). The channel's lock guards it.
+type deferredQueue []*Message
+
+func (q deferredQueue) Len() int           { return len(q) }
+func (q deferredQueue) Less(i, j int) bool { return q[i].deadline < q[j].deadline }
+func (q deferredQueue) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].heapIndex = i
+	q[j].heapIndex = j
+}
+func (q *deferredQueue) Push(x any) {
+	m := x.(*Message)
+	m.heapIndex = len(*q)
+	*q = append(*q, m)
+}
+func (q *deferredQueue) Pop() any {
+	old := *q
+	m := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	m.heapIndex = -1
+	return m
+}
+
+func (q *deferredQueue) add(m *Message, releaseAt int64) {
+	m.deadline = releaseAt
+	heap.Push(q, m)
+}
+
+// popDue removes and returns the messages due at or before now.
+func (q *deferredQueue) popDue(now int64, dst []*Message) []*Message {
+	for len(*q) > 0 && (*q)[0].deadline <= now {
+		dst = append(dst, heap.Pop(q).(*Message))
+	}
+	return dst
+}
+
+func (q *deferredQueue) drain() []*Message {
+	out := []*Message(*q)
+	for _, m := range out {
+		m.heapIndex = -1
+	}
+	*q = nil
+	return out
+}

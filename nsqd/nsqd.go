@@ -1,0 +1,544 @@
+// Package nsqd is Sluice's queue daemon as a library: topics and channels,
+// the memory and disk queues, in-flight and deferred bookkeeping, the V2 TCP
+// protocol, the HTTP API, lookupd registration and statistics.
+//
+//	opts := nsqd.NewOptions()
+//	opts.DataPath = dir
+//	n, err := nsqd.New(opts)
+//	err = n.Start()  // listening and serving
+//	defer n.Exit()   // flushes every queue to disk
+package nsqd
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/sluicemq/sluice/internal/config"
+	"github.com/sluicemq/sluice/internal/lookupclient"
+	"github.com/sluicemq/sluice/protocol"
+)
+
+// Version is the version nsqd reports everywhere.
+const Version = config.Version
+
+// NSQD is one queue daemon.
+//
+// Lock order: NSQD.mu, then Topic.mu, then Channel.mu.
+type NSQD struct {
+	opts       *Options
+	logger     *slog.Logger
+	tlsConfig  *tls.Config
+	httpClient *http.Client
+	ids        *idSource
+	startTime  time.Time
+
+	mu     sync.RWMutex // guards topics
+	topics map[string]*Topic
+
+	clientsMu sync.Mutex
+	clients   map[uint64]*client
+	clientSeq atomic.Uint64
+
+	healthErr atomic.Pointer[string]
+
+	persistMu sync.Mutex // serializes nsqd.dat writes
+
+	tcpListener   net.Listener
+	httpListener  net.Listener
+	httpsListener net.Listener
+	httpServers   []*http.Server
+	dirLock       *os.File
+
+	lookup *lookupclient.Client
+
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // accept loops, connections, scanner, lookup, statsd
+	started  atomic.Bool
+	exiting  atomic.Bool
+	exitOnce sync.Once
+}
+
+// New validates opts and prepares a daemon; Start makes it listen.
+func New(opts *Options) (*NSQD, error) {
+	if err := opts.validate(); err != nil {
+		return nil, fmt.Errorf("invalid options: %w", err)
+	}
+	n := &NSQD{
+		opts:      opts,
+		logger:    opts.logger(),
+		ids:       newIDSource(time.Now()),
+		startTime: time.Now(),
+		topics:    make(map[string]*Topic),
+		clients:   make(map[uint64]*client),
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	if opts.TLSCert != "" {
+		cfg, err := buildTLSConfig(opts)
+		if err != nil {
+			return nil, err
+		}
+		n.tlsConfig = cfg
+	}
+	n.httpClient = newHTTPClient(opts)
+	if opts.DataPath != "" {
+		if st, err := os.Stat(opts.DataPath); err != nil || !st.IsDir() {
+			return nil, fmt.Errorf("--data-path %q is not a directory", opts.DataPath)
+		}
+	}
+	return n, nil
+}
+
+func buildTLSConfig(o *Options) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("load TLS certificate %q / key %q: %w", o.TLSCert, o.TLSKey, err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: o.TLSMinVersion}
+	switch o.TLSClientAuthPolicy {
+	case "require":
+		cfg.ClientAuth = tls.RequireAnyClientCert
+	case "require-verify":
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	if o.TLSRootCAFile != "" {
+		pem, err := os.ReadFile(o.TLSRootCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("read --tls-root-ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--tls-root-ca-file %q holds no certificate", o.TLSRootCAFile)
+		}
+		cfg.ClientCAs = pool
+	}
+	return cfg, nil
+}
+
+func newHTTPClient(o *Options) *http.Client {
+	dialer := &net.Dialer{Timeout: o.HTTPClientConnectTimeout}
+	tr := &http.Transport{DialContext: dialer.DialContext, MaxIdleConnsPerHost: 4, IdleConnTimeout: 30 * time.Second}
+	tlsCfg := &tls.Config{MinVersion: o.TLSMinVersion}
+	if o.TLSRootCAFile != "" {
+		if pem, err := os.ReadFile(o.TLSRootCAFile); err == nil {
+			pool := x509.NewCertPool()
+			pool.AppendCertsFromPEM(pem)
+			tlsCfg.RootCAs = pool
+		}
+	}
+	tr.TLSClientConfig = tlsCfg
+	return &http.Client{Transport: tr, Timeout: o.HTTPClientRequestTimeout}
+}
+
+// listen opens a TCP listener, or a Unix socket when addr is a path.
+func listen(addr string) (net.Listener, error) {
+	if isUnixPath(addr) {
+		os.Remove(addr)
+		return net.Listen("unix", addr)
+	}
+	return net.Listen("tcp", addr)
+}
+
+func isUnixPath(addr string) bool {
+	if _, _, err := net.SplitHostPort(addr); err == nil {
+		return false
+	}
+	return strings.Contains(addr, "/")
+}
+
+// Start locks the data directory, opens the listeners, loads the metadata
+// and starts serving.
+func (n *NSQD) Start() error {
+	if !n.started.CompareAndSwap(false, true) {
+		return errors.New("nsqd already started")
+	}
+	o := n.opts
+	dir, err := os.Open(dataPathOf(o))
+	if err != nil {
+		return fmt.Errorf("open --data-path: %w", err)
+	}
+	if err := syscall.Flock(int(dir.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		dir.Close()
+		return fmt.Errorf("--data-path=%s in use (possibly by another instance of nsqd): %w", dataPathOf(o), err)
+	}
+	n.dirLock = dir
+	fail := func(err error) error {
+		n.closeListeners()
+		n.dirLock.Close()
+		return err
+	}
+	if n.tcpListener, err = listen(o.TCPAddress); err != nil {
+		return fail(fmt.Errorf("listen on --tcp-address %s: %w", o.TCPAddress, err))
+	}
+	if o.HTTPAddress != "" {
+		if n.httpListener, err = listen(o.HTTPAddress); err != nil {
+			return fail(fmt.Errorf("listen on --http-address %s: %w", o.HTTPAddress, err))
+		}
+	}
+	if n.tlsConfig != nil && o.HTTPSAddress != "" {
+		if n.httpsListener, err = listen(o.HTTPSAddress); err != nil {
+			return fail(fmt.Errorf("listen on --https-address %s: %w", o.HTTPSAddress, err))
+		}
+	}
+	if err := n.loadMetadata(); err != nil {
+		return fail(err)
+	}
+	if err := n.persistMetadata(); err != nil {
+		return fail(err)
+	}
+
+	n.wg.Add(1)
+	go n.serveTCP(n.tcpListener)
+	n.startHTTP()
+	n.wg.Add(1)
+	go n.scanLoop()
+	n.startLookup()
+	n.startStatsd()
+	n.logger.Info("nsqd started", "version", Version, "tcp", n.tcpListener.Addr().String(), "data_path", dataPathOf(o))
+	return nil
+}
+
+// TCPAddr is the address the TCP protocol listens on.
+func (n *NSQD) TCPAddr() net.Addr { return n.tcpListener.Addr() }
+
+// HTTPAddr is the HTTP API's address (nil when HTTP is disabled).
+func (n *NSQD) HTTPAddr() net.Addr {
+	if n.httpListener == nil {
+		return nil
+	}
+	return n.httpListener.Addr()
+}
+
+// HTTPSAddr is the HTTPS API's address (nil without TLS).
+func (n *NSQD) HTTPSAddr() net.Addr {
+	if n.httpsListener == nil {
+		return nil
+	}
+	return n.httpsListener.Addr()
+}
+
+func (n *NSQD) closeListeners() {
+	for _, l := range []net.Listener{n.tcpListener, n.httpListener, n.httpsListener} {
+		if l != nil {
+			l.Close()
+		}
+	}
+}
+
+// Exit shuts down gracefully (§6.4): clients are disconnected, metadata
+// written, every queue with its in-flight and deferred messages flushed to
+// disk. It blocks until done and may be called more than once.
+func (n *NSQD) Exit() {
+	n.exitOnce.Do(n.exit)
+}
+
+func (n *NSQD) exit() {
+	if !n.started.Load() {
+		return
+	}
+	n.exiting.Store(true)
+	if n.tcpListener != nil {
+		n.tcpListener.Close()
+	}
+	n.clientsMu.Lock()
+	for _, c := range n.clients {
+		c.closeConn()
+	}
+	n.clientsMu.Unlock()
+	for _, s := range n.httpServers {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		s.Shutdown(ctx)
+		cancel()
+	}
+	if err := n.persistMetadata(); err != nil {
+		n.logger.Error("failed to persist metadata", "err", err)
+	}
+	n.mu.Lock()
+	topics := make([]*Topic, 0, len(n.topics))
+	for _, t := range n.topics {
+		topics = append(topics, t)
+	}
+	n.mu.Unlock()
+	for _, t := range topics {
+		if err := t.close(false); err != nil && !errors.Is(err, errExiting) {
+			n.logger.Error("failed to close topic", "topic", t.name, "err", err)
+		}
+	}
+	n.cancel()
+	n.wg.Wait()
+	n.dirLock.Close()
+	n.logger.Info("nsqd exited")
+}
+
+func (n *NSQD) addClient(c *client) bool {
+	n.clientsMu.Lock()
+	defer n.clientsMu.Unlock()
+	if n.exiting.Load() {
+		return false
+	}
+	n.clients[c.id] = c
+	return true
+}
+
+func (n *NSQD) removeClient(c *client) {
+	n.clientsMu.Lock()
+	delete(n.clients, c.id)
+	n.clientsMu.Unlock()
+}
+
+// setHealth records the result of the latest disk write (§6.5).
+func (n *NSQD) setHealth(err error) {
+	if err == nil {
+		if n.healthErr.Load() != nil {
+			n.healthErr.Store(nil)
+		}
+		return
+	}
+	s := err.Error()
+	n.healthErr.Store(&s)
+}
+
+// Health is "OK" or "NOK - <error>".
+func (n *NSQD) Health() string {
+	if e := n.healthErr.Load(); e != nil {
+		return "NOK - " + *e
+	}
+	return "OK"
+}
+
+// newMessages builds messages for bodies with fresh IDs, allocated in one
+// slab per batch.
+func (n *NSQD) newMessages(bodies [][]byte, deferBy time.Duration, dst []*Message) []*Message {
+	now := time.Now().UnixNano()
+	first := n.ids.reserve(len(bodies))
+	slab := make([]Message, len(bodies))
+	for i, b := range bodies {
+		m := &slab[i]
+		m.ID = protocol.NewMessageID(first + uint64(i))
+		m.Body = b
+		m.Timestamp = now
+		m.deferBy = deferBy
+		m.heapIndex = -1
+		dst = append(dst, m)
+	}
+	return dst
+}
+
+// GetTopic returns the named topic, creating it (and, at run time, the
+// channels lookupd knows for it) when it does not exist.
+func (n *NSQD) GetTopic(name string) (*Topic, error) {
+	n.mu.RLock()
+	t, ok := n.topics[name]
+	n.mu.RUnlock()
+	if ok {
+		return t, nil
+	}
+	if n.exiting.Load() {
+		return nil, errExiting
+	}
+	n.mu.Lock()
+	if t, ok = n.topics[name]; ok {
+		n.mu.Unlock()
+		return t, nil
+	}
+	t = newTopic(name, n)
+	n.topics[name] = t
+	n.mu.Unlock()
+	n.logger.Info("new topic", "topic", name)
+	n.precreateChannels(t)
+	n.notifyRegister(name, "")
+	if !t.ephemeral {
+		n.persistMetadataAsync()
+	}
+	return t, nil
+}
+
+// precreateChannels creates the channels lookupd knows for a new topic, so
+// messages published here reach channels that exist elsewhere (§5.2).
+func (n *NSQD) precreateChannels(t *Topic) {
+	if n.lookup == nil || len(n.lookup.HTTPAddresses()) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, n.opts.HTTPClientRequestTimeout)
+	defer cancel()
+	chans, err := n.lookup.Channels(ctx, t.name)
+	if err != nil {
+		n.logger.Warn("failed to query lookupd for channels", "topic", t.name, "err", err)
+	}
+	for _, name := range chans {
+		if protocol.IsEphemeral(name) || !protocol.IsValidChannelName(name) {
+			continue
+		}
+		if _, created, err := t.getChannel(name); err == nil && created {
+			n.notifyRegister(t.name, name)
+		}
+	}
+}
+
+// ExistingTopic returns the named topic if it exists.
+func (n *NSQD) ExistingTopic(name string) (*Topic, bool) {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	t, ok := n.topics[name]
+	return t, ok
+}
+
+var errTopicNotFound = errors.New("topic not found")
+var errChannelNotFound = errors.New("channel not found")
+
+// DeleteTopic deletes a topic with its channels and disk files (§5.9).
+func (n *NSQD) DeleteTopic(name string) error {
+	n.mu.Lock()
+	t, ok := n.topics[name]
+	if !ok {
+		n.mu.Unlock()
+		return errTopicNotFound
+	}
+	delete(n.topics, name)
+	n.mu.Unlock()
+	n.deleteTopic(t)
+	return nil
+}
+
+func (n *NSQD) deleteTopic(t *Topic) {
+	for _, ch := range t.channelList() {
+		n.notifyUnregister(t.name, ch.name)
+	}
+	n.notifyUnregister(t.name, "")
+	if err := t.close(true); err != nil && !errors.Is(err, errExiting) {
+		n.logger.Error("failed to delete topic", "topic", t.name, "err", err)
+	}
+	if !t.ephemeral {
+		n.persistMetadataAsync()
+	}
+	n.logger.Info("deleted topic", "topic", t.name)
+}
+
+// GetChannel returns the named channel of t, creating it if needed.
+func (n *NSQD) GetChannel(t *Topic, name string) (*Channel, error) {
+	ch, created, err := t.getChannel(name)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		n.notifyRegister(t.name, name)
+		if !ch.ephemeral {
+			n.persistMetadataAsync()
+		}
+	}
+	return ch, nil
+}
+
+// DeleteChannel deletes a channel of t (§5.9).
+func (n *NSQD) DeleteChannel(t *Topic, name string) error {
+	ch, ok := t.existingChannel(name)
+	if !ok {
+		return errChannelNotFound
+	}
+	n.removeChannel(t, ch)
+	return nil
+}
+
+func (n *NSQD) removeChannel(t *Topic, ch *Channel) {
+	found, nowEmpty := t.removeChannel(ch)
+	if !found {
+		return
+	}
+	n.notifyUnregister(t.name, ch.name)
+	if err := ch.close(true); err != nil && !errors.Is(err, errExiting) {
+		n.logger.Error("failed to delete channel", "topic", t.name, "channel", ch.name, "err", err)
+	}
+	if !ch.ephemeral {
+		n.persistMetadataAsync()
+	}
+	n.logger.Info("deleted channel", "topic", t.name, "channel", ch.name)
+	if nowEmpty && t.ephemeral {
+		n.mu.Lock()
+		if cur, ok := n.topics[t.name]; ok && cur == t {
+			delete(n.topics, t.name)
+			n.mu.Unlock()
+			n.deleteTopic(t)
+			return
+		}
+		n.mu.Unlock()
+	}
+}
+
+// deleteEphemeralChannel removes an ephemeral channel whose last consumer
+// left, unless a consumer arrived meanwhile.
+func (n *NSQD) deleteEphemeralChannel(ch *Channel) {
+	t, ok := n.ExistingTopic(ch.topicName)
+	if !ok {
+		return
+	}
+	ch.mu.Lock()
+	busy := len(ch.clients) > 0
+	ch.mu.Unlock()
+	if busy || n.exiting.Load() {
+		return
+	}
+	n.removeChannel(t, ch)
+}
+
+// subscribe attaches c to topic/channel, creating them as needed.
+func (n *NSQD) subscribe(c *client, topicName, channelName string) (*Channel, error) {
+	t, err := n.GetTopic(topicName)
+	if err != nil {
+		return nil, err
+	}
+	ch, err := n.GetChannel(t, channelName)
+	if err != nil {
+		return nil, err
+	}
+	if err := ch.addClient(c, n.opts.MaxChannelConsumers); err != nil {
+		return nil, err
+	}
+	return ch, nil
+}
+
+// topicList returns the topics sorted by name.
+func (n *NSQD) topicList() []*Topic {
+	n.mu.RLock()
+	list := make([]*Topic, 0, len(n.topics))
+	for _, t := range n.topics {
+		list = append(list, t)
+	}
+	n.mu.RUnlock()
+	sort.Slice(list, func(i, j int) bool { return list[i].name < list[j].name })
+	return list
+}
+
+// scanLoop fires in-flight timeouts and releases deferred messages. Each
+// channel keeps both ordered by deadline, so a pass costs O(channels) plus
+// the work actually due.
+func (n *NSQD) scanLoop() {
+	defer n.wg.Done()
+	tick := time.NewTicker(n.opts.QueueScanInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := time.Now().UnixNano()
+		for _, t := range n.topicList() {
+			for _, ch := range t.channelList() {
+				ch.processDeadlines(now)
+			}
+		}
+	}
+}

@@ -1,0 +1,450 @@
+package nsqd
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/sluicemq/sluice/protocol"
+)
+
+// serveTCP accepts V2 connections until the listener closes.
+func (n *NSQD) serveTCP(ln net.Listener) {
+	defer n.wg.Done()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(5 * time.Millisecond)
+				continue
+			}
+			n.logger.Error("accept failed", "err", err)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.handleConn(conn)
+		}()
+	}
+}
+
+// handleConn owns one client connection from magic to close.
+func (n *NSQD) handleConn(conn net.Conn) {
+	var magic [4]byte
+	conn.SetReadDeadline(time.Now().Add(n.opts.ClientTimeout))
+	if _, err := io.ReadFull(conn, magic[:]); err != nil {
+		conn.Close()
+		return
+	}
+	if string(magic[:]) != protocol.MagicV2 {
+		conn.SetWriteDeadline(time.Now().Add(time.Second))
+		conn.Write(protocol.AppendFrame(nil, protocol.FrameTypeError, []byte(protocol.ErrBadProtocol)))
+		conn.Close()
+		return
+	}
+	c := newClient(n.clientSeq.Add(1), conn, n)
+	if !n.addClient(c) {
+		conn.Close()
+		return
+	}
+	c.startHeartbeats()
+	err := c.ioLoop()
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+		n.logger.Debug("client closed", "client", c.remoteAddr, "err", err)
+	}
+	c.closeConn()
+	if ch := c.subscribedChannel(); ch != nil {
+		ch.removeClient(c)
+	}
+	n.removeClient(c)
+	c.rd.buf = nil
+}
+
+func (c *client) subscribedChannel() *Channel {
+	if s := c.state.Load(); s == stateSubscribed || s == stateClosing {
+		return c.channel
+	}
+	return nil
+}
+
+// ioLoop reads and executes commands in order until the connection ends or
+// a fatal error is sent.
+func (c *client) ioLoop() error {
+	pendingKick := false
+	beforeBlock := func() {
+		if pendingKick && c.channel != nil {
+			pendingKick = false
+			c.channel.kick(c)
+		}
+		if c.heartbeat > 0 {
+			c.conn.SetReadDeadline(time.Now().Add(2 * c.heartbeat))
+		} else {
+			c.conn.SetReadDeadline(time.Time{})
+		}
+	}
+	var params [protocol.MaxParams][]byte
+	for {
+		line, err := c.rd.readLine(beforeBlock)
+		if err != nil {
+			return err
+		}
+		p := protocol.SplitParams(line, params[:0])
+		resp, kick, perr := c.exec(p, beforeBlock)
+		if kick {
+			pendingKick = true
+		}
+		if perr != nil {
+			var pe *protocol.Error
+			if !errors.As(perr, &pe) {
+				return perr // I/O failure while reading a body
+			}
+			if werr := c.writeFrame(protocol.FrameTypeError, []byte(pe.Error())); werr != nil {
+				return werr
+			}
+			if pe.Fatal {
+				return fmt.Errorf("fatal protocol error: %w", pe)
+			}
+			continue
+		}
+		if resp != nil {
+			if err := c.writeFrame(protocol.FrameTypeResponse, resp); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// exec runs one command. It returns a response to send (nil for none),
+// whether the consumer may now be able to take more messages, and an error:
+// a *protocol.Error to send, or an I/O error that ends the connection.
+func (c *client) exec(p [][]byte, beforeBlock func()) (resp []byte, kick bool, err error) {
+	cmd := p[0]
+	if c.nsqd.opts.TLSRequired != TLSNotRequired && !c.tlsActive() && !bytes.Equal(cmd, []byte("IDENTIFY")) {
+		return nil, false, protocol.Fatalf(protocol.ErrInvalid, "cannot %s in current state (TLS required)", cmd)
+	}
+	switch string(cmd) {
+	case "FIN":
+		return nil, true, c.fin(p)
+	case "RDY":
+		return nil, true, c.rdy(p)
+	case "REQ":
+		return nil, true, c.req(p)
+	case "PUB":
+		resp, err = c.pub(p, beforeBlock)
+		return resp, false, err
+	case "MPUB":
+		resp, err = c.mpub(p, beforeBlock)
+		return resp, false, err
+	case "DPUB":
+		resp, err = c.dpub(p, beforeBlock)
+		return resp, false, err
+	case "NOP":
+		return nil, false, nil
+	case "TOUCH":
+		return nil, false, c.touch(p)
+	case "SUB":
+		resp, err = c.sub(p)
+		return resp, true, err
+	case "CLS":
+		resp, err = c.cls()
+		return resp, false, err
+	case "IDENTIFY":
+		resp, err = c.identify(beforeBlock)
+		return resp, false, err
+	case "AUTH":
+		resp, err = c.authCmd(p, beforeBlock)
+		return resp, false, err
+	}
+	return nil, false, protocol.Fatalf(protocol.ErrInvalid, "invalid command %s", cmd)
+}
+
+func (c *client) tlsActive() bool { return c.identity.Load().tls != nil }
+
+// readBody reads an int32 size and then that many bytes, checking the size
+// against max before allocating anything. texts names the command for the
+// error messages; code is the error code of size problems.
+func (c *client) readSizedBody(beforeBlock func(), cmd, code string, max int64, sizeErr, tooBig, invalid, bodyErr string) ([]byte, error) {
+	size, err := c.rd.readInt32(beforeBlock)
+	if err != nil {
+		return nil, protocol.Fatalf(code, "%s %s", cmd, sizeErr)
+	}
+	if int64(size) > max {
+		return nil, protocol.Fatalf(code, "%s %s %d > %d", cmd, tooBig, size, max)
+	}
+	if size <= 0 {
+		return nil, protocol.Fatalf(code, "%s %s %d", cmd, invalid, size)
+	}
+	body := make([]byte, size)
+	if err := c.rd.readFull(body, beforeBlock); err != nil {
+		return nil, protocol.Fatalf(code, "%s %s", cmd, bodyErr)
+	}
+	return body, nil
+}
+
+func (c *client) readMessageBody(cmd string, beforeBlock func()) ([]byte, error) {
+	size, err := c.rd.readInt32(beforeBlock)
+	if err != nil {
+		return nil, protocol.Fatalf(protocol.ErrBadMessage, "%s failed to read message body size", cmd)
+	}
+	if size <= 0 {
+		return nil, protocol.Fatalf(protocol.ErrBadMessage, "%s invalid message body size %d", cmd, size)
+	}
+	if max := c.nsqd.opts.MaxMsgSize; int64(size) > max {
+		return nil, protocol.Fatalf(protocol.ErrBadMessage, "%s message too big %d > %d", cmd, size, max)
+	}
+	body := make([]byte, size)
+	if err := c.rd.readFull(body, beforeBlock); err != nil {
+		return nil, protocol.Fatalf(protocol.ErrBadMessage, "%s failed to read message body", cmd)
+	}
+	return body, nil
+}
+
+func (c *client) pub(p [][]byte, beforeBlock func()) ([]byte, error) {
+	if len(p) < 2 {
+		return nil, protocol.Fatalf(protocol.ErrInvalid, "PUB insufficient number of parameters")
+	}
+	topicName := string(p[1])
+	if !protocol.IsValidTopicName(topicName) {
+		return nil, protocol.Fatalf(protocol.ErrBadTopic, "PUB topic name %q is not valid", topicName)
+	}
+	body, err := c.readMessageBody("PUB", beforeBlock)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.checkAuth("PUB", topicName, ""); err != nil {
+		return nil, err
+	}
+	return c.publish("PUB", protocol.ErrPubFailed, topicName, [][]byte{body}, 0)
+}
+
+func (c *client) dpub(p [][]byte, beforeBlock func()) ([]byte, error) {
+	if len(p) < 3 {
+		return nil, protocol.Fatalf(protocol.ErrInvalid, "DPUB insufficient number of parameters")
+	}
+	topicName := string(p[1])
+	if !protocol.IsValidTopicName(topicName) {
+		return nil, protocol.Fatalf(protocol.ErrBadTopic, "DPUB topic name %q is not valid", topicName)
+	}
+	maxMs := uint64(c.nsqd.opts.MaxReqTimeout / time.Millisecond)
+	ms, ok := protocol.ParseUint(p[2], 1<<62)
+	if !ok {
+		return nil, protocol.Fatalf(protocol.ErrInvalid, "DPUB could not parse timeout %s", p[2])
+	}
+	if ms > maxMs {
+		return nil, protocol.Fatalf(protocol.ErrInvalid, "DPUB timeout %d out of range 0-%d", ms, maxMs)
+	}
+	body, err := c.readMessageBody("DPUB", beforeBlock)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.checkAuth("DPUB", topicName, ""); err != nil {
+		return nil, err
+	}
+	return c.publish("DPUB", protocol.ErrDPubFailed, topicName, [][]byte{body}, time.Duration(ms)*time.Millisecond)
+}
+
+func (c *client) mpub(p [][]byte, beforeBlock func()) ([]byte, error) {
+	if len(p) < 2 {
+		return nil, protocol.Fatalf(protocol.ErrInvalid, "MPUB insufficient number of parameters")
+	}
+	topicName := string(p[1])
+	if !protocol.IsValidTopicName(topicName) {
+		return nil, protocol.Fatalf(protocol.ErrBadTopic, "%s MPUB topic name %q is not valid", protocol.ErrBadTopic, topicName)
+	}
+	if err := c.checkAuth("MPUB", topicName, ""); err != nil {
+		return nil, err
+	}
+	if _, err := c.nsqd.GetTopic(topicName); err != nil {
+		return nil, protocol.Fatalf(protocol.ErrMPubFailed, "MPUB failed %s", err)
+	}
+	o := c.nsqd.opts
+	size, err := c.rd.readInt32(beforeBlock)
+	if err != nil {
+		return nil, protocol.Fatalf(protocol.ErrBadBody, "MPUB failed to read body size")
+	}
+	if size <= 0 {
+		return nil, protocol.Fatalf(protocol.ErrBadBody, "MPUB invalid body size %d", size)
+	}
+	if int64(size) > o.MaxBodySize {
+		return nil, protocol.Fatalf(protocol.ErrBadBody, "MPUB body too big %d > %d", size, o.MaxBodySize)
+	}
+	body := make([]byte, size)
+	if err := c.rd.readFull(body, beforeBlock); err != nil {
+		return nil, protocol.Fatalf(protocol.ErrBadMessage, "MPUB failed to read message body")
+	}
+	bodies, perr := protocol.ParseMPUB(body, o.MaxMsgSize, o.MaxBodySize, c.scratchBodies[:0])
+	if perr != nil {
+		return nil, perr
+	}
+	c.scratchBodies = bodies[:0]
+	return c.publish("MPUB", protocol.ErrMPubFailed, topicName, bodies, 0)
+}
+
+// publish turns bodies into messages and hands them to the topic in one go.
+func (c *client) publish(cmd, failCode, topicName string, bodies [][]byte, deferBy time.Duration) ([]byte, error) {
+	t, err := c.nsqd.GetTopic(topicName)
+	if err != nil {
+		return nil, protocol.Fatalf(failCode, "%s failed %s", cmd, err)
+	}
+	msgs := c.nsqd.newMessages(bodies, deferBy, c.scratchMsgs[:0])
+	err = t.put(msgs)
+	clear(msgs)
+	c.scratchMsgs = msgs[:0]
+	if err != nil {
+		return nil, protocol.Fatalf(failCode, "%s failed %s", cmd, err)
+	}
+	c.notePublish(topicName, len(bodies))
+	return protocol.OK, nil
+}
+
+func (c *client) sub(p [][]byte) ([]byte, error) {
+	if c.state.Load() != stateInit {
+		return nil, protocol.Fatalf(protocol.ErrInvalid, "cannot SUB in current state")
+	}
+	if c.heartbeat <= 0 {
+		return nil, protocol.Fatalf(protocol.ErrInvalid, "cannot SUB with heartbeats disabled")
+	}
+	if len(p) < 3 {
+		return nil, protocol.Fatalf(protocol.ErrInvalid, "SUB insufficient number of parameters")
+	}
+	topicName, channelName := string(p[1]), string(p[2])
+	if !protocol.IsValidTopicName(topicName) {
+		return nil, protocol.Fatalf(protocol.ErrBadTopic, "SUB topic name %q is not valid", topicName)
+	}
+	if !protocol.IsValidChannelName(channelName) {
+		return nil, protocol.Fatalf(protocol.ErrBadChannel, "SUB channel name %q is not valid", channelName)
+	}
+	if err := c.checkAuth("SUB", topicName, channelName); err != nil {
+		return nil, err
+	}
+	var ch *Channel
+	for attempt := 0; ; attempt++ {
+		var err error
+		ch, err = c.nsqd.subscribe(c, topicName, channelName)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, errTooManyConsumers) {
+			return nil, protocol.Fatalf(protocol.ErrSubFailed, "SUB failed consumers for %s:%s exceeds limit of %d",
+				topicName, channelName, c.nsqd.opts.MaxChannelConsumers)
+		}
+		if attempt == 1 {
+			return nil, protocol.Fatalf(protocol.ErrSubFailed, "SUB failed to deleted topic/channel")
+		}
+		time.Sleep(100 * time.Millisecond) // a delete in progress; try once more
+	}
+	c.channel = ch
+	ch.mu.Lock()
+	c.state.Store(stateSubscribed)
+	ch.mu.Unlock()
+	return protocol.OK, nil
+}
+
+func (c *client) rdy(p [][]byte) error {
+	switch c.state.Load() {
+	case stateClosing:
+		return nil
+	case stateSubscribed:
+	default:
+		return protocol.Fatalf(protocol.ErrInvalid, "cannot RDY in current state")
+	}
+	count := uint64(1)
+	if len(p) > 1 {
+		var ok bool
+		count, ok = protocol.ParseUint(p[1], 1<<62)
+		if !ok {
+			return protocol.Fatalf(protocol.ErrInvalid, "RDY could not parse count %s", p[1])
+		}
+	}
+	if max := c.nsqd.opts.MaxRdyCount; count > uint64(max) {
+		return protocol.Fatalf(protocol.ErrInvalid, "RDY count %d out of range 0-%d", count, max)
+	}
+	c.readyCount.Store(int64(count))
+	return nil
+}
+
+// parseID validates the message ID parameter of FIN, REQ and TOUCH.
+func (c *client) parseID(p [][]byte, cmd string, need int) (protocol.MessageID, error) {
+	var id protocol.MessageID
+	if s := c.state.Load(); s != stateSubscribed && s != stateClosing {
+		return id, protocol.Fatalf(protocol.ErrInvalid, "cannot %s in current state", cmd)
+	}
+	if len(p) < need {
+		return id, protocol.Fatalf(protocol.ErrInvalid, "%s insufficient number of params", cmd)
+	}
+	if len(p[1]) != protocol.MsgIDLength {
+		return id, protocol.Fatalf(protocol.ErrInvalid, "invalid message ID")
+	}
+	copy(id[:], p[1])
+	return id, nil
+}
+
+func (c *client) fin(p [][]byte) error {
+	id, err := c.parseID(p, "FIN", 2)
+	if err != nil {
+		return err
+	}
+	if err := c.channel.finish(c, id); err != nil {
+		return protocol.Softf(protocol.ErrFinFailed, "FIN %s failed %s", id[:], err)
+	}
+	c.finishCount.Add(1)
+	return nil
+}
+
+func (c *client) req(p [][]byte) error {
+	id, err := c.parseID(p, "REQ", 3)
+	if err != nil {
+		return err
+	}
+	ms, ok := protocol.ParseUint(p[2], 1<<62)
+	if !ok {
+		return protocol.Fatalf(protocol.ErrInvalid, "REQ could not parse timeout %s", p[2])
+	}
+	delay := time.Duration(ms) * time.Millisecond
+	if max := c.nsqd.opts.MaxReqTimeout; ms > uint64(max/time.Millisecond) {
+		delay = max
+	}
+	if err := c.channel.requeue(c, id, delay); err != nil {
+		return protocol.Softf(protocol.ErrReqFailed, "REQ %s failed %s", id[:], err)
+	}
+	c.requeueCount.Add(1)
+	return nil
+}
+
+func (c *client) touch(p [][]byte) error {
+	id, err := c.parseID(p, "TOUCH", 2)
+	if err != nil {
+		return err
+	}
+	if err := c.channel.touch(c, id); err != nil {
+		return protocol.Softf(protocol.ErrTouchFailed, "TOUCH %s failed %s", id[:], err)
+	}
+	return nil
+}
+
+func (c *client) cls() ([]byte, error) {
+	if c.state.Load() != stateSubscribed {
+		return nil, protocol.Fatalf(protocol.ErrInvalid, "cannot CLS in current state")
+	}
+	c.readyCount.Store(0)
+	c.state.Store(stateClosing)
+	return protocol.CloseWait, nil
+}
+
+func jsonBytes(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only called with types that always encode
+	}
+	return b
+}

@@ -1,0 +1,326 @@
+package nsqd
+
+import (
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/sluicemq/sluice/protocol"
+)
+
+// Topic is a named stream publishers write to. While it has channels and is
+// not paused, publishes are copied straight into every channel by the
+// publisher's goroutine; otherwise they queue in the topic (memory, then
+// disk) and the topic's pump hands them on once distribution is possible.
+type Topic struct {
+	name      string
+	ephemeral bool
+	nsqd      *NSQD
+	logger    *slog.Logger
+	backend   *diskBackend // nil for ephemeral topics
+	memCap    int
+
+	mu       sync.RWMutex // guards the fields below
+	channels map[string]*Channel
+	chanList []*Channel // channels sorted by name; replaced, never mutated
+	mem      msgQueue
+	paused   bool
+	held     bool // set while loading metadata: no distribution until every channel exists
+	exiting  bool
+
+	messageCount atomic.Uint64
+	messageBytes atomic.Uint64
+
+	wake   chan struct{}
+	exitCh chan struct{}
+	wg     sync.WaitGroup
+}
+
+func newTopic(name string, n *NSQD) *Topic {
+	t := &Topic{
+		name:      name,
+		ephemeral: protocol.IsEphemeral(name),
+		nsqd:      n,
+		logger:    n.logger.With("topic", name),
+		memCap:    int(n.opts.MemQueueSize),
+		channels:  make(map[string]*Channel),
+		wake:      make(chan struct{}, 1),
+		exitCh:    make(chan struct{}),
+	}
+	if !t.ephemeral {
+		t.backend = newDiskBackend(name, n.opts, t.logger, n.setHealth)
+	}
+	t.wg.Add(1)
+	go t.pump()
+	return t
+}
+
+func (t *Topic) signal() {
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
+}
+
+// put publishes messages. They go to every channel at once when possible,
+// otherwise into the topic's own queue.
+func (t *Topic) put(msgs []*Message) error {
+	var bytes uint64
+	for _, m := range msgs {
+		bytes += uint64(len(m.Body))
+	}
+	t.mu.RLock()
+	if t.exiting {
+		t.mu.RUnlock()
+		return errExiting
+	}
+	direct := len(t.chanList) > 0 && !t.paused && !t.held && t.mem.len() == 0 && (t.backend == nil || t.backend.depth() == 0)
+	chans := t.chanList
+	t.mu.RUnlock()
+	t.messageCount.Add(uint64(len(msgs)))
+	t.messageBytes.Add(bytes)
+	if direct {
+		t.distribute(msgs, chans)
+		return nil
+	}
+	var overflow []*Message
+	t.mu.Lock()
+	for _, m := range msgs {
+		// deferred messages try memory first to keep their deferral (§5.5)
+		if t.mem.len() < t.memCap || (m.deferBy > 0 && t.backend != nil) {
+			t.mem.push(m)
+		} else if t.backend != nil {
+			overflow = append(overflow, m)
+		}
+	}
+	t.mu.Unlock()
+	t.signal()
+	if len(overflow) > 0 {
+		return t.backend.put(overflow)
+	}
+	return nil
+}
+
+// distribute copies msgs into every channel. The first channel gets the
+// messages themselves; the others get copies sharing the bodies.
+func (t *Topic) distribute(msgs []*Message, chans []*Channel) {
+	for i, ch := range chans {
+		batch := msgs
+		if i > 0 {
+			slab := make([]Message, len(msgs))
+			batch = make([]*Message, len(msgs))
+			for j, m := range msgs {
+				slab[j] = Message{ID: m.ID, Body: m.Body, Timestamp: m.Timestamp, Attempts: m.Attempts, deferBy: m.deferBy, heapIndex: -1}
+				batch[j] = &slab[j]
+			}
+		}
+		if err := ch.put(batch); err != nil && err != errExiting {
+			t.logger.Error("failed to put messages into channel", "channel", ch.name, "err", err)
+		}
+	}
+}
+
+// pump hands the topic's queued messages to its channels whenever it has
+// channels and is not paused.
+func (t *Topic) pump() {
+	defer t.wg.Done()
+	batch := make([]*Message, 0, 256)
+	for {
+		t.mu.Lock()
+		canDistribute := len(t.chanList) > 0 && !t.paused && !t.held && !t.exiting
+		if canDistribute && t.mem.len() > 0 {
+			batch = batch[:0]
+			for len(batch) < cap(batch) {
+				m := t.mem.pop()
+				if m == nil {
+					break
+				}
+				batch = append(batch, m)
+			}
+			chans := t.chanList
+			t.mu.Unlock()
+			t.distribute(batch, chans)
+			continue
+		}
+		t.mu.Unlock()
+		var diskCh <-chan []byte
+		if canDistribute && t.backend != nil {
+			diskCh = t.backend.readChan()
+		}
+		select {
+		case <-t.wake:
+		case b := <-diskCh:
+			m, err := decodeRecord(b)
+			if err != nil {
+				t.logger.Error("dropping corrupt message read from disk", "err", err)
+				continue
+			}
+			t.mu.RLock()
+			chans := t.chanList
+			t.mu.RUnlock()
+			if len(chans) == 0 {
+				// the last channel went away after the read; keep the message
+				t.mu.Lock()
+				t.mem.push(m)
+				t.mu.Unlock()
+				continue
+			}
+			t.distribute([]*Message{m}, chans)
+		case <-t.exitCh:
+			return
+		}
+	}
+}
+
+// getChannel returns the named channel, creating it if needed. created
+// reports whether it is new.
+func (t *Topic) getChannel(name string) (ch *Channel, created bool, err error) {
+	t.mu.RLock()
+	ch, ok := t.channels[name]
+	exiting := t.exiting
+	t.mu.RUnlock()
+	if ok {
+		return ch, false, nil
+	}
+	if exiting {
+		return nil, false, errExiting
+	}
+	t.mu.Lock()
+	if ch, ok = t.channels[name]; ok {
+		t.mu.Unlock()
+		return ch, false, nil
+	}
+	if t.exiting {
+		t.mu.Unlock()
+		return nil, false, errExiting
+	}
+	ch = newChannel(t.name, name, t.nsqd)
+	t.channels[name] = ch
+	t.rebuildListLocked()
+	t.mu.Unlock()
+	t.logger.Info("new channel", "channel", name)
+	t.signal()
+	return ch, true, nil
+}
+
+func (t *Topic) existingChannel(name string) (*Channel, bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	ch, ok := t.channels[name]
+	return ch, ok
+}
+
+func (t *Topic) rebuildListLocked() {
+	list := make([]*Channel, 0, len(t.channels))
+	for _, ch := range t.channels {
+		list = append(list, ch)
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].name < list[j].name })
+	t.chanList = list
+}
+
+// channelList returns the channels sorted by name.
+func (t *Topic) channelList() []*Channel {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.chanList
+}
+
+// removeChannel detaches ch from the topic; it reports whether the topic
+// has no channels left.
+func (t *Topic) removeChannel(ch *Channel) (found, nowEmpty bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if cur, ok := t.channels[ch.name]; !ok || cur != ch {
+		return false, len(t.channels) == 0
+	}
+	delete(t.channels, ch.name)
+	t.rebuildListLocked()
+	return true, len(t.channels) == 0
+}
+
+func (t *Topic) setPaused(paused bool) {
+	t.mu.Lock()
+	t.paused = paused
+	t.mu.Unlock()
+	t.signal()
+}
+
+// release ends the hold set while loading metadata.
+func (t *Topic) release() {
+	t.mu.Lock()
+	t.held = false
+	t.mu.Unlock()
+	t.signal()
+}
+
+func (t *Topic) isPaused() bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.paused
+}
+
+// empty discards the topic's own queued messages; channels keep theirs.
+func (t *Topic) empty() error {
+	t.mu.Lock()
+	t.mem = msgQueue{}
+	t.mu.Unlock()
+	if t.backend != nil {
+		return t.backend.empty()
+	}
+	return nil
+}
+
+func (t *Topic) depth() (total, backend int64) {
+	t.mu.RLock()
+	mem := int64(t.mem.len())
+	t.mu.RUnlock()
+	if t.backend != nil {
+		backend = t.backend.depth()
+	}
+	return mem + backend, backend
+}
+
+// close stops the topic and its channels: flushing everything to disk, or,
+// when deleted, discarding it and removing the files.
+func (t *Topic) close(deleted bool) error {
+	t.mu.Lock()
+	if t.exiting {
+		t.mu.Unlock()
+		return errExiting
+	}
+	t.exiting = true
+	chans := t.chanList
+	t.mu.Unlock()
+	close(t.exitCh)
+	t.wg.Wait()
+	var firstErr error
+	for _, ch := range chans {
+		if err := ch.close(deleted); err != nil && err != errExiting && firstErr == nil {
+			firstErr = err
+		}
+	}
+	if t.backend == nil {
+		return firstErr
+	}
+	if deleted {
+		t.mu.Lock()
+		t.mem = msgQueue{}
+		t.mu.Unlock()
+		if err := t.backend.delete(); err != nil && firstErr == nil {
+			firstErr = err
+		}
+		return firstErr
+	}
+	t.mu.Lock()
+	pending := t.mem.drain()
+	t.mu.Unlock()
+	if err := t.backend.put(pending); err != nil && firstErr == nil {
+		firstErr = err
+	}
+	if err := t.backend.close(); err != nil && firstErr == nil {
+		firstErr = err
+	}
+	return firstErr
+}
