@@ -235,10 +235,8 @@ func (a *Admin) getNodes(_ http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		}
 		views = append(views, v)
 	}
-	for _, e := range a.sampler.lostNodes() {
-		ne := e.(*nodeError)
-		views = append(views, &NodeView{Producer: &Producer{addr: ne.Addr, RemoteAddress: ne.Addr,
-			RemoteAddresses: []string{}, Topics: []ProducerTopic{}}, Error: ne.Err.Error()})
+	for _, l := range a.sampler.lostProducers() {
+		views = append(views, &NodeView{Producer: l.p, Error: l.err.Err.Error()})
 	}
 	msg, err := a.readResult(errs, len(nodes) == 0 && a.cluster.lookupMode() && len(errs) >= len(a.cluster.lookupdAddrs()))
 	if err != nil {
@@ -358,10 +356,12 @@ func (a *Admin) getSettings(_ http.ResponseWriter, r *http.Request, _ httprouter
 		a.opts.SampleInterval.Milliseconds(), int64(a.opts.HistoryWindow.Seconds())}, nil
 }
 
-// overviewTopic is one row of the topics page.
+// overviewTopic is one row of the topics page: Depth is the topic's own queue, ChannelDepth
+// the sum of its channels' queues (the overview's Depth adds both up for the cluster).
 type overviewTopic struct {
 	TopicName     string     `json:"topic_name"`
 	Depth         int64      `json:"depth"`
+	ChannelDepth  int64      `json:"channel_depth"`
 	InFlightCount int64      `json:"in_flight_count"`
 	MessageCount  int64      `json:"message_count"`
 	ClientCount   int        `json:"client_count"`
@@ -410,10 +410,10 @@ func (a *Admin) getOverview(_ http.ResponseWriter, r *http.Request, _ httprouter
 			row.ClientCount, row.Paused, row.NodeCount = t.ClientCount, t.Paused, len(t.Nodes)
 			for _, c := range t.Channels {
 				row.Channels = append(row.Channels, c.ChannelName)
-				row.Depth += c.Depth
+				row.ChannelDepth += c.Depth
 			}
 		}
-		depth += row.Depth
+		depth += row.Depth + row.ChannelDepth
 		inFlight += row.InFlightCount
 		k := SeriesKey{Topic: name}
 		in, _ := a.sampler.latest(k)

@@ -21,8 +21,14 @@ type sampler struct {
 	mu         sync.Mutex // guards the fields below
 	hist       *History
 	remembered map[string]*rememberedNode
-	lost       []error
+	lost       []lostNode
 	rounds     int
+}
+
+// lostNode is a remembered node that is neither registered nor answering.
+type lostNode struct {
+	p   *Producer
+	err *nodeError
 }
 
 type rememberedNode struct {
@@ -75,17 +81,20 @@ func (s *sampler) sampleOnce(ctx context.Context) {
 	s.mu.Unlock()
 
 	results, statErrs := s.cluster.stats(ctx, append(nodes, extra...), "", "", false)
-	var lost []error
+	var lost []lostNode
 	for _, e := range statErrs {
 		ne, ok := e.(*nodeError)
 		if !ok || listed[ne.Addr] {
 			continue
 		}
 		s.mu.Lock()
-		seen := s.remembered[ne.Addr].lastListed
+		r := s.remembered[ne.Addr]
 		s.mu.Unlock()
-		lost = append(lost, &nodeError{Kind: "nsqd", Addr: ne.Addr,
-			Err: fmt.Errorf("gone from nsqlookupd %s ago and not answering: %w", now.Sub(seen).Round(time.Second), ne.Err)})
+		if r == nil {
+			continue
+		}
+		lost = append(lost, lostNode{p: r.p, err: &nodeError{Kind: "nsqd", Addr: ne.Addr,
+			Err: fmt.Errorf("gone from nsqlookupd %s ago and not answering: %w", now.Sub(r.lastListed).Round(time.Second), ne.Err)}})
 	}
 	if len(errs)+len(statErrs) > 0 {
 		s.logger.Debug("sampler: upstream errors", "errors", warningText(append(errs, statErrs...)))
@@ -101,7 +110,23 @@ func (s *sampler) sampleOnce(ctx context.Context) {
 func (s *sampler) lostNodes() []error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]error(nil), s.lost...)
+	out := make([]error, len(s.lost))
+	for i, l := range s.lost {
+		out[i] = l.err
+	}
+	return out
+}
+
+// lostProducers returns copies of the lost nodes as last listed, with why they are lost.
+func (s *sampler) lostProducers() []lostNode {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]lostNode, len(s.lost))
+	for i, l := range s.lost {
+		cp := *l.p
+		out[i] = lostNode{p: &cp, err: l.err}
+	}
+	return out
 }
 
 // series returns a copy of the series for k (last n points, all when n <= 0).

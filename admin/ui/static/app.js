@@ -1,0 +1,516 @@
+// Sluice admin UI: a small single-page app over the admin's /api (no framework).
+// Each page has a skeleton built once per navigation and a refresh() that updates figures,
+// tables and charts in place every few seconds. Charts are drawn with uPlot.
+(function () {
+  "use strict";
+
+  var BASE = document.body.getAttribute("data-base") || "/";
+  var app = document.getElementById("app");
+  var settings = { is_admin: false, sample_interval_ms: 5000, lookup_mode: true };
+  var current = null;      // the page being shown: {refresh, destroy}
+  var timer = null;
+  var generation = 0;      // bumps on navigation so late answers of the old page are dropped
+  var charts = [];         // uPlot instances of the current page
+
+  // ---------- helpers ----------
+  function esc(s) {
+    return String(s == null ? "" : s).replace(/[&<>"']/g, function (c) {
+      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
+    });
+  }
+  function fmtInt(n) { return n == null ? "–" : Number(n).toLocaleString("en-US"); }
+  function fmtRate(r) { return r == null ? "–" : Number(r).toFixed(1); }
+  function fmtDur(sec) {
+    if (sec == null || sec < 0) return "–";
+    sec = Math.floor(sec);
+    var d = Math.floor(sec / 86400), h = Math.floor(sec % 86400 / 3600), m = Math.floor(sec % 3600 / 60), s = sec % 60;
+    if (d) return d + "d " + h + "h";
+    if (h) return h + "h " + m + "m";
+    if (m) return m + "m " + s + "s";
+    return s + "s";
+  }
+  function fmtNs(ns) {
+    if (ns == null) return "–";
+    if (ns >= 1e9) return (ns / 1e9).toFixed(2) + " s";
+    if (ns >= 1e6) return (ns / 1e6).toFixed(2) + " ms";
+    if (ns >= 1e3) return (ns / 1e3).toFixed(1) + " µs";
+    return Math.round(ns) + " ns";
+  }
+  function fmtTS(ts) { return ts ? new Date(ts * 1000).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z") : "–"; }
+  function lastNum(arr) {
+    for (var i = (arr || []).length - 1; i >= 0; i--) if (arr[i] != null) return arr[i];
+    return null;
+  }
+  function link(path, text) { return '<a href="' + esc(BASE + path) + '" data-nav>' + esc(text) + "</a>"; }
+  function topicPath(t) { return "topics/" + encodeURIComponent(t); }
+  function channelPath(t, c) { return topicPath(t) + "/" + encodeURIComponent(c); }
+  function nodePath(n) { return "nodes/" + encodeURIComponent(n); }
+  function figure(key, label, value) {
+    return '<div class="figure"><div class="label">' + esc(label) + '</div><div class="value" data-k="' + key + '">' + value + "</div></div>";
+  }
+  function td(key, value, num) { return '<td data-k="' + key + '"' + (num ? ' class="num"' : "") + ">" + value + "</td>"; }
+  function th(label, num) { return "<th" + (num ? ' class="num"' : "") + ">" + esc(label) + "</th>"; }
+  function table(headers, rows, empty) {
+    if (!rows.length) return '<p class="muted">' + esc(empty || "None.") + "</p>";
+    return '<div class="table-wrap"><table><thead><tr>' + headers.join("") + "</tr></thead><tbody>" + rows.join("") + "</tbody></table></div>";
+  }
+  function badge(text, cls) { return '<span class="badge ' + (cls || "") + '">' + esc(text) + "</span>"; }
+  function e2eTable(e2e) {
+    var ps = (e2e && e2e.percentiles) || [];
+    if (!ps.length) return '<p class="muted">No end-to-end latency percentiles (nsqd --e2e-processing-latency-percentile not set).</p>';
+    return table([th("Quantile"), th("Latency", true)], ps.map(function (p) {
+      return '<tr data-quantile="' + p.quantile + '">' + td("quantile", "p" + (p.quantile * 100).toFixed(p.quantile * 100 % 1 ? 1 : 0)) + td("value", esc(fmtNs(p.value)), true) + "</tr>";
+    })) + '<p class="legend-note">over ' + fmtInt(e2e.count) + " messages</p>";
+  }
+
+  function api(method, path, body) {
+    var init = { method: method, headers: { Accept: "application/json" } };
+    if (body !== undefined) { init.body = JSON.stringify(body); init.headers["Content-Type"] = "application/json"; }
+    return fetch(BASE + path, init).then(function (resp) {
+      return resp.text().then(function (text) {
+        var data = null;
+        try { data = text ? JSON.parse(text) : {}; } catch (e) { data = { message: text }; }
+        if (!resp.ok) {
+          var err = new Error((data && data.message) || ("HTTP " + resp.status));
+          err.status = resp.status;
+          throw err;
+        }
+        return data;
+      });
+    });
+  }
+  function get(path) { return api("GET", path); }
+
+  function showWarning(messages) {
+    var el = document.getElementById("warning");
+    var text = messages.filter(function (m) { return m; }).filter(function (m, i, a) { return a.indexOf(m) === i; }).join("\n");
+    el.textContent = text;
+    el.hidden = !text;
+  }
+  var flashTimer = null;
+  function flash(text, isError) {
+    var el = document.getElementById("flash");
+    el.textContent = text;
+    el.className = "flash" + (isError ? " error" : "");
+    el.hidden = false;
+    clearTimeout(flashTimer);
+    flashTimer = setTimeout(function () { el.hidden = true; }, 6000);
+  }
+
+  // confirmAction shows the confirmation dialog and resolves to true on Confirm.
+  function confirmAction(text) {
+    return new Promise(function (resolve) {
+      var modal = document.getElementById("modal");
+      document.getElementById("modal-text").textContent = text;
+      modal.hidden = false;
+      function done(ok) {
+        modal.hidden = true;
+        document.getElementById("modal-ok").onclick = null;
+        document.getElementById("modal-cancel").onclick = null;
+        resolve(ok);
+      }
+      document.getElementById("modal-ok").onclick = function () { done(true); };
+      document.getElementById("modal-cancel").onclick = function () { done(false); };
+    });
+  }
+
+  // ---------- charts ----------
+  function chartWidth(el) { return Math.max(200, (el.clientWidth || el.parentNode.clientWidth || 600)); }
+  // historyChart draws in/out rates (left axis) and depth (right axis) for a series.
+  function historyChart(el, title) {
+    var opts = {
+      title: title, width: chartWidth(el), height: 220,
+      scales: { x: { time: true }, rate: {}, depth: {} },
+      series: [{},
+        { label: "in msg/s", scale: "rate", stroke: "#2e7d32", width: 2, value: function (u, v) { return fmtRate(v); } },
+        { label: "out msg/s", scale: "rate", stroke: "#1f6feb", width: 2, value: function (u, v) { return fmtRate(v); } },
+        { label: "depth", scale: "depth", stroke: "#ef6c00", width: 1.5, dash: [6, 4], value: function (u, v) { return v == null ? "–" : fmtInt(v); } }],
+      axes: [{}, { scale: "rate", label: "msg/s", size: 60 }, { scale: "depth", side: 1, label: "depth", grid: { show: false }, size: 60 }]
+    };
+    var u = new uPlot(opts, [[], [], [], []], el);
+    charts.push(u);
+    return u;
+  }
+  function setHistory(u, h) { u.setData([h.t || [], h["in"] || [], h.out || [], h.depth || []]); }
+  function sparkline(el, values) {
+    var xs = values.map(function (_, i) { return i; });
+    var u = new uPlot({ width: 120, height: 30, legend: { show: false }, cursor: { show: false }, select: { show: false },
+      scales: { x: { time: false } }, axes: [{ show: false }, { show: false }],
+      series: [{}, { stroke: "#2e7d32", width: 1.5, fill: "rgba(46,125,50,.12)" }] }, [xs, values], el);
+    charts.push(u);
+  }
+  function destroyCharts(filter) {
+    charts = charts.filter(function (u) {
+      if (filter && !filter(u)) return true;
+      u.destroy();
+      return false;
+    });
+  }
+  window.addEventListener("resize", function () {
+    charts.forEach(function (u) {
+      if (u.root.parentNode && u.root.parentNode.classList.contains("chart")) u.setSize({ width: chartWidth(u.root.parentNode), height: 220 });
+    });
+  });
+
+  // ---------- actions ----------
+  function actionButtons(list) {
+    if (!settings.is_admin) return "";
+    return '<div class="actions">' + list.map(function (b) {
+      return '<button type="button" data-act="' + b.act + '"' + (b.danger ? ' class="danger"' : "") +
+        (b.attrs || "") + ">" + esc(b.label) + "</button>";
+    }).join("") + "</div>";
+  }
+  function runAction(question, method, path, body, done) {
+    confirmAction(question).then(function (ok) {
+      if (!ok) return;
+      api(method, path, body).then(function (resp) {
+        flash(resp && resp.message ? resp.message : "Done: " + question.replace(/\?$/, ""), !!(resp && resp.message));
+        if (done) done(); else refreshNow();
+      }).catch(function (err) { flash("Failed: " + err.message, true); });
+    });
+  }
+
+  // ---------- pages ----------
+  var pages = {};
+
+  pages.topics = function () {
+    app.innerHTML = "<h1>Topics</h1>" +
+      '<div id="cluster-figures" class="figures"></div>' +
+      '<div id="chart-main" class="chart"></div>' +
+      '<p class="legend-note">Cluster: messages in and out per second, and messages waiting (depth), sampled every ' +
+      (settings.sample_interval_ms / 1000) + " s.</p>" +
+      '<div id="topics-table"></div>';
+    var chart = historyChart(document.getElementById("chart-main"), "Cluster");
+    return function refresh() {
+      return Promise.all([get("api/overview"), get("api/history")]).then(function (r) {
+        var o = r[0], h = r[1];
+        setHistory(chart, h);
+        document.getElementById("cluster-figures").innerHTML =
+          figure("node_count", "Nodes", fmtInt(o.node_count)) + figure("depth", "Depth", fmtInt(o.depth)) +
+          figure("in_flight_count", "In flight", fmtInt(o.in_flight_count)) +
+          figure("rate_in", "In msg/s", fmtRate(lastNum(h["in"]))) + figure("rate_out", "Out msg/s", fmtRate(lastNum(h.out)));
+        destroyCharts(function (u) { return u !== chart; });
+        var rows = o.topics.map(function (t) {
+          return '<tr data-topic="' + esc(t.topic_name) + '">' +
+            td("topic_name", link(topicPath(t.topic_name), t.topic_name) + (t.paused ? badge("paused", "paused") : "")) +
+            td("depth", fmtInt(t.depth), true) + td("channel_depth", fmtInt(t.channel_depth), true) +
+            td("in_flight_count", fmtInt(t.in_flight_count), true) + td("message_count", fmtInt(t.message_count), true) +
+            td("rate_in", fmtRate(t.rate_in), true) + '<td><div class="spark"></div></td>' +
+            td("channels", t.channels.map(function (c) { return link(channelPath(t.topic_name, c), c); }).join(", ") || '<span class="muted">none</span>') +
+            "</tr>";
+        });
+        var el = document.getElementById("topics-table");
+        el.innerHTML = table([th("Topic"), th("Depth", true), th("Channel depth", true), th("In flight", true), th("Messages", true),
+          th("In msg/s", true), th("Rate"), th("Channels")], rows, "No topics.");
+        var sparks = el.querySelectorAll(".spark");
+        o.topics.forEach(function (t, i) { sparkline(sparks[i], t.sparkline || []); });
+        return [o.message, h.message];
+      });
+    };
+  };
+
+  pages.topic = function (topic) {
+    var hp = "api/history?topic=" + encodeURIComponent(topic);
+    app.innerHTML = "<h1>Topic " + esc(topic) + ' <span id="paused"></span></h1>' +
+      '<div id="topic-actions"></div><div id="figures" class="figures"></div>' +
+      '<div id="chart-main" class="chart"></div>' +
+      '<p class="legend-note">In: published to the topic; out: finished on its channels; depth: topic and channel queues.</p>' +
+      '<h2>Nodes</h2><div id="nodes-table"></div><h2>Channels</h2><div id="channels-table"></div>' +
+      '<h2>End-to-end latency</h2><div id="e2e"></div>';
+    var chart = historyChart(document.getElementById("chart-main"), "Topic " + topic);
+    var paused = null;
+    app.onclick = function (ev) {
+      var b = ev.target.closest("button[data-act]");
+      if (!b) return;
+      var act = b.getAttribute("data-act"), path = "api/" + topicPath(topic);
+      if (act === "pause-topic") runAction("Pause topic " + topic + "?", "POST", path, { action: "pause" });
+      if (act === "unpause-topic") runAction("Unpause topic " + topic + "?", "POST", path, { action: "unpause" });
+      if (act === "empty-topic") runAction("Empty topic " + topic + "? Its queued messages are deleted.", "POST", path, { action: "empty" });
+      if (act === "delete-topic") runAction("Delete topic " + topic + " and all its channels?", "DELETE", path, undefined,
+        function () { navigate(BASE); });
+      if (act === "tombstone") {
+        var node = b.getAttribute("data-node");
+        runAction("Tombstone " + node + " for topic " + topic + " (delete the topic on that node)?", "DELETE", "api/" + nodePath(node), { topic: topic });
+      }
+    };
+    return function refresh() {
+      return Promise.all([get("api/" + topicPath(topic)), get(hp)]).then(function (r) {
+        var t = r[0], h = r[1];
+        setHistory(chart, h);
+        document.getElementById("paused").innerHTML = t.paused ? badge("paused", "paused") : "";
+        if (paused !== t.paused) {
+          paused = t.paused;
+          document.getElementById("topic-actions").innerHTML = actionButtons([
+            t.paused ? { act: "unpause-topic", label: "Unpause" } : { act: "pause-topic", label: "Pause" },
+            { act: "empty-topic", label: "Empty", danger: true }, { act: "delete-topic", label: "Delete", danger: true }]);
+        }
+        document.getElementById("figures").innerHTML =
+          figure("depth", "Depth", fmtInt(t.depth)) + figure("memory_depth", "Memory", fmtInt(t.memory_depth)) +
+          figure("backend_depth", "Disk", fmtInt(t.backend_depth)) + figure("message_count", "Messages", fmtInt(t.message_count)) +
+          figure("in_flight_count", "In flight", fmtInt(t.in_flight_count)) + figure("channel_count", "Channels", fmtInt(t.channels.length)) +
+          figure("rate_in", "In msg/s", fmtRate(lastNum(h["in"]))) + figure("rate_out", "Out msg/s", fmtRate(lastNum(h.out)));
+        document.getElementById("nodes-table").innerHTML = table(
+          [th("Node"), th("Hostname"), th("Depth", true), th("Memory", true), th("Disk", true), th("Messages", true), th("Channels", true), th("")],
+          t.nodes.map(function (n) {
+            return '<tr data-node="' + esc(n.node) + '">' + td("node", link(nodePath(n.node), n.node) + (n.paused ? badge("paused", "paused") : "")) +
+              td("hostname", esc(n.hostname)) + td("depth", fmtInt(n.depth), true) + td("memory_depth", fmtInt(n.memory_depth), true) +
+              td("backend_depth", fmtInt(n.backend_depth), true) + td("message_count", fmtInt(n.message_count), true) +
+              td("channel_count", fmtInt(n.channels.length), true) +
+              "<td>" + (settings.is_admin && settings.lookup_mode ? '<button type="button" class="small danger" data-act="tombstone" data-node="' + esc(n.node) + '">Tombstone</button>' : "") + "</td></tr>";
+          }), "No node carries this topic.");
+        document.getElementById("channels-table").innerHTML = table(
+          [th("Channel"), th("Depth", true), th("In flight", true), th("Deferred", true), th("Requeued", true), th("Timed out", true), th("Messages", true), th("Clients", true)],
+          t.channels.map(function (c) {
+            return '<tr data-channel="' + esc(c.channel_name) + '">' + td("channel_name", link(channelPath(topic, c.channel_name), c.channel_name) + (c.paused ? badge("paused", "paused") : "")) +
+              td("depth", fmtInt(c.depth), true) + td("in_flight_count", fmtInt(c.in_flight_count), true) + td("deferred_count", fmtInt(c.deferred_count), true) +
+              td("requeue_count", fmtInt(c.requeue_count), true) + td("timeout_count", fmtInt(c.timeout_count), true) +
+              td("message_count", fmtInt(c.message_count), true) + td("client_count", fmtInt(c.client_count), true) + "</tr>";
+          }), "No channels.");
+        document.getElementById("e2e").innerHTML = e2eTable(t.e2e_processing_latency);
+        return [t.message, h.message];
+      });
+    };
+  };
+
+  pages.channel = function (topic, channel) {
+    var hp = "api/history?topic=" + encodeURIComponent(topic) + "&channel=" + encodeURIComponent(channel);
+    app.innerHTML = "<h1>" + link(topicPath(topic), topic) + " / " + esc(channel) + ' <span id="paused"></span></h1>' +
+      '<div id="channel-actions"></div><div id="figures" class="figures"></div>' +
+      '<div id="chart-main" class="chart"></div>' +
+      '<p class="legend-note">In: copied into the channel; out: finished (or emptied); depth: waiting in the channel.</p>' +
+      '<h2>End-to-end latency</h2><div id="e2e"></div>' +
+      '<h2>Nodes</h2><div id="nodes-table"></div><h2>Clients</h2><div id="clients-table"></div>';
+    var chart = historyChart(document.getElementById("chart-main"), "Channel " + topic + "/" + channel);
+    var paused = null;
+    app.onclick = function (ev) {
+      var b = ev.target.closest("button[data-act]");
+      if (!b) return;
+      var act = b.getAttribute("data-act"), path = "api/" + channelPath(topic, channel), name = topic + "/" + channel;
+      if (act === "pause-channel") runAction("Pause channel " + name + "?", "POST", path, { action: "pause" });
+      if (act === "unpause-channel") runAction("Unpause channel " + name + "?", "POST", path, { action: "unpause" });
+      if (act === "empty-channel") runAction("Empty channel " + name + "? Its queued messages are deleted.", "POST", path, { action: "empty" });
+      if (act === "delete-channel") runAction("Delete channel " + name + "?", "DELETE", path, undefined,
+        function () { navigate(BASE + topicPath(topic)); });
+    };
+    return function refresh() {
+      return Promise.all([get("api/" + channelPath(topic, channel)), get(hp)]).then(function (r) {
+        var c = r[0], h = r[1];
+        setHistory(chart, h);
+        document.getElementById("paused").innerHTML = c.paused ? badge("paused", "paused") : "";
+        if (paused !== c.paused) {
+          paused = c.paused;
+          document.getElementById("channel-actions").innerHTML = actionButtons([
+            c.paused ? { act: "unpause-channel", label: "Unpause" } : { act: "pause-channel", label: "Pause" },
+            { act: "empty-channel", label: "Empty", danger: true }, { act: "delete-channel", label: "Delete", danger: true }]);
+        }
+        document.getElementById("figures").innerHTML =
+          figure("depth", "Depth", fmtInt(c.depth)) + figure("memory_depth", "Memory", fmtInt(c.memory_depth)) +
+          figure("backend_depth", "Disk", fmtInt(c.backend_depth)) + figure("in_flight_count", "In flight", fmtInt(c.in_flight_count)) +
+          figure("deferred_count", "Deferred", fmtInt(c.deferred_count)) + figure("requeue_count", "Requeued", fmtInt(c.requeue_count)) +
+          figure("timeout_count", "Timed out", fmtInt(c.timeout_count)) + figure("message_count", "Messages", fmtInt(c.message_count)) +
+          figure("client_count", "Clients", fmtInt(c.client_count)) +
+          figure("rate_in", "In msg/s", fmtRate(lastNum(h["in"]))) + figure("rate_out", "Out msg/s", fmtRate(lastNum(h.out)));
+        document.getElementById("e2e").innerHTML = e2eTable(c.e2e_processing_latency);
+        document.getElementById("nodes-table").innerHTML = table(
+          [th("Node"), th("Depth", true), th("In flight", true), th("Deferred", true), th("Requeued", true), th("Timed out", true), th("Messages", true), th("Clients", true)],
+          c.nodes.map(function (n) {
+            return '<tr data-node="' + esc(n.node) + '">' + td("node", link(nodePath(n.node), n.node) + (n.paused ? badge("paused", "paused") : "")) +
+              td("depth", fmtInt(n.depth), true) + td("in_flight_count", fmtInt(n.in_flight_count), true) + td("deferred_count", fmtInt(n.deferred_count), true) +
+              td("requeue_count", fmtInt(n.requeue_count), true) + td("timeout_count", fmtInt(n.timeout_count), true) +
+              td("message_count", fmtInt(n.message_count), true) + td("client_count", fmtInt(n.client_count), true) + "</tr>";
+          }), "No node carries this channel.");
+        var now = Date.now() / 1000;
+        document.getElementById("clients-table").innerHTML = table(
+          [th("Node"), th("Address"), th("Client ID"), th("Hostname"), th("User agent"), th("Version"), th("TLS"), th("Snappy"), th("Deflate"),
+            th("RDY", true), th("In flight", true), th("Finished", true), th("Requeued", true), th("Messages", true), th("Connected since")],
+          c.clients.map(function (k) {
+            return '<tr data-client="' + esc(k.remote_address) + '">' + td("node", esc(k.node)) + td("remote_address", esc(k.remote_address)) +
+              td("client_id", esc(k.client_id)) + td("hostname", esc(k.hostname)) + td("user_agent", esc(k.user_agent)) + td("version", esc(k.version)) +
+              td("tls", k.tls ? esc("yes " + k.tls_version) : "no") + td("snappy", k.snappy ? "yes" : "no") + td("deflate", k.deflate ? "yes" : "no") +
+              td("ready_count", fmtInt(k.ready_count), true) + td("in_flight_count", fmtInt(k.in_flight_count), true) +
+              td("finish_count", fmtInt(k.finish_count), true) + td("requeue_count", fmtInt(k.requeue_count), true) +
+              td("message_count", fmtInt(k.message_count), true) +
+              td("connect_ts", esc(fmtTS(k.connect_ts)) + ' <span class="muted">(' + fmtDur(now - k.connect_ts) + ")</span>") + "</tr>";
+          }), "No clients connected.");
+        return [c.message, h.message];
+      });
+    };
+  };
+
+  pages.nodes = function () {
+    app.innerHTML = '<h1>Nodes</h1><div id="nodes-table"></div>';
+    return function refresh() {
+      return get("api/nodes").then(function (r) {
+        var now = Date.now() / 1000;
+        document.getElementById("nodes-table").innerHTML = table(
+          [th("Node"), th("Hostname"), th("Broadcast address"), th("TCP", true), th("Version"), th("Uptime"), th("Topics", true), th("Channels", true),
+            th("Connections", true), th("Status")],
+          r.nodes.map(function (n) {
+            var addr = n.broadcast_address ? n.broadcast_address + ":" + n.http_port : n.remote_address;
+            return '<tr data-node="' + esc(addr) + '">' + td("node", n.reachable ? link(nodePath(addr), addr) : esc(addr)) + td("hostname", esc(n.hostname)) +
+              td("broadcast_address", esc(n.broadcast_address)) + td("tcp_port", esc(n.tcp_port || ""), true) +
+              td("version", esc(n.version) + (n.out_of_date ? badge("out of date", "bad") : "")) +
+              td("uptime", n.reachable ? fmtDur(now - n.start_time) : "–") +
+              td("topic_count", n.reachable ? fmtInt(n.topic_count) : "–", true) + td("channel_count", n.reachable ? fmtInt(n.channel_count) : "–", true) +
+              td("connections", n.reachable ? fmtInt(n.connections) : "–", true) +
+              td("status", n.reachable ? badge(n.health || "OK", n.health === "OK" ? "ok" : "bad") : badge("unreachable", "bad") + ' <span class="muted">' + esc(n.error || "") + "</span>") +
+              "</tr>";
+          }), "No nodes.");
+        return [r.message];
+      });
+    };
+  };
+
+  pages.node = function (node) {
+    app.innerHTML = "<h1>Node " + esc(node) + '</h1><div id="figures" class="figures"></div>' +
+      '<h2>Topics and channels</h2><div id="topics-table"></div><h2>Publishers</h2><div id="publishers-table"></div>';
+    return function refresh() {
+      return get("api/" + nodePath(node)).then(function (n) {
+        var now = Date.now() / 1000;
+        document.getElementById("figures").innerHTML =
+          figure("hostname", "Hostname", esc(n.hostname)) + figure("version", "Version", esc(n.version)) +
+          figure("health", "Health", esc(n.health || "–")) + figure("uptime", "Uptime", n.start_time ? fmtDur(now - n.start_time) : "–") +
+          figure("topic_count", "Topics", fmtInt(n.topics.length)) +
+          figure("total_messages", "Messages", fmtInt(n.total_messages)) + figure("total_clients", "Clients", fmtInt(n.total_clients));
+        var rows = [];
+        n.topics.forEach(function (t) {
+          rows.push('<tr data-topic="' + esc(t.topic_name) + '">' + td("topic_name", link(topicPath(t.topic_name), t.topic_name) + (t.paused ? badge("paused", "paused") : "")) +
+            "<td></td>" + td("depth", fmtInt(t.depth), true) + td("in_flight_count", fmtInt(t.in_flight_count), true) +
+            td("message_count", fmtInt(t.message_count), true) + td("client_count", fmtInt(t.client_count), true) + "</tr>");
+          t.channels.forEach(function (c) {
+            rows.push('<tr data-topic="' + esc(t.topic_name) + '" data-channel="' + esc(c.channel_name) + '"><td></td>' +
+              td("channel_name", link(channelPath(t.topic_name, c.channel_name), c.channel_name) + (c.paused ? badge("paused", "paused") : "")) +
+              td("depth", fmtInt(c.depth), true) + td("in_flight_count", fmtInt(c.in_flight_count), true) +
+              td("message_count", fmtInt(c.message_count), true) + td("client_count", fmtInt(c.client_count), true) + "</tr>");
+          });
+        });
+        document.getElementById("topics-table").innerHTML = table([th("Topic"), th("Channel"), th("Depth", true), th("In flight", true),
+          th("Messages", true), th("Clients", true)], rows, "No topics on this node.");
+        document.getElementById("publishers-table").innerHTML = table([th("Address"), th("Client ID"), th("Hostname"), th("User agent"), th("Published"), th("Connected since")],
+          n.publishers.map(function (p) {
+            return '<tr data-client="' + esc(p.remote_address) + '">' + td("remote_address", esc(p.remote_address)) + td("client_id", esc(p.client_id)) +
+              td("hostname", esc(p.hostname)) + td("user_agent", esc(p.user_agent)) +
+              td("pub_counts", esc((p.pub_counts || []).map(function (c) { return c.topic + "=" + c.count; }).join(", "))) +
+              td("connect_ts", esc(fmtTS(p.connect_ts))) + "</tr>";
+          }), "No publishers connected.");
+        return [n.message];
+      });
+    };
+  };
+
+  pages.lookup = function () {
+    app.innerHTML = '<h1>Lookup</h1><div id="lookupds" class="muted"></div>' +
+      (settings.is_admin ? '<h2>Create</h2><form id="create-form" class="inline">' +
+        '<input type="text" id="create-topic" placeholder="topic" aria-label="topic" required>' +
+        '<input type="text" id="create-channel" placeholder="channel (optional)" aria-label="channel">' +
+        '<button type="submit" data-act="create">Create</button></form>' : "") +
+      '<h2>Registrations</h2><div id="lookup-table"></div>';
+    var form = document.getElementById("create-form");
+    if (form) form.onsubmit = function (ev) {
+      ev.preventDefault();
+      var t = document.getElementById("create-topic").value.trim(), c = document.getElementById("create-channel").value.trim();
+      if (!t) return;
+      runAction("Create topic " + t + (c ? " and channel " + c : "") + "?", "POST", "api/topics", c ? { topic: t, channel: c } : { topic: t });
+    };
+    return function refresh() {
+      return get("api/lookup").then(function (r) {
+        document.getElementById("lookupds").textContent = settings.lookup_mode ?
+          "nsqlookupd: " + r.lookupds.join(", ") : "Direct mode (--nsqd-http-address): no nsqlookupd configured.";
+        document.getElementById("lookup-table").innerHTML = table([th("Topic"), th("Channels"), th("Producers")],
+          r.topics.map(function (t) {
+            return '<tr data-topic="' + esc(t.topic) + '">' + td("topic", link(topicPath(t.topic), t.topic)) +
+              td("channels", esc(t.channels.join(", ")) || '<span class="muted">none</span>') +
+              td("producers", t.producers.length ? t.producers.map(function (p) { return link(nodePath(p), p); }).join(", ") : '<span class="muted">none (inactive)</span>') + "</tr>";
+          }), "No registrations.");
+        return [r.message];
+      });
+    };
+  };
+
+  pages.counter = function () {
+    app.innerHTML = '<h1>Messages processed</h1><div class="counter" data-k="total">–</div>' +
+      '<div id="figures" class="figures"></div><p class="legend-note">Sum of every channel\'s message count on every node, live.</p>';
+    var last = null;
+    return function refresh() {
+      return get("api/counter").then(function (r) {
+        var now = Date.now(), rate = null;
+        if (last && now > last.t) rate = Math.max(0, (r.total - last.total) * 1000 / (now - last.t));
+        last = { t: now, total: r.total };
+        app.querySelector(".counter").textContent = fmtInt(r.total);
+        document.getElementById("figures").innerHTML = figure("rate", "msg/s (since last refresh)", fmtRate(rate)) +
+          figure("channels", "Channels", fmtInt(Object.keys(r.stats).length));
+        return [r.message];
+      });
+    };
+  };
+
+  // ---------- routing ----------
+  function route() {
+    var path = location.pathname;
+    if (path.indexOf(BASE) === 0) path = path.slice(BASE.length);
+    var parts = path.split("/").filter(function (p) { return p; }).map(decodeURIComponent);
+    if (!parts.length) return { section: "topics", make: pages.topics, period: 1 };
+    if (parts[0] === "topics") {
+      if (parts.length === 1) return { section: "topics", make: pages.topics };
+      if (parts.length === 2) return { section: "topics", make: function () { return pages.topic(parts[1]); } };
+      return { section: "topics", make: function () { return pages.channel(parts[1], parts[2]); } };
+    }
+    if (parts[0] === "nodes") {
+      if (parts.length === 1) return { section: "nodes", make: pages.nodes };
+      return { section: "nodes", make: function () { return pages.node(parts[1]); } };
+    }
+    if (parts[0] === "counter") return { section: "counter", make: pages.counter, fast: true };
+    if (parts[0] === "lookup") return { section: "lookup", make: pages.lookup };
+    return { section: "", make: function () { app.innerHTML = "<h1>Not found</h1>"; return function () { return Promise.resolve([]); }; } };
+  }
+
+  function refreshNow() {
+    if (!current) return;
+    var gen = generation;
+    current().then(function (messages) {
+      if (gen !== generation) return;
+      showWarning(messages || []);
+      document.body.setAttribute("data-loaded", String(Date.now()));
+    }).catch(function (err) {
+      if (gen !== generation) return;
+      showWarning([err.message]);
+      document.body.setAttribute("data-loaded", String(Date.now()));
+    });
+  }
+
+  function render() {
+    generation++;
+    clearInterval(timer);
+    destroyCharts();
+    app.onclick = null;
+    document.body.removeAttribute("data-loaded");
+    var r = route();
+    document.querySelectorAll("nav a").forEach(function (a) {
+      a.classList.toggle("active", a.getAttribute("data-section") === r.section);
+    });
+    current = r.make();
+    refreshNow();
+    var every = r.fast ? 1000 : Math.min(Math.max(settings.sample_interval_ms, 1000), 10000);
+    timer = setInterval(refreshNow, every);
+  }
+
+  function navigate(href) {
+    history.pushState(null, "", href);
+    render();
+  }
+
+  document.addEventListener("click", function (ev) {
+    var a = ev.target.closest("a[data-nav]");
+    if (!a || ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.button !== 0) return;
+    ev.preventDefault();
+    navigate(a.getAttribute("href"));
+  });
+  window.addEventListener("popstate", render);
+
+  get("api/settings").then(function (s) {
+    settings = s;
+    document.getElementById("who").textContent = (s.user ? s.user + " · " : "") + (s.is_admin ? "admin" : "read-only") + " · v" + s.version;
+  }).catch(function (err) {
+    showWarning(["settings: " + err.message]);
+  }).then(render);
+})();
