@@ -281,7 +281,7 @@ func TestRunSpreadsDatagrams(t *testing.T) {
 			t.Fatalf("datagram %d = %q", i, d)
 		}
 	}
-	if spread := times[3].Sub(times[0]); spread < 250*time.Millisecond || spread > 1200*time.Millisecond {
+	if spread := times[3].Sub(times[0]); spread < 150*time.Millisecond || spread > 1200*time.Millisecond {
 		t.Fatalf("4 datagrams arrived over %v, want about 300ms (3 gaps of 100ms)", spread)
 	}
 	// Cancel during the next push's pauses.
