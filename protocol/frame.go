@@ -25,9 +25,9 @@ const (
 
 // Well-known response bodies.
 var (
-	OK         = []byte("OK")
-	Heartbeat  = []byte("_heartbeat_")
-	CloseWait  = []byte("CLOSE_WAIT")
+	OK        = []byte("OK")
+	Heartbeat = []byte("_heartbeat_")
+	CloseWait = []byte("CLOSE_WAIT")
 )
 
 // FrameHeaderSize is the size of a V2 frame header: int32 size + int32 type.

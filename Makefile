@@ -1,0 +1,39 @@
+# Sluice: `make run` starts a local cluster, `make test` runs every test.
+GO ?= go
+BIN := bin
+APPS := $(notdir $(wildcard apps/*))
+
+.PHONY: all build run test deps lint unit fuzz-seeds gonsq-suite bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./apps/...
+
+# One process: nsqlookupd + nsqd + nsqadmin on NSQ's default ports, data in ./sluice-data.
+run: build
+	./$(BIN)/sluice
+
+deps:
+	./scripts/install-deps.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Unit, integration, browser and fuzz-seed tests with the race detector.
+unit:
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+gonsq-suite:
+	./scripts/gonsq-suite.sh
+
+test: deps lint ui-check unit gonsq-suite
+
+bench:
+	$(GO) run ./bench/cmd/sluice-bench
+
+clean:
+	rm -rf $(BIN)
+
+-include admin/ui.mk
