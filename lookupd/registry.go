@@ -61,16 +61,38 @@ type RegistryConfig struct {
 type peerState struct {
 	info       PeerInfo
 	lastUpdate time.Time
-	topics     map[string]*producerEntry // topic -> this peer's entry in topic:<t>
-	channels   map[chanKey]struct{}      // channel:<t>:<c> registrations holding this peer
+	// topics is this peer's entry in every topic:<t> it produces, sorted
+	// by topic so /nodes needs no sorting (inserts are a binary search and
+	// a memmove).
+	topics   []*producerEntry
+	channels map[chanKey]struct{} // channel:<t>:<c> registrations holding this peer
 }
 
 type chanKey struct{ topic, channel string }
+
+func (p *peerState) topicIndex(topic string) (int, bool) {
+	return slices.BinarySearchFunc(p.topics, topic, func(e *producerEntry, t string) int {
+		return strings.Compare(e.topic, t)
+	})
+}
+
+func (p *peerState) addTopic(e *producerEntry) {
+	if i, found := p.topicIndex(e.topic); !found {
+		p.topics = slices.Insert(p.topics, i, e)
+	}
+}
+
+func (p *peerState) removeTopic(topic string) {
+	if i, found := p.topicIndex(topic); found {
+		p.topics = slices.Delete(p.topics, i, i+1)
+	}
+}
 
 // producerEntry is a peer's membership of one topic registration; it carries
 // the per-(topic, peer) tombstone.
 type producerEntry struct {
 	peer         *peerState
+	topic        string
 	tombstoned   bool
 	tombstonedAt time.Time
 }
@@ -121,7 +143,6 @@ func (r *Registry) AddPeer(info PeerInfo, now time.Time) {
 	r.peers[info.ID] = &peerState{
 		info:       info,
 		lastUpdate: now,
-		topics:     make(map[string]*producerEntry),
 		channels:   make(map[chanKey]struct{}),
 	}
 }
@@ -145,8 +166,8 @@ func (r *Registry) RemovePeer(id string) bool {
 	if !ok {
 		return false
 	}
-	for topic := range p.topics {
-		delete(r.topics[topic], id)
+	for _, e := range p.topics {
+		delete(r.topics[e.topic], id)
 	}
 	for k := range p.channels {
 		delete(r.channels[k.topic][k.channel], id)
@@ -172,9 +193,9 @@ func (r *Registry) Register(id, topic, channel string) bool {
 	}
 	producers := r.ensureTopicLocked(topic)
 	if _, ok := producers[id]; !ok {
-		e := &producerEntry{peer: p}
+		e := &producerEntry{peer: p, topic: topic}
 		producers[id] = e
-		p.topics[topic] = e
+		p.addTopic(e)
 	}
 	return true
 }
@@ -210,7 +231,7 @@ func (r *Registry) Unregister(id, topic, channel string) bool {
 	producers := r.topics[topic]
 	if _, ok := producers[id]; ok {
 		delete(producers, id)
-		delete(p.topics, topic)
+		p.removeTopic(topic)
 		if len(producers) == 0 && protocol.IsEphemeral(topic) {
 			delete(r.topics, topic)
 		}
@@ -242,7 +263,7 @@ func (r *Registry) DeleteTopic(topic string) {
 		r.deleteChannelLocked(topic, ch)
 	}
 	for _, e := range r.topics[topic] {
-		delete(e.peer.topics, topic)
+		e.peer.removeTopic(topic)
 	}
 	delete(r.topics, topic)
 }
@@ -335,12 +356,9 @@ func (r *Registry) Nodes(now time.Time) []Node {
 			Topics:     make([]string, 0, len(p.topics)),
 			Tombstones: make([]bool, 0, len(p.topics)),
 		}
-		for t := range p.topics {
-			n.Topics = append(n.Topics, t)
-		}
-		slices.Sort(n.Topics)
-		for _, t := range n.Topics {
-			n.Tombstones = append(n.Tombstones, r.tombstonedLocked(p.topics[t], now))
+		for _, e := range p.topics {
+			n.Topics = append(n.Topics, e.topic)
+			n.Tombstones = append(n.Tombstones, r.tombstonedLocked(e, now))
 		}
 		nodes = append(nodes, n)
 	}
