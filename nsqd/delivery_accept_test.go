@@ -375,9 +375,11 @@ func TestEphemeralChannelDisappears(t *testing.T) {
 		cons2 := testutil.NewConsumer(t, h.TCPAddr, tc.topic, tc.channel, nil, got)
 		testutil.MustPost(t, h.URL("/pub?topic="+urlEscape(tc.topic)), []byte("x"))
 		testutil.WaitFor(t, 5*time.Second, func() bool { return got.Len() == 1 }, "delivery on %s/%s", tc.topic, tc.channel)
-		if cs := testutil.GetStats(t, h.HTTPAddr, "").Channel(tc.topic, tc.channel); cs == nil || cs.ClientCount != 2 {
-			t.Fatalf("%s/%s stats %+v, want present with 2 clients", tc.topic, tc.channel, cs)
-		}
+		// go-nsq's ConnectToNSQD does not wait for SUB's OK: poll.
+		testutil.WaitFor(t, 5*time.Second, func() bool {
+			cs := testutil.GetStats(t, h.HTTPAddr, "").Channel(tc.topic, tc.channel)
+			return cs != nil && cs.ClientCount == 2
+		}, "%s/%s with 2 consumers", tc.topic, tc.channel)
 		testutil.StopConsumer(t, cons1)
 		testutil.WaitFor(t, 5*time.Second, func() bool {
 			cs := testutil.GetStats(t, h.HTTPAddr, "").Channel(tc.topic, tc.channel)
