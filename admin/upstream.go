@@ -105,6 +105,11 @@ func (u *upstream) roundTrip(ctx context.Context, method, endpoint string) ([]by
 	req.Header.Set("Accept", "application/vnd.nsq; version=1.0")
 	resp, err := u.client.Do(req)
 	if err != nil {
+		// *url.Error repeats the whole URL; the caller already names the node.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			return nil, 0, fmt.Errorf("%s %s: %w", method, req.URL.Path, ue.Err)
+		}
 		return nil, 0, err
 	}
 	defer resp.Body.Close()
