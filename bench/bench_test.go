@@ -62,6 +62,11 @@ func TestScenariosAgainstSluice(t *testing.T) {
 		if r.Messages != want[r.Scenario] {
 			t.Errorf("%s: %d messages, want %d", r.Scenario, r.Messages, want[r.Scenario])
 		}
+		// A first delivery has attempts = 1 and nothing times out at these
+		// sizes, so any redelivery is a server bug.
+		if v, ok := r.Extra["redelivered"]; ok && v != int64(0) {
+			t.Errorf("%s: %v deliveries with attempts > 1, want 0", r.Scenario, v)
+		}
 		if r.MsgsPerSec <= 0 {
 			t.Errorf("%s: no rate: %+v", r.Scenario, r)
 		}

@@ -295,8 +295,13 @@ func (g *ConsumerGroup) read(c *Conn, lat []int64) {
 		g.lat = append(g.lat, lat)
 		g.mu.Unlock()
 	}()
-	if err := c.Ready(g.spec.RDY); err == nil {
+	err := c.Ready(g.spec.RDY)
+	if err == nil {
 		err = c.Flush()
+	}
+	if err != nil {
+		g.fail(fmt.Errorf("send RDY: %w", err))
+		return
 	}
 	var pending int64 // deliveries not yet added to g.received
 	account := func() {

@@ -54,6 +54,9 @@ func Run(ctx context.Context, o Options, targets []Target, scenarios []string, t
 		}
 	}
 	if table != nil {
+		for _, n := range rep.Notes {
+			fmt.Fprintln(table, "# "+n)
+		}
 		fmt.Fprintln(table, TableHeader)
 	}
 	var sinkRate float64
