@@ -60,12 +60,12 @@ func run(args []string) int {
 
 	d, err := lookupd.New(opts)
 	if err != nil {
-		logger.Log(context.Background(), slog.LevelError+4, "failed to instantiate nsqlookupd", "err", err)
+		logger.Log(context.Background(), config.LevelFatal, "failed to instantiate nsqlookupd", "err", err)
 		return 1
 	}
 	logger.Info(config.VersionLine("nsqlookupd"))
 	if err := d.Start(); err != nil {
-		logger.Log(context.Background(), slog.LevelError+4, "failed to start nsqlookupd", "err", err)
+		logger.Log(context.Background(), config.LevelFatal, "failed to start nsqlookupd", "err", err)
 		return 1
 	}
 	sig := make(chan os.Signal, 1)

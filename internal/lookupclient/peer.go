@@ -71,15 +71,18 @@ func (p *peer) run(ctx context.Context) {
 		}
 		failures = 0
 		p.logger.Info("LOOKUPD: connected and registered")
+		connected := time.Now()
 		err = p.serve(ctx, conn)
 		conn.Close()
 		if ctx.Err() != nil {
 			return
 		}
 		p.logger.Warn("LOOKUPD: connection lost", "err", err)
-		// A short pause so a lookupd that accepts and drops at once is not
-		// hammered; still far below one PING interval.
-		if !sleep(ctx, jitter(p.cfg.MinBackoff)) {
+		// Reconnect at once after a connection that lived for a while (a
+		// restarted lookupd is re-registered as soon as it listens); pause
+		// after a short-lived one so a lookupd that accepts and drops at
+		// once is not hammered.
+		if time.Since(connected) < p.cfg.PingInterval && !sleep(ctx, jitter(p.cfg.MinBackoff)) {
 			return
 		}
 	}
