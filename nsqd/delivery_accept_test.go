@@ -340,20 +340,20 @@ func TestDeferredPublish(t *testing.T) {
 	}
 }
 
-// TestTOUCHExtends: TOUCH every 600 ms keeps a 1000 ms message in flight for
-// 2.4 s; the final FIN succeeds and the message never times out.
+// TestTOUCHExtends: TOUCH every 700 ms keeps a 1500 ms message in flight for
+// 2.8 s; the final FIN succeeds and the message never times out.
 func TestTOUCHExtends(t *testing.T) {
 	h := testutil.StartNSQD(t, nil)
 	createChannel(t, h, "touch", "c")
-	c := subscribe(t, h, "touch", "c", map[string]any{"msg_timeout": 1000})
+	c := subscribe(t, h, "touch", "c", map[string]any{"msg_timeout": 1500})
 	c.Ready(2)
 	testutil.DialV2(t, h.TCPAddr).Publish("touch", []byte("held"))
 	m := c.ExpectMessage()
 	for range 3 {
-		c.ExpectNothing(600 * time.Millisecond) // no redelivery meanwhile
+		c.ExpectNothing(700 * time.Millisecond) // no redelivery meanwhile
 		c.Send("TOUCH "+m.ID, nil)
 	}
-	c.ExpectNothing(600 * time.Millisecond)
+	c.ExpectNothing(700 * time.Millisecond)
 	c.Finish(m.ID)
 	c.ExpectNothing(200 * time.Millisecond) // no E_FIN_FAILED
 	cs := channelStats(t, h, "touch", "c")
