@@ -69,10 +69,12 @@ func (d *Daemon) serveConn(c net.Conn) {
 	}
 	p.logger.Debug("TCP: new client")
 	defer func() {
-		c.Close()
+		// Remove before closing: while the socket is open its ip:port cannot
+		// be reused by a new connection whose registrations we would drop.
 		if p.identified && d.registry.RemovePeer(p.id) {
 			p.logger.Info("DB: client removed from all registrations")
 		}
+		c.Close()
 	}()
 
 	p.setReadDeadline()

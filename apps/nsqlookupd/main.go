@@ -1,12 +1,14 @@
 // Command nsqlookupd is Sluice's discovery daemon, a drop-in replacement for
 // NSQ 1.3.0's nsqlookupd: same flags, config keys and defaults
-// (protocol.md §15.3).
+// (protocol.md §15.3), plus --peer-read-timeout (see package lookupd).
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -17,12 +19,19 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-func run(args []string) int {
+// run parses flags and the config file, starts the daemon and serves until
+// ctx is done (SIGINT/SIGTERM), then exits gracefully. It returns the process
+// exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defaults := lookupd.NewOptions()
-	fs := flag.NewFlagSet("nsqlookupd", flag.ExitOnError)
+	fs := flag.NewFlagSet("nsqlookupd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	level := new(slog.LevelVar)
 	configPath := fs.String("config", "", "path to config file")
 	showVersion := fs.Bool("version", false, "print version string")
@@ -35,19 +44,24 @@ func run(args []string) int {
 	inactive := fs.Duration("inactive-producer-timeout", defaults.InactiveProducerTimeout, "duration of time a producer will remain in the active list since its last ping")
 	tombstone := fs.Duration("tombstone-lifetime", defaults.TombstoneLifetime, "duration of time a producer will remain tombstoned if registration remains")
 	peerRead := fs.Duration("peer-read-timeout", defaults.PeerReadTimeout, "close an nsqd registration connection silent for this long (0 = never; nsqd PINGs every 15s)")
-	_ = fs.Parse(args)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
 
 	if *showVersion {
-		fmt.Println(config.VersionLine("nsqlookupd"))
+		fmt.Fprintln(stdout, config.VersionLine("nsqlookupd"))
 		return 0
 	}
 	if *configPath != "" {
 		if err := config.Load(fs, *configPath, nil); err != nil {
-			fmt.Fprintf(os.Stderr, "%sFATAL: failed to load config file %s - %s\n", *logPrefix, *configPath, err)
+			fmt.Fprintf(stderr, "%sFATAL: failed to load config file %s: %v\n", *logPrefix, *configPath, err)
 			return 1
 		}
 	}
-	logger := config.NewLogger(os.Stderr, *logPrefix, level)
+	logger := config.NewLogger(stderr, *logPrefix, level)
 
 	opts := lookupd.NewOptions()
 	opts.TCPAddress = *tcpAddress
@@ -60,18 +74,15 @@ func run(args []string) int {
 
 	d, err := lookupd.New(opts)
 	if err != nil {
-		logger.Log(context.Background(), config.LevelFatal, "failed to instantiate nsqlookupd", "err", err)
+		logger.Log(ctx, config.LevelFatal, "failed to instantiate nsqlookupd", "err", err)
 		return 1
 	}
 	logger.Info(config.VersionLine("nsqlookupd"))
 	if err := d.Start(); err != nil {
-		logger.Log(context.Background(), config.LevelFatal, "failed to start nsqlookupd", "err", err)
+		logger.Log(ctx, config.LevelFatal, "failed to start nsqlookupd", "err", err)
 		return 1
 	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	<-sig
-	signal.Stop(sig)
+	<-ctx.Done()
 	d.Exit()
 	return 0
 }
