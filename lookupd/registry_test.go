@@ -143,8 +143,13 @@ func TestRegistryScenarios(t *testing.T) {
 			},
 		},
 		{
-			name:     "http create and delete",
-			ops:      []op{func(r *Registry) { r.CreateTopic("a"); r.CreateChannel("b", "c"); r.CreateChannel("d", "e"); r.DeleteTopic("d") }},
+			name: "http create and delete",
+			ops: []op{func(r *Registry) {
+				r.CreateTopic("a")
+				r.CreateChannel("b", "c")
+				r.CreateChannel("d", "e")
+				r.DeleteTopic("d")
+			}},
 			topics:   []string{"a", "b"},
 			channels: map[string][]string{"a": {}, "b": {"c"}, "d": {}},
 			lookups:  map[string]lookup{"a": {[]string{}, []string{}, true}, "d": {nil, nil, false}},
