@@ -165,7 +165,7 @@ func TestMemQueueOverflowRestart(t *testing.T) {
 	}, "channel depth %d", n)
 	c := channelStats(t, h, "overflow", "c")
 	if c.BackendDepth < n-100 {
-		t.Fatalf("channel backend_depth %d, want >= %d (memory holds 100)", c.BackendDepth, n-100)
+		t.Errorf("channel backend_depth %d, want >= %d (memory holds 100)", c.BackendDepth, n-100)
 	}
 	p.Stop()
 
