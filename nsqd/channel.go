@@ -47,6 +47,7 @@ type Channel struct {
 	paused        bool
 	exiting       bool
 	everHadClient bool
+	active        int // consumers pumping or waiting: demand for disk messages
 
 	messageCount atomic.Uint64
 	requeueCount atomic.Uint64
@@ -87,15 +88,17 @@ func newChannel(topicName, name string, n *NSQD) *Channel {
 	return c
 }
 
-// refill moves messages from the disk queue into memory while memory has
-// room, so that consumers only ever take from memory.
+// refill moves messages from the disk queue into memory while some
+// consumer wants one (it is waiting or pumping) and memory has room, so that
+// consumers only ever take from memory. Without demand, messages stay on
+// disk and depth/backend_depth read as they would in NSQ.
 func (c *Channel) refill() {
 	defer c.wg.Done()
 	for {
 		c.mu.Lock()
-		room := c.mem.len() < c.refillLimit
+		want := c.wantRefillLocked()
 		c.mu.Unlock()
-		if !room {
+		if !want {
 			select {
 			case <-c.roomCh:
 				continue
@@ -121,47 +124,76 @@ func (c *Channel) refill() {
 	}
 }
 
-// put adds messages received from the topic: deferred ones (DPUB) to the
+// wantRefillLocked reports whether a consumer could use a message from disk.
+func (c *Channel) wantRefillLocked() bool {
+	return c.active > 0 && c.mem.len() < c.refillLimit && !c.paused
+}
+
+// signalRefillLocked wakes the refiller if it may have work.
+func (c *Channel) signalRefillLocked() {
+	if c.backend != nil && c.wantRefillLocked() {
+		select {
+		case c.roomCh <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// put adds entries received from the topic: deferred messages (DPUB) to the
 // deferred set, the rest to memory, overflowing to disk.
-func (c *Channel) put(msgs []*Message) error {
+func (c *Channel) put(ents []qentry) error {
 	now := time.Now().UnixNano()
-	var overflow []*Message
+	var overflow []qentry
 	c.mu.Lock()
 	if c.exiting {
 		c.mu.Unlock()
 		return errExiting
 	}
-	added := 0
-	for _, m := range msgs {
-		if m.deferBy > 0 {
-			c.deferred.add(m, now+int64(m.deferBy))
-			m.deferBy = 0
+	added, total := 0, 0
+	for _, e := range ents {
+		n := e.len()
+		total += n
+		if e.m != nil && e.m.deferBy > 0 {
+			c.deferred.add(e.m, now+int64(e.m.deferBy))
+			e.m.deferBy = 0
 			continue
 		}
-		if c.enqueueLocked(m) {
-			added++
-		} else if c.backend != nil {
-			overflow = append(overflow, m)
+		room := c.memRoomLocked()
+		if room >= n {
+			c.mem.pushEntry(e)
+			added += n
+			continue
+		}
+		head, tail := splitEntry(e, room)
+		c.mem.pushEntry(head)
+		added += head.len()
+		if c.backend != nil {
+			overflow = append(overflow, tail)
 		}
 	}
 	c.wakeWaitersLocked(added)
 	c.mu.Unlock()
-	c.messageCount.Add(uint64(len(msgs)))
-	if len(overflow) > 0 {
-		return c.backend.put(overflow)
+	c.messageCount.Add(uint64(total))
+	for _, e := range overflow {
+		if err := c.backend.put(e.materialize()); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// enqueueLocked puts m into memory if there is room and reports whether it
-// did. With --mem-queue-size=0 a durable channel goes straight to disk and an
+// memRoomLocked is how many more messages memory takes. With
+// --mem-queue-size=0 a durable channel goes straight to disk and an
 // ephemeral one only hands a message to a consumer waiting at that instant.
-func (c *Channel) enqueueLocked(m *Message) bool {
-	if c.mem.len() < c.memCap || (c.memCap == 0 && c.ephemeral && c.mem.len() < len(c.waiters)) {
-		c.mem.push(m)
-		return true
+func (c *Channel) memRoomLocked() int {
+	limit := c.memCap
+	if c.memCap == 0 && c.ephemeral {
+		limit = len(c.waiters)
 	}
-	return false
+	if room := limit - c.mem.len(); room > 0 {
+		return room
+	}
+	return 0
 }
 
 // requeueLocked puts a message back at the tail of the queue; it returns the
@@ -208,6 +240,10 @@ func (c *Channel) removeClient(cl *client) {
 		return
 	}
 	delete(c.clients, cl.id)
+	if cl.waiting {
+		cl.waiting = false
+		c.active--
+	}
 	for _, m := range c.inFlight.ownedBy(cl.id) {
 		c.inFlight.unlink(m)
 		if o := c.requeueLocked(m); o != nil {
@@ -230,12 +266,20 @@ func (c *Channel) removeClient(cl *client) {
 
 // readyLocked reports whether cl may be sent another message.
 func (c *Channel) readyLocked(cl *client) bool {
-	if c.paused || c.exiting || cl.state.Load() != stateSubscribed {
+	if c.paused || c.exiting || cl.state.Load() != stateSubscribed || c.clients[cl.id] != cl {
 		return false
 	}
 	rdy := cl.readyCount.Load()
 	return rdy > 0 && cl.inFlightCount.Load() < rdy
 }
+
+// Consumer delivery states, all guarded by c.mu:
+//   - pumping: cl.pumpRunning; its pump goroutine is taking messages;
+//   - waiting: cl.waiting; ready but memory was empty, queued in c.waiters
+//     (which may also hold stale entries whose waiting flag was cleared);
+//   - idle: neither (not ready).
+// c.active counts pumping plus waiting consumers: the demand for messages
+// that the refiller serves from disk.
 
 // kick makes sure a consumer that may receive messages is either pumping
 // or waiting for the next put.
@@ -246,19 +290,37 @@ func (c *Channel) kick(cl *client) {
 }
 
 func (c *Channel) kickLocked(cl *client) {
-	if cl.pumpRunning || !c.readyLocked(cl) {
+	if cl.pumpRunning {
+		return
+	}
+	if !c.readyLocked(cl) {
+		if cl.waiting {
+			cl.waiting = false
+			c.active--
+		}
 		return
 	}
 	if c.mem.len() > 0 {
-		cl.pumpRunning = true
-		c.wg.Add(1)
-		go cl.pump(c)
+		if cl.waiting {
+			cl.waiting = false
+		} else {
+			c.active++
+		}
+		c.startPumpLocked(cl)
 		return
 	}
 	if !cl.waiting {
 		cl.waiting = true
+		c.active++
 		c.waiters = append(c.waiters, cl)
 	}
+	c.signalRefillLocked()
+}
+
+func (c *Channel) startPumpLocked(cl *client) {
+	cl.pumpRunning = true
+	c.wg.Add(1)
+	go cl.pump(c)
 }
 
 // wakeWaitersLocked starts the pumps of up to n waiting consumers.
@@ -267,13 +329,15 @@ func (c *Channel) wakeWaitersLocked(n int) {
 		cl := c.waiters[0]
 		c.waiters[0] = nil
 		c.waiters = c.waiters[1:]
+		if !cl.waiting {
+			continue // stale entry
+		}
 		cl.waiting = false
-		if cl.pumpRunning || !c.readyLocked(cl) {
+		if !c.readyLocked(cl) {
+			c.active--
 			continue
 		}
-		cl.pumpRunning = true
-		c.wg.Add(1)
-		go cl.pump(c)
+		c.startPumpLocked(cl)
 		n--
 	}
 	if len(c.waiters) == 0 {
@@ -288,14 +352,14 @@ func (c *Channel) kickAllLocked() {
 	}
 }
 
-// take moves up to len(dst)'s capacity of messages from memory to in flight
-// for cl and returns them. When it returns none, cl's pump must stop: cl is
-// either not ready or now waiting for the next put.
+// take moves up to cap(dst) messages from memory to in flight for cl and
+// returns them. When it returns none, cl's pump must stop: cl is then either
+// idle (not ready) or waiting for the next put.
 func (c *Channel) take(cl *client, dst []*Message) []*Message {
 	now := time.Now().UnixNano()
 	c.mu.Lock()
 	if !c.readyLocked(cl) {
-		cl.pumpRunning = false
+		c.pumpDoneLocked(cl)
 		c.mu.Unlock()
 		return dst[:0]
 	}
@@ -305,38 +369,49 @@ func (c *Channel) take(cl *client, dst []*Message) []*Message {
 	}
 	dst = dst[:0]
 	sampled := cl.sampleRate
-	for len(dst) < avail {
-		m := c.mem.pop()
-		if m == nil {
-			break
+	for len(dst) < avail && c.mem.len() > 0 {
+		start := len(dst)
+		got := c.mem.popN(dst, avail-len(dst))
+		dst = got[:start]
+		for _, m := range got[start:] {
+			if sampled > 0 && rand.IntN(100) > int(sampled) {
+				continue // sampling consumes the message (§5.6)
+			}
+			m.Attempts++
+			if !c.inFlight.add(m, cl.id, now, cl.msgTimeout) {
+				c.logger.Warn("dropping duplicate message already in flight", "id", string(m.ID[:]))
+				continue
+			}
+			dst = append(dst, m)
 		}
-		if sampled > 0 && rand.IntN(100) > int(sampled) {
-			continue // sampling consumes the message (§5.6)
-		}
-		m.Attempts++
-		if !c.inFlight.add(m, cl.id, now, cl.msgTimeout) {
-			c.logger.Warn("dropping duplicate message already in flight", "id", string(m.ID[:]))
-			continue
-		}
-		dst = append(dst, m)
 	}
 	if len(dst) > 0 {
 		cl.inFlightCount.Add(int64(len(dst)))
 	} else {
+		// still ready, nothing to send: wait for the next put
 		cl.pumpRunning = false
-		if !cl.waiting {
-			cl.waiting = true
-			c.waiters = append(c.waiters, cl)
-		}
+		cl.waiting = true
+		c.waiters = append(c.waiters, cl)
 	}
-	if c.backend != nil && c.mem.len() < c.refillLimit {
-		select {
-		case c.roomCh <- struct{}{}:
-		default:
-		}
-	}
+	c.signalRefillLocked()
 	c.mu.Unlock()
 	return dst
+}
+
+// pumpDoneLocked marks cl's pump as stopped.
+func (c *Channel) pumpDoneLocked(cl *client) {
+	if cl.pumpRunning {
+		cl.pumpRunning = false
+		c.active--
+	}
+}
+
+// pumpFailed is called by a pump that could not write (the connection is
+// gone).
+func (c *Channel) pumpFailed(cl *client) {
+	c.mu.Lock()
+	c.pumpDoneLocked(cl)
+	c.mu.Unlock()
 }
 
 // finish completes message id for cl (FIN).

@@ -318,7 +318,8 @@ func (c *client) pump(ch *Channel) {
 		}
 		c.messageCount.Add(uint64(len(msgs)))
 		if err := c.writeMessages(msgs); err != nil {
-			break
+			ch.pumpFailed(c)
+			return
 		}
 		clear(arr[:len(msgs)])
 	}

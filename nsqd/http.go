@@ -209,7 +209,7 @@ func (n *NSQD) doPUB(_ http.ResponseWriter, r *http.Request, _ httprouter.Params
 		}
 		deferBy = time.Duration(ms) * time.Millisecond
 	}
-	if err := t.put(n.newMessages([][]byte{body}, deferBy, nil)); err != nil {
+	if err := t.putMessages(n.newMessages([][]byte{body}, deferBy, nil)); err != nil {
 		return nil, errf(http.StatusServiceUnavailable, "EXITING")
 	}
 	return "OK", nil
@@ -239,6 +239,11 @@ func (n *NSQD) doMPUB(_ http.ResponseWriter, r *http.Request, _ httprouter.Param
 		if perr != nil {
 			return nil, errf(http.StatusRequestEntityTooLarge, strings.TrimPrefix(perr.Code, "E_"))
 		}
+		b := n.newBatch(body[4:], len(bodies))
+		if err := t.putBatch(b, uint64(len(body)-4-4*len(bodies))); err != nil {
+			return nil, errf(http.StatusServiceUnavailable, "EXITING")
+		}
+		return "OK", nil
 	} else {
 		for _, line := range bytes.Split(body, []byte("\n")) {
 			if len(line) == 0 {
@@ -253,7 +258,7 @@ func (n *NSQD) doMPUB(_ http.ResponseWriter, r *http.Request, _ httprouter.Param
 	if len(bodies) == 0 {
 		return "OK", nil
 	}
-	if err := t.put(n.newMessages(bodies, 0, nil)); err != nil {
+	if err := t.putMessages(n.newMessages(bodies, 0, nil)); err != nil {
 		return nil, errf(http.StatusServiceUnavailable, "EXITING")
 	}
 	return "OK", nil

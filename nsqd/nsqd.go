@@ -337,6 +337,11 @@ func (n *NSQD) newMessages(bodies [][]byte, deferBy time.Duration, dst []*Messag
 	return dst
 }
 
+// newBatch wraps a validated MPUB body (after its count) with fresh IDs.
+func (n *NSQD) newBatch(data []byte, count int) *msgBatch {
+	return &msgBatch{data: data, count: count, firstID: n.ids.reserve(count), ts: time.Now().UnixNano()}
+}
+
 // GetTopic returns the named topic, creating it (and, at run time, the
 // channels lookupd knows for it) when it does not exist.
 func (n *NSQD) GetTopic(name string) (*Topic, error) {

@@ -1,69 +1,218 @@
 package nsqd
 
-// msgQueue is a FIFO of messages backed by a ring that grows on demand (so
-// that ten thousand idle channels do not each hold a 10,000-slot array) and
-// shrinks back when it drains. It is not safe for concurrent use; its owner's
-// lock guards it.
+import (
+	"encoding/binary"
+
+	"github.com/sluicemq/sluice/protocol"
+)
+
+// msgBatch is the immutable result of one MPUB: the bodies stay packed in
+// the MPUB body exactly as they arrived ([int32 size][bytes]...), and the
+// messages get consecutive IDs from firstID. Queues hold a batch as one
+// entry; a Message struct is made for a message only when it is delivered
+// (or written to disk), so a queued message costs its body and nothing else,
+// and publishing does no per-message allocation. Every channel of a topic
+// shares the same batch through its own cursor.
+type msgBatch struct {
+	data    []byte // count records of [int32 size][body], validated
+	count   int
+	firstID uint64
+	ts      int64
+}
+
+// qentry is one queue slot: a single message, or the messages [idx, end) of
+// a batch, the next one starting at byte offset off of its data.
+type qentry struct {
+	m        *Message
+	b        *msgBatch
+	idx, end int32
+	off      int32
+}
+
+func (e *qentry) len() int {
+	if e.m != nil {
+		return 1
+	}
+	return int(e.end - e.idx)
+}
+
+// next materializes the entry's next batch message into m and advances.
+func (e *qentry) next(m *Message) {
+	size := int32(binary.BigEndian.Uint32(e.b.data[e.off:]))
+	start := e.off + 4
+	*m = Message{
+		ID:        protocol.NewMessageID(e.b.firstID + uint64(e.idx)),
+		Body:      e.b.data[start : start+size : start+size],
+		Timestamp: e.b.ts,
+		heapIndex: -1,
+	}
+	e.off = start + size
+	e.idx++
+}
+
+// skip advances past k batch messages without materializing them.
+func (e *qentry) skip(k int) {
+	for ; k > 0; k-- {
+		size := int32(binary.BigEndian.Uint32(e.b.data[e.off:]))
+		e.off += 4 + size
+		e.idx++
+	}
+}
+
+// batchEntry returns an entry for the whole batch.
+func batchEntry(b *msgBatch) qentry { return qentry{b: b, end: int32(b.count)} }
+
+// msgQueue is a FIFO of messages backed by a ring of entries that grows on
+// demand (so that ten thousand idle channels do not each hold a large array)
+// and is released when it drains. n counts messages, not entries. It is not
+// safe for concurrent use; its owner's lock guards it.
 type msgQueue struct {
-	buf  []*Message
+	buf  []qentry
 	head int
+	ents int
 	n    int
 }
 
 func (q *msgQueue) len() int { return q.n }
 
-func (q *msgQueue) push(m *Message) {
-	if q.n == len(q.buf) {
+func (q *msgQueue) pushEntry(e qentry) {
+	if e.len() == 0 {
+		return
+	}
+	if q.ents == len(q.buf) {
 		q.grow()
 	}
-	q.buf[(q.head+q.n)%len(q.buf)] = m
-	q.n++
+	q.buf[(q.head+q.ents)%len(q.buf)] = e
+	q.ents++
+	q.n += e.len()
 }
+
+func (q *msgQueue) push(m *Message) { q.pushEntry(qentry{m: m}) }
 
 func (q *msgQueue) grow() {
 	size := len(q.buf) * 2
-	if size < 16 {
-		size = 16
+	if size < 8 {
+		size = 8
 	}
-	nb := make([]*Message, size)
-	q.copyTo(nb)
+	nb := make([]qentry, size)
+	for i := 0; i < q.ents; i++ {
+		nb[i] = q.buf[(q.head+i)%len(q.buf)]
+	}
 	q.buf, q.head = nb, 0
 }
 
-func (q *msgQueue) copyTo(dst []*Message) {
-	if q.n == 0 {
-		return
-	}
-	end := q.head + q.n
-	if end <= len(q.buf) {
-		copy(dst, q.buf[q.head:end])
-		return
-	}
-	k := copy(dst, q.buf[q.head:])
-	copy(dst[k:], q.buf[:end-len(q.buf)])
-}
+func (q *msgQueue) front() *qentry { return &q.buf[q.head] }
 
-func (q *msgQueue) pop() *Message {
-	if q.n == 0 {
-		return nil
-	}
-	m := q.buf[q.head]
-	q.buf[q.head] = nil
+func (q *msgQueue) dropFront() {
+	q.buf[q.head] = qentry{}
 	q.head = (q.head + 1) % len(q.buf)
-	q.n--
-	if q.n == 0 {
+	q.ents--
+	if q.ents == 0 {
 		q.head = 0
 		if len(q.buf) > 1024 {
 			q.buf = nil // give a drained burst's memory back
 		}
 	}
+}
+
+// pop removes and returns the next message, or nil.
+func (q *msgQueue) pop() *Message {
+	if q.n == 0 {
+		return nil
+	}
+	e := q.front()
+	var m *Message
+	if e.m != nil {
+		m = e.m
+		q.dropFront()
+	} else {
+		m = new(Message)
+		e.next(m)
+		if e.idx == e.end {
+			q.dropFront()
+		}
+	}
+	q.n--
 	return m
 }
 
-// drain removes and returns every message in order.
+// popN removes up to max messages, appending them to dst. Batch messages
+// are materialized into one slab allocation per call.
+func (q *msgQueue) popN(dst []*Message, max int) []*Message {
+	if max > q.n {
+		max = q.n
+	}
+	if max <= 0 {
+		return dst
+	}
+	var slab []Message
+	for max > 0 {
+		e := q.front()
+		if e.m != nil {
+			dst = append(dst, e.m)
+			q.dropFront()
+			q.n--
+			max--
+			continue
+		}
+		k := int(e.end - e.idx)
+		if k > max {
+			k = max
+		}
+		if len(slab) < k {
+			slab = make([]Message, max)
+		}
+		for i := 0; i < k; i++ {
+			e.next(&slab[i])
+			dst = append(dst, &slab[i])
+		}
+		slab = slab[k:]
+		if e.idx == e.end {
+			q.dropFront()
+		}
+		q.n -= k
+		max -= k
+	}
+	return dst
+}
+
+// popEntry removes and returns the whole front entry.
+func (q *msgQueue) popEntry() (qentry, bool) {
+	if q.ents == 0 {
+		return qentry{}, false
+	}
+	e := *q.front()
+	q.dropFront()
+	q.n -= e.len()
+	return e, true
+}
+
+// drain removes every message, materialized, in order.
 func (q *msgQueue) drain() []*Message {
-	out := make([]*Message, q.n)
-	q.copyTo(out)
-	q.buf, q.head, q.n = nil, 0, 0
+	out := make([]*Message, 0, q.n)
+	out = q.popN(out, q.n)
+	*q = msgQueue{}
 	return out
+}
+
+// splitEntry splits e after its first k messages.
+func splitEntry(e qentry, k int) (head, tail qentry) {
+	if e.m != nil || k <= 0 {
+		return qentry{}, e
+	}
+	head = e
+	head.end = e.idx + int32(k)
+	tail = e
+	tail.skip(k)
+	return head, tail
+}
+
+// materialize returns the messages of an entry.
+func (e qentry) materialize() []*Message {
+	if e.m != nil {
+		return []*Message{e.m}
+	}
+	var q msgQueue
+	q.pushEntry(e)
+	return q.drain()
 }

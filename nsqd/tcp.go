@@ -286,8 +286,19 @@ func (c *client) mpub(p [][]byte, beforeBlock func()) ([]byte, error) {
 	if perr != nil {
 		return nil, perr
 	}
+	clear(bodies)
 	c.scratchBodies = bodies[:0]
-	return c.publish("MPUB", protocol.ErrMPubFailed, topicName, bodies, 0)
+	t, err := c.nsqd.GetTopic(topicName)
+	if err != nil {
+		return nil, protocol.Fatalf(protocol.ErrMPubFailed, "MPUB failed %s", err)
+	}
+	count := len(bodies)
+	b := c.nsqd.newBatch(body[4:], count)
+	if err := t.putBatch(b, uint64(len(body)-4-4*count)); err != nil {
+		return nil, protocol.Fatalf(protocol.ErrMPubFailed, "MPUB failed %s", err)
+	}
+	c.notePublish(topicName, count)
+	return protocol.OK, nil
 }
 
 // publish turns bodies into messages and hands them to the topic in one go.
@@ -297,7 +308,7 @@ func (c *client) publish(cmd, failCode, topicName string, bodies [][]byte, defer
 		return nil, protocol.Fatalf(failCode, "%s failed %s", cmd, err)
 	}
 	msgs := c.nsqd.newMessages(bodies, deferBy, c.scratchMsgs[:0])
-	err = t.put(msgs)
+	err = t.putMessages(msgs)
 	clear(msgs)
 	c.scratchMsgs = msgs[:0]
 	if err != nil {

@@ -63,12 +63,28 @@ func (t *Topic) signal() {
 	}
 }
 
-// put publishes messages. They go to every channel at once when possible,
-// otherwise into the topic's own queue.
-func (t *Topic) put(msgs []*Message) error {
+// putMessages publishes single messages (PUB, DPUB, HTTP).
+func (t *Topic) putMessages(msgs []*Message) error {
+	ents := make([]qentry, len(msgs))
 	var bytes uint64
-	for _, m := range msgs {
+	for i, m := range msgs {
+		ents[i] = qentry{m: m}
 		bytes += uint64(len(m.Body))
+	}
+	return t.put(ents, bytes)
+}
+
+// putBatch publishes the messages of one MPUB.
+func (t *Topic) putBatch(b *msgBatch, bodyBytes uint64) error {
+	return t.put([]qentry{batchEntry(b)}, bodyBytes)
+}
+
+// put publishes entries. They go to every channel at once when possible,
+// otherwise into the topic's own queue.
+func (t *Topic) put(ents []qentry, bodyBytes uint64) error {
+	count := 0
+	for i := range ents {
+		count += ents[i].len()
 	}
 	t.mu.RLock()
 	if t.exiting {
@@ -78,41 +94,55 @@ func (t *Topic) put(msgs []*Message) error {
 	direct := len(t.chanList) > 0 && !t.paused && !t.held && t.mem.len() == 0 && (t.backend == nil || t.backend.depth() == 0)
 	chans := t.chanList
 	t.mu.RUnlock()
-	t.messageCount.Add(uint64(len(msgs)))
-	t.messageBytes.Add(bytes)
+	t.messageCount.Add(uint64(count))
+	t.messageBytes.Add(bodyBytes)
 	if direct {
-		t.distribute(msgs, chans)
+		t.distribute(ents, chans)
 		return nil
 	}
-	var overflow []*Message
+	var overflow []qentry
 	t.mu.Lock()
-	for _, m := range msgs {
+	for _, e := range ents {
 		// deferred messages try memory first to keep their deferral (§5.5)
-		if t.mem.len() < t.memCap || (m.deferBy > 0 && t.backend != nil) {
-			t.mem.push(m)
-		} else if t.backend != nil {
-			overflow = append(overflow, m)
+		if e.m != nil && e.m.deferBy > 0 && t.backend != nil {
+			t.mem.pushEntry(e)
+			continue
+		}
+		room := t.memCap - t.mem.len()
+		if room >= e.len() {
+			t.mem.pushEntry(e)
+			continue
+		}
+		head, tail := splitEntry(e, room)
+		t.mem.pushEntry(head)
+		if t.backend != nil {
+			overflow = append(overflow, tail)
 		}
 	}
 	t.mu.Unlock()
 	t.signal()
-	if len(overflow) > 0 {
-		return t.backend.put(overflow)
+	for _, e := range overflow {
+		if err := t.backend.put(e.materialize()); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// distribute copies msgs into every channel. The first channel gets the
-// messages themselves; the others get copies sharing the bodies.
-func (t *Topic) distribute(msgs []*Message, chans []*Channel) {
+// distribute hands entries to every channel. Batches are shared (each
+// channel reads them through its own cursor); single messages are copied
+// for every channel after the first.
+func (t *Topic) distribute(ents []qentry, chans []*Channel) {
 	for i, ch := range chans {
-		batch := msgs
+		batch := ents
 		if i > 0 {
-			slab := make([]Message, len(msgs))
-			batch = make([]*Message, len(msgs))
-			for j, m := range msgs {
-				slab[j] = Message{ID: m.ID, Body: m.Body, Timestamp: m.Timestamp, Attempts: m.Attempts, deferBy: m.deferBy, heapIndex: -1}
-				batch[j] = &slab[j]
+			batch = make([]qentry, len(ents))
+			for j, e := range ents {
+				if e.m != nil {
+					m := e.m
+					e = qentry{m: &Message{ID: m.ID, Body: m.Body, Timestamp: m.Timestamp, Attempts: m.Attempts, deferBy: m.deferBy, heapIndex: -1}}
+				}
+				batch[j] = e
 			}
 		}
 		if err := ch.put(batch); err != nil && err != errExiting {
@@ -125,22 +155,23 @@ func (t *Topic) distribute(msgs []*Message, chans []*Channel) {
 // channels and is not paused.
 func (t *Topic) pump() {
 	defer t.wg.Done()
-	batch := make([]*Message, 0, 256)
+	batch := make([]qentry, 0, 64)
 	for {
 		t.mu.Lock()
 		canDistribute := len(t.chanList) > 0 && !t.paused && !t.held && !t.exiting
 		if canDistribute && t.mem.len() > 0 {
 			batch = batch[:0]
 			for len(batch) < cap(batch) {
-				m := t.mem.pop()
-				if m == nil {
+				e, ok := t.mem.popEntry()
+				if !ok {
 					break
 				}
-				batch = append(batch, m)
+				batch = append(batch, e)
 			}
 			chans := t.chanList
 			t.mu.Unlock()
 			t.distribute(batch, chans)
+			clear(batch)
 			continue
 		}
 		t.mu.Unlock()
@@ -166,7 +197,7 @@ func (t *Topic) pump() {
 				t.mu.Unlock()
 				continue
 			}
-			t.distribute([]*Message{m}, chans)
+			t.distribute([]qentry{{m: m}}, chans)
 		case <-t.exitCh:
 			return
 		}
