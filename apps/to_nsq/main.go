@@ -1,0 +1,158 @@
+// Command to_nsq reads stdin, splits it on a delimiter and publishes every
+// non-empty record to a topic on every given nsqd (NSQ's to_nsq).
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/nsqio/go-nsq"
+	"github.com/sluicemq/sluice/clients"
+	"github.com/sluicemq/sluice/internal/config"
+	"github.com/sluicemq/sluice/protocol"
+)
+
+const name = "to_nsq"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+type options struct {
+	topic     string
+	delimiter string
+	rate      int
+	nsqdAddrs clients.StringsFlag
+	prodOpts  clients.ConfigOpts
+}
+
+// run is the whole tool; it returns the exit status. ctx cancellation
+// (SIGINT/SIGTERM) stops reading and exits 0 after the records read so far
+// are published.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	var o options
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.topic, "topic", "", "NSQ topic to publish to")
+	fs.StringVar(&o.delimiter, "delimiter", "\n", "character to split input from stdin")
+	fs.IntVar(&o.rate, "rate", 0, "Throttle messages to n/second. 0 to disable")
+	fs.Var(&o.nsqdAddrs, "nsqd-tcp-address", "destination nsqd TCP address (may be given multiple times)")
+	fs.Var(&o.prodOpts, "producer-opt", "option to passthrough to nsq.Producer (may be given multiple times, http://godoc.org/github.com/nsqio/go-nsq#Config)")
+	version := fs.Bool("version", false, "print version string")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *version {
+		fmt.Fprintln(stdout, config.VersionLine(name))
+		return 0
+	}
+	logger := config.NewLogger(stderr, "["+name+"] ", new(slog.LevelVar))
+	if err := publishStdin(ctx, o, stdin, logger); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return 1
+	}
+	return 0
+}
+
+func publishStdin(ctx context.Context, o options, stdin io.Reader, logger *slog.Logger) error {
+	switch {
+	case o.topic == "":
+		return errors.New("--topic required")
+	case !protocol.IsValidTopicName(o.topic):
+		return fmt.Errorf("invalid --topic %q", o.topic)
+	case len(o.nsqdAddrs) == 0:
+		return errors.New("--nsqd-tcp-address required")
+	case len(o.delimiter) != 1:
+		return fmt.Errorf("--delimiter must be a single character, got %q", o.delimiter)
+	case o.rate < 0:
+		return fmt.Errorf("invalid --rate %d", o.rate)
+	}
+	cfg := nsq.NewConfig()
+	cfg.UserAgent = fmt.Sprintf("%s/%s go-nsq/%s", name, config.Version, nsq.VERSION)
+	if err := o.prodOpts.Apply(cfg); err != nil {
+		return fmt.Errorf("--producer-opt: %w", err)
+	}
+	pool, err := clients.NewPool(clients.PoolOptions{Addrs: o.nsqdAddrs, Config: cfg, Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer pool.Stop()
+
+	records := make(chan []byte)
+	readErr := make(chan error, 1)
+	// The reader goroutine is owned by publishStdin: it ends at EOF or on a
+	// read error. When ctx is cancelled while it blocks on stdin, it ends
+	// when stdin is closed (the process is exiting then).
+	go func() {
+		defer close(records)
+		readErr <- readRecords(ctx, stdin, o.delimiter[0], records)
+	}()
+
+	var tick *time.Ticker
+	if o.rate > 0 {
+		tick = time.NewTicker(time.Second / time.Duration(o.rate))
+		defer tick.Stop()
+	}
+	for {
+		var rec []byte
+		var ok bool
+		select {
+		case <-ctx.Done():
+			return nil
+		case rec, ok = <-records:
+		}
+		if !ok {
+			return <-readErr
+		}
+		if tick != nil {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-tick.C:
+			}
+		}
+		if err := pool.PublishAll(o.topic, rec); err != nil {
+			return fmt.Errorf("publish to topic %q: %w", o.topic, err)
+		}
+	}
+}
+
+// readRecords sends every non-empty delimited record of r to out. A final
+// record without a trailing delimiter is published too (the reference drops
+// it).
+func readRecords(ctx context.Context, r io.Reader, delim byte, out chan<- []byte) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	for {
+		line, err := br.ReadBytes(delim)
+		rec := bytes.TrimSuffix(line, []byte{delim})
+		if len(rec) > 0 {
+			select {
+			case out <- rec:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read stdin: %w", err)
+		}
+	}
+}

@@ -1,0 +1,15 @@
+// Package clients holds what go-nsq leaves to every user, shared by Sluice's
+// command-line tools and usable by applications:
+//
+//   - Pool, a producer over several nsqd nodes that fails over between them,
+//     keeps one go-nsq Producer per node and health-checks the nodes in the
+//     background (round-robin, host-pool or epsilon-greedy selection, or
+//     fan-out to every node).
+//   - Consumer helpers: ConnectConsumer (nsqd and/or lookupd addresses),
+//     the --consumer-opt / --producer-opt flag (Config.Set pass-through),
+//     a repeatable string flag, lookupd discovery calls (/lookup, /topics)
+//     and an adapter from go-nsq's logger to log/slog.
+//
+// Nothing here imports a daemon package; everything talks to nsqd and
+// nsqlookupd over the network like any NSQ client.
+package clients
