@@ -128,6 +128,10 @@ func report(b *testing.B, r bench.Result) {
 		b.Fatal(r.Error)
 	}
 	b.ReportMetric(r.MsgsPerSec, "msgs/s")
+	if r.MsgsPerSec > 0 {
+		// The scenario's own timing (no node start-up or checks), per message.
+		b.ReportMetric(1e9/r.MsgsPerSec, "ns/op")
+	}
 	if r.Latency != nil {
 		b.ReportMetric(r.Latency.P99, "p99-ms")
 	}
