@@ -242,7 +242,8 @@ func (b *browser) screenshots(url, name string) {
 func TestBrowserPages(t *testing.T) {
 	s := startScenario(t)
 	a := startAdmin(t, s.c, nil)
-	ro := startAdmin(t, s.c, func(o *Options) { o.AdminUsers = []string{"boss"} })
+	// The read-only admin also serves under a base path.
+	ro := startAdmin(t, s.c, func(o *Options) { o.AdminUsers = []string{"boss"}; o.BasePath = "/ops/" })
 	b := newBrowser(t)
 	n0, n1 := s.c.NSQDs[0].HTTP, s.c.NSQDs[1].HTTP
 	base := a.url("/")
@@ -380,7 +381,17 @@ func TestBrowserPages(t *testing.T) {
 		t.Fatalf("counter shows %d, want %d", got, total)
 	}
 	b.expectCleanConsole("counter")
+	// The page refreshes itself: three more messages reach both channels.
+	p := newProducer(t, s.c.NSQDs[0].TCP)
+	for range 3 {
+		if err := p.Publish(scTopic, []byte("more")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.waitText(".counter", "the counter to count 6 more", func(s string) bool { return s == strconv.FormatInt(total+6, 10) })
 	b.screenshots(a.url("/counter"), "counter")
+	waitFor(t, 10*time.Second, "billing to finish the new messages", func() bool { return s.billing.count() == 20 })
+	st0 = nodeStatsOf(t, n0)
 
 	// Actions through the UI: pause, unpause and empty the archive channel.
 	archiveURL := a.url("/topics/" + scTopic + "/" + scArchive)
@@ -405,7 +416,7 @@ func TestBrowserPages(t *testing.T) {
 	// Cancel leaves everything as it is.
 	b.do(chromedp.Click(chromedp.CSS(`button[data-act="empty-channel"]`)), chromedp.WaitVisible(chromedp.CSS("#modal-cancel")),
 		chromedp.Click(chromedp.CSS("#modal-cancel")))
-	if d := nodeStatsOf(t, n0).channel(scTopic, scArchive).Depth; d != 10 {
+	if d := nodeStatsOf(t, n0).channel(scTopic, scArchive).Depth; d != 13 {
 		t.Fatalf("cancelled empty changed the depth to %d", d)
 	}
 	b.clickConfirm(`button[data-act="empty-channel"]`)
@@ -423,7 +434,7 @@ func TestBrowserPages(t *testing.T) {
 
 	// A non-admin sees no action and the API refuses.
 	for _, page := range []string{"/topics/" + scTopic, "/topics/" + scTopic + "/" + scArchive, "/lookup"} {
-		b.open(ro.url(page))
+		b.open(ro.url("/ops" + page))
 		if n := b.count("button[data-act]"); n != 0 {
 			t.Fatalf("read-only %s shows %d action buttons", page, n)
 		}
@@ -432,7 +443,11 @@ func TestBrowserPages(t *testing.T) {
 		}
 		b.expectCleanConsole("read-only " + page)
 	}
-	b.screenshots(ro.url("/topics/"+scTopic+"/"+scArchive), "channel-readonly")
+	b.open(ro.url("/ops/topics/" + scTopic + "/" + scArchive))
+	if got := b.number(`#figures [data-k="message_count"]`); got != 20 {
+		t.Fatalf("read-only channel page under /ops shows %d messages", got)
+	}
+	b.screenshots(ro.url("/ops/topics/"+scTopic+"/"+scArchive), "channel-readonly")
 	status := run(b, chromedp.Evaluate[int](`fetch("api/topics/`+scTopic+`/`+scArchive+`", {method: "POST", body: '{"action":"pause"}'}).then(function (r) { return r.status; })`, chromedp.EvalAwaitPromise))
 	if status != 403 {
 		t.Fatalf("read-only API pause answered %d, want 403", status)
@@ -467,8 +482,8 @@ func TestBrowserPages(t *testing.T) {
 		b.screenshots(a.url(page.path), page.name)
 	}
 	b.open(topicURL)
-	if got := b.number(`#figures [data-k="message_count"]`); got != 10 {
-		t.Fatalf("topic page with a dead node shows %d messages, want node 0's 10", got)
+	if got := b.number(`#figures [data-k="message_count"]`); got != 13 {
+		t.Fatalf("topic page with a dead node shows %d messages, want node 0's 13", got)
 	}
 
 	// Delete the topic from its page: gone from nsqlookupd.

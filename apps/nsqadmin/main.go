@@ -5,8 +5,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -28,8 +30,42 @@ var keyOverrides = map[string]string{
 }
 
 func run(args []string) int {
+	opts, showVersion, err := parseOptions(args, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if showVersion {
+		fmt.Println(config.VersionLine("nsqadmin"))
+		return 0
+	}
+	logger := opts.Logger
+	a, err := admin.New(opts)
+	if err != nil {
+		logger.Log(context.Background(), config.LevelFatal, "failed to instantiate nsqadmin", "err", err)
+		return 1
+	}
+	logger.Info(config.VersionLine("nsqadmin"))
+	if err := a.Start(); err != nil {
+		logger.Log(context.Background(), config.LevelFatal, "failed to start nsqadmin", "err", err)
+		return 1
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	<-sig
+	signal.Stop(sig)
+	a.Exit()
+	return 0
+}
+
+// parseOptions turns the command line and the --config file into admin options, with a
+// logger writing to logOut. It reports --version instead of options when given.
+func parseOptions(args []string, logOut io.Writer) (*admin.Options, bool, error) {
 	d := admin.NewOptions()
-	fs := flag.NewFlagSet("nsqadmin", flag.ExitOnError)
+	fs := flag.NewFlagSet("nsqadmin", flag.ContinueOnError)
 	level := new(slog.LevelVar)
 	configPath := fs.String("config", "", "path to config file")
 	showVersion := fs.Bool("version", false, "print version string")
@@ -61,19 +97,18 @@ func run(args []string) int {
 	fs.Var(&adminUsers, "admin-user", "admin user (may be given multiple times; if specified, only these users will be able to perform privileged actions)")
 	sampleInterval := fs.Duration("sample-interval", d.SampleInterval, "how often to sample every nsqd's /stats for the live graphs")
 	historyWindow := fs.Duration("history-window", d.HistoryWindow, "how much sampled history to keep in memory for the live graphs")
-	_ = fs.Parse(args)
-
+	if err := fs.Parse(args); err != nil {
+		return nil, false, err
+	}
 	if *showVersion {
-		fmt.Println(config.VersionLine("nsqadmin"))
-		return 0
+		return nil, true, nil
 	}
 	if *configPath != "" {
 		if err := config.Load(fs, *configPath, keyOverrides); err != nil {
-			fmt.Fprintf(os.Stderr, "%sFATAL: failed to load config file %s - %s\n", *logPrefix, *configPath, err)
-			return 1
+			return nil, false, fmt.Errorf("%sFATAL: failed to load config file %s - %w", *logPrefix, *configPath, err)
 		}
 	}
-	logger := config.NewLogger(os.Stderr, *logPrefix, level)
+	logger := config.NewLogger(logOut, *logPrefix, level)
 
 	opts := admin.NewOptions()
 	opts.Logger, opts.LogLevel = logger, level
@@ -89,20 +124,5 @@ func run(args []string) int {
 	opts.ACLHTTPHeader, opts.AdminUsers = *aclHeader, adminUsers
 	opts.SampleInterval, opts.HistoryWindow = *sampleInterval, *historyWindow
 
-	a, err := admin.New(opts)
-	if err != nil {
-		logger.Log(context.Background(), config.LevelFatal, "failed to instantiate nsqadmin", "err", err)
-		return 1
-	}
-	logger.Info(config.VersionLine("nsqadmin"))
-	if err := a.Start(); err != nil {
-		logger.Log(context.Background(), config.LevelFatal, "failed to start nsqadmin", "err", err)
-		return 1
-	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	<-sig
-	signal.Stop(sig)
-	a.Exit()
-	return 0
+	return opts, false, nil
 }
