@@ -131,28 +131,29 @@ func (r *connReader) buffered() int { return r.w - r.r }
 // maybeRelease gives the big buffer back when it is drained and the
 // connection looks quiet.
 func (r *connReader) maybeRelease() {
-	if r.buf != nil && r.r == r.w && r.lastFill < quietRead {
+	if r.buf == nil || r.r != r.w {
+		return
+	}
+	if r.isSmall() {
+		r.buf, r.r, r.w = nil, 0, 0
+		return
+	}
+	if r.lastFill < quietRead {
 		b := r.buf[:cap(r.buf)]
 		readBufPool.Put(&b)
 		r.buf, r.r, r.w = nil, 0, 0
 	}
 }
 
-// fill reads more bytes, compacting the buffer first.
+func (r *connReader) isSmall() bool { return len(r.buf) == len(r.small) }
+
+// fill reads more bytes, compacting the buffer first. Reads start in the
+// connection's own 64-byte array (a heartbeat reply or a FIN never needs
+// more); the pooled buffer is taken only when that fills up.
 func (r *connReader) fill(beforeBlock func()) error {
 	beforeBlock()
 	if r.buf == nil {
-		n, err := r.src.Read(r.small[:])
-		if n == 0 {
-			if err == nil {
-				err = io.ErrNoProgress
-			}
-			return err
-		}
-		r.buf = *(readBufPool.Get().(*[]byte))
-		r.r, r.w = 0, copy(r.buf, r.small[:n])
-		r.lastFill = n
-		return nil
+		r.buf, r.r, r.w = r.small[:], 0, 0
 	}
 	if r.r > 0 {
 		copy(r.buf, r.buf[r.r:r.w])
@@ -160,7 +161,12 @@ func (r *connReader) fill(beforeBlock func()) error {
 		r.r = 0
 	}
 	if r.w == len(r.buf) {
-		return errLineTooLong
+		if !r.isSmall() {
+			return errLineTooLong
+		}
+		big := *(readBufPool.Get().(*[]byte))
+		copy(big, r.buf[:r.w])
+		r.buf = big
 	}
 	n, err := r.src.Read(r.buf[r.w:])
 	r.w += n
@@ -234,14 +240,31 @@ func (r *connReader) readInt32(beforeBlock func()) (int32, error) {
 	return int32(uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])), nil
 }
 
-var writeBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 64*1024); return &b }}
+var writeBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16*1024); return &b }}
 
-// writeFrame writes one response or error frame and flushes it.
+// writeFrame writes one response or error frame and flushes it. A small
+// frame with nothing else pending is written from the stack, so heartbeats
+// on idle connections touch no buffer.
 func (c *client) writeFrame(t protocol.FrameType, data []byte) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	if c.closed {
 		return net.ErrClosed
+	}
+	if len(c.wbuf) == 0 && len(data) <= 4096 {
+		// a lone control frame: an exact-size write, no pooled buffer
+		frame := protocol.AppendFrame(make([]byte, 0, protocol.FrameHeaderSize+len(data)), t, data)
+		if c.heartbeat > 0 {
+			c.conn.SetWriteDeadline(time.Now().Add(c.heartbeat))
+		}
+		_, err := c.w.Write(frame)
+		if err == nil && c.flusher != nil {
+			err = c.flusher.Flush()
+		}
+		if err != nil {
+			c.closeConnLocked()
+		}
+		return err
 	}
 	c.grabBufLocked()
 	c.wbuf = protocol.AppendFrame(c.wbuf, t, data)

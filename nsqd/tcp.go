@@ -153,19 +153,33 @@ func (c *client) exec(p [][]byte, beforeBlock func()) (resp []byte, kick bool, e
 	case "TOUCH":
 		return nil, false, c.touch(p)
 	case "SUB":
-		resp, err = c.sub(p)
+		runOffStack(func() { resp, err = c.sub(p) })
 		return resp, true, err
 	case "CLS":
 		resp, err = c.cls()
 		return resp, false, err
 	case "IDENTIFY":
-		resp, err = c.identify(beforeBlock)
+		runOffStack(func() { resp, err = c.identify(beforeBlock) })
 		return resp, false, err
 	case "AUTH":
-		resp, err = c.authCmd(p, beforeBlock)
+		runOffStack(func() { resp, err = c.authCmd(p, beforeBlock) })
 		return resp, false, err
 	}
 	return nil, false, protocol.Fatalf(protocol.ErrInvalid, "invalid command %s", cmd)
+}
+
+// runOffStack runs fn on a short-lived goroutine and waits for it. The
+// once-per-connection commands (IDENTIFY, AUTH, SUB) go through JSON, TLS
+// and topic creation, whose deep call chains would otherwise grow the
+// connection goroutine's stack for good; keeping them off it lets an idle
+// connection's goroutine stay at its minimum stack size.
+func runOffStack(fn func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn()
+	}()
+	<-done
 }
 
 func (c *client) tlsActive() bool { return c.identity.Load().tls != nil }
