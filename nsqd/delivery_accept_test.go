@@ -145,6 +145,9 @@ func Test100kThreeChannels(t *testing.T) {
 			t.Logf("channel %s: %d timeouts (duplicates tolerated up to that many)", ch, c.TimeoutCount)
 		}
 		counters[i].check(t, "channel "+ch, int64(c.TimeoutCount))
+		if r := counters[i].redeliver.Load(); r > int64(c.TimeoutCount) {
+			t.Errorf("channel %s: %d deliveries with attempts > 1 but only %d timeouts", ch, r, c.TimeoutCount)
+		}
 		if got := counters[i].total.Load(); got != n+int64(c.TimeoutCount) && got != n {
 			t.Errorf("channel %s: %d deliveries, want %d", ch, got, n)
 		}

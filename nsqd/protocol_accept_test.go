@@ -57,7 +57,7 @@ func TestMessageFrame(t *testing.T) {
 	if ma.Attempts != 1 || string(ma.Body) != "payload" || ma.Timestamp < before || ma.Timestamp > after {
 		t.Errorf("message attempts=%d body=%q ts=%d, want 1, payload, in [%d,%d]", ma.Attempts, ma.Body, ma.Timestamp, before, after)
 	}
-	if mb.ID != ma.ID || mb.Timestamp != ma.Timestamp || string(mb.Body) != "payload" {
+	if mb.ID != ma.ID || mb.Timestamp != ma.Timestamp || string(mb.Body) != "payload" || mb.Attempts != 1 {
 		t.Errorf("channel copies differ: a=%+v b=%+v", ma, mb)
 	}
 }
