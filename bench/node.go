@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"syscall"
 	"time"
@@ -35,7 +36,10 @@ type Node struct {
 	PID int
 	// Note says how the node was configured, for the report.
 	Note string
-	stop func() error
+	// Shared is true for an nsqd the bench did not start: the scenario
+	// deletes its bench_* topics afterwards instead of stopping it.
+	Shared bool
+	stop   func() error
 }
 
 // Stop shuts the node down and waits for it (for a child process, up to 30 s
@@ -165,8 +169,13 @@ func (a *AddrLauncher) Launch(ctx context.Context, cfg NodeConfig) (*Node, error
 	if err := waitHTTPReady(ctx, a.HTTPAddr, nil); err != nil {
 		return nil, err
 	}
-	return &Node{TCPAddr: a.TCPAddr, HTTPAddr: a.HTTPAddr, PID: a.PID,
-		Note: "external nsqd; its own --mem-queue-size applies"}, nil
+	n := &Node{TCPAddr: a.TCPAddr, HTTPAddr: a.HTTPAddr, PID: a.PID, Shared: true,
+		Note: "external nsqd; its own --mem-queue-size applies"}
+	// Leftovers of an interrupted run would distort depths and RSS.
+	if err := DeleteBenchTopics(ctx, a.HTTPAddr); err != nil {
+		return nil, err
+	}
+	return n, nil
 }
 
 func freePort() (int, error) {
@@ -237,6 +246,34 @@ func CreateChannel(ctx context.Context, httpAddr, topic, channel string) error {
 // DeleteTopic deletes a topic over HTTP (used to clean up external nodes).
 func DeleteTopic(ctx context.Context, httpAddr, topic string) error {
 	return httpPost(ctx, httpAddr, "/topic/delete", url.Values{"topic": {topic}})
+}
+
+// DeleteBenchTopics deletes every topic named bench_* on the node.
+func DeleteBenchTopics(ctx context.Context, httpAddr string) error {
+	q := url.Values{"format": {"json"}, "include_clients": {"false"}, "include_mem": {"false"}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/stats?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("GET /stats: %w", err)
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		Topics []TopicStats `json:"topics"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		return fmt.Errorf("decode /stats: %w", err)
+	}
+	for _, t := range doc.Topics {
+		if strings.HasPrefix(t.Name, "bench_") {
+			if err := DeleteTopic(ctx, httpAddr, t.Name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // ChannelStats is the part of a channel's /stats entry the bench reads.

@@ -120,6 +120,14 @@ func (o Options) withNode(ctx context.Context, l Launcher, memQueue int64, fn fu
 		return fmt.Errorf("launch %s: %w", l.Name(), err)
 	}
 	runErr := fn(n)
+	if n.Shared {
+		// Bounded even when ctx has ended, so the node is left clean.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := DeleteBenchTopics(cctx, n.HTTPAddr); err != nil && runErr == nil {
+			runErr = fmt.Errorf("clean up %s: %w", l.Name(), err)
+		}
+	}
 	if err := n.Stop(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("stop %s: %w", l.Name(), err)
 	}
