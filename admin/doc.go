@@ -15,6 +15,14 @@
 //	defer a.Exit()
 //	fmt.Println("UI at http://" + a.HTTPAddr().String())
 //
+// Beyond nsqadmin's API, Sluice adds a few read-only endpoints the UI is built on, usable by
+// scripts too: GET /api/settings (version, user, whether the user may act), /api/overview
+// (every topic with depth, in flight, messages, latest rate and a sparkline), /api/history
+// (?topic=T&channel=C&points=N: the plotted series, see History) and /api/lookup (every
+// nsqlookupd registration with its channels and producers). Nodes that vanish from nsqlookupd
+// without answering any more are remembered for one history window and named in every
+// answer's "message" warning.
+//
 // The UI is plain JS and CSS embedded with go:embed; the only third-party asset is uPlot,
 // vendored from the npm package pinned in ui/package.json by `make ui` (see ui.mk).
 package admin

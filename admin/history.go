@@ -66,8 +66,8 @@ type point struct {
 	depth   int64
 }
 
-// Record adds one sampling round taken at now from the nodes that answered.
-func (h *History) Record(now time.Time, results []*nodeResult) {
+// record adds one sampling round taken at now from the nodes that answered.
+func (h *History) record(now time.Time, results []*nodeResult) {
 	points := map[SeriesKey]*point{{}: {}}
 	get := func(k SeriesKey) *point {
 		p, ok := points[k]

@@ -37,7 +37,7 @@ func TestHistoryRates(t *testing.T) {
 	t0 := time.Unix(1_000_000, 0)
 	tk, ck := SeriesKey{Topic: "t"}, SeriesKey{Topic: "t", Channel: "c"}
 
-	h.Record(t0, []*nodeResult{res("a", t0, topicWith("t", 100, 5, chanWith("c", 100, 50, 10, 0)))})
+	h.record(t0, []*nodeResult{res("a", t0, topicWith("t", 100, 5, chanWith("c", 100, 50, 10, 0)))})
 	s := h.Series(tk, 0)
 	if len(s.T) != 1 || s.In[0] != nil || s.Out[0] != nil || s.Depth[0] != 55 {
 		t.Fatalf("first point %+v: rates must be unknown, depth 55", s)
@@ -45,7 +45,7 @@ func TestHistoryRates(t *testing.T) {
 
 	// Two seconds later a has published 200 more and processed 190; b appears.
 	t1 := t0.Add(2 * time.Second)
-	h.Record(t1, []*nodeResult{
+	h.record(t1, []*nodeResult{
 		res("a", t1, topicWith("t", 300, 5, chanWith("c", 300, 60, 10, 0))),
 		res("b", t1.Add(-time.Second), topicWith("t", 40, 0, chanWith("c", 40, 0, 0, 0))),
 	})
@@ -62,7 +62,7 @@ func TestHistoryRates(t *testing.T) {
 	// b's answer came 1 s earlier last time: its rate uses its own interval (3 s).
 	// a restarted: its counters went down and contribute 0.
 	t2 := t1.Add(2 * time.Second)
-	h.Record(t2, []*nodeResult{
+	h.record(t2, []*nodeResult{
 		res("a", t2, topicWith("t", 7, 0, chanWith("c", 7, 7, 0, 0))),
 		res("b", t2, topicWith("t", 70, 0, chanWith("c", 70, 0, 0, 0))),
 	})
@@ -81,7 +81,7 @@ func TestHistoryRates(t *testing.T) {
 	// Requeues move messages back into depth without counting as out; a new channel's
 	// first interval counts everything it holds.
 	t3 := t2.Add(2 * time.Second)
-	h.Record(t3, []*nodeResult{
+	h.record(t3, []*nodeResult{
 		res("b", t3, topicWith("t", 70, 0, chanWith("c", 70, 5, 0, 0), chanWith("d", 4, 0, 0, 0))),
 	})
 	approx(t, "out with requeues", h.Series(ck, 0).Out[3], 0)
@@ -97,7 +97,7 @@ func TestHistoryBounded(t *testing.T) {
 		if i < 3 {
 			topics = append(topics, topicWith("gone", int64(i), 0))
 		}
-		h.Record(at, []*nodeResult{res("a", at, topics...)})
+		h.record(at, []*nodeResult{res("a", at, topics...)})
 	}
 	s := h.Series(SeriesKey{Topic: "keep"}, 0)
 	if len(s.T) != 6 {

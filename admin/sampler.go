@@ -100,7 +100,7 @@ func (s *sampler) sampleOnce(ctx context.Context) {
 		s.logger.Debug("sampler: upstream errors", "errors", warningText(append(errs, statErrs...)))
 	}
 	s.mu.Lock()
-	s.hist.Record(now, results)
+	s.hist.record(now, results)
 	s.lost = lost
 	s.rounds++
 	s.mu.Unlock()
