@@ -92,3 +92,83 @@ func TestEphemeralOverflowDrops(t *testing.T) {
 		t.Fatalf("topic message_count %d, want 30", tp.MessageCount)
 	}
 }
+
+// TestSampleRate: a connection with sample_rate 49 gets about half of the
+// channel's messages; the rest are consumed and dropped (§5.6).
+func TestSampleRate(t *testing.T) {
+	const n = 1000
+	h := testutil.StartNSQD(t, nil)
+	createChannel(t, h, "sample", "c")
+	pub := testutil.DialV2(t, h.TCPAddr)
+	pub.Send("MPUB sample", testutil.MPUBBody(bodies("s", 0, n)))
+	pub.ExpectOK()
+	c := subscribe(t, h, "sample", "c", map[string]any{"sample_rate": 49})
+	c.Ready(2500)
+	got := 0
+	for {
+		f, err := c.ReadNonHeartbeat(500 * time.Millisecond)
+		if err != nil {
+			break // nothing more within 500 ms
+		}
+		if f.Type != testutil.FrameTypeMessage {
+			t.Fatalf("got %v", f)
+		}
+		got++
+	}
+	// Expected 500 (delivered iff r <= 49 of 0..99); 6 standard deviations is ±95.
+	if got < 400 || got > 600 {
+		t.Fatalf("sample_rate 49 delivered %d of %d, want about 500", got, n)
+	}
+	cs := channelStats(t, h, "sample", "c")
+	if cs.Depth != 0 || cs.InFlightCount != got {
+		t.Fatalf("channel depth=%d in_flight=%d, want 0 and %d (unsampled messages are dropped)", cs.Depth, cs.InFlightCount, got)
+	}
+}
+
+// TestREQClampAndDPUBZero: REQ above --max-req-timeout is clamped silently;
+// DPUB with 0 is an ordinary publish (§3.8, §3.14).
+func TestREQClampAndDPUBZero(t *testing.T) {
+	h := testutil.StartNSQD(t, func(o *nsqd.Options) { o.MaxReqTimeout = time.Second })
+	createChannel(t, h, "clamp", "c")
+	c := subscribe(t, h, "clamp", "c", nil)
+	c.Ready(1)
+	c.Send("DPUB clamp 0", []byte("now"))
+	c.ExpectOK()
+	m := c.ExpectMessageWithin(time.Second)
+	sent := time.Now()
+	c.Send("REQ "+m.ID+" 60000", nil)
+	m2 := c.ExpectMessageWithin(5 * time.Second)
+	if d := time.Since(sent); d < time.Second || d > 2500*time.Millisecond {
+		t.Fatalf("REQ 60000 with --max-req-timeout=1s redelivered after %v, want ~1s", d)
+	}
+	if m2.ID != m.ID || m2.Attempts != 2 {
+		t.Fatalf("redelivery id=%s attempts=%d", m2.ID, m2.Attempts)
+	}
+	c.Send("DPUB clamp 1001", []byte("too late"))
+	c.ExpectError("E_INVALID DPUB timeout 1001 out of range 0-1000")
+}
+
+// TestAuthTTLExpiry: after ttl seconds nsqd asks the auth server again; a
+// refusal then fails the next checked command (§12.3).
+func TestAuthTTLExpiry(t *testing.T) {
+	auth := testutil.StartAuthServer(t)
+	auth.Allow("short", testutil.AuthResponse{TTL: 1, Identity: "brief", Authorizations: []testutil.Authorization{
+		{Topic: ".*", Channels: []string{".*"}, Permissions: []string{"publish", "subscribe"}},
+	}})
+	h := testutil.StartNSQD(t, func(o *nsqd.Options) { o.AuthHTTPAddresses = []string{auth.Addr} })
+	c := testutil.DialV2(t, h.TCPAddr)
+	c.Send("AUTH", []byte("short"))
+	c.ExpectResponse(`{"identity":"brief","identity_url":"","permission_count":1}`)
+	c.Publish("ttl", []byte("fresh"))
+	if n := len(auth.Requests()); n != 1 {
+		t.Fatalf("%d auth requests before expiry, want 1", n)
+	}
+	auth.Deny("short")
+	c.ExpectNothing(1200 * time.Millisecond) // let the 1 s ttl run out
+	c.Send("PUB ttl", []byte("stale"))
+	c.ExpectError("E_AUTH_FAILED AUTH failed")
+	c.WaitClosed(3 * time.Second)
+	if n := len(auth.Requests()); n != 2 {
+		t.Fatalf("%d auth requests, want 2 (the re-query after expiry)", n)
+	}
+}

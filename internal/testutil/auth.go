@@ -75,6 +75,13 @@ func (a *AuthServer) Allow(secret string, resp AuthResponse) {
 	a.answers[secret] = resp
 }
 
+// Deny removes secret's answer: later requests with it get 403.
+func (a *AuthServer) Deny(secret string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.answers, secret)
+}
+
 // Requests returns a copy of the query parameters of every request received.
 func (a *AuthServer) Requests() []url.Values {
 	a.mu.Lock()
