@@ -7,6 +7,12 @@
 // Snapshot function listing its current topics and channels, and calls
 // Register/Unregister as topics and channels come and go.
 //
+// Goroutines: Run owns one goroutine per lookupd address; while connected,
+// that goroutine owns a reader goroutine, so a connection closed by lookupd
+// (e.g. a restart) is noticed at once rather than at the next PING as in
+// NSQ. Reconnects back off exponentially from MinBackoff, with jitter, up
+// to one PING interval.
+//
 //	c := lookupclient.New(lookupclient.Config{
 //		Addresses: opts.NSQLookupdTCPAddresses,
 //		Identify:  protocol.LookupIdentify{BroadcastAddress: ..., TCPPort: ..., HTTPPort: ..., Version: ...},

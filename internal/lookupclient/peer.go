@@ -72,8 +72,7 @@ func (p *peer) run(ctx context.Context) {
 		failures = 0
 		p.logger.Info("LOOKUPD: connected and registered")
 		connected := time.Now()
-		err = p.serve(ctx, conn)
-		conn.Close()
+		err = p.serve(ctx, conn) // closes conn
 		if ctx.Err() != nil {
 			return
 		}
@@ -171,23 +170,87 @@ func (p *peer) connect(ctx context.Context) (net.Conn, error) {
 	return conn, nil
 }
 
+// reply is one reply (or read error) from the reader goroutine of serve.
+type reply struct {
+	data []byte
+	err  error
+}
+
 // serve sends queued commands and PINGs until an error or ctx is done.
+//
+// While serving, a reader goroutine (owned by serve, which waits for it)
+// reads every reply. lookupd never sends unsolicited data, so anything read
+// while no request is outstanding, in particular EOF, means the connection
+// is gone: serve returns at once and the peer reconnects, instead of
+// noticing only at the next PING as the reference does.
 func (p *peer) serve(ctx context.Context, conn net.Conn) error {
+	replies := make(chan reply)
+	stop := make(chan struct{})
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		for {
+			data, err := protocol.ReadLookupReply(conn, p.cfg.MaxReplySize)
+			select {
+			case replies <- reply{data, err}:
+			case <-stop:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		conn.Close() // unblocks the reader
+		<-readerDone
+	}()
+	conn.SetReadDeadline(time.Time{}) // idle waits are unbounded; requests time out below
+
 	ping := protocol.AppendLookupCommand(nil, protocol.LookupCmdPing)
 	ticker := time.NewTicker(p.cfg.PingInterval)
 	defer ticker.Stop()
+	timer := time.NewTimer(p.cfg.Timeout)
+	defer timer.Stop()
+	request := func(cmd []byte) error {
+		conn.SetWriteDeadline(time.Now().Add(p.cfg.Timeout))
+		if _, err := conn.Write(cmd); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+		timer.Reset(p.cfg.Timeout)
+		select {
+		case r := <-replies:
+			if r.err != nil {
+				return r.err
+			}
+			if protocol.IsLookupErrorReply(r.data) {
+				return fmt.Errorf("lookupd replied %q", r.data)
+			}
+			return nil
+		case <-timer.C:
+			return fmt.Errorf("no reply within %v", p.cfg.Timeout)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case r := <-replies:
+			if r.err != nil {
+				return fmt.Errorf("connection closed by lookupd: %w", r.err)
+			}
+			return fmt.Errorf("unsolicited data from lookupd: %q", r.data)
 		case <-p.wake:
 			for _, cmd := range p.takeQueue() {
-				if _, err := p.roundTrip(conn, cmd); err != nil {
+				if err := request(cmd); err != nil {
 					return fmt.Errorf("send %q: %w", cmd[:len(cmd)-1], err)
 				}
 			}
 		case <-ticker.C:
-			if _, err := p.roundTrip(conn, ping); err != nil {
+			if err := request(ping); err != nil {
 				return fmt.Errorf("PING: %w", err)
 			}
 		}
