@@ -29,7 +29,7 @@
 //     replied "<CODE> <text>" and closes the connection; closing removes the
 //     peer from every registration.
 //   - http.go: the HTTP API on internal/httpv1 (V1 response format), plus
-//     /debug and /debug/pprof.
+//     /debug and /debug/pprof; metrics.go: /metrics (Prometheus).
 //   - lookupd.go, options.go: lifecycle and options.
 //
 // # Liveness and limits (where Sluice differs from the reference)

@@ -72,6 +72,7 @@ func (d *Daemon) newRouter() http.Handler {
 		httpv1.PlainText(w, http.StatusOK, "OK")
 	})
 	r.GET("/info", httpv1.V1(d.handleInfo))
+	r.GET("/metrics", d.metricsHandler())
 	r.GET("/debug", httpv1.V1(d.handleDebug))
 	r.GET("/lookup", httpv1.V1(d.handleLookup))
 	r.GET("/topics", httpv1.V1(d.handleTopics))

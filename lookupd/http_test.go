@@ -249,3 +249,34 @@ func TestGoNSQConsumerDiscovery(t *testing.T) {
 		t.Fatal("go-nsq consumer never dialled the registered producer")
 	}
 }
+
+func TestMetrics(t *testing.T) {
+	d := startLookupd(t, nil)
+	c := dialV1(t, d)
+	c.identify("node-a", 4150, 4151)
+	c.cmd("REGISTER t1 c1")
+	c.cmd("REGISTER t2")
+	bad := dialV1(t, d)
+	bad.cmd("NOPE")
+	bad.expectClosed()
+	d.Registry().CreateChannel("t3", "c3")
+
+	r := doHTTP(t, d, "GET", "/metrics")
+	if r.status != 200 {
+		t.Fatalf("/metrics status %d", r.status)
+	}
+	for _, line := range []string{
+		"nsqlookupd_producers 1",
+		"nsqlookupd_active_producers 1",
+		"nsqlookupd_topics 3",
+		"nsqlookupd_channels 2",
+		"nsqlookupd_connections_total 2",
+		"nsqlookupd_protocol_errors_total 1",
+		"nsqlookupd_peers_timed_out_total 0",
+		"go_goroutines ",
+	} {
+		if !strings.Contains(r.body, "\n"+line) {
+			t.Errorf("/metrics lacks %q", line)
+		}
+	}
+}

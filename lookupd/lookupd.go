@@ -26,6 +26,7 @@ type Daemon struct {
 	logger   *slog.Logger
 	registry *Registry
 	hostname string
+	stats    counters
 
 	tcpLn   net.Listener
 	httpLn  net.Listener

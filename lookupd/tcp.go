@@ -36,6 +36,7 @@ func (d *Daemon) acceptLoop(ln net.Listener) {
 			c.Close()
 			return
 		}
+		d.stats.connections.Add(1)
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
@@ -95,6 +96,9 @@ func (d *Daemon) serveConn(c net.Conn) {
 			var perr *protocol.Error
 			if errors.As(err, &perr) {
 				p.fail(perr)
+			} else if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+				d.stats.peersDropped.Add(1)
+				p.logger.Warn("TCP: peer silent for too long, closing", "timeout", d.opts.PeerReadTimeout)
 			} else if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				p.logger.Info("TCP: closing connection", "err", err)
 			}
@@ -244,6 +248,7 @@ func (p *peerConn) write(data []byte) error {
 
 // fail sends a fatal error reply; the caller closes the connection.
 func (p *peerConn) fail(e *protocol.Error) {
+	p.d.stats.protocolErrors.Add(1)
 	p.logger.Info("TCP: protocol error, closing", "err", e.Error())
 	if err := p.write([]byte(e.Error())); err != nil {
 		p.logger.Debug("TCP: failed to send error", "err", err)

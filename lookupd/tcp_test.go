@@ -194,6 +194,9 @@ func TestTCPSilentPeerDropped(t *testing.T) {
 		t.Fatalf("producers %q, want only %s", got, aliveID)
 	}
 	silent.expectClosed()
+	if n := d.stats.peersDropped.Load(); n != 1 {
+		t.Fatalf("peers timed out = %d, want 1", n)
+	}
 	if got := d.Registry().Channels("t"); !reflect.DeepEqual(got, []string{"silent-ch"}) {
 		t.Fatalf("channel registration should stay: %q", got)
 	}
