@@ -64,12 +64,14 @@ type NSQD struct {
 
 	lookup *lookupclient.Client
 
-	ctx      context.Context
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup // accept loops, connections, scanner, lookup, statsd
-	started  atomic.Bool
-	exiting  atomic.Bool
-	exitOnce sync.Once
+	ctx        context.Context
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup // scanner, lookup, statsd, HTTP servers
+	connWG     sync.WaitGroup // client connection goroutines
+	acceptDone chan struct{}  // closed when the TCP accept loop has returned
+	started    atomic.Bool
+	exiting    atomic.Bool
+	exitOnce   sync.Once
 }
 
 // New validates opts and prepares a daemon; Start makes it listen.
@@ -172,12 +174,14 @@ func (n *NSQD) Start() error {
 	}
 	if err := syscall.Flock(int(dir.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		dir.Close()
+		n.started.Store(false)
 		return fmt.Errorf("--data-path=%s in use (possibly by another instance of nsqd): %w", dataPathOf(o), err)
 	}
 	n.dirLock = dir
 	fail := func(err error) error {
 		n.closeListeners()
 		n.dirLock.Close()
+		n.started.Store(false)
 		return err
 	}
 	if n.tcpListener, err = listen(o.TCPAddress); err != nil {
@@ -200,7 +204,7 @@ func (n *NSQD) Start() error {
 		return fail(err)
 	}
 
-	n.wg.Add(1)
+	n.acceptDone = make(chan struct{})
 	go n.serveTCP(n.tcpListener)
 	n.startHTTP()
 	n.wg.Add(1)
@@ -250,14 +254,16 @@ func (n *NSQD) exit() {
 		return
 	}
 	n.exiting.Store(true)
-	if n.tcpListener != nil {
-		n.tcpListener.Close()
-	}
+	n.tcpListener.Close()
+	<-n.acceptDone
 	n.clientsMu.Lock()
 	for _, c := range n.clients {
 		c.closeConn()
 	}
 	n.clientsMu.Unlock()
+	// every connection has requeued its in-flight messages before the queues
+	// are flushed to disk
+	n.connWG.Wait()
 	for _, s := range n.httpServers {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		s.Shutdown(ctx)

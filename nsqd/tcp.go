@@ -14,7 +14,7 @@ import (
 
 // serveTCP accepts V2 connections until the listener closes.
 func (n *NSQD) serveTCP(ln net.Listener) {
-	defer n.wg.Done()
+	defer close(n.acceptDone)
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -30,9 +30,9 @@ func (n *NSQD) serveTCP(ln net.Listener) {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		n.wg.Add(1)
+		n.connWG.Add(1)
 		go func() {
-			defer n.wg.Done()
+			defer n.connWG.Done()
 			n.handleConn(conn)
 		}()
 	}

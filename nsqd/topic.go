@@ -133,19 +133,23 @@ func (t *Topic) put(ents []qentry, bodyBytes uint64) error {
 // channel reads them through its own cursor); single messages are copied
 // for every channel after the first.
 func (t *Topic) distribute(ents []qentry, chans []*Channel) {
-	for i, ch := range chans {
-		batch := ents
-		if i > 0 {
-			batch = make([]qentry, len(ents))
-			for j, e := range ents {
-				if e.m != nil {
-					m := e.m
-					e = qentry{m: &Message{ID: m.ID, Body: m.Body, Timestamp: m.Timestamp, Attempts: m.Attempts, deferBy: m.deferBy, heapIndex: -1}}
-				}
-				batch[j] = e
+	// Copies are made before the first channel gets the originals: once a
+	// channel holds a message it may be delivered and modified at once.
+	perChannel := make([][]qentry, len(chans))
+	perChannel[0] = ents
+	for i := 1; i < len(chans); i++ {
+		batch := make([]qentry, len(ents))
+		for j, e := range ents {
+			if e.m != nil {
+				m := e.m
+				e = qentry{m: &Message{ID: m.ID, Body: m.Body, Timestamp: m.Timestamp, Attempts: m.Attempts, deferBy: m.deferBy, heapIndex: -1}}
 			}
+			batch[j] = e
 		}
-		if err := ch.put(batch); err != nil && err != errExiting {
+		perChannel[i] = batch
+	}
+	for i, ch := range chans {
+		if err := ch.put(perChannel[i]); err != nil && err != errExiting {
 			t.logger.Error("failed to put messages into channel", "channel", ch.name, "err", err)
 		}
 	}
