@@ -201,11 +201,12 @@ func (r *Registry) Register(id, topic, channel string) bool {
 }
 
 // Unregister removes peer id as §7.2 UNREGISTER describes. With a channel:
-// from channel:<topic>:<channel> only, deleting that registration if the
-// channel is ephemeral and this removal left it empty. Without: from every
-// channel:<topic>:* and from topic:<topic>, deleting the topic registration
-// if the topic is ephemeral and this removal left it empty. It returns false
-// if id is not a registered peer.
+// from channel:<topic>:<channel> only, then deletes that registration if the
+// channel is ephemeral and has no producers left. Without: from every
+// channel:<topic>:* and from topic:<topic>, then deletes the topic
+// registration if the topic is ephemeral and has no producers left. As in
+// the reference, an empty ephemeral registration is deleted even when id was
+// not one of its producers. It returns false if id is not a registered peer.
 func (r *Registry) Unregister(id, topic, channel string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -214,13 +215,14 @@ func (r *Registry) Unregister(id, topic, channel string) bool {
 		return false
 	}
 	if channel != "" {
-		producers := r.channels[topic][channel]
-		if _, ok := producers[id]; ok {
-			delete(producers, id)
-			delete(p.channels, chanKey{topic, channel})
-			if len(producers) == 0 && protocol.IsEphemeral(channel) {
-				r.deleteChannelLocked(topic, channel)
-			}
+		producers, ok := r.channels[topic][channel]
+		if !ok {
+			return true
+		}
+		delete(producers, id)
+		delete(p.channels, chanKey{topic, channel})
+		if len(producers) == 0 && protocol.IsEphemeral(channel) {
+			r.deleteChannelLocked(topic, channel)
 		}
 		return true
 	}
@@ -228,13 +230,16 @@ func (r *Registry) Unregister(id, topic, channel string) bool {
 		delete(producers, id)
 		delete(p.channels, chanKey{topic, ch})
 	}
-	producers := r.topics[topic]
+	producers, ok := r.topics[topic]
+	if !ok {
+		return true
+	}
 	if _, ok := producers[id]; ok {
 		delete(producers, id)
 		p.removeTopic(topic)
-		if len(producers) == 0 && protocol.IsEphemeral(topic) {
-			delete(r.topics, topic)
-		}
+	}
+	if len(producers) == 0 && protocol.IsEphemeral(topic) {
+		delete(r.topics, topic)
 	}
 	return true
 }

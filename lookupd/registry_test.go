@@ -108,9 +108,14 @@ func TestRegistryScenarios(t *testing.T) {
 			topics:   []string{"t"},
 		},
 		{
-			name:     "unregister ephemeral channel by a non-producer keeps it",
+			name:     "unregister of an empty ephemeral channel by a non-producer removes it (reference behaviour)",
 			ops:      []op{identify("a:1"), identify("b:1"), reg("a:1", "t", "c#ephemeral"), unreg("a:1", "t", "c#ephemeral"), reg("b:1", "t", ""), func(r *Registry) { r.CreateChannel("t", "d#ephemeral") }, unreg("b:1", "t", "d#ephemeral")},
-			channels: map[string][]string{"t": {"d#ephemeral"}},
+			channels: map[string][]string{"t": {}},
+		},
+		{
+			name:   "unregister of an empty ephemeral topic by a non-producer removes it (reference behaviour)",
+			ops:    []op{identify("b:1"), func(r *Registry) { r.CreateTopic("z#ephemeral"); r.CreateTopic("keep") }, unreg("b:1", "z#ephemeral", ""), unreg("b:1", "keep", "")},
+			topics: []string{"keep"},
 		},
 		{
 			name:     "unregister topic removes peer from its channels, keeps registrations",
