@@ -237,7 +237,8 @@ func TestKubernetesManifests(t *testing.T) {
 		}
 		out, err := runBinary(binaries[name], append(args, "--version")...)
 		if err != nil || !strings.HasPrefix(out, binaries[name]+" v") {
-			t.Errorf("%s: %s %q --version: %v\n%s", w.id(), binaries[name], args, err, out)
+			lines := strings.SplitN(out, "\n", 3)
+			t.Errorf("%s: %s %q --version: %v\n%s", w.id(), binaries[name], args, err, strings.Join(lines[:min(2, len(lines))], "\n"))
 		}
 		// Listen addresses match the declared container ports.
 		for _, a := range args {

@@ -19,11 +19,11 @@ import (
 	"github.com/sluicemq/sluice/nsqd"
 )
 
-// scrape is one parsed GET /metrics.
-type scrape map[string]*dto.MetricFamily
+// metricsScrape is one parsed GET /metrics.
+type metricsScrape map[string]*dto.MetricFamily
 
 // scrapeMetrics fetches http://<addr>/metrics and parses the text exposition.
-func scrapeMetrics(t testing.TB, h *testutil.NSQDHandle) scrape {
+func scrapeMetrics(t testing.TB, h *testutil.NSQDHandle) metricsScrape {
 	t.Helper()
 	r := testutil.HTTPDo(t, http.MethodGet, h.URL("/metrics"), nil)
 	if r.Status != http.StatusOK {
@@ -40,8 +40,8 @@ func scrapeMetrics(t testing.TB, h *testutil.NSQDHandle) scrape {
 	return fams
 }
 
-// labelKey renders labels as k=v,... sorted by name.
-func labelKey(lps []*dto.LabelPair) string {
+// promLabelKey renders labels as k=v,... sorted by name.
+func promLabelKey(lps []*dto.LabelPair) string {
 	parts := make([]string, len(lps))
 	for i, lp := range lps {
 		parts[i] = lp.GetName() + "=" + lp.GetValue()
@@ -50,9 +50,9 @@ func labelKey(lps []*dto.LabelPair) string {
 	return strings.Join(parts, ",")
 }
 
-// series returns the value of every series of family name keyed by labelKey,
+// series returns the value of every series of family name keyed by promLabelKey,
 // failing unless the family exists with type typ.
-func (s scrape) series(t testing.TB, name string, typ dto.MetricType) map[string]float64 {
+func (s metricsScrape) series(t testing.TB, name string, typ dto.MetricType) map[string]float64 {
 	t.Helper()
 	f, ok := s[name]
 	if !ok {
@@ -75,13 +75,13 @@ func (s scrape) series(t testing.TB, name string, typ dto.MetricType) map[string
 		default:
 			v = m.GetUntyped().GetValue()
 		}
-		out[labelKey(m.GetLabel())] = v
+		out[promLabelKey(m.GetLabel())] = v
 	}
 	return out
 }
 
 // value returns one series' value, failing when it is absent.
-func (s scrape) value(t testing.TB, name string, typ dto.MetricType, labels string) float64 {
+func (s metricsScrape) value(t testing.TB, name string, typ dto.MetricType, labels string) float64 {
 	t.Helper()
 	all := s.series(t, name, typ)
 	v, ok := all[labels]
@@ -92,16 +92,18 @@ func (s scrape) value(t testing.TB, name string, typ dto.MetricType, labels stri
 }
 
 const (
-	gauge   = dto.MetricType_GAUGE
-	counter = dto.MetricType_COUNTER
+	promGauge   = dto.MetricType_GAUGE
+	promCounter = dto.MetricType_COUNTER
 )
 
-func tl(topic string) string         { return "topic=" + topic }
-func cl(topic, ch string) string     { return "channel=" + ch + ",topic=" + topic }
-func cql(topic, ch, q string) string { return "channel=" + ch + ",quantile=" + q + ",topic=" + topic }
+func topicLbl(topic string) string    { return "topic=" + topic }
+func chanLbl(topic, ch string) string { return "channel=" + ch + ",topic=" + topic }
+func chanQLbl(topic, ch, q string) string {
+	return "channel=" + ch + ",quantile=" + q + ",topic=" + topic
+}
 
 // expectFamily checks that family name holds exactly want (label key -> value).
-func (s scrape) expectFamily(t testing.TB, name string, typ dto.MetricType, want map[string]float64) {
+func (s metricsScrape) expectFamily(t testing.TB, name string, typ dto.MetricType, want map[string]float64) {
 	t.Helper()
 	if _, ok := s[name]; !ok && len(want) == 0 {
 		return // a family without series is not exposed
@@ -124,9 +126,9 @@ func (s scrape) expectFamily(t testing.TB, name string, typ dto.MetricType, want
 	}
 }
 
-// TestMetricsTopicsAndChannels drives one topic through publishes, FIN, a
-// deferred REQ, a timeout and a held in-flight message, and checks every
-// topic and channel metric's exact value.
+// TestMetricsTopicsAndChannels drives one topic through publishes, a deferred
+// publish, FIN, a deferred REQ, a timeout and a held in-flight message, and
+// checks every topic and channel metric's exact value.
 func TestMetricsTopicsAndChannels(t *testing.T) {
 	h := testutil.StartNSQD(t, func(o *nsqd.Options) {
 		o.E2EProcessingLatencyPercentiles = []float64{1, 0.5}
@@ -135,22 +137,22 @@ func TestMetricsTopicsAndChannels(t *testing.T) {
 
 	// Empty daemon: no topic series, healthy, runtime collectors present.
 	s := scrapeMetrics(t, h)
-	if v := s.value(t, "nsqd_healthy", gauge, ""); v != 1 {
+	if v := s.value(t, "nsqd_healthy", promGauge, ""); v != 1 {
 		t.Errorf("nsqd_healthy = %v, want 1", v)
 	}
-	if v := s.value(t, "nsqd_topics", gauge, ""); v != 0 {
+	if v := s.value(t, "nsqd_topics", promGauge, ""); v != 0 {
 		t.Errorf("nsqd_topics = %v, want 0", v)
 	}
-	s.expectFamily(t, "nsqd_topic_depth", gauge, map[string]float64{})
-	if v := s.value(t, "nsqd_start_time_seconds", gauge, ""); v <= 0 || v > float64(time.Now().Unix()) {
+	s.expectFamily(t, "nsqd_topic_depth", promGauge, map[string]float64{})
+	if v := s.value(t, "nsqd_start_time_seconds", promGauge, ""); v <= 0 || v > float64(time.Now().Unix()) {
 		t.Errorf("nsqd_start_time_seconds = %v", v)
 	}
 	for _, name := range []string{"go_goroutines", "go_memstats_alloc_bytes", "process_resident_memory_bytes", "process_start_time_seconds", "process_open_fds"} {
-		if v := s.value(t, name, gauge, ""); v <= 0 {
+		if v := s.value(t, name, promGauge, ""); v <= 0 {
 			t.Errorf("%s = %v, want > 0", name, v)
 		}
 	}
-	if v := s.value(t, "go_info", gauge, "version="+runtime.Version()); v != 1 {
+	if v := s.value(t, "go_info", promGauge, "version="+runtime.Version()); v != 1 {
 		t.Errorf("go_info{version=%q} = %v, want 1", runtime.Version(), v)
 	}
 
@@ -165,13 +167,16 @@ func TestMetricsTopicsAndChannels(t *testing.T) {
 		bodyBytes += len(b)
 		testutil.MustPost(t, h.URL("/pub?topic="+topic), b)
 	}
+	deferred := []byte("deferred")
+	bodyBytes += len(deferred)
+	testutil.MustPost(t, h.URL("/pub?topic="+topic+"&defer=3600000"), deferred)
 	var last testutil.Stats
 	if !testutil.Eventually(10*time.Second, func() bool {
 		last = testutil.GetStats(t, h.HTTPAddr, "&topic="+topic)
 		a, b := last.Channel(topic, c1), last.Channel(topic, c2)
-		return a != nil && b != nil && a.Depth == 5 && b.Depth == 5
+		return a != nil && b != nil && a.Depth == 5 && b.Depth == 5 && a.DeferredCount == 1 && b.DeferredCount == 1
 	}) {
-		t.Fatalf("want 5 queued messages on both channels, /stats: %s", last.Raw)
+		t.Fatalf("want 5 queued and 1 deferred message on both channels, /stats: %s", last.Raw)
 	}
 
 	// Connection A (1 s timeout) takes one message and lets it time out.
@@ -197,30 +202,30 @@ func TestMetricsTopicsAndChannels(t *testing.T) {
 	b.Send("REQ "+m2.ID+" 3600000", nil)
 	testutil.WaitFor(t, 10*time.Second, func() bool {
 		c := testutil.GetStats(t, h.HTTPAddr, "&topic="+topic).Channel(topic, c1)
-		return c.RequeueCount == 1 && c.InFlightCount == 1 && c.DeferredCount == 1 && c.Depth == 2 && c.E2E.Count == 1
+		return c.RequeueCount == 1 && c.InFlightCount == 1 && c.DeferredCount == 2 && c.Depth == 2 && c.E2E.Count == 1
 	}, "FIN and REQ to be applied on %s", c1)
 
 	s = scrapeMetrics(t, h)
 	st := testutil.GetStats(t, h.HTTPAddr, "")
-	if v := s.value(t, "nsqd_topics", gauge, ""); v != 2 {
+	if v := s.value(t, "nsqd_topics", promGauge, ""); v != 2 {
 		t.Errorf("nsqd_topics = %v, want 2", v)
 	}
-	s.expectFamily(t, "nsqd_topic_depth", gauge, map[string]float64{tl(topic): 0, tl(idle): 0})
-	s.expectFamily(t, "nsqd_topic_backend_depth", gauge, map[string]float64{tl(topic): 0, tl(idle): 0})
-	s.expectFamily(t, "nsqd_topic_paused", gauge, map[string]float64{tl(topic): 0, tl(idle): 0})
-	s.expectFamily(t, "nsqd_topic_channels", gauge, map[string]float64{tl(topic): 2, tl(idle): 0})
-	s.expectFamily(t, "nsqd_topic_messages_total", counter, map[string]float64{tl(topic): 5, tl(idle): 0})
-	s.expectFamily(t, "nsqd_topic_message_bytes_total", counter, map[string]float64{tl(topic): float64(bodyBytes), tl(idle): 0})
+	s.expectFamily(t, "nsqd_topic_depth", promGauge, map[string]float64{topicLbl(topic): 0, topicLbl(idle): 0})
+	s.expectFamily(t, "nsqd_topic_backend_depth", promGauge, map[string]float64{topicLbl(topic): 0, topicLbl(idle): 0})
+	s.expectFamily(t, "nsqd_topic_paused", promGauge, map[string]float64{topicLbl(topic): 0, topicLbl(idle): 0})
+	s.expectFamily(t, "nsqd_topic_channels", promGauge, map[string]float64{topicLbl(topic): 2, topicLbl(idle): 0})
+	s.expectFamily(t, "nsqd_topic_messages_total", promCounter, map[string]float64{topicLbl(topic): 6, topicLbl(idle): 0})
+	s.expectFamily(t, "nsqd_topic_message_bytes_total", promCounter, map[string]float64{topicLbl(topic): float64(bodyBytes), topicLbl(idle): 0})
 
-	s.expectFamily(t, "nsqd_channel_depth", gauge, map[string]float64{cl(topic, c1): 2, cl(topic, c2): 5})
-	s.expectFamily(t, "nsqd_channel_backend_depth", gauge, map[string]float64{cl(topic, c1): 0, cl(topic, c2): 0})
-	s.expectFamily(t, "nsqd_channel_in_flight", gauge, map[string]float64{cl(topic, c1): 1, cl(topic, c2): 0})
-	s.expectFamily(t, "nsqd_channel_deferred", gauge, map[string]float64{cl(topic, c1): 1, cl(topic, c2): 0})
-	s.expectFamily(t, "nsqd_channel_clients", gauge, map[string]float64{cl(topic, c1): 2, cl(topic, c2): 0})
-	s.expectFamily(t, "nsqd_channel_paused", gauge, map[string]float64{cl(topic, c1): 0, cl(topic, c2): 0})
-	s.expectFamily(t, "nsqd_channel_messages_total", counter, map[string]float64{cl(topic, c1): 5, cl(topic, c2): 5})
-	s.expectFamily(t, "nsqd_channel_requeued_total", counter, map[string]float64{cl(topic, c1): 1, cl(topic, c2): 0})
-	s.expectFamily(t, "nsqd_channel_timed_out_total", counter, map[string]float64{cl(topic, c1): 1, cl(topic, c2): 0})
+	s.expectFamily(t, "nsqd_channel_depth", promGauge, map[string]float64{chanLbl(topic, c1): 2, chanLbl(topic, c2): 5})
+	s.expectFamily(t, "nsqd_channel_backend_depth", promGauge, map[string]float64{chanLbl(topic, c1): 0, chanLbl(topic, c2): 0})
+	s.expectFamily(t, "nsqd_channel_in_flight", promGauge, map[string]float64{chanLbl(topic, c1): 1, chanLbl(topic, c2): 0})
+	s.expectFamily(t, "nsqd_channel_deferred", promGauge, map[string]float64{chanLbl(topic, c1): 2, chanLbl(topic, c2): 1})
+	s.expectFamily(t, "nsqd_channel_clients", promGauge, map[string]float64{chanLbl(topic, c1): 2, chanLbl(topic, c2): 0})
+	s.expectFamily(t, "nsqd_channel_paused", promGauge, map[string]float64{chanLbl(topic, c1): 0, chanLbl(topic, c2): 0})
+	s.expectFamily(t, "nsqd_channel_messages_total", promCounter, map[string]float64{chanLbl(topic, c1): 6, chanLbl(topic, c2): 6})
+	s.expectFamily(t, "nsqd_channel_requeued_total", promCounter, map[string]float64{chanLbl(topic, c1): 1, chanLbl(topic, c2): 0})
+	s.expectFamily(t, "nsqd_channel_timed_out_total", promCounter, map[string]float64{chanLbl(topic, c1): 1, chanLbl(topic, c2): 0})
 
 	// e2e latency: one FIN on c1, so one sample; quantile values are the
 	// /stats figures (ns) in seconds. Nothing changes between the two reads:
@@ -230,33 +235,33 @@ func TestMetricsTopicsAndChannels(t *testing.T) {
 	if tsC1 == nil || tsT == nil || len(tsC1.E2E.Percentiles) != 2 || len(tsT.E2E.Percentiles) != 2 {
 		t.Fatalf("unexpected /stats e2e: %s", st.Raw)
 	}
-	s.expectFamily(t, "nsqd_channel_e2e_processing_latency_samples", gauge, map[string]float64{
-		cl(topic, c1): 1, cl(topic, c2): float64(st.Channel(topic, c2).E2E.Count)})
+	s.expectFamily(t, "nsqd_channel_e2e_processing_latency_samples", promGauge, map[string]float64{
+		chanLbl(topic, c1): 1, chanLbl(topic, c2): float64(st.Channel(topic, c2).E2E.Count)})
 	if st.Channel(topic, c2).E2E.Count != 0 {
 		t.Errorf("c2 e2e count = %d, want 0", st.Channel(topic, c2).E2E.Count)
 	}
 	wantCh := map[string]float64{}
 	for _, ch := range []string{c1, c2} {
 		for _, p := range st.Channel(topic, ch).E2E.Percentiles {
-			wantCh[cql(topic, ch, strconv.FormatFloat(p.Quantile, 'g', -1, 64))] = p.Value / 1e9
+			wantCh[chanQLbl(topic, ch, strconv.FormatFloat(p.Quantile, 'g', -1, 64))] = p.Value / 1e9
 		}
 	}
-	if _, ok := wantCh[cql(topic, c1, "1")]; !ok {
+	if _, ok := wantCh[chanQLbl(topic, c1, "1")]; !ok {
 		t.Fatalf("no quantile 1 for c1 in /stats: %s", st.Raw)
 	}
-	if _, ok := wantCh[cql(topic, c1, "0.5")]; !ok {
+	if _, ok := wantCh[chanQLbl(topic, c1, "0.5")]; !ok {
 		t.Fatalf("no quantile 0.5 for c1 in /stats: %s", st.Raw)
 	}
-	if wantCh[cql(topic, c1, "1")] <= 0 {
-		t.Errorf("c1 p100 latency = %v, want > 0", wantCh[cql(topic, c1, "1")])
+	if wantCh[chanQLbl(topic, c1, "1")] <= 0 {
+		t.Errorf("c1 p100 latency = %v, want > 0", wantCh[chanQLbl(topic, c1, "1")])
 	}
-	s.expectFamily(t, "nsqd_channel_e2e_processing_latency_seconds", gauge, wantCh)
+	s.expectFamily(t, "nsqd_channel_e2e_processing_latency_seconds", promGauge, wantCh)
 	wantT := map[string]float64{}
 	for _, p := range tsT.E2E.Percentiles {
 		wantT["quantile="+strconv.FormatFloat(p.Quantile, 'g', -1, 64)+",topic="+topic] = p.Value / 1e9
 	}
-	s.expectFamily(t, "nsqd_topic_e2e_processing_latency_seconds", gauge, wantT)
-	s.expectFamily(t, "nsqd_topic_e2e_processing_latency_samples", gauge, map[string]float64{tl(topic): 1})
+	s.expectFamily(t, "nsqd_topic_e2e_processing_latency_seconds", promGauge, wantT)
+	s.expectFamily(t, "nsqd_topic_e2e_processing_latency_samples", promGauge, map[string]float64{topicLbl(topic): 1})
 
 	// Pausing shows, and a closed consumer leaves the client count.
 	testutil.MustPost(t, h.URL("/channel/pause?topic="+topic+"&channel="+c2), nil)
@@ -266,16 +271,16 @@ func TestMetricsTopicsAndChannels(t *testing.T) {
 		return testutil.GetStats(t, h.HTTPAddr, "&topic="+topic).Channel(topic, c1).ClientCount == 1
 	}, "connection A to leave %s", c1)
 	s = scrapeMetrics(t, h)
-	s.expectFamily(t, "nsqd_channel_paused", gauge, map[string]float64{cl(topic, c1): 0, cl(topic, c2): 1})
-	s.expectFamily(t, "nsqd_topic_paused", gauge, map[string]float64{tl(topic): 0, tl(idle): 1})
-	s.expectFamily(t, "nsqd_channel_clients", gauge, map[string]float64{cl(topic, c1): 1, cl(topic, c2): 0})
+	s.expectFamily(t, "nsqd_channel_paused", promGauge, map[string]float64{chanLbl(topic, c1): 0, chanLbl(topic, c2): 1})
+	s.expectFamily(t, "nsqd_topic_paused", promGauge, map[string]float64{topicLbl(topic): 0, topicLbl(idle): 1})
+	s.expectFamily(t, "nsqd_channel_clients", promGauge, map[string]float64{chanLbl(topic, c1): 1, chanLbl(topic, c2): 0})
 
 	// Deleting removes the series.
 	testutil.MustPost(t, h.URL("/topic/delete?topic="+topic), nil)
 	s = scrapeMetrics(t, h)
-	s.expectFamily(t, "nsqd_topic_messages_total", counter, map[string]float64{tl(idle): 0})
-	s.expectFamily(t, "nsqd_channel_depth", gauge, map[string]float64{})
-	if v := s.value(t, "nsqd_topics", gauge, ""); v != 1 {
+	s.expectFamily(t, "nsqd_topic_messages_total", promCounter, map[string]float64{topicLbl(idle): 0})
+	s.expectFamily(t, "nsqd_channel_depth", promGauge, map[string]float64{})
+	if v := s.value(t, "nsqd_topics", promGauge, ""); v != 1 {
 		t.Errorf("nsqd_topics = %v, want 1", v)
 	}
 }
@@ -309,12 +314,12 @@ func TestMetricsBackendDepth(t *testing.T) {
 		t.Fatalf("channel did not settle at depth %d with a disk share: %+v", n, cur)
 	}
 	s := scrapeMetrics(t, h)
-	s.expectFamily(t, "nsqd_topic_depth", gauge, map[string]float64{tl(topic): 0, tl(lone): n})
-	s.expectFamily(t, "nsqd_topic_backend_depth", gauge, map[string]float64{tl(topic): 0, tl(lone): n - 2})
-	s.expectFamily(t, "nsqd_channel_depth", gauge, map[string]float64{cl(topic, ch): n})
-	s.expectFamily(t, "nsqd_channel_backend_depth", gauge, map[string]float64{cl(topic, ch): float64(cur.BackendDepth)})
-	s.expectFamily(t, "nsqd_topic_messages_total", counter, map[string]float64{tl(topic): n, tl(lone): n})
-	s.expectFamily(t, "nsqd_topic_message_bytes_total", counter, map[string]float64{tl(topic): 2 * n, tl(lone): n})
+	s.expectFamily(t, "nsqd_topic_depth", promGauge, map[string]float64{topicLbl(topic): 0, topicLbl(lone): n})
+	s.expectFamily(t, "nsqd_topic_backend_depth", promGauge, map[string]float64{topicLbl(topic): 0, topicLbl(lone): n - 2})
+	s.expectFamily(t, "nsqd_channel_depth", promGauge, map[string]float64{chanLbl(topic, ch): n})
+	s.expectFamily(t, "nsqd_channel_backend_depth", promGauge, map[string]float64{chanLbl(topic, ch): float64(cur.BackendDepth)})
+	s.expectFamily(t, "nsqd_topic_messages_total", promCounter, map[string]float64{topicLbl(topic): n, topicLbl(lone): n})
+	s.expectFamily(t, "nsqd_topic_message_bytes_total", promCounter, map[string]float64{topicLbl(topic): 2 * n, topicLbl(lone): n})
 	// No percentiles configured: no latency series at all.
 	for _, name := range []string{"nsqd_topic_e2e_processing_latency_seconds", "nsqd_channel_e2e_processing_latency_seconds"} {
 		if f, ok := s[name]; ok && len(f.GetMetric()) > 0 {
@@ -354,14 +359,14 @@ func TestMetricsNegotiation(t *testing.T) {
 			break
 		}
 		if mf.GetName() == "nsqd_topic_depth" {
-			if len(mf.GetMetric()) != 1 || labelKey(mf.GetMetric()[0].GetLabel()) != "topic=neg" || mf.GetMetric()[0].GetGauge().GetValue() != 0 {
+			if len(mf.GetMetric()) != 1 || promLabelKey(mf.GetMetric()[0].GetLabel()) != "topic=neg" || mf.GetMetric()[0].GetGauge().GetValue() != 0 {
 				t.Errorf("nsqd_topic_depth = %v", mf.String())
 			}
 			found = true
 		}
 	}
 	if !found {
-		t.Errorf("nsqd_topic_depth not in protobuf scrape")
+		t.Errorf("nsqd_topic_depth not in protobuf metricsScrape")
 	}
 
 	// Every other method is refused like the rest of the API.
