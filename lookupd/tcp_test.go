@@ -92,10 +92,11 @@ func TestTCPBadInput(t *testing.T) {
 	long := strings.Repeat("a", 65)
 	cases := []struct {
 		name string
-		// pre is sent and its replies (preReplies of them) checked as OK/JSON.
+		// identified: the offender IDENTIFYs and registers a topic first
+		// (checked removed afterwards); otherwise send starts with the magic.
 		identified bool
 		send       []byte
-		halfClose  bool
+		halfClose  bool // half-close after send (truncated input)
 		want       string
 	}{
 		{name: "bad magic", send: []byte("  V2PING\n"), want: "E_BAD_PROTOCOL"},
