@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,20 +109,51 @@ func (c *Channel) refill() {
 		}
 		select {
 		case b := <-c.backend.readChan():
-			m, err := decodeRecord(b)
-			if err != nil {
-				c.logger.Error("dropping corrupt message read from disk", "err", err)
-				continue
-			}
-			c.mu.Lock()
-			c.mem.push(m)
-			c.wakeWaitersLocked(1)
-			c.mu.Unlock()
+			c.refillBatch(b)
 		case <-c.roomCh:
 		case <-c.exitCh:
 			return
 		}
 	}
+}
+
+// refillBatch moves the message just read from disk, and those right
+// behind it, into memory. go-diskqueue hands messages over one at a time
+// through a channel; yielding between receives lets its reader queue the
+// next one, so a backlog moves in batches and consumers are woken, and their
+// output flushed, once per batch rather than once per message.
+func (c *Channel) refillBatch(first []byte) {
+	var recs [128][]byte
+	batch := append(recs[:0], first)
+	c.mu.Lock()
+	limit := c.refillLimit - c.mem.len()
+	c.mu.Unlock()
+	readCh := c.backend.readChan()
+collect:
+	for len(batch) < len(recs) && len(batch) < limit {
+		runtime.Gosched()
+		select {
+		case b := <-readCh:
+			batch = append(batch, b)
+		default:
+			break collect
+		}
+	}
+	msgs := make([]*Message, 0, len(batch))
+	for _, b := range batch {
+		m, err := decodeRecord(b)
+		if err != nil {
+			c.logger.Error("dropping corrupt message read from disk", "err", err)
+			continue
+		}
+		msgs = append(msgs, m)
+	}
+	c.mu.Lock()
+	for _, m := range msgs {
+		c.mem.push(m)
+	}
+	c.wakeWaitersLocked(len(msgs))
+	c.mu.Unlock()
 }
 
 // wantRefillLocked reports whether a consumer could use a message from disk.
