@@ -22,31 +22,11 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	opts := nsqd.NewOptions()
-	level := new(slog.LevelVar)
-	fs := newFlagSet(opts, level)
-	fs.SetOutput(stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	opts, done, code := loadOptions(args, stdout, stderr)
+	if done {
+		return code
 	}
-	if fs.Lookup("version").Value.String() == "true" {
-		fmt.Fprintln(stdout, config.VersionLine("nsqd"))
-		return 0
-	}
-	if path := fs.Lookup("config").Value.String(); path != "" {
-		if err := config.Load(fs, path, keyOverrides); err != nil {
-			fmt.Fprintf(stderr, "nsqd: failed to load config file %s: %v\n", path, err)
-			return 1
-		}
-	}
-	logger := config.NewLogger(stderr, opts.LogPrefix, level)
-	opts.Logger = logger
-	opts.LogLevelVar = level
-	opts.LogLevel = config.LevelFlag{Var: level}.String()
-
+	logger := opts.Logger
 	n, err := nsqd.New(opts)
 	if err != nil {
 		logger.Log(context.Background(), config.LevelFatal, "failed to instantiate nsqd", "err", err)
@@ -62,4 +42,34 @@ func run(args []string, stdout, stderr io.Writer) int {
 	signal.Stop(sig)
 	n.Exit()
 	return 0
+}
+
+// loadOptions turns the command line and the --config file into Options
+// (flags win over the file, the file over defaults). done reports that the
+// program should exit with code (after --version, --help or an error).
+func loadOptions(args []string, stdout, stderr io.Writer) (opts *nsqd.Options, done bool, code int) {
+	opts = nsqd.NewOptions()
+	level := new(slog.LevelVar)
+	fs := newFlagSet(opts, level)
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, true, 0
+		}
+		return nil, true, 2
+	}
+	if fs.Lookup("version").Value.String() == "true" {
+		fmt.Fprintln(stdout, config.VersionLine("nsqd"))
+		return nil, true, 0
+	}
+	if path := fs.Lookup("config").Value.String(); path != "" {
+		if err := config.Load(fs, path, keyOverrides); err != nil {
+			fmt.Fprintf(stderr, "nsqd: failed to load config file %s: %v\n", path, err)
+			return nil, true, 1
+		}
+	}
+	opts.Logger = config.NewLogger(stderr, opts.LogPrefix, level)
+	opts.LogLevelVar = level
+	opts.LogLevel = config.LevelFlag{Var: level}.String()
+	return opts, false, 0
 }
