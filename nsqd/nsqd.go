@@ -211,7 +211,14 @@ func (n *NSQD) Start() error {
 	go n.scanLoop()
 	n.startLookup()
 	n.startStatsd()
-	n.logger.Info("nsqd started", "version", Version, "tcp", n.tcpListener.Addr().String(), "data_path", dataPathOf(o))
+	attrs := []any{"version", Version, "tcp", n.tcpListener.Addr().String()}
+	if a := n.HTTPAddr(); a != nil {
+		attrs = append(attrs, "http", a.String())
+	}
+	if a := n.HTTPSAddr(); a != nil {
+		attrs = append(attrs, "https", a.String())
+	}
+	n.logger.Info("nsqd started", append(attrs, "data_path", dataPathOf(o))...)
 	return nil
 }
 
