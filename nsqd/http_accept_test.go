@@ -281,6 +281,10 @@ func TestHTTPTopicChannelActions(t *testing.T) {
 		cs := channelStats(t, h, "act", "c")
 		return cs.InFlightCount == 1 && cs.Depth == 1
 	}, "1 in flight, 1 queued")
+	// RDY 0 first, so that nothing can be delivered right after the empty
+	// (the reference races here); the PUB's OK orders it before the empty.
+	c.Ready(0)
+	c.Publish("act_sync", []byte("sync"))
 	post("/channel/empty?topic=act&channel=c")
 	cs := channelStats(t, h, "act", "c")
 	if cs.Depth != 0 || cs.InFlightCount != 0 || cs.Clients[0].InFlightCount != 0 {
@@ -289,6 +293,7 @@ func TestHTTPTopicChannelActions(t *testing.T) {
 	c.Send("FIN "+m.ID, nil)
 	c.ExpectError(fmt.Sprintf("E_FIN_FAILED FIN %s failed ID not in flight", m.ID))
 	// The connection stays open and, RDY 1 with nothing in flight, gets new messages.
+	c.Ready(1)
 	testutil.MustPost(t, h.URL("/pub?topic=act"), []byte("fresh"))
 	if m := c.ExpectMessage(); string(m.Body) != "fresh" {
 		t.Fatalf("got %q after empty, want fresh", m.Body)
