@@ -119,7 +119,9 @@ func (c *client) identify(beforeBlock func()) ([]byte, error) {
 		level = o.MaxDeflateLevel
 	}
 
+	c.writeMu.Lock() // the heartbeat timer and the writers read these
 	c.heartbeat, c.outputBufSize, c.outputBufTO = heartbeat, bufSize, bufTO
+	c.writeMu.Unlock()
 	c.msgTimeout, c.sampleRate = msgTimeout, req.SampleRate
 	id := *c.identity.Load()
 	id.clientID, id.hostname, id.userAgent = req.ClientID, req.Hostname, req.UserAgent
