@@ -104,11 +104,18 @@ func TestSampleRate(t *testing.T) {
 	pub.ExpectOK()
 	c := subscribe(t, h, "sample", "c", map[string]any{"sample_rate": 49})
 	c.Ready(2500)
+	// Every message leaves the queue: delivered ones stay in flight (never
+	// FIN'd), unsampled ones are dropped.
+	var cs *testutil.ChannelStats
+	testutil.WaitFor(t, 10*time.Second, func() bool {
+		cs = channelStats(t, h, "sample", "c")
+		return cs.MessageCount == n && cs.Depth == 0
+	}, "the channel to have taken all %d messages", n)
 	got := 0
 	for {
 		f, err := c.ReadNonHeartbeat(500 * time.Millisecond)
 		if err != nil {
-			break // nothing more within 500 ms
+			break // the queue is empty: nothing more after 500 ms of silence
 		}
 		if f.Type != testutil.FrameTypeMessage {
 			t.Fatalf("got %v", f)
@@ -119,9 +126,8 @@ func TestSampleRate(t *testing.T) {
 	if got < 400 || got > 600 {
 		t.Fatalf("sample_rate 49 delivered %d of %d, want about 500", got, n)
 	}
-	cs := channelStats(t, h, "sample", "c")
-	if cs.Depth != 0 || cs.InFlightCount != got {
-		t.Fatalf("channel depth=%d in_flight=%d, want 0 and %d (unsampled messages are dropped)", cs.Depth, cs.InFlightCount, got)
+	if cs = channelStats(t, h, "sample", "c"); cs.InFlightCount != got || cs.Depth != 0 {
+		t.Fatalf("channel in_flight=%d depth=%d, want %d (the deliveries) and 0", cs.InFlightCount, cs.Depth, got)
 	}
 }
 
