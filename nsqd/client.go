@@ -240,6 +240,12 @@ func (r *connReader) readInt32(beforeBlock func()) (int32, error) {
 	return int32(uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])), nil
 }
 
+// Prebuilt frames for the replies sent most often. Only read.
+var (
+	okFrame        = protocol.AppendFrame(nil, protocol.FrameTypeResponse, protocol.OK)
+	heartbeatFrame = protocol.AppendFrame(nil, protocol.FrameTypeResponse, protocol.Heartbeat)
+)
+
 var writeBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16*1024); return &b }}
 
 // writeFrame writes one response or error frame and flushes it. A small
@@ -252,8 +258,17 @@ func (c *client) writeFrame(t protocol.FrameType, data []byte) error {
 		return net.ErrClosed
 	}
 	if len(c.wbuf) == 0 && len(data) <= 4096 {
-		// a lone control frame: an exact-size write, no pooled buffer
-		frame := protocol.AppendFrame(make([]byte, 0, protocol.FrameHeaderSize+len(data)), t, data)
+		// a lone control frame: written as is, from a prebuilt frame for the
+		// common replies, else an exact-size one; no pooled buffer
+		var frame []byte
+		switch {
+		case t == protocol.FrameTypeResponse && len(data) == 2 && data[0] == 'O' && data[1] == 'K':
+			frame = okFrame
+		case t == protocol.FrameTypeResponse && len(data) == len(protocol.Heartbeat) && string(data) == string(protocol.Heartbeat):
+			frame = heartbeatFrame
+		default:
+			frame = protocol.AppendFrame(make([]byte, 0, protocol.FrameHeaderSize+len(data)), t, data)
+		}
 		if c.heartbeat > 0 {
 			c.conn.SetWriteDeadline(time.Now().Add(c.heartbeat))
 		}
