@@ -32,7 +32,7 @@ mkdir -p "$work/data"
 "$work/bin/nsqlookupd" --broadcast-address=127.0.0.1 --tcp-address=127.0.0.1:4160 --http-address=127.0.0.1:4161 \
 	>"$work/nsqlookupd.log" 2>&1 &
 pids+=($!)
-(cd "$work/go-nsq" && "$work/bin/nsqd" --data-path="$work/data" --broadcast-address=127.0.0.1 \
+(cd "$work/go-nsq" && exec "$work/bin/nsqd" --data-path="$work/data" --broadcast-address=127.0.0.1 \
 	--tcp-address=127.0.0.1:4150 --http-address=127.0.0.1:4151 --https-address=127.0.0.1:4152 \
 	--lookupd-tcp-address=127.0.0.1:4160 \
 	--tls-cert=./test/server.pem --tls-key=./test/server.key --tls-root-ca-file=./test/ca.pem \
