@@ -68,7 +68,7 @@ type client struct {
 	flusher   interface{ Flush() error }
 	wbuf      []byte
 	hbTimer   *time.Timer
-	closed    bool
+	closed    atomic.Bool // set once, by closeConn; writers check it under writeMu
 	closeOnce sync.Once
 }
 
@@ -254,7 +254,7 @@ var writeBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16*1024); re
 func (c *client) writeFrame(t protocol.FrameType, data []byte) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
-	if c.closed {
+	if c.closed.Load() {
 		return net.ErrClosed
 	}
 	if len(c.wbuf) == 0 && len(data) <= 4096 {
@@ -321,7 +321,7 @@ func (c *client) flushLocked(release bool) error {
 func (c *client) writeMessages(msgs []*Message) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
-	if c.closed {
+	if c.closed.Load() {
 		return net.ErrClosed
 	}
 	c.grabBufLocked()
@@ -339,7 +339,7 @@ func (c *client) writeMessages(msgs []*Message) error {
 func (c *client) flush() error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
-	if c.closed {
+	if c.closed.Load() {
 		return net.ErrClosed
 	}
 	return c.flushLocked(true)
@@ -372,7 +372,7 @@ func (c *client) startHeartbeats() {
 		c.hbTimer.Stop()
 		c.hbTimer = nil
 	}
-	if c.heartbeat <= 0 || c.closed {
+	if c.heartbeat <= 0 || c.closed.Load() {
 		return
 	}
 	c.hbTimer = time.AfterFunc(c.heartbeat, c.sendHeartbeat)
@@ -383,27 +383,30 @@ func (c *client) sendHeartbeat() {
 		return
 	}
 	c.writeMu.Lock()
-	if !c.closed && c.hbTimer != nil {
+	if !c.closed.Load() && c.hbTimer != nil {
 		c.hbTimer.Reset(c.heartbeat)
 	}
 	c.writeMu.Unlock()
 }
 
-// closeConn closes the connection; the reader goroutine then cleans up.
+// closeConn closes the connection; the reader goroutine then cleans up. It
+// does not wait for the write lock, so a writer blocked on a slow peer
+// cannot hold up a channel deletion or shutdown: closing the socket fails
+// that write at once.
 func (c *client) closeConn() {
-	c.writeMu.Lock()
-	c.closeConnLocked()
-	c.writeMu.Unlock()
-}
-
-func (c *client) closeConnLocked() {
 	c.closeOnce.Do(func() {
-		c.closed = true
-		if c.hbTimer != nil {
-			c.hbTimer.Stop()
-		}
+		c.closed.Store(true)
 		c.conn.Close()
 	})
+}
+
+// closeConnLocked is closeConn for callers holding writeMu; it also stops
+// the heartbeat timer, which writeMu guards.
+func (c *client) closeConnLocked() {
+	c.closeConn()
+	if c.hbTimer != nil {
+		c.hbTimer.Stop()
+	}
 }
 
 func (c *client) notePublish(topic string, n int) {

@@ -63,6 +63,9 @@ func (n *NSQD) handleConn(conn net.Conn) {
 		n.logger.Debug("client closed", "client", c.remoteAddr, "err", err)
 	}
 	c.closeConn()
+	c.writeMu.Lock()
+	c.closeConnLocked() // stops the heartbeat timer
+	c.writeMu.Unlock()
 	if ch := c.subscribedChannel(); ch != nil {
 		ch.removeClient(c)
 	}
