@@ -82,6 +82,16 @@ type printer struct {
 	printTopic bool
 	done       chan struct{} // closed when limit is reached
 	err        error         // first write error; also closes done
+	consumers  []*nsq.Consumer
+}
+
+// pause sets every consumer's RDY to 0 so that nsqd sends nothing more once
+// the limit is reached (otherwise a requeued message would come straight
+// back). Called with mu held.
+func (p *printer) pause() {
+	for _, c := range p.consumers {
+		c.ChangeMaxInFlight(0)
+	}
 }
 
 // handler returns the go-nsq handler for one topic. A message beyond the
@@ -103,11 +113,13 @@ func (p *printer) handler(topic string) nsq.HandlerFunc {
 		p.w.WriteByte('\n')
 		if err := p.w.Flush(); err != nil {
 			p.err = fmt.Errorf("write stdout: %w", err)
+			p.pause()
 			close(p.done)
 			return p.err
 		}
 		p.printed++
 		if p.limit > 0 && p.printed == p.limit {
+			p.pause()
 			close(p.done)
 		}
 		return nil
@@ -137,6 +149,9 @@ func tail(ctx context.Context, o options, stdout io.Writer, logger *slog.Logger)
 	if o.n > 0 && o.n < cfg.MaxInFlight {
 		cfg.MaxInFlight = o.n // do not take more than we will print
 	}
+	// Print every message, however often it was attempted before (go-nsq
+	// would otherwise finish messages past 5 attempts unseen).
+	cfg.MaxAttempts = 0
 	if err := o.consOpts.Apply(cfg); err != nil {
 		return fmt.Errorf("--consumer-opt: %w", err)
 	}
@@ -163,6 +178,12 @@ func tail(ctx context.Context, o options, stdout io.Writer, logger *slog.Logger)
 			return err
 		}
 		consumers = append(consumers, c)
+		p.mu.Lock()
+		p.consumers = append(p.consumers, c)
+		if p.limit > 0 && p.printed >= p.limit {
+			c.ChangeMaxInFlight(0)
+		}
+		p.mu.Unlock()
 	}
 	select {
 	case <-ctx.Done():

@@ -51,10 +51,12 @@ func TestTailNThroughLookupd(t *testing.T) {
 	// The 7 extra messages are not acknowledged: once the tool's connection
 	// is gone they are back in the channel (depth, or in flight until they
 	// are requeued).
-	testutil.WaitFor(t, 10*time.Second, func() bool {
+	if !testutil.Eventually(10*time.Second, func() bool {
 		ch := testutil.GetStats(t, h.HTTPAddr, "&topic=tailed").Channel("tailed", "ch")
 		return ch != nil && ch.ClientCount == 0 && ch.Depth+int64(ch.InFlightCount)+int64(ch.DeferredCount) == 7
-	}, "7 messages left in channel ch")
+	}) {
+		t.Fatalf("not 7 messages left in channel ch: %s\nstderr:\n%s", testutil.GetStats(t, h.HTTPAddr, "&topic=tailed").Raw, stderr)
+	}
 }
 
 func TestPrintTopicMultipleTopics(t *testing.T) {
@@ -106,11 +108,7 @@ func TestBadInput(t *testing.T) {
 			if code != 1 {
 				t.Fatalf("exit %d, want 1; stderr: %s", code, stderr)
 			}
-			lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
-			last := lines[len(lines)-1]
-			if !strings.HasPrefix(last, "nsq_tail: ") || !strings.Contains(last, tc.want) {
-				t.Errorf("last stderr line %q, want nsq_tail: ...%s...", last, tc.want)
-			}
+			toolstest.CheckErrorLine(t, stderr, "nsq_tail", tc.want)
 		})
 	}
 }

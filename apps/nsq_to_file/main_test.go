@@ -265,20 +265,16 @@ func TestWriteFailureRequeues(t *testing.T) {
 	}
 	code, _, stderr := toolstest.RunSync(t, 40*time.Second, run, nil, "--topic", "wf", "--nsqd-tcp-address", h.TCPAddr,
 		"--output-dir", out, "--filename-format", "<TOPIC>.log")
-	if code != 1 || !strings.Contains(lastLine(stderr), "nsq_to_file: topic wf: open output file") {
+	if code != 1 {
 		t.Fatalf("exit %d, stderr: %s", code, stderr)
 	}
+	toolstest.CheckErrorLine(t, stderr, "nsq_to_file", "nsq_to_file: topic wf: open output file")
 	if !testutil.Eventually(20*time.Second, func() bool {
 		ch := testutil.GetStats(t, h.HTTPAddr, "&topic=wf").Channel("wf", "nsq_to_file")
 		return ch != nil && ch.Depth+int64(ch.DeferredCount) == 5 && ch.InFlightCount == 0
 	}) {
 		t.Fatalf("not all 5 messages back in the channel: %s\nstderr: %s", testutil.GetStats(t, h.HTTPAddr, "&topic=wf").Raw, stderr)
 	}
-}
-
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return lines[len(lines)-1]
 }
 
 func TestBadInput(t *testing.T) {
@@ -303,9 +299,7 @@ func TestBadInput(t *testing.T) {
 			if code != 1 {
 				t.Fatalf("exit %d, want 1; stderr: %s", code, stderr)
 			}
-			if last := lastLine(stderr); !strings.HasPrefix(last, "nsq_to_file: ") || !strings.Contains(last, tc.want) {
-				t.Errorf("last stderr line %q, want nsq_to_file: ...%s...", last, tc.want)
-			}
+			toolstest.CheckErrorLine(t, stderr, "nsq_to_file", tc.want)
 		})
 	}
 }

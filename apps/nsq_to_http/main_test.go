@@ -267,11 +267,7 @@ func TestBadInput(t *testing.T) {
 			if code != 1 {
 				t.Fatalf("exit %d, want 1; stderr: %s", code, stderr)
 			}
-			lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
-			last := lines[len(lines)-1]
-			if !strings.HasPrefix(last, "nsq_to_http: ") || !strings.Contains(last, tc.want) {
-				t.Errorf("last stderr line %q, want nsq_to_http: ...%s...", last, tc.want)
-			}
+			toolstest.CheckErrorLine(t, stderr, "nsq_to_http", tc.want)
 		})
 	}
 }

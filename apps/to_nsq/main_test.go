@@ -72,15 +72,7 @@ func TestBadInput(t *testing.T) {
 			if code != 1 {
 				t.Fatalf("exit %d, want 1; stderr: %s", code, stderr)
 			}
-			last := lastLine(stderr)
-			if !strings.HasPrefix(last, "to_nsq: ") || !strings.Contains(last, tc.want) {
-				t.Errorf("last stderr line %q, want to_nsq: ...%s...", last, tc.want)
-			}
+			toolstest.CheckErrorLine(t, stderr, "to_nsq", tc.want)
 		})
 	}
-}
-
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return lines[len(lines)-1]
 }

@@ -192,3 +192,26 @@ func RunSync(t testing.TB, timeout time.Duration, fn RunFunc, stdin io.Reader, a
 	code = r.Wait(t, timeout)
 	return code, r.Stdout.String(), r.Stderr.String()
 }
+
+// ErrorLines returns the lines of stderr a tool wrote about its own failure
+// ("<tool>: ..."), skipping go-nsq's and the logger's lines (which may be
+// written around it by connection goroutines).
+func ErrorLines(stderr, tool string) []string {
+	var out []string
+	for _, l := range strings.Split(stderr, "\n") {
+		if strings.HasPrefix(l, tool+": ") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// CheckErrorLine fails the test unless stderr holds exactly one
+// "<tool>: ..." line and it contains want.
+func CheckErrorLine(t testing.TB, stderr, tool, want string) {
+	t.Helper()
+	lines := ErrorLines(stderr, tool)
+	if len(lines) != 1 || !strings.Contains(lines[0], want) {
+		t.Errorf("error lines %q, want one %q line containing %q; stderr:\n%s", lines, tool+": ...", want, stderr)
+	}
+}
