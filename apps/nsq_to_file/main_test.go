@@ -303,3 +303,32 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 }
+
+// A new <DATETIME> value starts a new file (here every second).
+func TestRollsOnDatetimeChange(t *testing.T) {
+	h := testutil.StartNSQD(t, nil)
+	out := t.TempDir()
+	r := toolstest.Start(t, run, nil, "--topic", "dt", "--nsqd-tcp-address", h.TCPAddr, "--output-dir", out,
+		"--filename-format", "<TOPIC>.<DATETIME>.log", "--datetime-format", "%Y%m%d%H%M%S", "--sync-interval", "50ms")
+	publish(t, h, "dt", bodies("one", 3))
+	drained(t, h, "dt", "nsq_to_file", 3)
+	start := time.Now().Unix()
+	testutil.WaitFor(t, 5*time.Second, func() bool { return time.Now().Unix() != start }, "the next second")
+	publish(t, h, "dt", bodies("two", 2))
+	drained(t, h, "dt", "nsq_to_file", 5)
+	if code := r.Stop(t, 40*time.Second); code != 0 {
+		t.Fatalf("exit %d: %s", code, r.Stderr.String())
+	}
+	names := files(t, out)
+	if len(names) < 2 {
+		t.Fatalf("files %v, want at least 2", names)
+	}
+	// The first batch may itself straddle a second; no file may hold both.
+	for _, n := range names {
+		joined := strings.Join(readLines(t, filepath.Join(out, n)), ",")
+		if strings.Contains(joined, "one-") && strings.Contains(joined, "two-") {
+			t.Errorf("%s holds both batches: %s", n, joined)
+		}
+	}
+	exactlyOnce(t, out, names, append(bodies("one", 3), bodies("two", 2)...))
+}
