@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -222,11 +223,15 @@ func (p *Pool) do(op func(*nsq.Producer) error) error {
 	return errors.Join(errs...)
 }
 
-// isPermanent tells whether err is nsqd rejecting the command itself, which
-// another node would reject too.
+// isPermanent tells whether err is nsqd rejecting the command itself
+// (E_BAD_TOPIC, E_BAD_MESSAGE, E_INVALID, ...), which another node would
+// reject too. Other errors, E_PUB_FAILED included, are the node's problem.
 func isPermanent(err error) bool {
 	var e nsq.ErrProtocol
-	return errors.As(err, &e)
+	if !errors.As(err, &e) {
+		return false
+	}
+	return strings.HasPrefix(e.Reason, "E_BAD_") || strings.HasPrefix(e.Reason, "E_INVALID")
 }
 
 func (p *Pool) publishOn(n *poolNode, op func(*nsq.Producer) error) error {

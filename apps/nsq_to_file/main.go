@@ -173,6 +173,7 @@ type archiver struct {
 
 	stopping chan int // closed on shutdown: writers sync every message
 	failed   chan error
+	stopOnce sync.Once
 
 	wg        sync.WaitGroup // topic writers
 	mu        sync.Mutex     // guards consumers and errs
@@ -245,7 +246,11 @@ func archive(ctx context.Context, o options, logger *slog.Logger) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			// A file that fails to close at shutdown still fails the run.
+			a.shutdown()
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			return errors.Join(a.errs...)
 		case err := <-a.failed:
 			return err
 		case <-refresh:
@@ -317,8 +322,12 @@ func (a *archiver) addTopic(topic string) error {
 }
 
 // shutdown stops every consumer, lets the writers sync and close their
-// files, and waits for them.
+// files, and waits for them. It is idempotent.
 func (a *archiver) shutdown() {
+	a.stopOnce.Do(a.stop)
+}
+
+func (a *archiver) stop() {
 	close(a.stopping)
 	a.mu.Lock()
 	cs := make([]*nsq.Consumer, 0, len(a.consumers))
