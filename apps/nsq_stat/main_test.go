@@ -187,3 +187,24 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 }
+
+// The two header lines repeat every 25 rows.
+func TestHeaderRepeats(t *testing.T) {
+	h := testutil.StartNSQD(t, nil)
+	testutil.MustPost(t, h.URL("/topic/create?topic=hr"), nil)
+	testutil.MustPost(t, h.URL("/channel/create?topic=hr&channel=ch"), nil)
+	code, out, stderr := toolstest.RunSync(t, 30*time.Second, run, nil, "--nsqd-http-address", h.HTTPAddr,
+		"--topic", "hr", "--channel", "ch", "--interval", "5ms", "--count", "30")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != 34 {
+		t.Fatalf("%d lines, want 30 rows + 2x2 headers:\n%s", len(lines), out)
+	}
+	for _, i := range []int{0, 27} {
+		if !strings.HasPrefix(lines[i], "------rate------+") || !strings.HasPrefix(lines[i+1], "ingress  egress |") {
+			t.Errorf("no header at line %d:\n%s", i, out)
+		}
+	}
+}

@@ -112,3 +112,23 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 }
+
+// A topic lookupd does not know yet is waited for, as go-nsq polls lookupd;
+// its first messages are printed once it appears.
+func TestWaitsForUnknownTopic(t *testing.T) {
+	c := toolstest.StartCluster(t, 1, nil)
+	h := c.NSQDs[0]
+	r := toolstest.Start(t, run, nil, "--topic", "late", "--n", "2", "--lookupd-http-address", c.LookupdHTTP,
+		"--consumer-opt", "lookupd_poll_interval,100ms")
+	testutil.WaitFor(t, 10*time.Second, func() bool { return strings.Contains(r.Stderr.String(), "TOPIC_NOT_FOUND") }, "lookupd 404 logged")
+	if r.Exited() {
+		t.Fatalf("exited on an unknown topic: %d %s", r.Code(), r.Stderr.String())
+	}
+	publish(t, h.TCPAddr, "late", "l1", "l2")
+	if code := r.Wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("exit %d: %s", code, r.Stderr.String())
+	}
+	if got := r.Stdout.String(); got != "l1\nl2\n" {
+		t.Fatalf("output %q", got)
+	}
+}
