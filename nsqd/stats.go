@@ -91,11 +91,14 @@ func (t *Topic) stats(f StatsFilter, now time.Time) (protocol.TopicStats, bool) 
 }
 
 func (c *Channel) stats(includeClients bool, now time.Time) protocol.ChannelStats {
-	depth, backend := c.depth()
-	c.mu.Lock()
+	var backend int64
+	if c.backend != nil {
+		backend = c.backend.depth()
+	}
+	c.mu.Lock() // memory depth, in flight and deferred from one instant
 	cs := protocol.ChannelStats{
 		ChannelName:   c.name,
-		Depth:         depth,
+		Depth:         int64(c.mem.len()) + backend,
 		BackendDepth:  backend,
 		InFlightCount: int64(c.inFlight.len()),
 		DeferredCount: int64(len(c.deferred)),
