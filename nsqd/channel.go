@@ -388,8 +388,10 @@ func (c *Channel) kickAllLocked() {
 // returns them. When it returns none, cl's pump must stop: cl is then either
 // idle (not ready) or waiting for the next put.
 func (c *Channel) take(cl *client, dst []*Message) []*Message {
-	now := time.Now().UnixNano()
 	c.mu.Lock()
+	// read the clock under the lock: deliveries then enter the in-flight
+	// lists in deadline order and insertSorted appends in O(1)
+	now := time.Now().UnixNano()
 	if !c.readyLocked(cl) {
 		c.pumpDoneLocked(cl)
 		c.mu.Unlock()
