@@ -1,9 +1,9 @@
 # Sluice: `make run` starts a local cluster, `make test` runs every test.
 GO ?= go
 BIN := bin
-APPS := $(notdir $(wildcard apps/*))
 
-.PHONY: all build run test deps lint unit fuzz-seeds gonsq-suite bench clean
+
+.PHONY: all build run test deps lint unit gonsq-suite bench clean
 
 all: build
 
@@ -23,12 +23,13 @@ lint:
 
 # Unit, integration, browser and fuzz-seed tests with the race detector.
 unit:
-	$(GO) test -race -count=1 -timeout 30m ./...
+	./scripts/unit-tests.sh
 
 gonsq-suite:
 	./scripts/gonsq-suite.sh
 
-test: deps lint ui-check unit gonsq-suite
+test:
+	./scripts/test-all.sh
 
 bench:
 	$(GO) run ./bench/cmd/sluice-bench

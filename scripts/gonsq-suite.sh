@@ -57,5 +57,5 @@ if [ "$status" -ne 0 ]; then
 fi
 passed=$(grep -c '^--- PASS' "$work/gonsq.out" || true)
 failed=$(grep -c '^--- FAIL' "$work/gonsq.out" || true)
-echo "go-nsq suite: $passed passed, $failed failed"
+echo "gonsq: $passed passed, $failed failed"
 exit "$status"
