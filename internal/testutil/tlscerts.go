@@ -22,7 +22,13 @@ type TLSFiles struct {
 	CAFile, CertFile, KeyFile string
 	// Pool holds the CA certificate, for client tls.Config.RootCAs.
 	Pool *x509.CertPool
+	// ClientCert is a client certificate (CommonName ClientCommonName)
+	// signed by the same CA, for --tls-client-auth-policy tests.
+	ClientCert tls.Certificate
 }
+
+// ClientCommonName is the subject CN of TLSFiles.ClientCert.
+const ClientCommonName = "sluice-test-client"
 
 // ClientConfig returns a client TLS config that trusts the test CA.
 func (f TLSFiles) ClientConfig() *tls.Config {
@@ -88,6 +94,24 @@ func GenerateTLS(t testing.TB) TLSFiles {
 		Pool:     x509.NewCertPool(),
 	}
 	f.Pool.AddCert(caCert)
+
+	clientKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatalf("generate client key: %v", err)
+	}
+	clientTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(3),
+		Subject:      pkix.Name{CommonName: ClientCommonName},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	clientDER, err := x509.CreateCertificate(rand.Reader, clientTmpl, caCert, &clientKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatalf("create client certificate: %v", err)
+	}
+	f.ClientCert = tls.Certificate{Certificate: [][]byte{clientDER}, PrivateKey: clientKey}
 	writePEM(t, f.CAFile, "CERTIFICATE", caDER)
 	writePEM(t, f.CertFile, "CERTIFICATE", der)
 	writePEM(t, f.KeyFile, "EC PRIVATE KEY", keyDER)
