@@ -5,10 +5,14 @@
 //     keeps one go-nsq Producer per node and health-checks the nodes in the
 //     background (round-robin, host-pool or epsilon-greedy selection, or
 //     fan-out to every node).
-//   - Consumer helpers: ConnectConsumer (nsqd and/or lookupd addresses),
-//     the --consumer-opt / --producer-opt flag (Config.Set pass-through),
-//     a repeatable string flag, lookupd discovery calls (/lookup, /topics)
-//     and an adapter from go-nsq's logger to log/slog.
+//   - Consumer helpers: StartConsumer (nsqd and/or lookupd addresses) and
+//     StopConsumers, lookupd discovery calls (/lookup, /topics) and an
+//     adapter from go-nsq's logger to log/slog.
+//   - The flags NSQ's tools share, with NSQ's names, defaults and help:
+//     ConsumerFlags (--nsqd-tcp-address, --lookupd-http-address,
+//     --consumer-opt, --max-in-flight) and the go-nsq Config they yield,
+//     the --producer-opt values (ConfigOpts, ProducerConfig),
+//     HTTPClientFlags and a repeatable string flag.
 //
 // Nothing here imports a daemon package; everything talks to nsqd and
 // nsqlookupd over the network like any NSQ client.
