@@ -42,6 +42,11 @@ type Daemon struct {
 	closing bool
 
 	exitOnce sync.Once
+
+	// testHookPeerClose, if set (tests only, before Start), runs when a
+	// registration connection starts closing, before its registrations are
+	// removed.
+	testHookPeerClose func(id string)
 }
 
 // New returns a Daemon configured by opts (copied). It opens nothing.

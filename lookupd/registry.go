@@ -129,22 +129,88 @@ func NewRegistry(cfg RegistryConfig) *Registry {
 	}
 }
 
-// AddPeer records an identified peer (the "client" registration) with its
-// last update set to now. Adding an ID that exists replaces its info and
-// keeps its registrations.
-func (r *Registry) AddPeer(info PeerInfo, now time.Time) {
+// Peer is the handle of one identified registration connection, returned
+// by AddPeer. Its methods act only while the handle still owns its ID: once
+// the connection was removed, or a newer connection from the same ip:port
+// identified (address reuse after a reset, a NAT, a proxy), they do nothing
+// and report false, so a closing or superseded connection can neither drop
+// nor add registrations of the connection that replaced it.
+type Peer struct {
+	r  *Registry
+	st *peerState
+}
+
+// ID returns the peer's remote ip:port.
+func (h *Peer) ID() string { return h.st.info.ID }
+
+// Register is Registry.Register for this connection; false if the handle
+// no longer owns its ID.
+func (h *Peer) Register(topic, channel string) bool {
+	h.r.mu.Lock()
+	defer h.r.mu.Unlock()
+	if !h.r.ownsLocked(h.st) {
+		return false
+	}
+	h.r.registerLocked(h.st, topic, channel)
+	return true
+}
+
+// Unregister is Registry.Unregister for this connection; false if the
+// handle no longer owns its ID.
+func (h *Peer) Unregister(topic, channel string) bool {
+	h.r.mu.Lock()
+	defer h.r.mu.Unlock()
+	if !h.r.ownsLocked(h.st) {
+		return false
+	}
+	h.r.unregisterLocked(h.st, topic, channel)
+	return true
+}
+
+// Touch sets the last update to now (PING); false if the handle no longer
+// owns its ID.
+func (h *Peer) Touch(now time.Time) bool {
+	h.r.mu.Lock()
+	defer h.r.mu.Unlock()
+	if !h.r.ownsLocked(h.st) {
+		return false
+	}
+	h.st.lastUpdate = now
+	return true
+}
+
+// Remove removes this connection from every registration (connection
+// closed). It reports false, and removes nothing, if the handle no longer
+// owns its ID.
+func (h *Peer) Remove() bool {
+	h.r.mu.Lock()
+	defer h.r.mu.Unlock()
+	if !h.r.ownsLocked(h.st) {
+		return false
+	}
+	h.r.removePeerLocked(h.st)
+	return true
+}
+
+// AddPeer records a newly identified connection (the "client" registration)
+// with its last update set to now, and returns its handle. If a peer with
+// the same ID exists, it belonged to an earlier connection from the same
+// ip:port, which cannot be alive any more: it is removed from every
+// registration first (its registrations and tombstones are not inherited;
+// the new connection re-registers what it has).
+func (r *Registry) AddPeer(info PeerInfo, now time.Time) *Peer {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if p, ok := r.peers[info.ID]; ok {
-		p.info = info
-		p.lastUpdate = now
-		return
+	if old, ok := r.peers[info.ID]; ok {
+		r.removePeerLocked(old)
 	}
-	r.peers[info.ID] = &peerState{
+	st := &peerState{
 		info:       info,
 		lastUpdate: now,
 		channels:   make(map[chanKey]struct{}),
 	}
+	r.peers[info.ID] = st
+	return &Peer{r: r, st: st}
 }
 
 // Touch sets a peer's last update to now (PING). Unknown IDs are ignored.
@@ -159,6 +225,7 @@ func (r *Registry) Touch(id string, now time.Time) {
 // RemovePeer removes a peer from every registration, including the client
 // registration (connection closed). Registrations left without producers
 // stay, ephemeral or not. It reports whether the peer was known.
+// Connections use Peer.Remove, which cannot remove a successor.
 func (r *Registry) RemovePeer(id string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -166,14 +233,24 @@ func (r *Registry) RemovePeer(id string) bool {
 	if !ok {
 		return false
 	}
+	r.removePeerLocked(p)
+	return true
+}
+
+func (r *Registry) ownsLocked(p *peerState) bool {
+	return r.peers[p.info.ID] == p
+}
+
+func (r *Registry) removePeerLocked(p *peerState) {
+	id := p.info.ID
 	for _, e := range p.topics {
 		delete(r.topics[e.topic], id)
 	}
 	for k := range p.channels {
 		delete(r.channels[k.topic][k.channel], id)
 	}
+	p.topics, p.channels = nil, make(map[chanKey]struct{})
 	delete(r.peers, id)
-	return true
 }
 
 // Register adds peer id as a producer of topic:<topic> and, when channel is
@@ -187,6 +264,12 @@ func (r *Registry) Register(id, topic, channel string) bool {
 	if !ok {
 		return false
 	}
+	r.registerLocked(p, topic, channel)
+	return true
+}
+
+func (r *Registry) registerLocked(p *peerState, topic, channel string) {
+	id := p.info.ID
 	if channel != "" {
 		r.ensureChannelLocked(topic, channel)[id] = p
 		p.channels[chanKey{topic, channel}] = struct{}{}
@@ -197,7 +280,6 @@ func (r *Registry) Register(id, topic, channel string) bool {
 		producers[id] = e
 		p.addTopic(e)
 	}
-	return true
 }
 
 // Unregister removes peer id as §7.2 UNREGISTER describes. With a channel:
@@ -214,17 +296,23 @@ func (r *Registry) Unregister(id, topic, channel string) bool {
 	if !ok {
 		return false
 	}
+	r.unregisterLocked(p, topic, channel)
+	return true
+}
+
+func (r *Registry) unregisterLocked(p *peerState, topic, channel string) {
+	id := p.info.ID
 	if channel != "" {
 		producers, ok := r.channels[topic][channel]
 		if !ok {
-			return true
+			return
 		}
 		delete(producers, id)
 		delete(p.channels, chanKey{topic, channel})
 		if len(producers) == 0 && protocol.IsEphemeral(channel) {
 			r.deleteChannelLocked(topic, channel)
 		}
-		return true
+		return
 	}
 	for ch, producers := range r.channels[topic] {
 		delete(producers, id)
@@ -232,7 +320,7 @@ func (r *Registry) Unregister(id, topic, channel string) bool {
 	}
 	producers, ok := r.topics[topic]
 	if !ok {
-		return true
+		return
 	}
 	if _, ok := producers[id]; ok {
 		delete(producers, id)
@@ -241,7 +329,6 @@ func (r *Registry) Unregister(id, topic, channel string) bool {
 	if len(producers) == 0 && protocol.IsEphemeral(topic) {
 		delete(r.topics, topic)
 	}
-	return true
 }
 
 // CreateTopic ensures the registration topic:<topic> exists.
@@ -307,9 +394,9 @@ func (r *Registry) Tombstone(topic, node string, now time.Time) int {
 // the producers of the topic that are active and not tombstoned at now.
 func (r *Registry) Lookup(topic string, now time.Time) (channels []string, producers []PeerInfo, found bool) {
 	r.mu.RLock()
-	defer r.mu.RUnlock()
 	reg, ok := r.topics[topic]
 	if !ok {
+		r.mu.RUnlock()
 		return nil, nil, false
 	}
 	channels = r.channelNamesLocked(topic)
@@ -320,6 +407,10 @@ func (r *Registry) Lookup(topic string, now time.Time) (channels []string, produ
 		}
 		producers = append(producers, e.peer.info)
 	}
+	r.mu.RUnlock()
+	// Sorting (and everything after: encoding, the network write) happens
+	// outside the lock.
+	slices.Sort(channels)
 	slices.SortFunc(producers, func(a, b PeerInfo) int { return strings.Compare(a.ID, b.ID) })
 	return channels, producers, true
 }
@@ -340,8 +431,10 @@ func (r *Registry) Topics() []string {
 // (empty, not nil, for an unknown topic).
 func (r *Registry) Channels(topic string) []string {
 	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.channelNamesLocked(topic)
+	names := r.channelNamesLocked(topic)
+	r.mu.RUnlock()
+	slices.Sort(names)
+	return names
 }
 
 // Nodes answers /nodes: every peer active at now, sorted by ID, with the
@@ -350,7 +443,6 @@ func (r *Registry) Channels(topic string) []string {
 // listed.
 func (r *Registry) Nodes(now time.Time) []Node {
 	r.mu.RLock()
-	defer r.mu.RUnlock()
 	nodes := make([]Node, 0, len(r.peers))
 	for _, p := range r.peers {
 		if !r.activeLocked(p, now) {
@@ -367,6 +459,7 @@ func (r *Registry) Nodes(now time.Time) []Node {
 		}
 		nodes = append(nodes, n)
 	}
+	r.mu.RUnlock()
 	slices.SortFunc(nodes, func(a, b Node) int { return strings.Compare(a.ID, b.ID) })
 	return nodes
 }
@@ -375,7 +468,6 @@ func (r *Registry) Nodes(now time.Time) []Node {
 // "<category>:<key>:<subkey>" ("client::", "topic:<t>:", "channel:<t>:<c>").
 func (r *Registry) Debug() map[string][]DebugProducer {
 	r.mu.RLock()
-	defer r.mu.RUnlock()
 	out := make(map[string][]DebugProducer)
 	dp := func(p *peerState, e *producerEntry) DebugProducer {
 		d := DebugProducer{PeerInfo: p.info, LastUpdate: p.lastUpdate}
@@ -401,6 +493,7 @@ func (r *Registry) Debug() map[string][]DebugProducer {
 			}
 		}
 	}
+	r.mu.RUnlock()
 	for _, ps := range out {
 		slices.SortFunc(ps, func(a, b DebugProducer) int { return strings.Compare(a.ID, b.ID) })
 	}
@@ -441,13 +534,14 @@ func (r *Registry) deleteChannelLocked(topic, channel string) {
 	}
 }
 
+// channelNamesLocked returns the channel names of topic, unsorted (callers
+// sort after releasing the lock).
 func (r *Registry) channelNamesLocked(topic string) []string {
 	chans := r.channels[topic]
 	names := make([]string, 0, len(chans))
 	for c := range chans {
 		names = append(names, c)
 	}
-	slices.Sort(names)
 	return names
 }
 

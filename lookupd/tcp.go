@@ -2,6 +2,7 @@ package lookupd
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -53,6 +54,9 @@ type peerConn struct {
 	r          *bufio.Reader
 	id         string // remote ip:port, the producer key
 	identified bool
+	// peer is this connection's registry handle (nil before IDENTIFY). It
+	// stops working if a newer connection from the same ip:port identifies.
+	peer *Peer
 }
 
 // serveConn runs the V1 protocol on c until the peer disconnects, a
@@ -100,7 +104,12 @@ func (d *Daemon) newPeerConn(c net.Conn) *peerConn {
 //
 //go:noinline
 func (p *peerConn) close() {
-	if p.identified && p.d.registry.RemovePeer(p.id) {
+	if hook := p.d.testHookPeerClose; hook != nil {
+		hook(p.id)
+	}
+	// Remove through the handle: if a newer connection from the same
+	// ip:port has identified meanwhile, its registrations are not ours.
+	if p.peer != nil && p.peer.Remove() {
 		p.d.logger.Info("DB: client removed from all registrations", "remote_addr", p.id)
 	}
 	p.conn.Close()
@@ -196,13 +205,19 @@ func (p *peerConn) readLine() ([]byte, error) {
 	}
 }
 
+// errSuperseded ends a connection whose ip:port has since been identified by
+// a newer connection (the registry handle no longer owns the ID): nothing it
+// sends may touch the successor's registrations. nsqd reconnects and
+// re-registers.
+var errSuperseded = protocol.Fatalf(protocol.ErrInvalid, "connection superseded by a newer IDENTIFY from the same address")
+
 // exec runs one command and returns the reply data or a (fatal) error.
 func (p *peerConn) exec(line []byte) ([]byte, *protocol.Error) {
 	name, params := protocol.ParseLookupCommand(line)
 	switch name {
 	case protocol.LookupCmdPing:
-		if p.identified {
-			p.d.registry.Touch(p.id, time.Now())
+		if p.identified && !p.peer.Touch(time.Now()) {
+			return nil, errSuperseded
 		}
 		return protocol.LookupOK, nil
 	case protocol.LookupCmdIdentify:
@@ -227,12 +242,16 @@ func (p *peerConn) identify() ([]byte, *protocol.Error) {
 	if size <= 0 || size > protocol.MaxLookupIdentifySize {
 		return nil, protocol.Fatalf(protocol.ErrBadBody, "IDENTIFY invalid body size %d", size)
 	}
-	body := make([]byte, size)
-	if _, err := io.ReadFull(p.r, body); err != nil {
+	// Read the body as it arrives instead of allocating the announced size
+	// up front: a peer announcing 5 MiB and sending nothing would otherwise
+	// pin 5 MiB per connection.
+	var body bytes.Buffer
+	body.Grow(min(int(size), readBufferSize))
+	if _, err := io.CopyN(&body, p.r, int64(size)); err != nil {
 		return nil, protocol.Fatalf(protocol.ErrBadBody, "IDENTIFY failed to read body")
 	}
 	var req protocol.LookupIdentify
-	if err := json.Unmarshal(body, &req); err != nil {
+	if err := json.Unmarshal(body.Bytes(), &req); err != nil {
 		return nil, protocol.Fatalf(protocol.ErrBadBody, "IDENTIFY failed to decode JSON body")
 	}
 	if err := req.Validate(); err != nil {
@@ -242,7 +261,7 @@ func (p *peerConn) identify() ([]byte, *protocol.Error) {
 	if err != nil {
 		return nil, protocol.Fatalf(protocol.ErrInvalid, "IDENTIFY failed to encode reply")
 	}
-	p.d.registry.AddPeer(PeerInfo{
+	p.peer = p.d.registry.AddPeer(PeerInfo{
 		ID:               p.id,
 		RemoteAddress:    p.id,
 		Hostname:         req.Hostname,
@@ -277,10 +296,14 @@ func (p *peerConn) register(cmd string, params []string, add bool) ([]byte, *pro
 	if channel != "" && !protocol.IsValidChannelName(channel) {
 		return nil, protocol.Fatalf(protocol.ErrBadChannel, "%s channel name '%s' is not valid", cmd, channel)
 	}
+	ok := false
 	if add {
-		p.d.registry.Register(p.id, topic, channel)
+		ok = p.peer.Register(topic, channel)
 	} else {
-		p.d.registry.Unregister(p.id, topic, channel)
+		ok = p.peer.Unregister(topic, channel)
+	}
+	if !ok {
+		return nil, errSuperseded
 	}
 	p.d.logger.Debug("DB: "+cmd, "remote_addr", p.id, "topic", topic, "channel", channel)
 	return protocol.LookupOK, nil
