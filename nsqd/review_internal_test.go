@@ -1,0 +1,130 @@
+package nsqd
+
+import (
+	"bufio"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+)
+
+// startReviewNSQD starts a daemon on ephemeral ports (testutil cannot be
+// imported from package nsqd: it imports nsqd).
+func startReviewNSQD(t *testing.T) *NSQD {
+	t.Helper()
+	o := NewOptions()
+	o.TCPAddress, o.HTTPAddress, o.HTTPSAddress = "127.0.0.1:0", "127.0.0.1:0", ""
+	o.BroadcastAddress = "127.0.0.1"
+	o.DataPath = t.TempDir()
+	o.Logger = slog.New(slog.DiscardHandler)
+	n, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Exit)
+	return n
+}
+
+type reviewConn struct {
+	t *testing.T
+	net.Conn
+	r *bufio.Reader
+}
+
+func dialReview(t *testing.T, n *NSQD, cmds string) *reviewConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", n.TCPAddr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Write([]byte("  V2" + cmds)); err != nil {
+		t.Fatal(err)
+	}
+	return &reviewConn{t: t, Conn: c, r: bufio.NewReader(c)}
+}
+
+// frame reads the next non-heartbeat frame within d; ok is false on timeout.
+func (c *reviewConn) frame(d time.Duration) (typ int32, data []byte, ok bool) {
+	c.SetReadDeadline(time.Now().Add(d))
+	for {
+		var hdr [8]byte
+		if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
+			return 0, nil, false
+		}
+		data = make([]byte, binary.BigEndian.Uint32(hdr[:4])-4)
+		if _, err := io.ReadFull(c.r, data); err != nil {
+			return 0, nil, false
+		}
+		typ = int32(binary.BigEndian.Uint32(hdr[4:]))
+		if typ == 0 && string(data) == "_heartbeat_" {
+			continue
+		}
+		return typ, data, true
+	}
+}
+
+func waitCond(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// BUG (channel.go take/wakeWaitersLocked): a put wakes one waiting consumer
+// per message. If the woken consumer stops being ready before its pump runs
+// take (RDY 0, CLS or a disconnect arriving from its reader goroutine, which
+// changes readiness without the channel lock), take just stops the pump: the
+// message stays in memory and the other consumer, still parked in
+// c.waiters, is never woken. The message is stuck until some unrelated
+// put/requeue/kick. Here the interleaving is forced by holding the channel
+// lock across the wake-up and the RDY change, exactly as put then a
+// concurrent RDY 0 would produce.
+func TestReviewWokenConsumerTurningUnreadyStrandsMessage(t *testing.T) {
+	n := startReviewNSQD(t)
+	a := dialReview(t, n, "SUB review_wake ch\nRDY 1\n")
+	if typ, data, ok := a.frame(5 * time.Second); !ok || typ != 0 || string(data) != "OK" {
+		t.Fatalf("A SUB: %d %q %v", typ, data, ok)
+	}
+	topic, _ := n.ExistingTopic("review_wake")
+	ch, _ := topic.existingChannel("ch")
+	waitCond(t, "A waiting", func() bool {
+		ch.mu.Lock()
+		defer ch.mu.Unlock()
+		return len(ch.waiters) == 1 && ch.waiters[0].waiting
+	})
+	b := dialReview(t, n, "SUB review_wake ch\nRDY 1\n")
+	if typ, data, ok := b.frame(5 * time.Second); !ok || typ != 0 || string(data) != "OK" {
+		t.Fatalf("B SUB: %d %q %v", typ, data, ok)
+	}
+	waitCond(t, "A and B waiting", func() bool {
+		ch.mu.Lock()
+		defer ch.mu.Unlock()
+		return len(ch.waiters) == 2 && ch.waiters[0].waiting && ch.waiters[1].waiting
+	})
+
+	ch.mu.Lock()
+	clA := ch.waiters[0]
+	m := &Message{ID: [16]byte{'0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '1'}, Body: []byte("stranded"), Timestamp: time.Now().UnixNano(), heapIndex: -1}
+	ch.mem.push(m)
+	ch.wakeWaitersLocked(1) // what put does: A's pump starts and blocks on ch.mu
+	clA.readyCount.Store(0) // A's "RDY 0" is processed before its pump runs
+	ch.mu.Unlock()
+
+	// B is ready and waiting: it must get the message
+	if typ, data, ok := b.frame(2 * time.Second); !ok || typ != 2 {
+		ch.mu.Lock()
+		depth, active := ch.mem.len(), ch.active
+		ch.mu.Unlock()
+		t.Fatalf("B got no message (frame %d %q ok=%v); channel memory depth %d, active %d", typ, data, ok, depth, active)
+	}
+}
