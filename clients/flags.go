@@ -23,6 +23,20 @@ func (s *StringsFlag) Set(v string) error {
 	return nil
 }
 
+// Unique returns the values in the order given, without repeats (a topic
+// given twice is consumed once).
+func (s StringsFlag) Unique() []string {
+	seen := make(map[string]bool, len(s))
+	out := make([]string, 0, len(s))
+	for _, v := range s {
+		if !seen[v] {
+			seen[v] = true
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 // ConfigOpts collects --consumer-opt / --producer-opt values ("key,value" or a
 // bare "key" meaning true) for later application to a go-nsq Config, so that
 // a bad option is reported once, with its text, after flag parsing.

@@ -86,3 +86,13 @@ func TestHTTPClientFlags(t *testing.T) {
 		t.Fatalf("client timeout %v", hc.Timeout)
 	}
 }
+
+func TestStringsFlagUnique(t *testing.T) {
+	s := clients.StringsFlag{"b", "a", "b", "c", "a"}
+	if got := strings.Join(s.Unique(), ","); got != "b,a,c" {
+		t.Fatalf("Unique = %q", got)
+	}
+	if got := (clients.StringsFlag)(nil).Unique(); len(got) != 0 {
+		t.Fatalf("Unique(nil) = %q", got)
+	}
+}
