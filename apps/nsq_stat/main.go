@@ -6,19 +6,15 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/sluicemq/sluice/clients"
-	"github.com/sluicemq/sluice/internal/config"
+	"github.com/sluicemq/sluice/internal/cli"
 	"github.com/sluicemq/sluice/protocol"
 )
 
@@ -27,12 +23,7 @@ const name = "nsq_stat"
 // headerEvery is how many rows are printed between two headers.
 const headerEvery = 25
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
-}
+func main() { cli.Main(run) }
 
 type options struct {
 	topic, channel string
@@ -40,8 +31,7 @@ type options struct {
 	lookupdAddrs   clients.StringsFlag
 	interval       time.Duration
 	count          countFlag
-	connectTimeout time.Duration
-	requestTimeout time.Duration
+	http           clients.HTTPClientFlags
 }
 
 // countFlag is --count: unset means "forever".
@@ -68,32 +58,20 @@ func (c *countFlag) Set(s string) error {
 
 func run(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	var o options
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	t := cli.New(name, stdout, stderr)
+	fs := t.Flags
+	fs.Lookup("version").Usage = "print version" // sic, as NSQ's nsq_stat
+	o.http.Register(fs, 5*time.Second)
 	fs.StringVar(&o.topic, "topic", "", "NSQ topic")
 	fs.StringVar(&o.channel, "channel", "", "NSQ channel")
 	fs.Var(&o.count, "count", "number of reports")
-	fs.DurationVar(&o.connectTimeout, "http-client-connect-timeout", 2*time.Second, "timeout for HTTP connect")
-	fs.DurationVar(&o.requestTimeout, "http-client-request-timeout", 5*time.Second, "timeout for HTTP request")
 	fs.DurationVar(&o.interval, "interval", 2*time.Second, "duration of time between polling/printing output")
-	fs.Var(&o.lookupdAddrs, "lookupd-http-address", "lookupd HTTP address (may be given multiple times)")
+	fs.Var(&o.lookupdAddrs, "lookupd-http-address", clients.LookupdHTTPAddressUsage)
 	fs.Var(&o.nsqdAddrs, "nsqd-http-address", "nsqd HTTP address (may be given multiple times)")
-	version := fs.Bool("version", false, "print version")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, done := t.Parse(args); done {
+		return code
 	}
-	if *version {
-		fmt.Fprintln(stdout, config.VersionLine(name))
-		return 0
-	}
-	if err := stat(ctx, o, stdout); err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
-		return 1
-	}
-	return 0
+	return t.Exit(stat(ctx, o, stdout))
 }
 
 // sample is one poll's figures for the channel, summed over every nsqd.
@@ -118,7 +96,7 @@ func stat(ctx context.Context, o options, w io.Writer) error {
 	case o.interval <= 0:
 		return fmt.Errorf("invalid --interval %v", o.interval)
 	}
-	hc := clients.NewHTTPClient(o.connectTimeout, o.requestTimeout)
+	hc := o.http.Client()
 	prev, err := poll(ctx, hc, o)
 	if err != nil {
 		return err

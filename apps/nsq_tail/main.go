@@ -6,70 +6,42 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 
 	"github.com/nsqio/go-nsq"
 	"github.com/sluicemq/sluice/clients"
-	"github.com/sluicemq/sluice/internal/config"
+	"github.com/sluicemq/sluice/internal/cli"
 )
 
 const name = "nsq_tail"
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
-}
+func main() { cli.Main(run) }
 
 type options struct {
-	topics       clients.StringsFlag
-	channel      string
-	nsqdAddrs    clients.StringsFlag
-	lookupdAddrs clients.StringsFlag
-	consOpts     clients.ConfigOpts
-	maxInFlight  int
-	n            int
-	printTopic   bool
+	topics     clients.StringsFlag
+	channel    string
+	cons       clients.ConsumerFlags
+	n          int
+	printTopic bool
 }
 
 func run(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	var o options
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	t := cli.New(name, stdout, stderr)
+	fs := t.Flags
+	o.cons.Register(fs)
 	fs.StringVar(&o.channel, "channel", "", "NSQ channel")
-	fs.Var(&o.consOpts, "consumer-opt", "option to passthrough to nsq.Consumer (may be given multiple times, http://godoc.org/github.com/nsqio/go-nsq#Config)")
-	fs.Var(&o.lookupdAddrs, "lookupd-http-address", "lookupd HTTP address (may be given multiple times)")
-	fs.IntVar(&o.maxInFlight, "max-in-flight", 200, "max number of messages to allow in flight")
 	fs.IntVar(&o.n, "n", 0, "total messages to show (will wait if starved)")
-	fs.Var(&o.nsqdAddrs, "nsqd-tcp-address", "nsqd TCP address (may be given multiple times)")
 	fs.BoolVar(&o.printTopic, "print-topic", false, "print topic name where message was received")
 	fs.Var(&o.topics, "topic", "NSQ topic (may be given multiple times)")
-	version := fs.Bool("version", false, "print version string")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, done := t.Parse(args); done {
+		return code
 	}
-	if *version {
-		fmt.Fprintln(stdout, config.VersionLine(name))
-		return 0
-	}
-	logger := config.NewLogger(stderr, "["+name+"] ", new(slog.LevelVar))
-	if err := tail(ctx, o, stdout, logger); err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
-		return 1
-	}
-	return 0
+	return t.Exit(tail(ctx, o, stdout, t.Logger()))
 }
 
 // printer writes message bodies to the output, counting them against the
@@ -130,30 +102,27 @@ func tail(ctx context.Context, o options, stdout io.Writer, logger *slog.Logger)
 	switch {
 	case len(o.topics) == 0:
 		return errors.New("--topic required")
-	case len(o.nsqdAddrs) == 0 && len(o.lookupdAddrs) == 0:
+	case len(o.cons.NSQDAddrs) == 0 && len(o.cons.LookupdAddrs) == 0:
 		return errors.New("--nsqd-tcp-address or --lookupd-http-address required")
-	case len(o.nsqdAddrs) > 0 && len(o.lookupdAddrs) > 0:
+	case len(o.cons.NSQDAddrs) > 0 && len(o.cons.LookupdAddrs) > 0:
 		return errors.New("use --nsqd-tcp-address or --lookupd-http-address not both")
 	case o.n < 0:
 		return fmt.Errorf("invalid --n %d", o.n)
-	case o.maxInFlight < 1:
-		return fmt.Errorf("invalid --max-in-flight %d", o.maxInFlight)
+	case o.cons.MaxInFlight < 1:
+		return fmt.Errorf("invalid --max-in-flight %d", o.cons.MaxInFlight)
 	}
 	channel := o.channel
 	if channel == "" {
 		channel = fmt.Sprintf("tail%06d#ephemeral", rand.IntN(1000000))
 	}
-	cfg := nsq.NewConfig()
-	cfg.UserAgent = fmt.Sprintf("%s/%s go-nsq/%s", name, config.Version, nsq.VERSION)
-	cfg.MaxInFlight = o.maxInFlight
-	if o.n > 0 && o.n < cfg.MaxInFlight {
-		cfg.MaxInFlight = o.n // do not take more than we will print
+	// Do not take more than we will print. Unlimited attempts (Config):
+	// print every message, however often it was attempted before.
+	if o.n > 0 && o.n < o.cons.MaxInFlight {
+		o.cons.MaxInFlight = o.n
 	}
-	// Print every message, however often it was attempted before (go-nsq
-	// would otherwise finish messages past 5 attempts unseen).
-	cfg.MaxAttempts = 0
-	if err := o.consOpts.Apply(cfg); err != nil {
-		return fmt.Errorf("--consumer-opt: %w", err)
+	cfg, err := o.cons.Config(cli.UserAgent(name))
+	if err != nil {
+		return err
 	}
 
 	p := &printer{w: bufio.NewWriter(stdout), limit: o.n, printTopic: o.printTopic, done: make(chan struct{})}
@@ -163,15 +132,10 @@ func tail(ctx context.Context, o options, stdout io.Writer, logger *slog.Logger)
 			logger.Warn("consumers did not stop cleanly", "err", err)
 		}
 	}()
-	seen := make(map[string]bool)
-	for _, topic := range o.topics {
-		if seen[topic] {
-			continue
-		}
-		seen[topic] = true
+	for _, topic := range o.topics.Unique() {
 		c, err := clients.StartConsumer(clients.ConsumerOptions{
 			Topic: topic, Channel: channel, Config: cfg,
-			NSQDAddrs: o.nsqdAddrs, LookupdAddrs: o.lookupdAddrs,
+			NSQDAddrs: o.cons.NSQDAddrs, LookupdAddrs: o.cons.LookupdAddrs,
 			Handler: p.handler(topic), Logger: logger,
 		})
 		if err != nil {

@@ -7,43 +7,34 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
-	"os/signal"
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/nsqio/go-nsq"
 	"github.com/sluicemq/sluice/clients"
+	"github.com/sluicemq/sluice/internal/cli"
 	"github.com/sluicemq/sluice/internal/config"
 	"github.com/sluicemq/sluice/protocol"
 )
 
 const name = "nsq_to_file"
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
-}
+func main() { cli.Main(run) }
 
 type options struct {
 	topics         clients.StringsFlag
 	topicPattern   string
 	topicRefresh   time.Duration
 	channel        string
-	nsqdAddrs      clients.StringsFlag
-	lookupdAddrs   clients.StringsFlag
-	consOpts       clients.ConfigOpts
-	maxInFlight    int
+	cons           clients.ConsumerFlags
+	http           clients.HTTPClientFlags
 	outputDir      string
 	workDir        string
 	datetimeFormat string
@@ -55,29 +46,23 @@ type options struct {
 	rotateInterval time.Duration
 	syncInterval   time.Duration
 	skipEmpty      bool
-	connectTimeout time.Duration
-	requestTimeout time.Duration
 }
 
 func run(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	var o options
 	level := new(slog.LevelVar)
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	t := cli.New(name, stdout, stderr)
+	fs := t.Flags
+	o.cons.Register(fs)
+	o.http.Register(fs, 5*time.Second)
 	fs.StringVar(&o.channel, "channel", "nsq_to_file", "nsq channel")
-	fs.Var(&o.consOpts, "consumer-opt", "option to passthrough to nsq.Consumer (may be given multiple times, http://godoc.org/github.com/nsqio/go-nsq#Config)")
 	fs.StringVar(&o.datetimeFormat, "datetime-format", "%Y-%m-%d_%H", "strftime compatible format for <DATETIME> in filename format")
 	fs.StringVar(&o.filenameFormat, "filename-format", "<TOPIC>.<HOST><REV>.<DATETIME>.log", "output filename format (<TOPIC>, <HOST>, <PID>, <DATETIME>, <REV> are replaced. <REV> is increased when file already exists)")
 	fs.BoolVar(&o.gzip, "gzip", false, "gzip output files.")
 	fs.IntVar(&o.gzipLevel, "gzip-level", 6, "gzip compression level (1-9, 1=BestSpeed, 9=BestCompression)")
 	fs.StringVar(&o.hostIdentifier, "host-identifier", "", "value to output in log filename in place of hostname. <SHORT_HOST> and <HOSTNAME> are valid replacement tokens")
-	fs.DurationVar(&o.connectTimeout, "http-client-connect-timeout", 2*time.Second, "timeout for HTTP connect")
-	fs.DurationVar(&o.requestTimeout, "http-client-request-timeout", 5*time.Second, "timeout for HTTP request")
 	fs.Var(config.LevelFlag{Var: level}, "log-level", "set log verbosity: debug, info, warn, error, or fatal")
 	logPrefix := fs.String("log-prefix", "["+name+"] ", "log message prefix")
-	fs.Var(&o.lookupdAddrs, "lookupd-http-address", "lookupd HTTP address (may be given multiple times)")
-	fs.IntVar(&o.maxInFlight, "max-in-flight", 200, "max number of messages to allow in flight")
-	fs.Var(&o.nsqdAddrs, "nsqd-tcp-address", "nsqd TCP address (may be given multiple times)")
 	fs.StringVar(&o.outputDir, "output-dir", "/tmp", "directory to write output files to")
 	fs.DurationVar(&o.rotateInterval, "rotate-interval", 0, "rotate the file every duration")
 	fs.Int64Var(&o.rotateSize, "rotate-size", 0, "rotate the file when it grows bigger than `rotate-size` bytes")
@@ -86,37 +71,24 @@ func run(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writ
 	fs.Var(&o.topics, "topic", "nsq topic (may be given multiple times)")
 	fs.StringVar(&o.topicPattern, "topic-pattern", "", "only log topics matching the following pattern")
 	fs.DurationVar(&o.topicRefresh, "topic-refresh", time.Minute, "how frequently the topic list should be refreshed")
-	version := fs.Bool("version", false, "print version string")
 	fs.StringVar(&o.workDir, "work-dir", "", "directory for in-progress files before moving to output-dir")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, done := t.Parse(args); done {
+		return code
 	}
-	if *version {
-		fmt.Fprintln(stdout, config.VersionLine(name))
-		return 0
-	}
-	logger := config.NewLogger(stderr, *logPrefix, level)
-	if err := archive(ctx, o, logger); err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
-		return 1
-	}
-	return 0
+	return t.Exit(archive(ctx, o, config.NewLogger(stderr, *logPrefix, level)))
 }
 
 func (o *options) validate() (*regexp.Regexp, error) {
 	switch {
 	case o.channel == "" || !protocol.IsValidChannelName(o.channel):
 		return nil, fmt.Errorf("invalid --channel %q", o.channel)
-	case len(o.nsqdAddrs) == 0 && len(o.lookupdAddrs) == 0:
+	case len(o.cons.NSQDAddrs) == 0 && len(o.cons.LookupdAddrs) == 0:
 		return nil, errors.New("--nsqd-tcp-address or --lookupd-http-address required.")
-	case len(o.nsqdAddrs) > 0 && len(o.lookupdAddrs) > 0:
+	case len(o.cons.NSQDAddrs) > 0 && len(o.cons.LookupdAddrs) > 0:
 		return nil, errors.New("use --nsqd-tcp-address or --lookupd-http-address not both")
-	case len(o.topics) == 0 && o.topicPattern == "" && len(o.lookupdAddrs) == 0:
+	case len(o.topics) == 0 && o.topicPattern == "" && len(o.cons.LookupdAddrs) == 0:
 		return nil, errors.New("--topic or --topic-pattern required")
-	case len(o.topics) == 0 && len(o.lookupdAddrs) == 0:
+	case len(o.topics) == 0 && len(o.cons.LookupdAddrs) == 0:
 		return nil, errors.New("--lookupd-http-address must be specified when no --topic specified")
 	case o.gzipLevel < 1 || o.gzipLevel > 9:
 		return nil, fmt.Errorf("invalid --gzip-level value (%d), should be 1-9", o.gzipLevel)
@@ -124,8 +96,8 @@ func (o *options) validate() (*regexp.Regexp, error) {
 		return nil, errors.New("--rotate-size and --rotate-interval must not be negative")
 	case o.syncInterval <= 0:
 		return nil, fmt.Errorf("invalid --sync-interval %v", o.syncInterval)
-	case o.maxInFlight < 1:
-		return nil, fmt.Errorf("invalid --max-in-flight %d", o.maxInFlight)
+	case o.cons.MaxInFlight < 1:
+		return nil, fmt.Errorf("invalid --max-in-flight %d", o.cons.MaxInFlight)
 	case o.topicRefresh <= 0:
 		return nil, fmt.Errorf("invalid --topic-refresh %v", o.topicRefresh)
 	}
@@ -199,14 +171,9 @@ func archive(ctx context.Context, o options, logger *slog.Logger) error {
 			return fmt.Errorf("create directory: %w", err)
 		}
 	}
-	cfg := nsq.NewConfig()
-	cfg.UserAgent = fmt.Sprintf("%s/%s go-nsq/%s", name, config.Version, nsq.VERSION)
-	cfg.MaxInFlight = o.maxInFlight
-	// An archiver must not drop what it could not write: unlimited attempts
-	// unless --consumer-opt max_attempts,N says otherwise.
-	cfg.MaxAttempts = 0
-	if err := o.consOpts.Apply(cfg); err != nil {
-		return fmt.Errorf("--consumer-opt: %w", err)
+	cfg, err := o.cons.Config(cli.UserAgent(name))
+	if err != nil {
+		return err
 	}
 	gzipLevel := 0
 	if o.gzip {
@@ -237,7 +204,7 @@ func archive(ctx context.Context, o options, logger *slog.Logger) error {
 	var refresh <-chan time.Time
 	var hc *http.Client
 	if len(o.topics) == 0 {
-		hc = clients.NewHTTPClient(o.connectTimeout, o.requestTimeout)
+		hc = o.http.Client()
 		a.discover(ctx, hc, re)
 		t := time.NewTicker(o.topicRefresh)
 		defer t.Stop()
@@ -263,7 +230,7 @@ func archive(ctx context.Context, o options, logger *slog.Logger) error {
 // re (all topics when re is nil). Lookupd errors are logged and retried at
 // the next refresh.
 func (a *archiver) discover(ctx context.Context, hc *http.Client, re *regexp.Regexp) {
-	topics, err := clients.LookupTopics(ctx, hc, a.o.lookupdAddrs)
+	topics, err := clients.LookupTopics(ctx, hc, a.o.cons.LookupdAddrs)
 	if err != nil {
 		a.logger.Warn("topic discovery failed, retrying at the next refresh", "err", err)
 		return
@@ -294,7 +261,7 @@ func (a *archiver) addTopic(topic string) error {
 	w := newTopicWriter(a.wcfg, topic, a.logger)
 	c, err := clients.StartConsumer(clients.ConsumerOptions{
 		Topic: topic, Channel: a.o.channel, Config: a.cfg,
-		NSQDAddrs: a.o.nsqdAddrs, LookupdAddrs: a.o.lookupdAddrs,
+		NSQDAddrs: a.o.cons.NSQDAddrs, LookupdAddrs: a.o.cons.LookupdAddrs,
 		Handler: w, Logger: a.logger,
 	})
 	if err != nil {

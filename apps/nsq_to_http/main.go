@@ -8,24 +8,20 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"os"
-	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/nsqio/go-nsq"
 	"github.com/sluicemq/sluice/clients"
-	"github.com/sluicemq/sluice/internal/config"
+	"github.com/sluicemq/sluice/internal/cli"
 	"github.com/sluicemq/sluice/protocol"
 )
 
@@ -35,68 +31,42 @@ const name = "nsq_to_http"
 // epsilon-greedy modes (unless every endpoint is down).
 const downFor = 5 * time.Second
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
-}
+func main() { cli.Main(run) }
 
 type options struct {
 	topic, channel string
-	nsqdAddrs      clients.StringsFlag
-	lookupdAddrs   clients.StringsFlag
-	consOpts       clients.ConfigOpts
+	cons           clients.ConsumerFlags
+	http           clients.HTTPClientFlags
 	getAddrs       clients.StringsFlag
 	postAddrs      clients.StringsFlag
 	headers        clients.StringsFlag
 	contentType    string
 	mode           string
 	concurrency    int
-	maxInFlight    int
 	sample         float64
 	statusEvery    int
-	connectTimeout time.Duration
-	requestTimeout time.Duration
 }
 
 func run(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	var o options
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	t := cli.New(name, stdout, stderr)
+	fs := t.Flags
+	o.cons.Register(fs)
+	o.http.Register(fs, 20*time.Second)
 	fs.StringVar(&o.channel, "channel", "nsq_to_http", "nsq channel")
-	fs.Var(&o.consOpts, "consumer-opt", "option to passthrough to nsq.Consumer (may be given multiple times, http://godoc.org/github.com/nsqio/go-nsq#Config)")
 	fs.StringVar(&o.contentType, "content-type", "application/octet-stream", "the Content-Type used for POST requests")
 	fs.Var(&o.getAddrs, "get", "HTTP address to make a GET request to. '%s' will be printf replaced with data (may be given multiple times)")
 	fs.Var(&o.headers, "header", "Custom header for HTTP requests (may be given multiple times)")
-	fs.DurationVar(&o.connectTimeout, "http-client-connect-timeout", 2*time.Second, "timeout for HTTP connect")
-	fs.DurationVar(&o.requestTimeout, "http-client-request-timeout", 20*time.Second, "timeout for HTTP request")
-	fs.Var(&o.lookupdAddrs, "lookupd-http-address", "lookupd HTTP address (may be given multiple times)")
-	fs.IntVar(&o.maxInFlight, "max-in-flight", 200, "max number of messages to allow in flight")
 	fs.StringVar(&o.mode, "mode", "hostpool", "the upstream request mode options: round-robin, hostpool (default), epsilon-greedy, multicast (every endpoint)")
 	fs.IntVar(&o.concurrency, "n", 100, "number of concurrent publishers")
-	fs.Var(&o.nsqdAddrs, "nsqd-tcp-address", "nsqd TCP address (may be given multiple times)")
 	fs.Var(&o.postAddrs, "post", "HTTP address to make a POST request to.  data will be in the body (may be given multiple times)")
 	fs.Float64Var(&o.sample, "sample", 1.0, "% of messages to publish (float b/w 0 -> 1)")
 	fs.IntVar(&o.statusEvery, "status-every", 250, "the # of requests between logging status (per handler), 0 disables")
 	fs.StringVar(&o.topic, "topic", "", "nsq topic")
-	version := fs.Bool("version", false, "print version string")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, done := t.Parse(args); done {
+		return code
 	}
-	if *version {
-		fmt.Fprintln(stdout, config.VersionLine(name))
-		return 0
-	}
-	logger := config.NewLogger(stderr, "["+name+"] ", new(slog.LevelVar))
-	if err := forward(ctx, o, logger); err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
-		return 1
-	}
-	return 0
+	return t.Exit(forward(ctx, o, t.Logger()))
 }
 
 type mode int
@@ -130,9 +100,9 @@ func forward(ctx context.Context, o options, logger *slog.Logger) error {
 		return fmt.Errorf("invalid --topic %q", o.topic)
 	case !protocol.IsValidChannelName(o.channel):
 		return fmt.Errorf("invalid --channel %q", o.channel)
-	case len(o.nsqdAddrs) == 0 && len(o.lookupdAddrs) == 0:
+	case len(o.cons.NSQDAddrs) == 0 && len(o.cons.LookupdAddrs) == 0:
 		return errors.New("--nsqd-tcp-address or --lookupd-http-address required")
-	case len(o.nsqdAddrs) > 0 && len(o.lookupdAddrs) > 0:
+	case len(o.cons.NSQDAddrs) > 0 && len(o.cons.LookupdAddrs) > 0:
 		return errors.New("use --nsqd-tcp-address or --lookupd-http-address not both")
 	case len(o.getAddrs) == 0 && len(o.postAddrs) == 0:
 		return errors.New("--get or --post required")
@@ -142,8 +112,8 @@ func forward(ctx context.Context, o options, logger *slog.Logger) error {
 		return fmt.Errorf("invalid --sample %v: must be between 0.0 and 1.0", o.sample)
 	case o.concurrency < 1:
 		return fmt.Errorf("invalid -n %d", o.concurrency)
-	case o.maxInFlight < 1:
-		return fmt.Errorf("invalid --max-in-flight %d", o.maxInFlight)
+	case o.cons.MaxInFlight < 1:
+		return fmt.Errorf("invalid --max-in-flight %d", o.cons.MaxInFlight)
 	}
 	m, err := parseMode(o.mode)
 	if err != nil {
@@ -171,23 +141,18 @@ func forward(ctx context.Context, o options, logger *slog.Logger) error {
 		}
 		eps[i] = &endpoint{url: a}
 	}
-	cfg := nsq.NewConfig()
-	cfg.UserAgent = fmt.Sprintf("%s/%s go-nsq/%s", name, config.Version, nsq.VERSION)
-	cfg.MaxInFlight = o.maxInFlight
-	// A forwarder must not drop what it could not deliver: unlimited
-	// attempts unless --consumer-opt max_attempts,N says otherwise.
-	cfg.MaxAttempts = 0
-	if err := o.consOpts.Apply(cfg); err != nil {
-		return fmt.Errorf("--consumer-opt: %w", err)
+	cfg, err := o.cons.Config(cli.UserAgent(name))
+	if err != nil {
+		return err
 	}
 	f := &forwarder{
 		method: method, contentType: o.contentType, header: hdr, mode: m, eps: eps,
 		sample: o.sample, statusEvery: int64(o.statusEvery), logger: logger,
-		hc: clients.NewHTTPClient(o.connectTimeout, o.requestTimeout), userAgent: cfg.UserAgent,
+		hc: o.http.Client(), userAgent: cfg.UserAgent,
 	}
 	c, err := clients.StartConsumer(clients.ConsumerOptions{
 		Topic: o.topic, Channel: o.channel, Config: cfg,
-		NSQDAddrs: o.nsqdAddrs, LookupdAddrs: o.lookupdAddrs,
+		NSQDAddrs: o.cons.NSQDAddrs, LookupdAddrs: o.cons.LookupdAddrs,
 		Handler: f, Concurrency: o.concurrency, Logger: logger,
 	})
 	if err != nil {

@@ -7,41 +7,29 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"os/signal"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/nsqio/go-nsq"
 	"github.com/sluicemq/sluice/clients"
-	"github.com/sluicemq/sluice/internal/config"
+	"github.com/sluicemq/sluice/internal/cli"
 	"github.com/sluicemq/sluice/protocol"
 )
 
 const name = "nsq_to_nsq"
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
-}
+func main() { cli.Main(run) }
 
 type options struct {
 	topics           clients.StringsFlag
 	channel          string
 	destTopic        string
-	nsqdAddrs        clients.StringsFlag
-	lookupdAddrs     clients.StringsFlag
+	cons             clients.ConsumerFlags
 	destAddrs        clients.StringsFlag
-	consOpts         clients.ConfigOpts
 	prodOpts         clients.ConfigOpts
-	maxInFlight      int
 	mode             string
 	statusEvery      int
 	requireJSONField string
@@ -49,41 +37,32 @@ type options struct {
 	whitelistFields  clients.StringsFlag
 }
 
+// NSQ's nsq_to_nsq words the help of both go-nsq option flags with "see".
+const (
+	consumerOptUsage = "option to passthrough to nsq.Consumer (may be given multiple times, see http://godoc.org/github.com/nsqio/go-nsq#Config)"
+	producerOptUsage = "option to passthrough to nsq.Producer (may be given multiple times, see http://godoc.org/github.com/nsqio/go-nsq#Config)"
+)
+
 func run(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	var o options
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	t := cli.New(name, stdout, stderr)
+	fs := t.Flags
+	o.cons.Register(fs)
+	fs.Lookup("consumer-opt").Usage = consumerOptUsage
 	fs.StringVar(&o.channel, "channel", "nsq_to_nsq", "nsq channel")
-	fs.Var(&o.consOpts, "consumer-opt", "option to passthrough to nsq.Consumer (may be given multiple times, see http://godoc.org/github.com/nsqio/go-nsq#Config)")
 	fs.Var(&o.destAddrs, "destination-nsqd-tcp-address", "destination nsqd TCP address (may be given multiple times)")
 	fs.StringVar(&o.destTopic, "destination-topic", "", "use this destination topic for all consumed topics (default is consumed topic name)")
-	fs.Var(&o.lookupdAddrs, "lookupd-http-address", "lookupd HTTP address (may be given multiple times)")
-	fs.IntVar(&o.maxInFlight, "max-in-flight", 200, "max number of messages to allow in flight")
 	fs.StringVar(&o.mode, "mode", "hostpool", "the upstream request mode options: round-robin, hostpool (default), epsilon-greedy")
-	fs.Var(&o.nsqdAddrs, "nsqd-tcp-address", "nsqd TCP address (may be given multiple times)")
-	fs.Var(&o.prodOpts, "producer-opt", "option to passthrough to nsq.Producer (may be given multiple times, see http://godoc.org/github.com/nsqio/go-nsq#Config)")
+	fs.Var(&o.prodOpts, "producer-opt", producerOptUsage)
 	fs.StringVar(&o.requireJSONField, "require-json-field", "", "for JSON messages: only pass messages that contain this field")
 	fs.StringVar(&o.requireJSONValue, "require-json-value", "", "for JSON messages: only pass messages in which the required field has this value")
 	fs.IntVar(&o.statusEvery, "status-every", 250, "the # of requests between logging status (per destination), 0 disables")
 	fs.Var(&o.topics, "topic", "nsq topic (may be given multiple times)")
 	fs.Var(&o.whitelistFields, "whitelist-json-field", "for JSON messages: pass this field (may be given multiple times)")
-	version := fs.Bool("version", false, "print version string")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, done := t.Parse(args); done {
+		return code
 	}
-	if *version {
-		fmt.Fprintln(stdout, config.VersionLine(name))
-		return 0
-	}
-	logger := config.NewLogger(stderr, "["+name+"] ", new(slog.LevelVar))
-	if err := relay(ctx, o, logger); err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
-		return 1
-	}
-	return 0
+	return t.Exit(relay(ctx, o, t.Logger()))
 }
 
 func (o options) validate() error {
@@ -96,14 +75,14 @@ func (o options) validate() error {
 		return fmt.Errorf("invalid --destination-topic %q", o.destTopic)
 	case len(o.destAddrs) == 0:
 		return errors.New("--destination-nsqd-tcp-address required")
-	case len(o.nsqdAddrs) == 0 && len(o.lookupdAddrs) == 0:
+	case len(o.cons.NSQDAddrs) == 0 && len(o.cons.LookupdAddrs) == 0:
 		return errors.New("--nsqd-tcp-address or --lookupd-http-address required")
-	case len(o.nsqdAddrs) > 0 && len(o.lookupdAddrs) > 0:
+	case len(o.cons.NSQDAddrs) > 0 && len(o.cons.LookupdAddrs) > 0:
 		return errors.New("use --nsqd-tcp-address or --lookupd-http-address not both")
 	case o.requireJSONValue != "" && o.requireJSONField == "":
 		return errors.New("--require-json-value requires --require-json-field")
-	case o.maxInFlight < 1:
-		return fmt.Errorf("invalid --max-in-flight %d", o.maxInFlight)
+	case o.cons.MaxInFlight < 1:
+		return fmt.Errorf("invalid --max-in-flight %d", o.cons.MaxInFlight)
 	}
 	for _, t := range o.topics {
 		if !protocol.IsValidTopicName(t) {
@@ -121,20 +100,13 @@ func relay(ctx context.Context, o options, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--mode: %w", err)
 	}
-	pcfg := nsq.NewConfig()
-	pcfg.UserAgent = fmt.Sprintf("%s/%s go-nsq/%s", name, config.Version, nsq.VERSION)
-	if err := o.prodOpts.Apply(pcfg); err != nil {
-		return fmt.Errorf("--producer-opt: %w", err)
+	pcfg, err := clients.ProducerConfig(cli.UserAgent(name), o.prodOpts)
+	if err != nil {
+		return err
 	}
-	ccfg := nsq.NewConfig()
-	ccfg.UserAgent = pcfg.UserAgent
-	ccfg.MaxInFlight = o.maxInFlight
-	// go-nsq finishes (drops) a message after 5 attempts by default; a relay
-	// must not drop what it could not deliver, so attempts are unlimited
-	// unless --consumer-opt max_attempts,N says otherwise.
-	ccfg.MaxAttempts = 0
-	if err := o.consOpts.Apply(ccfg); err != nil {
-		return fmt.Errorf("--consumer-opt: %w", err)
+	ccfg, err := o.cons.Config(cli.UserAgent(name))
+	if err != nil {
+		return err
 	}
 	pool, err := clients.NewPool(clients.PoolOptions{Addrs: o.destAddrs, Config: pcfg, Mode: mode, Logger: logger})
 	if err != nil {
@@ -148,12 +120,7 @@ func relay(ctx context.Context, o options, logger *slog.Logger) error {
 			logger.Warn("consumers did not stop cleanly", "err", err)
 		}
 	}()
-	seen := make(map[string]bool)
-	for _, topic := range o.topics {
-		if seen[topic] {
-			continue
-		}
-		seen[topic] = true
+	for _, topic := range o.topics.Unique() {
 		dest := o.destTopic
 		if dest == "" {
 			dest = topic
@@ -161,8 +128,8 @@ func relay(ctx context.Context, o options, logger *slog.Logger) error {
 		h := &handler{o: &o, pool: pool, topic: dest, logger: logger.With("topic", topic), start: time.Now()}
 		c, err := clients.StartConsumer(clients.ConsumerOptions{
 			Topic: topic, Channel: o.channel, Config: ccfg,
-			NSQDAddrs: o.nsqdAddrs, LookupdAddrs: o.lookupdAddrs,
-			Handler: h, Concurrency: o.maxInFlight, Logger: logger,
+			NSQDAddrs: o.cons.NSQDAddrs, LookupdAddrs: o.cons.LookupdAddrs,
+			Handler: h, Concurrency: o.cons.MaxInFlight, Logger: logger,
 		})
 		if err != nil {
 			return err

@@ -7,29 +7,19 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
-	"github.com/nsqio/go-nsq"
 	"github.com/sluicemq/sluice/clients"
-	"github.com/sluicemq/sluice/internal/config"
+	"github.com/sluicemq/sluice/internal/cli"
 	"github.com/sluicemq/sluice/protocol"
 )
 
 const name = "to_nsq"
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
-}
+func main() { cli.Main(run) }
 
 type options struct {
 	topic     string
@@ -44,30 +34,17 @@ type options struct {
 // are published.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var o options
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	t := cli.New(name, stdout, stderr)
+	fs := t.Flags
 	fs.StringVar(&o.topic, "topic", "", "NSQ topic to publish to")
 	fs.StringVar(&o.delimiter, "delimiter", "\n", "character to split input from stdin")
 	fs.IntVar(&o.rate, "rate", 0, "Throttle messages to n/second. 0 to disable")
 	fs.Var(&o.nsqdAddrs, "nsqd-tcp-address", "destination nsqd TCP address (may be given multiple times)")
-	fs.Var(&o.prodOpts, "producer-opt", "option to passthrough to nsq.Producer (may be given multiple times, http://godoc.org/github.com/nsqio/go-nsq#Config)")
-	version := fs.Bool("version", false, "print version string")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	fs.Var(&o.prodOpts, "producer-opt", clients.ProducerOptUsage)
+	if code, done := t.Parse(args); done {
+		return code
 	}
-	if *version {
-		fmt.Fprintln(stdout, config.VersionLine(name))
-		return 0
-	}
-	logger := config.NewLogger(stderr, "["+name+"] ", new(slog.LevelVar))
-	if err := publishStdin(ctx, o, stdin, logger); err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
-		return 1
-	}
-	return 0
+	return t.Exit(publishStdin(ctx, o, stdin, t.Logger()))
 }
 
 func publishStdin(ctx context.Context, o options, stdin io.Reader, logger *slog.Logger) error {
@@ -83,10 +60,9 @@ func publishStdin(ctx context.Context, o options, stdin io.Reader, logger *slog.
 	case o.rate < 0:
 		return fmt.Errorf("invalid --rate %d", o.rate)
 	}
-	cfg := nsq.NewConfig()
-	cfg.UserAgent = fmt.Sprintf("%s/%s go-nsq/%s", name, config.Version, nsq.VERSION)
-	if err := o.prodOpts.Apply(cfg); err != nil {
-		return fmt.Errorf("--producer-opt: %w", err)
+	cfg, err := clients.ProducerConfig(cli.UserAgent(name), o.prodOpts)
+	if err != nil {
+		return err
 	}
 	pool, err := clients.NewPool(clients.PoolOptions{Addrs: o.nsqdAddrs, Config: cfg, Logger: logger})
 	if err != nil {
