@@ -30,6 +30,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -231,18 +232,35 @@ func (c *Client) HTTPAddresses() []string {
 // Channels asks every lookupd in HTTPAddresses for the channels of topic
 // (GET /channels?topic=) and returns the sorted union. Lookupds that fail are
 // reported in the error (joined), alongside the channels of the others.
+//
+// The lookupds are queried concurrently, so one that hangs costs the caller
+// at most ctx's deadline (or the HTTP client's timeout), not that times the
+// number of lookupds, and does not starve the queries of the others.
 func (c *Client) Channels(ctx context.Context, topic string) ([]string, error) {
+	addrs := c.HTTPAddresses()
+	type result struct {
+		chans []string
+		err   error
+	}
+	results := make([]result, len(addrs))
+	var wg sync.WaitGroup
+	for i, addr := range addrs {
+		wg.Go(func() {
+			chans, err := c.queryChannels(ctx, addr, topic)
+			results[i] = result{chans, err}
+		})
+	}
+	wg.Wait()
 	var (
 		all  []string
 		errs []error
 	)
-	for _, addr := range c.HTTPAddresses() {
-		chans, err := c.queryChannels(ctx, addr, topic)
-		if err != nil {
-			errs = append(errs, err)
+	for _, r := range results {
+		if r.err != nil {
+			errs = append(errs, r.err)
 			continue
 		}
-		all = append(all, chans...)
+		all = append(all, r.chans...)
 	}
 	slices.Sort(all)
 	return slices.Compact(all), errors.Join(errs...)
@@ -263,10 +281,20 @@ func (c *Client) queryChannels(ctx context.Context, addr, topic string) ([]strin
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("lookupd %s: GET /channels?topic=%s: status %d", addr, topic, resp.StatusCode)
 	}
+	// Bound what a broken or hostile lookupd can make nsqd buffer: read at
+	// most MaxReplySize (+1 to detect an overlong body) before decoding.
+	limit := int64(c.cfg.MaxReplySize)
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("lookupd %s: read /channels reply: %w", addr, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("lookupd %s: /channels reply longer than %d bytes", addr, limit)
+	}
 	var body struct {
 		Channels []string `json:"channels"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+	if err := json.Unmarshal(data, &body); err != nil {
 		return nil, fmt.Errorf("lookupd %s: decode /channels reply: %w", addr, err)
 	}
 	return body.Channels, nil

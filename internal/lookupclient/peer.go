@@ -69,19 +69,26 @@ func (p *peer) run(ctx context.Context) {
 			}
 			continue
 		}
-		failures = 0
 		p.logger.Info("LOOKUPD: connected and registered")
 		connected := time.Now()
 		err = p.serve(ctx, conn) // closes conn
 		if ctx.Err() != nil {
 			return
 		}
-		p.logger.Warn("LOOKUPD: connection lost", "err", err)
 		// Reconnect at once after a connection that lived for a while (a
-		// restarted lookupd is re-registered as soon as it listens); pause
-		// after a short-lived one so a lookupd that accepts and drops at
-		// once is not hammered.
-		if time.Since(connected) < p.cfg.PingInterval && !sleep(ctx, jitter(p.cfg.MinBackoff)) {
+		// restarted lookupd is re-registered as soon as it listens). A
+		// short-lived one counts as a failure, so a lookupd that accepts,
+		// answers IDENTIFY and drops at once is retried with growing
+		// backoff, not every MinBackoff forever.
+		if time.Since(connected) >= p.cfg.PingInterval {
+			failures = 0
+			p.logger.Warn("LOOKUPD: connection lost", "err", err)
+			continue
+		}
+		failures++
+		delay := p.backoff(failures)
+		p.logger.Warn("LOOKUPD: connection lost", "err", err, "retry_in", delay)
+		if !sleep(ctx, delay) {
 			return
 		}
 	}
@@ -90,11 +97,15 @@ func (p *peer) run(ctx context.Context) {
 // backoff returns the delay after n consecutive failures: MinBackoff
 // doubling per failure, capped at PingInterval, with jitter in [d/2, d].
 func (p *peer) backoff(n int) time.Duration {
-	d := p.cfg.MinBackoff
-	for i := 1; i < n && d < p.cfg.PingInterval; i++ {
+	d, limit := p.cfg.MinBackoff, p.cfg.PingInterval
+	for i := 1; i < n && d < limit; i++ {
+		if d > limit/2 { // doubling would pass the cap (or overflow)
+			d = limit
+			break
+		}
 		d *= 2
 	}
-	return jitter(min(d, p.cfg.PingInterval))
+	return jitter(min(d, limit))
 }
 
 func jitter(d time.Duration) time.Duration {
