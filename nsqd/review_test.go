@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -71,5 +73,50 @@ func TestReviewDeleteChannelWithInFlightKeepsHealth(t *testing.T) {
 		if got := h.Server.(*nsqd.NSQD).Health(); got != "OK" {
 			t.Fatalf("round %d: health after deleting a channel with in-flight messages = %q", i, got)
 		}
+	}
+}
+
+// BUG (topic.go put/distribute): on the direct path (the topic has channels
+// and nothing queued) a publish is written straight into the channels, and a
+// channel's failed disk write is only logged by Topic.distribute: the
+// publisher gets OK although the message was stored nowhere (§5.11: a failed
+// disk write makes the publish fail with E_PUB_FAILED). The failure is forced
+// by putting a directory where the channel's first disk queue file goes.
+func TestReviewDirectPublishReportsChannelDiskFailure(t *testing.T) {
+	h := testutil.StartNSQD(t, func(o *nsqd.Options) { o.MemQueueSize = 0 })
+	createChannel(t, h, "review_diskfail", "ch")
+	if err := os.Mkdir(filepath.Join(h.DataPath, "review_diskfail:ch.diskqueue.000000.dat"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := testutil.DialV2(t, h.TCPAddr)
+	c.Send("PUB review_diskfail", []byte("lost?"))
+	f := c.MustFrame()
+	if f.Type == testutil.FrameTypeResponse && string(f.Data) == "OK" {
+		cs := channelStats(t, h, "review_diskfail", "ch")
+		ts := topicStats(t, h, "review_diskfail")
+		t.Fatalf("PUB acknowledged although the channel's disk write failed (health %q, channel depth %d, topic depth %d)",
+			h.Server.(*nsqd.NSQD).Health(), cs.Depth, ts.Depth)
+	}
+	if f.Type != testutil.FrameTypeError || !strings.HasPrefix(string(f.Data), "E_PUB_FAILED") {
+		t.Fatalf("PUB: got %v, want E_PUB_FAILED", f)
+	}
+}
+
+// Coverage: without channels the publish goes to the topic's own disk queue
+// and a failed write there is reported to the publisher.
+func TestReviewTopicPublishReportsDiskFailure(t *testing.T) {
+	h := testutil.StartNSQD(t, func(o *nsqd.Options) { o.MemQueueSize = 0 })
+	testutil.MustPost(t, h.URL("/topic/create?topic=review_tdiskfail"), nil)
+	if err := os.Mkdir(filepath.Join(h.DataPath, "review_tdiskfail.diskqueue.000000.dat"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := testutil.DialV2(t, h.TCPAddr)
+	c.Send("PUB review_tdiskfail", []byte("x"))
+	f := c.MustFrame()
+	if f.Type != testutil.FrameTypeError || !strings.HasPrefix(string(f.Data), "E_PUB_FAILED") {
+		t.Fatalf("PUB: got %v, want E_PUB_FAILED", f)
+	}
+	if got := h.Server.(*nsqd.NSQD).Health(); !strings.HasPrefix(got, "NOK") {
+		t.Fatalf("health = %q after a failed disk write", got)
 	}
 }
