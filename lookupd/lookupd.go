@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,6 +44,10 @@ type Daemon struct {
 
 	exitOnce sync.Once
 
+	// httpWriteTimeout bounds writing one HTTP response (set by New; tests
+	// may lower it before Start).
+	httpWriteTimeout time.Duration
+
 	// testHookPeerClose, if set (tests only, before Start), runs when a
 	// registration connection starts closing, before its registrations are
 	// removed.
@@ -72,8 +77,9 @@ func New(opts *Options) (*Daemon, error) {
 			InactiveTimeout:   opts.InactiveProducerTimeout,
 			TombstoneLifetime: opts.TombstoneLifetime,
 		}),
-		hostname: host,
-		conns:    make(map[net.Conn]struct{}),
+		hostname:         host,
+		conns:            make(map[net.Conn]struct{}),
+		httpWriteTimeout: httpWriteTimeout,
 	}, nil
 }
 
@@ -91,8 +97,9 @@ func (d *Daemon) Start() error {
 	}
 	d.tcpLn, d.httpLn = tcpLn, httpLn
 	d.httpSrv = &http.Server{
-		Handler:           d.newRouter(),
+		Handler:           d.withWriteDeadline(d.newRouter()),
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       httpIdleTimeout,
 		ErrorLog:          slog.NewLogLogger(d.logger.Handler(), slog.LevelWarn),
 	}
 	d.logger.Info("TCP: listening", "addr", tcpLn.Addr().String())
@@ -144,6 +151,26 @@ func (d *Daemon) Exit() {
 		}
 		d.wg.Wait()
 		d.logger.Info("exited")
+	})
+}
+
+// withWriteDeadline gives every response except pprof's (whose profiles
+// stream for as long as asked) httpWriteTimeout to be written, so a client
+// that stops reading a large answer (/debug, /nodes with thousands of
+// topics) releases its connection and goroutine instead of holding them
+// forever. Handlers build their answer from a copy of the registry, so such
+// a client never holds the registry lock.
+func (d *Daemon) withWriteDeadline(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// On a keep-alive connection the deadline of the previous request
+		// is still set: pprof clears it. Not every ResponseWriter supports
+		// deadlines; the error only means no deadline.
+		deadline := time.Now().Add(d.httpWriteTimeout)
+		if strings.HasPrefix(r.URL.Path, "/debug/pprof") {
+			deadline = time.Time{}
+		}
+		_ = http.NewResponseController(w).SetWriteDeadline(deadline)
+		h.ServeHTTP(w, r)
 	})
 }
 

@@ -26,6 +26,10 @@ const (
 	DefaultPeerReadTimeout = 30 * time.Second
 	// peerWriteTimeout bounds each reply write; replies are a few bytes.
 	peerWriteTimeout = 10 * time.Second
+	// httpWriteTimeout bounds writing one HTTP response (pprof excepted);
+	// httpIdleTimeout closes idle keep-alive connections.
+	httpWriteTimeout = 30 * time.Second
+	httpIdleTimeout  = 2 * time.Minute
 	// maxLineSize bounds a request line. A valid REGISTER line is < 150
 	// bytes; longer lines are answered E_INVALID and closed.
 	maxLineSize = 64 << 10

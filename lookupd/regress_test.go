@@ -3,7 +3,9 @@ package lookupd
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"reflect"
 	"runtime"
@@ -233,5 +235,47 @@ func TestHTTPSlowReaderDoesNotBlockRegistry(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(res.body), &body); err != nil || len(body.Producers) != 1 {
 		t.Fatalf("/lookup: %d %s", res.status, res.body)
+	}
+}
+
+// A client that stops reading a large answer loses its connection after
+// the write timeout instead of pinning a connection and a goroutine forever.
+func TestHTTPWriteTimeoutReleasesSlowReader(t *testing.T) {
+	d, err := New(func() *Options {
+		o := NewOptions()
+		o.TCPAddress, o.HTTPAddress, o.BroadcastAddress = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1"
+		return o
+	}())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.httpWriteTimeout = 300 * time.Millisecond
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Exit)
+	h := d.Registry().AddPeer(peer("10.0.0.1:4000", "h", 4151), time.Now())
+	for i := range 20000 {
+		h.Register(fmt.Sprintf("topic-%05d-with-a-longish-name", i), "")
+	}
+	c, err := net.Dial("tcp", d.HTTPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(4096)
+	fmt.Fprintf(c, "GET /debug HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(time.Second) // stay past the write timeout without reading
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := io.Copy(io.Discard, c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("server kept the connection open (read %d bytes)", n)
+	}
+	// Keep-alive requests after a small answer keep working, and pprof is
+	// not cut by the previous request's deadline.
+	res := doHTTP(t, d, "GET", "/ping")
+	if res.status != 200 {
+		t.Fatalf("/ping: %d", res.status)
 	}
 }
