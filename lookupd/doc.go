@@ -43,6 +43,19 @@
 //   - IDENTIFY bodies must be 1 byte to 5 MiB (the reference accepts any
 //     size, and a negative size crashes it); request lines are bounded to
 //     64 KiB (E_INVALID beyond).
+//   - Address reuse. Each identified connection gets a registry handle
+//     (Peer). A new connection from an ip:port still registered (the old
+//     one reset, a NAT, a proxy) replaces the old peer: it inherits neither
+//     its registrations nor its tombstones, and the old connection's late
+//     cleanup or commands can no longer touch the new one's registrations
+//     (the reference removes the successor's registrations in that race).
+//     A superseded connection is answered E_INVALID and closed.
+//   - IDENTIFY bodies are read as they arrive, so an announced size costs
+//     memory only when the bytes are actually sent.
+//   - HTTP answers are built from a copy taken under the registry's read
+//     lock and written after it is released; each response has 30 s to be
+//     written (pprof excepted) and idle keep-alive connections close after
+//     2 min, so clients that stop reading do not pin connections forever.
 //   - /topics, /channels, /lookup channels and /nodes topics are sorted
 //     (order is unspecified by NSQ; sorting makes responses stable).
 //
