@@ -114,16 +114,18 @@ func (d *Daemon) handleInfo(http.ResponseWriter, *http.Request, httprouter.Param
 }
 
 // topicParam returns the first topic query value; validate also checks the
-// name rules.
+// name rules. Like the reference, only an absent parameter is "missing": a
+// present but empty one ("?topic=") is the name "" (not found by /lookup,
+// no channels, INVALID_ARG_TOPIC where names are validated).
 func topicParam(req *http.Request, validate bool) (string, error) {
 	q, err := httpv1.Query(req)
 	if err != nil {
 		return "", httpv1.Err{Code: http.StatusBadRequest, Text: "INVALID_REQUEST"}
 	}
-	topic := q.Get("topic")
-	if topic == "" {
+	if !q.Has("topic") {
 		return "", errMissingTopic
 	}
+	topic := q.Get("topic")
 	if validate && !protocol.IsValidTopicName(topic) {
 		return "", errInvalidTopic
 	}
@@ -136,10 +138,11 @@ func topicChannelParams(req *http.Request) (string, string, error) {
 	if err != nil {
 		return "", "", err
 	}
-	channel := req.URL.Query().Get("channel")
-	if channel == "" {
+	q, _ := httpv1.Query(req) // parsed successfully by topicParam
+	if !q.Has("channel") {
 		return "", "", errMissingChannel
 	}
+	channel := q.Get("channel")
 	if !protocol.IsValidChannelName(channel) {
 		return "", "", errInvalidChannel
 	}
@@ -266,10 +269,11 @@ func (d *Daemon) handleTombstone(_ http.ResponseWriter, req *http.Request, _ htt
 	if err != nil {
 		return nil, err
 	}
-	node := req.URL.Query().Get("node")
-	if node == "" {
+	q, _ := httpv1.Query(req) // parsed successfully by topicParam
+	if !q.Has("node") {
 		return nil, errMissingNode
 	}
+	node := q.Get("node")
 	n := d.registry.Tombstone(topic, node, time.Now())
 	d.logger.Info("DB: tombstoned topic producer", "topic", topic, "node", node, "matched", n)
 	return nil, nil

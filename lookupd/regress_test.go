@@ -279,3 +279,37 @@ func TestHTTPWriteTimeoutReleasesSlowReader(t *testing.T) {
 		t.Fatalf("/ping: %d", res.status)
 	}
 }
+
+// A parameter that is present but empty is not "missing" (reference
+// behaviour, checked against nsqlookupd 1.3.0): only an absent one is.
+func TestHTTPEmptyVersusMissingParams(t *testing.T) {
+	d := startLookupd(t, nil)
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		body         string
+	}{
+		{"GET", "/lookup?topic=", 404, `{"message":"TOPIC_NOT_FOUND"}`},
+		{"GET", "/lookup?topic", 404, `{"message":"TOPIC_NOT_FOUND"}`},
+		{"GET", "/channels?topic=", 200, `{"channels":[]}`},
+		{"POST", "/topic/create?topic=", 400, `{"message":"INVALID_ARG_TOPIC"}`},
+		{"POST", "/topic/delete?topic=", 200, ``},
+		{"POST", "/channel/create?topic=t&channel=", 400, `{"message":"INVALID_ARG_CHANNEL"}`},
+		{"POST", "/channel/create?topic=&channel=c", 400, `{"message":"INVALID_ARG_TOPIC"}`},
+		{"POST", "/channel/delete?topic=t&channel=", 400, `{"message":"INVALID_ARG_CHANNEL"}`},
+		{"POST", "/channel/delete?topic=&channel=c", 400, `{"message":"INVALID_ARG_TOPIC"}`},
+		{"POST", "/topic/tombstone?topic=&node=x:1", 200, ``},
+		{"POST", "/topic/tombstone?topic=t&node=", 200, ``},
+		{"POST", "/topic/tombstone?topic=t&node", 200, ``},
+		{"POST", "/channel/create?topic=t", 400, `{"message":"MISSING_ARG_CHANNEL"}`},
+		{"POST", "/topic/tombstone?topic=t", 400, `{"message":"MISSING_ARG_NODE"}`},
+	} {
+		res := doHTTP(t, d, tc.method, tc.path)
+		if res.status != tc.status || res.body != tc.body {
+			t.Errorf("%s %s = %d %s, want %d %s", tc.method, tc.path, res.status, res.body, tc.status, tc.body)
+		}
+	}
+	if got := d.Registry().Topics(); len(got) != 0 {
+		t.Fatalf("topics created: %q", got)
+	}
+}
