@@ -128,3 +128,40 @@ func TestReviewWokenConsumerTurningUnreadyStrandsMessage(t *testing.T) {
 		t.Fatalf("B got no message (frame %d %q ok=%v); channel memory depth %d, active %d", typ, data, ok, depth, active)
 	}
 }
+
+// BUG (channel.go kickLocked): a consumer that turns not-ready while waiting
+// only has its waiting flag cleared; its entry stays in c.waiters, which is
+// pruned only by wakeWaitersLocked, i.e. by a put. On an idle channel each
+// RDY 1 / RDY 0 cycle (go-nsq redistributes RDY this way) appends another
+// entry, so c.waiters grows without bound and pins closed clients.
+func TestReviewIdleRDYTogglingDoesNotGrowWaiters(t *testing.T) {
+	n := startReviewNSQD(t)
+	c := dialReview(t, n, "SUB review_toggle ch\n")
+	if typ, data, ok := c.frame(5 * time.Second); !ok || typ != 0 || string(data) != "OK" {
+		t.Fatalf("SUB: %d %q %v", typ, data, ok)
+	}
+	// each PUB reply proves the reader drained its buffer, so the kick for
+	// the RDY before it has run
+	pub := "PUB review_toggle_other\n\x00\x00\x00\x01x"
+	for i := 0; i < 100; i++ {
+		for _, rdy := range []string{"RDY 1\n", "RDY 0\n"} {
+			if _, err := c.Write([]byte(rdy + pub)); err != nil {
+				t.Fatal(err)
+			}
+			if typ, data, ok := c.frame(5 * time.Second); !ok || typ != 0 || string(data) != "OK" {
+				t.Fatalf("cycle %d: %d %q %v", i, typ, data, ok)
+			}
+		}
+	}
+	topic, _ := n.ExistingTopic("review_toggle")
+	ch, _ := topic.existingChannel("ch")
+	ch.mu.Lock()
+	waiters, active := len(ch.waiters), ch.active
+	ch.mu.Unlock()
+	if active != 0 {
+		t.Fatalf("active = %d with the only consumer at RDY 0", active)
+	}
+	if waiters > 1 {
+		t.Fatalf("c.waiters holds %d entries after 100 RDY 1/0 cycles of one idle consumer", waiters)
+	}
+}

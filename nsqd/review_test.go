@@ -120,3 +120,24 @@ func TestReviewTopicPublishReportsDiskFailure(t *testing.T) {
 		t.Fatalf("health = %q after a failed disk write", got)
 	}
 }
+
+// BUG (client.go writeFrame/flushLocked): write deadlines are only set while
+// the heartbeat interval is positive, never cleared. A connection that wrote
+// something (here a PUB reply) before IDENTIFY set heartbeat_interval -1
+// keeps that stale deadline, and its first write after it passes fails and
+// closes the connection (§3.16: H = 0 means no read or write deadlines).
+func TestReviewHeartbeatDisabledClearsWriteDeadline(t *testing.T) {
+	h := testutil.StartNSQD(t, func(o *nsqd.Options) { o.ClientTimeout = 2 * time.Second }) // default H = 1 s
+	c := testutil.DialV2(t, h.TCPAddr)
+	c.Publish("review_wdl", []byte("a")) // reply written with deadline now+1s
+	c.Identify(map[string]any{"heartbeat_interval": -1})
+	time.Sleep(1500 * time.Millisecond) // the scenario: an idle publisher
+	c.Send("PUB review_wdl", []byte("b"))
+	f, err := c.ReadFrame(3 * time.Second)
+	if err != nil {
+		t.Fatalf("PUB after 1.5 s idle with heartbeats disabled: %v (connection closed by a stale write deadline)", err)
+	}
+	if f.Type != testutil.FrameTypeResponse || string(f.Data) != "OK" {
+		t.Fatalf("PUB: got %v", f)
+	}
+}
