@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -299,4 +300,62 @@ func TestChannelsHungGarbageAndHuge(t *testing.T) {
 	if grew := after.TotalAlloc - before.TotalAlloc; grew > 24<<20 {
 		t.Fatalf("Channels allocated %d MiB for a 64 MiB reply (limit 1 MiB)", grew>>20)
 	}
+}
+
+// blackholeAddr returns an address whose listen backlog is full, so that a
+// further dial hangs in the TCP handshake (SYNs are dropped).
+func blackholeAddr(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	// Fill the backlog: dials succeed until the queue is full, then hang.
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			break
+		}
+		t.Cleanup(func() { c.Close() })
+		if i > 64 {
+			t.Skip("backlog never fills on this system")
+		}
+	}
+	return addr
+}
+
+// Run cancelled while a dial hangs returns at once.
+func TestCancelWhileDialing(t *testing.T) {
+	addr := blackholeAddr(t)
+	base := runtime.NumGoroutine()
+	c := New(Config{Addresses: []string{addr}, Identify: identify, Timeout: time.Minute, PingInterval: time.Minute})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	// Give Run time to start dialing: the dial can only hang, so there is
+	// no state to wait for.
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Run did not return within 2s of cancel while dialing")
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Fatalf("Run took %v", el)
+	}
+	waitFor(t, 5*time.Second, "client goroutines gone", func() bool { return runtime.NumGoroutine() <= base })
 }
