@@ -3,12 +3,16 @@ package nsqd_test
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/nsqio/go-nsq"
 
 	"github.com/sluicemq/sluice/internal/testutil"
 	"github.com/sluicemq/sluice/nsqd"
@@ -140,4 +144,99 @@ func TestReviewHeartbeatDisabledClearsWriteDeadline(t *testing.T) {
 	if f.Type != testutil.FrameTypeResponse || string(f.Data) != "OK" {
 		t.Fatalf("PUB: got %v", f)
 	}
+}
+
+// stressHandler finishes every message except the first delivery of bodies
+// divisible by 5, which it requeues (go-nsq sends REQ 0 and backs off, so RDY
+// toggles between 0 and 1 as well).
+type stressHandler struct {
+	mu        sync.Mutex
+	finished  map[string]int
+	delivered map[string]int
+}
+
+func (s *stressHandler) HandleMessage(m *nsq.Message) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := string(m.Body)
+	s.delivered[b]++
+	var i int
+	fmt.Sscanf(b, "m%d", &i)
+	if i%5 == 0 && m.Attempts == 1 {
+		return errors.New("requeue once")
+	}
+	s.finished[b]++
+	return nil
+}
+
+func (s *stressHandler) finishedCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.finished)
+}
+
+// Coverage: with a tiny memory queue (disk overflow and refill), two
+// channels, three consumers each, concurrent MPUBs, REQs and go-nsq backoff,
+// every message is finished exactly once per channel, delivered at most
+// twice (once more only when requeued) and the accounting ends at zero.
+func TestReviewStressOverflowRequeueAccounting(t *testing.T) {
+	h := testutil.StartNSQD(t, func(o *nsqd.Options) { o.MemQueueSize = 3 })
+	const total = 3000
+	createChannel(t, h, "review_stress", "a")
+	createChannel(t, h, "review_stress", "b")
+	handlers := map[string]*stressHandler{}
+	for _, chName := range []string{"a", "b"} {
+		sh := &stressHandler{finished: map[string]int{}, delivered: map[string]int{}}
+		handlers[chName] = sh
+		for k := 0; k < 3; k++ {
+			cfg := testutil.NewConfig()
+			cfg.MaxInFlight = 4
+			cfg.MaxBackoffDuration = 50 * time.Millisecond
+			testutil.NewConsumer(t, h.TCPAddr, "review_stress", chName, cfg, sh)
+		}
+	}
+	p := testutil.NewProducer(t, h.TCPAddr, nil)
+	for i := 0; i < total; i += 100 {
+		if err := p.MultiPublish("review_stress", bodies("m", i, 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, sh := range handlers {
+		testutil.WaitFor(t, 60*time.Second, func() bool { return sh.finishedCount() == total },
+			"channel %s: all %d messages finished", name, total)
+	}
+	for name, sh := range handlers {
+		sh.mu.Lock()
+		for b, n := range sh.finished {
+			if n != 1 {
+				t.Errorf("channel %s: %s finished %d times", name, b, n)
+			}
+		}
+		for b, n := range sh.delivered {
+			var i int
+			fmt.Sscanf(b, "m%d", &i)
+			want := 1
+			if i%5 == 0 {
+				want = 2
+			}
+			if n != want {
+				t.Errorf("channel %s: %s delivered %d times, want %d", name, b, n, want)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	testutil.WaitFor(t, 10*time.Second, func() bool {
+		for _, name := range []string{"a", "b"} {
+			cs := channelStats(t, h, "review_stress", name)
+			if cs.Depth != 0 || cs.InFlightCount != 0 || cs.DeferredCount != 0 || cs.RequeueCount != total/5 || cs.MessageCount != total {
+				return false
+			}
+			for _, c := range cs.Clients {
+				if c.InFlightCount != 0 {
+					return false
+				}
+			}
+		}
+		return true
+	}, "channel accounting back to zero")
 }
