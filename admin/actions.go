@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -22,19 +23,72 @@ type messageResponse struct {
 	Message string `json:"message"`
 }
 
-// user returns who the request says it is (the ACL header).
+// user returns who the request says it is (the ACL header). A header given more than once
+// is ambiguous (a client-sent value next to the proxy's) and names nobody.
 func (a *Admin) user(r *http.Request) string {
-	return r.Header.Get(a.opts.ACLHTTPHeader)
+	if a.opts.ACLHTTPHeader == "" {
+		return ""
+	}
+	vals := r.Header.Values(a.opts.ACLHTTPHeader)
+	if len(vals) != 1 {
+		return ""
+	}
+	return strings.TrimSpace(vals[0])
 }
 
-// isAdmin tells whether r may act: everyone when no admin users are configured.
+// isAdmin tells whether r may act: everyone when no admin users are configured, else only
+// a request whose ACL header names one of them (an empty name never matches).
 func (a *Admin) isAdmin(r *http.Request) bool {
-	return len(a.opts.AdminUsers) == 0 || slices.Contains(a.opts.AdminUsers, a.user(r))
+	if len(a.opts.AdminUsers) == 0 {
+		return true
+	}
+	u := a.user(r)
+	return u != "" && slices.Contains(a.opts.AdminUsers, u)
 }
 
-// admin wraps a mutating handler: 403 FORBIDDEN for non-admins.
+// checkNames answers 400 INVALID_TOPIC / INVALID_CHANNEL for names nsqd would refuse, so
+// an action never sends garbage upstream.
+func checkNames(topic, channel string, withChannel bool) error {
+	if !protocol.IsValidTopicName(topic) {
+		return httpv1.Err{Code: http.StatusBadRequest, Text: "INVALID_TOPIC"}
+	}
+	if withChannel && !protocol.IsValidChannelName(channel) {
+		return httpv1.Err{Code: http.StatusBadRequest, Text: "INVALID_CHANNEL"}
+	}
+	return nil
+}
+
+// checkMutation refuses a mutating API request a browser could have been tricked into
+// sending from another site (CSRF): a request the browser marks as cross-site is 403
+// CROSS_SITE_REQUEST, and a request with a body must declare it as JSON (415
+// UNSUPPORTED_MEDIA_TYPE otherwise), which an HTML form cannot do and a cross-origin
+// script cannot do without a CORS preflight this server never grants. A DELETE without a
+// body is accepted as is: browsers never send DELETE cross-site without that preflight.
+func checkMutation(r *http.Request) error {
+	if r.Header.Get("Sec-Fetch-Site") == "cross-site" {
+		return httpv1.Err{Code: http.StatusForbidden, Text: "CROSS_SITE_REQUEST"}
+	}
+	hasBody := r.ContentLength > 0 || (r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody)
+	ct := r.Header.Get("Content-Type")
+	if !hasBody && ct == "" && r.Method == http.MethodDelete {
+		return nil
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || mt != "application/json" {
+		return httpv1.Err{Code: http.StatusUnsupportedMediaType, Text: "UNSUPPORTED_MEDIA_TYPE: send Content-Type: application/json"}
+	}
+	return nil
+}
+
+// admin wraps a mutating handler: CSRF checks first (checkMutation), then 403 FORBIDDEN
+// for non-admins.
 func (a *Admin) admin(h httpv1.APIHandler) httprouter.Handle {
 	return httpv1.V1(func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) (any, error) {
+		if err := checkMutation(r); err != nil {
+			a.logger.Warn("admin action refused", "reason", err.Error(), "remote_ip", remoteIP(r), "method", r.Method, "path", r.URL.Path,
+				"content_type", r.Header.Get("Content-Type"), "origin", r.Header.Get("Origin"))
+			return nil, err
+		}
 		if !a.isAdmin(r) {
 			a.logger.Warn("admin action refused", "user", a.user(r), "remote_ip", remoteIP(r), "method", r.Method, "path", r.URL.Path)
 			return nil, httpv1.Err{Code: http.StatusForbidden, Text: "FORBIDDEN"}
@@ -143,6 +197,9 @@ func (a *Admin) channelAction(_ http.ResponseWriter, r *http.Request, ps httprou
 }
 
 func (a *Admin) pauseEmpty(r *http.Request, topic, channel string) (any, error) {
+	if err := checkNames(topic, channel, channel != ""); err != nil {
+		return nil, err
+	}
 	var body struct {
 		Action string `json:"action"`
 	}
@@ -170,6 +227,9 @@ func (a *Admin) pauseEmpty(r *http.Request, topic, channel string) (any, error) 
 // deleteTopic handles DELETE /api/topics/:topic: on every producing nsqd, then in every lookupd.
 func (a *Admin) deleteTopic(_ http.ResponseWriter, r *http.Request, ps httprouter.Params) (any, error) {
 	topic := ps.ByName("topic")
+	if err := checkNames(topic, "", false); err != nil {
+		return nil, err
+	}
 	ctx, cancel := a.reqCtx(r)
 	defer cancel()
 	producers, errs := a.cluster.topicProducers(ctx, topic)
@@ -187,6 +247,9 @@ func (a *Admin) deleteTopic(_ http.ResponseWriter, r *http.Request, ps httproute
 // deleteChannel handles DELETE /api/topics/:topic/:channel.
 func (a *Admin) deleteChannel(_ http.ResponseWriter, r *http.Request, ps httprouter.Params) (any, error) {
 	topic, channel := ps.ByName("topic"), ps.ByName("channel")
+	if err := checkNames(topic, channel, true); err != nil {
+		return nil, err
+	}
 	ctx, cancel := a.reqCtx(r)
 	defer cancel()
 	producers, errs := a.cluster.topicProducers(ctx, topic)
@@ -214,8 +277,16 @@ func (a *Admin) tombstoneTopicProducer(_ http.ResponseWriter, r *http.Request, p
 	if body.Topic == "" {
 		return nil, httpv1.Err{Code: http.StatusBadRequest, Text: "MISSING_TOPIC"}
 	}
+	if err := checkNames(body.Topic, "", false); err != nil {
+		return nil, err
+	}
 	ctx, cancel := a.reqCtx(r)
 	defer cancel()
+	// Only a node the cluster knows (listed, or remembered by the sampler) is contacted:
+	// the address comes from the URL and must not make the admin POST to arbitrary hosts.
+	if !a.knownNode(ctx, node) {
+		return nil, httpv1.Err{Code: http.StatusNotFound, Text: "NODE_NOT_FOUND"}
+	}
 	var errs []error
 	attempts := 1
 	if a.cluster.lookupMode() {
@@ -225,6 +296,18 @@ func (a *Admin) tombstoneTopicProducer(_ http.ResponseWriter, r *http.Request, p
 	errs = append(errs, ignoreNotFound(a.cluster.nsqdPost(ctx, []*Producer{{addr: node}}, "/topic/delete", url.Values{"topic": {body.Topic}}))...)
 	a.record(r, "tombstone_topic_producer", body.Topic, "", node)
 	return actionResult(errs, attempts)
+}
+
+// knownNode tells whether addr (host:http_port) is a node nsqlookupd (or the direct-mode
+// list) reports, or one the sampler still remembers.
+func (a *Admin) knownNode(ctx context.Context, addr string) bool {
+	nodes, _ := a.cluster.nodes(ctx)
+	for _, n := range nodes {
+		if n.HTTPAddr() == addr {
+			return true
+		}
+	}
+	return a.sampler.remembers(addr)
 }
 
 func ignoreNotFound(errs []error) []error {

@@ -50,8 +50,8 @@ func New(opts *Options) (*Admin, error) {
 	a := &Admin{opts: &o, logger: logger, up: up}
 	a.cluster = &cluster{up: up, lookupds: append([]string(nil), o.NSQLookupdHTTPAddresses...),
 		nsqds: append([]string(nil), o.NSQDHTTPAddresses...)}
-	a.sampler = newSampler(a.cluster, o.SampleInterval, o.HistoryWindow, o.HTTPClientRequestTimeout, logger)
-	a.notifier = newNotifier(up.client, o.NotificationHTTPEndpoint, logger)
+	a.sampler = newSampler(a.cluster, o.SampleInterval, o.HistoryWindow, o.HTTPClientRequestTimeout, o.HistoryMaxSeries, logger)
+	a.notifier = newNotifier(up.client.Transport, o.NotificationHTTPEndpoint, o.HTTPClientConnectTimeout+o.HTTPClientRequestTimeout, logger)
 	if o.AllowConfigFromCIDR != "" {
 		_, a.cidr, _ = net.ParseCIDR(o.AllowConfigFromCIDR)
 	}
@@ -70,6 +70,9 @@ func (a *Admin) Start() error {
 	a.server = &http.Server{
 		Handler:           a.routes(),
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
 	}
 	a.logger.Info("HTTP: listening", "addr", ln.Addr().String())

@@ -448,7 +448,7 @@ func TestBrowserPages(t *testing.T) {
 		t.Fatalf("read-only channel page under /ops shows %d messages", got)
 	}
 	b.screenshots(ro.url("/ops/topics/"+scTopic+"/"+scArchive), "channel-readonly")
-	status := run(b, chromedp.Evaluate[int](`fetch("api/topics/`+scTopic+`/`+scArchive+`", {method: "POST", body: '{"action":"pause"}'}).then(function (r) { return r.status; })`, chromedp.EvalAwaitPromise))
+	status := run(b, chromedp.Evaluate[int](`fetch("api/topics/`+scTopic+`/`+scArchive+`", {method: "POST", headers: {"Content-Type": "application/json"}, body: '{"action":"pause"}'}).then(function (r) { return r.status; })`, chromedp.EvalAwaitPromise))
 	if status != 403 {
 		t.Fatalf("read-only API pause answered %d, want 403", status)
 	}

@@ -88,14 +88,23 @@ func (c *cluster) setLookupdAddrs(addrs []string) {
 
 func (c *cluster) lookupMode() bool { return len(c.nsqds) == 0 }
 
-// fanOut runs fn for every address concurrently and collects the errors as nodeErrors.
+// maxFanOut bounds how many upstream calls one fan-out makes at once, so a cluster (or a
+// lookupd full of bogus registrations) with thousands of nodes does not open thousands of
+// connections per page view.
+const maxFanOut = 32
+
+// fanOut runs fn for every address, at most maxFanOut at a time, and collects the errors
+// as nodeErrors.
 func fanOut(addrs []string, kind string, fn func(addr string) error) []error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(addrs))
+	sem := make(chan struct{}, maxFanOut)
 	for i, a := range addrs {
 		wg.Add(1)
+		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
+			defer func() { <-sem }()
 			if err := fn(a); err != nil {
 				errs[i] = &nodeError{Kind: kind, Addr: a, Err: err}
 			}

@@ -25,7 +25,7 @@ func startCluster(t *testing.T, n int) *testCluster {
 		t.Fatalf("lookupd Start: %v", err)
 	}
 	t.Cleanup(l.Exit)
-	c := &testCluster{LookupdHTTP: l.HTTPAddr().String()}
+	c := &testCluster{LookupdHTTP: l.HTTPAddr().String(), LookupdTCP: l.TCPAddr().String()}
 	for range n {
 		h := testutil.StartNSQD(t, func(o *nsqd.Options) {
 			o.NSQLookupdTCPAddresses = []string{l.TCPAddr().String()}

@@ -28,6 +28,7 @@ type testNSQD struct {
 // testCluster is an nsqlookupd and its nsqds, started by startCluster.
 type testCluster struct {
 	LookupdHTTP string
+	LookupdTCP  string
 	NSQDs       []*testNSQD
 }
 
@@ -98,6 +99,9 @@ func call(t testing.TB, method, u string, body any, header map[string]string) (i
 	req, err := http.NewRequest(method, u, rd)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	for k, v := range header {
 		req.Header.Set(k, v)

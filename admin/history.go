@@ -2,6 +2,7 @@ package admin
 
 import (
 	"math"
+	"sort"
 	"time"
 )
 
@@ -21,12 +22,23 @@ import (
 // Rates are computed per node from two consecutive answers of that node, using the times
 // the answers arrived, then summed over nodes; a counter that went down (restart, delete)
 // contributes 0 for that interval. A rate is NaN when no node has a previous answer yet.
+//
+// Memory is bounded whatever the cluster does: each series keeps at most capacity points,
+// series and nodes not seen within the window are dropped, and at most maxSeries series
+// are kept (see SetMaxSeries for which go first).
 type History struct {
-	window   time.Duration
-	capacity int
-	nodes    map[string]*nodeCounters
-	series   map[SeriesKey]*series
+	window    time.Duration
+	capacity  int
+	maxSeries int
+	nodes     map[string]*nodeCounters
+	series    map[SeriesKey]*series
+	seq       int64
 }
+
+// DefaultHistoryMaxSeries is how many series (cluster, topics, channels) a History keeps by
+// default; at the default window and interval (720 points of 32 bytes) that is at most
+// about 230 MB of points, usually far less.
+const DefaultHistoryMaxSeries = 10000
 
 // SeriesKey names a series: the cluster ("", ""), a topic (T, "") or a channel (T, C).
 type SeriesKey struct {
@@ -48,17 +60,33 @@ type series struct {
 	lastIn, lastOut float64
 	lastDepth       int64
 	hasLast         bool
+	created         int64 // sequence number of creation: older series are kept first
 }
 
 // NewHistory keeps points for window, at most window/interval+1 points per series.
 func NewHistory(window, interval time.Duration) *History {
 	return &History{
-		window:   window,
-		capacity: int(window/interval) + 1,
-		nodes:    map[string]*nodeCounters{},
-		series:   map[SeriesKey]*series{},
+		window:    window,
+		capacity:  int(window/interval) + 1,
+		maxSeries: DefaultHistoryMaxSeries,
+		nodes:     map[string]*nodeCounters{},
+		series:    map[SeriesKey]*series{},
 	}
 }
+
+// SetMaxSeries bounds how many series are kept (n < 1 means DefaultHistoryMaxSeries). Past
+// the bound, series are dropped in this order: those not seen most recently first, then
+// channels before topics, then the newest first, so the cluster's series and long-lived
+// topics keep their history while a flood of short-lived names does not grow memory.
+func (h *History) SetMaxSeries(n int) {
+	if n < 1 {
+		n = DefaultHistoryMaxSeries
+	}
+	h.maxSeries = n
+}
+
+// Len returns how many series and how many nodes' counters are held (for tests and metrics).
+func (h *History) Len() (series, nodes int) { return len(h.series), len(h.nodes) }
 
 type point struct {
 	in, out float64
@@ -131,7 +159,8 @@ func (h *History) record(now time.Time, results []*nodeResult) {
 	for k, p := range points {
 		s, ok := h.series[k]
 		if !ok {
-			s = &series{}
+			h.seq++
+			s = &series{created: h.seq}
 			h.series[k] = s
 		}
 		in, out := math.NaN(), math.NaN()
@@ -172,6 +201,48 @@ func (h *History) prune(now time.Time) {
 		if c.at.Before(cutoff) {
 			delete(h.nodes, n)
 		}
+	}
+	if excess := len(h.nodes) - maxHistoryNodes; excess > 0 {
+		names := make([]string, 0, len(h.nodes))
+		for n := range h.nodes {
+			names = append(names, n)
+		}
+		sort.Slice(names, func(i, j int) bool { return h.nodes[names[i]].at.Before(h.nodes[names[j]].at) })
+		for _, n := range names[:excess] {
+			delete(h.nodes, n)
+		}
+	}
+	h.evict()
+}
+
+// maxHistoryNodes bounds how many nodes' previous counters are kept (oldest answers go first).
+const maxHistoryNodes = 4096
+
+// evict drops series past maxSeries in the order SetMaxSeries describes; the cluster's
+// series is never dropped.
+func (h *History) evict() {
+	excess := len(h.series) - h.maxSeries
+	if excess <= 0 {
+		return
+	}
+	keys := make([]SeriesKey, 0, len(h.series))
+	for k := range h.series {
+		if k != (SeriesKey{}) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		a, b := h.series[keys[i]], h.series[keys[j]]
+		if !a.lastSeen.Equal(b.lastSeen) {
+			return a.lastSeen.Before(b.lastSeen)
+		}
+		if ac, bc := keys[i].Channel != "", keys[j].Channel != ""; ac != bc {
+			return ac
+		}
+		return a.created > b.created
+	})
+	for _, k := range keys[:min(excess, len(keys))] {
+		delete(h.series, k)
 	}
 }
 

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -110,4 +111,77 @@ func TestHistoryBounded(t *testing.T) {
 		t.Fatalf("series of a topic gone for longer than the window still kept: %+v", g)
 	}
 	approx(t, "steady rate", s.In[5], 0.5)
+}
+
+// TestHistoryBoundedUnderChurn feeds a history thousands of topics, channels and nodes that
+// each live a few rounds: the series and node counts stay bounded by the window (and by
+// SetMaxSeries), while the cluster's series and a long-lived topic keep their whole history.
+func TestHistoryBoundedUnderChurn(t *testing.T) {
+	const window, interval = 60 * time.Second, time.Second
+	capacity := int(window/interval) + 1
+	for _, maxSeries := range []int{0, 50} {
+		h := NewHistory(window, interval)
+		h.SetMaxSeries(maxSeries)
+		t0 := time.Unix(3_000_000, 0)
+		maxS, maxN := 0, 0
+		const rounds = 2000
+		for i := range rounds {
+			at := t0.Add(time.Duration(i) * interval)
+			var results []*nodeResult
+			// Three short-lived nodes per round (each lives 3 rounds), each with a short-lived
+			// topic carrying two ephemeral channels, plus the steady topic.
+			for j := range 3 {
+				id := i/3*3 + j
+				name := fmt.Sprintf("t%d", id)
+				results = append(results, res(fmt.Sprintf("node-%d:4151", id), at,
+					topicWith("steady", int64(i), 0),
+					topicWith(name, int64(i), 1, chanWith("a#ephemeral", int64(i), 1, 0, 0), chanWith("b#ephemeral", int64(i), 0, 0, 0))))
+			}
+			h.record(at, results)
+			s, n := h.Len()
+			maxS, maxN = max(maxS, s), max(maxN, n)
+		}
+		// Each round introduces at most 9 series (3 topics, 6 channels) and 3 nodes; what is
+		// not seen for a window is dropped, so at most window/interval+1 rounds' worth stays.
+		limit := 2 + 9*(capacity+3)
+		if maxSeries > 0 {
+			limit = maxSeries
+		}
+		if maxS > limit {
+			t.Fatalf("max series %d: held up to %d series, want <= %d", maxSeries, maxS, limit)
+		}
+		if maxN > 3*(capacity+3) {
+			t.Fatalf("max series %d: held up to %d nodes' counters", maxSeries, maxN)
+		}
+		for _, k := range []SeriesKey{{}, {Topic: "steady"}} {
+			if got := len(h.Series(k, 0).T); got != capacity {
+				t.Fatalf("max series %d: series %+v kept %d points, want %d", maxSeries, k, got, capacity)
+			}
+		}
+		if got := len(h.Series(SeriesKey{Topic: "t0"}, 0).T); got != 0 {
+			t.Fatalf("series of a topic gone long ago still holds %d points", got)
+		}
+		in, _ := h.Latest(SeriesKey{Topic: "steady"})
+		if in != 3 {
+			t.Fatalf("steady topic rate %v, want 3 msg/s (1 msg/s on each of 3 nodes)", in)
+		}
+	}
+}
+
+// TestSamplerForgetsExcessNodes checks the sampler remembers at most maxRemembered nodes,
+// forgetting those listed longest ago.
+func TestSamplerForgetsExcessNodes(t *testing.T) {
+	s := newSampler(&cluster{}, time.Second, time.Hour, time.Second, 0, testLogger())
+	t0 := time.Unix(3_000_000, 0)
+	for i := range maxRemembered + 500 {
+		addr := fmt.Sprintf("10.0.%d.%d:4151", i/250, i%250)
+		s.remembered[addr] = &rememberedNode{p: &Producer{addr: addr}, lastListed: t0.Add(time.Duration(i) * time.Millisecond)}
+	}
+	s.forgetExcess()
+	if len(s.remembered) != maxRemembered {
+		t.Fatalf("remembers %d nodes, want %d", len(s.remembered), maxRemembered)
+	}
+	if s.remembers("10.0.0.0:4151") || !s.remembers(fmt.Sprintf("10.0.%d.%d:4151", (maxRemembered+499)/250, (maxRemembered+499)%250)) {
+		t.Fatal("forgot the wrong nodes")
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"time"
 )
 
 // Notification is the JSON body POSTed to --notification-http-endpoint for every admin
@@ -26,16 +27,29 @@ type Notification struct {
 }
 
 // notifier delivers notifications in order from one goroutine, so a slow endpoint never
-// holds up an API request. When its queue is full, notifications are dropped and logged.
+// holds up an API request. Each POST is bounded by timeout, so a hung endpoint delays the
+// next notification by at most that much. When its queue is full, notifications are
+// dropped and logged.
 type notifier struct {
 	client   *http.Client
 	endpoint string
+	timeout  time.Duration
 	logger   *slog.Logger
 	queue    chan Notification
 }
 
-func newNotifier(client *http.Client, endpoint string, logger *slog.Logger) *notifier {
-	return &notifier{client: client, endpoint: endpoint, logger: logger, queue: make(chan Notification, 256)}
+// defaultNotifyTimeout bounds a notification POST when the upstream timeouts are unset.
+const defaultNotifyTimeout = 10 * time.Second
+
+// notifyQueueLen is how many notifications may wait for delivery before new ones are dropped.
+const notifyQueueLen = 256
+
+func newNotifier(transport http.RoundTripper, endpoint string, timeout time.Duration, logger *slog.Logger) *notifier {
+	if timeout <= 0 {
+		timeout = defaultNotifyTimeout
+	}
+	return &notifier{client: &http.Client{Transport: transport, Timeout: timeout}, endpoint: endpoint, timeout: timeout,
+		logger: logger, queue: make(chan Notification, notifyQueueLen)}
 }
 
 func (n *notifier) enqueue(msg Notification) {
@@ -72,6 +86,8 @@ func (n *notifier) post(ctx context.Context, msg Notification) error {
 	if !hasScheme(endpoint) {
 		endpoint = "http://" + endpoint
 	}
+	ctx, cancel := context.WithTimeout(ctx, n.timeout)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("build notification request: %w", err)
@@ -79,7 +95,7 @@ func (n *notifier) post(ctx context.Context, msg Notification) error {
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := n.client.Do(req)
 	if err != nil {
-		return err
+		return fmt.Errorf("post notification: %w", err)
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))

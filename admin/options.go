@@ -61,6 +61,9 @@ type Options struct {
 	SampleInterval time.Duration
 	// HistoryWindow is how much sampled history is kept in memory (Sluice addition).
 	HistoryWindow time.Duration
+	// HistoryMaxSeries bounds how many series (cluster, topics, channels) the history keeps
+	// (Sluice addition; 0 means DefaultHistoryMaxSeries).
+	HistoryMaxSeries int
 }
 
 // NewOptions returns nsqadmin 1.3.0's defaults.
@@ -78,6 +81,7 @@ func NewOptions() *Options {
 		ACLHTTPHeader:            "X-Forwarded-User",
 		SampleInterval:           5 * time.Second,
 		HistoryWindow:            time.Hour,
+		HistoryMaxSeries:         DefaultHistoryMaxSeries,
 	}
 }
 
@@ -97,11 +101,29 @@ func (o *Options) validate() error {
 			return fmt.Errorf("invalid --allow-config-from-cidr %q: %w", o.AllowConfigFromCIDR, err)
 		}
 	}
+	// Every upstream call must be bounded: a hung nsqd or nsqlookupd must not hang the UI.
+	if o.HTTPClientConnectTimeout <= 0 {
+		return fmt.Errorf("invalid --http-client-connect-timeout %s: must be positive", o.HTTPClientConnectTimeout)
+	}
+	if o.HTTPClientRequestTimeout <= 0 {
+		return fmt.Errorf("invalid --http-client-request-timeout %s: must be positive", o.HTTPClientRequestTimeout)
+	}
+	if len(o.AdminUsers) > 0 && strings.TrimSpace(o.ACLHTTPHeader) == "" {
+		return errors.New("--admin-user requires --acl-http-header")
+	}
+	for _, u := range o.AdminUsers {
+		if strings.TrimSpace(u) == "" {
+			return errors.New("invalid --admin-user: empty user name")
+		}
+	}
 	if o.SampleInterval <= 0 {
 		return fmt.Errorf("invalid sample interval %s: must be positive", o.SampleInterval)
 	}
 	if o.HistoryWindow < o.SampleInterval {
 		return fmt.Errorf("invalid history window %s: shorter than the sample interval %s", o.HistoryWindow, o.SampleInterval)
+	}
+	if o.HistoryMaxSeries < 0 {
+		return fmt.Errorf("invalid history max series %d: must not be negative", o.HistoryMaxSeries)
 	}
 	o.BasePath = normalizeBasePath(o.BasePath)
 	return nil

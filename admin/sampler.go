@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sort"
 	"sync"
 	"time"
 )
@@ -36,9 +37,11 @@ type rememberedNode struct {
 	lastListed time.Time
 }
 
-func newSampler(c *cluster, interval, window, timeout time.Duration, logger *slog.Logger) *sampler {
+func newSampler(c *cluster, interval, window, timeout time.Duration, maxSeries int, logger *slog.Logger) *sampler {
+	h := NewHistory(window, interval)
+	h.SetMaxSeries(maxSeries)
 	return &sampler{cluster: c, interval: interval, window: window, timeout: timeout, logger: logger,
-		hist: NewHistory(window, interval), remembered: map[string]*rememberedNode{}}
+		hist: h, remembered: map[string]*rememberedNode{}}
 }
 
 // run samples immediately, then every interval, until ctx ends.
@@ -69,6 +72,7 @@ func (s *sampler) sampleOnce(ctx context.Context) {
 		listed[n.HTTPAddr()] = true
 		s.remembered[n.HTTPAddr()] = &rememberedNode{p: n, lastListed: now}
 	}
+	s.forgetExcess()
 	var extra []*Producer
 	for addr, r := range s.remembered {
 		switch {
@@ -106,6 +110,27 @@ func (s *sampler) sampleOnce(ctx context.Context) {
 	s.mu.Unlock()
 }
 
+// maxRemembered bounds how many nodes the sampler remembers (and keeps probing) at once.
+const maxRemembered = 4096
+
+// forgetExcess drops the nodes listed longest ago past maxRemembered. Callers hold mu.
+func (s *sampler) forgetExcess() {
+	excess := len(s.remembered) - maxRemembered
+	if excess <= 0 {
+		return
+	}
+	addrs := make([]string, 0, len(s.remembered))
+	for a := range s.remembered {
+		addrs = append(addrs, a)
+	}
+	sort.Slice(addrs, func(i, j int) bool {
+		return s.remembered[addrs[i]].lastListed.Before(s.remembered[addrs[j]].lastListed)
+	})
+	for _, a := range addrs[:excess] {
+		delete(s.remembered, a)
+	}
+}
+
 // lostNodes returns the remembered nodes that are neither registered nor answering.
 func (s *sampler) lostNodes() []error {
 	s.mu.Lock()
@@ -127,6 +152,14 @@ func (s *sampler) lostProducers() []lostNode {
 		out[i] = lostNode{p: &cp, err: l.err}
 	}
 	return out
+}
+
+// remembers tells whether addr is a node the sampler has seen within the history window.
+func (s *sampler) remembers(addr string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.remembered[addr]
+	return ok
 }
 
 // series returns a copy of the series for k (last n points, all when n <= 0).

@@ -15,6 +15,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // upstream is the admin's HTTP client for nsqd and nsqlookupd (V1 format, §8.1 and §11).
@@ -48,6 +49,10 @@ func newUpstream(o *Options) (*upstream, error) {
 		TLSClientConfig:     tlsConf,
 		MaxIdleConnsPerHost: 8,
 		TLSHandshakeTimeout: o.HTTPClientConnectTimeout,
+		// The client's Timeout bounds the whole call; this also bounds a node that accepts
+		// the connection and then never answers.
+		ResponseHeaderTimeout: o.HTTPClientRequestTimeout,
+		IdleConnTimeout:       90 * time.Second,
 	}
 	return &upstream{client: &http.Client{Transport: transport, Timeout: o.HTTPClientRequestTimeout}}, nil
 }

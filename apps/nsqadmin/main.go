@@ -97,6 +97,7 @@ func parseOptions(args []string, logOut io.Writer) (*admin.Options, bool, error)
 	fs.Var(&adminUsers, "admin-user", "admin user (may be given multiple times; if specified, only these users will be able to perform privileged actions)")
 	sampleInterval := fs.Duration("sample-interval", d.SampleInterval, "how often to sample every nsqd's /stats for the live graphs")
 	historyWindow := fs.Duration("history-window", d.HistoryWindow, "how much sampled history to keep in memory for the live graphs")
+	historyMaxSeries := fs.Int("history-max-series", d.HistoryMaxSeries, "most series (topics and channels) whose sampled history is kept in memory")
 	if err := fs.Parse(args); err != nil {
 		return nil, false, err
 	}
@@ -122,7 +123,7 @@ func parseOptions(args []string, logOut io.Writer) (*admin.Options, bool, error)
 	opts.HTTPClientTLSCert, opts.HTTPClientTLSKey = *tlsCert, *tlsKey
 	opts.AllowConfigFromCIDR, opts.NotificationHTTPEndpoint = *allowCIDR, *notify
 	opts.ACLHTTPHeader, opts.AdminUsers = *aclHeader, adminUsers
-	opts.SampleInterval, opts.HistoryWindow = *sampleInterval, *historyWindow
+	opts.SampleInterval, opts.HistoryWindow, opts.HistoryMaxSeries = *sampleInterval, *historyWindow, *historyMaxSeries
 
 	return opts, false, nil
 }

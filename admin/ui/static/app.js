@@ -4,7 +4,12 @@
 (function () {
   "use strict";
 
+  // Every string shown comes from the cluster (client_id, hostname, user_agent, node
+  // addresses...) and is untrusted: it is inserted with textContent, or passed through esc()
+  // before it becomes markup; URLs are built from BASE and encodeURIComponent only.
   var BASE = document.body.getAttribute("data-base") || "/";
+  if (BASE.charAt(0) !== "/") BASE = "/";
+  if (BASE.charAt(BASE.length - 1) !== "/") BASE += "/";
   var app = document.getElementById("app");
   var settings = { is_admin: false, sample_interval_ms: 5000, lookup_mode: true };
   var current = null;      // the page being shown: {refresh, destroy}
@@ -18,8 +23,9 @@
       return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
     });
   }
-  function fmtInt(n) { return n == null ? "–" : Number(n).toLocaleString("en-US"); }
-  function fmtRate(r) { return r == null ? "–" : Number(r).toFixed(1); }
+  function fmtInt(n) { return n == null || isNaN(Number(n)) ? "–" : Number(n).toLocaleString("en-US"); }
+  function fmtRate(r) { return r == null || isNaN(Number(r)) ? "–" : Number(r).toFixed(1); }
+  function list(a) { return Array.isArray(a) ? a : []; }
   function fmtDur(sec) {
     if (sec == null || sec < 0) return "–";
     sec = Math.floor(sec);
@@ -45,6 +51,7 @@
   function topicPath(t) { return "topics/" + encodeURIComponent(t); }
   function channelPath(t, c) { return topicPath(t) + "/" + encodeURIComponent(c); }
   function nodePath(n) { return "nodes/" + encodeURIComponent(n); }
+  // figure and td take markup: callers pass esc()'d text or the output of the fmt* helpers.
   function figure(key, label, value) {
     return '<div class="figure"><div class="label">' + esc(label) + '</div><div class="value" data-k="' + key + '">' + value + "</div></div>";
   }
@@ -56,10 +63,11 @@
   }
   function badge(text, cls) { return '<span class="badge ' + (cls || "") + '">' + esc(text) + "</span>"; }
   function e2eTable(e2e) {
-    var ps = (e2e && e2e.percentiles) || [];
+    var ps = list(e2e && e2e.percentiles);
     if (!ps.length) return '<p class="muted">No end-to-end latency percentiles (nsqd --e2e-processing-latency-percentile not set).</p>';
     return table([th("Quantile"), th("Latency", true)], ps.map(function (p) {
-      return '<tr data-quantile="' + p.quantile + '">' + td("quantile", "p" + (p.quantile * 100).toFixed(p.quantile * 100 % 1 ? 1 : 0)) + td("value", esc(fmtNs(p.value)), true) + "</tr>";
+      var q = Number(p.quantile);
+      return '<tr data-quantile="' + esc(q) + '">' + td("quantile", esc("p" + (q * 100).toFixed(q * 100 % 1 ? 1 : 0))) + td("value", esc(fmtNs(p.value)), true) + "</tr>";
     })) + '<p class="legend-note">over ' + fmtInt(e2e.count) + " messages</p>";
   }
 
@@ -178,7 +186,7 @@
       '<div id="cluster-figures" class="figures"></div>' +
       '<div id="chart-main" class="chart"></div>' +
       '<p class="legend-note">Cluster: messages in and out per second, and messages waiting (depth), sampled every ' +
-      (settings.sample_interval_ms / 1000) + " s.</p>" +
+      esc(Number(settings.sample_interval_ms) / 1000) + " s.</p>" +
       '<div id="topics-table"></div>';
     var chart = historyChart(document.getElementById("chart-main"), "Cluster");
     return function refresh() {
@@ -190,20 +198,20 @@
           figure("in_flight_count", "In flight", fmtInt(o.in_flight_count)) +
           figure("rate_in", "In msg/s", fmtRate(lastNum(h["in"]))) + figure("rate_out", "Out msg/s", fmtRate(lastNum(h.out)));
         destroyCharts(function (u) { return u !== chart; });
-        var rows = o.topics.map(function (t) {
+        var rows = list(o.topics).map(function (t) {
           return '<tr data-topic="' + esc(t.topic_name) + '">' +
             td("topic_name", link(topicPath(t.topic_name), t.topic_name) + (t.paused ? badge("paused", "paused") : "")) +
             td("depth", fmtInt(t.depth), true) + td("channel_depth", fmtInt(t.channel_depth), true) +
             td("in_flight_count", fmtInt(t.in_flight_count), true) + td("message_count", fmtInt(t.message_count), true) +
             td("rate_in", fmtRate(t.rate_in), true) + '<td><div class="spark"></div></td>' +
-            td("channels", t.channels.map(function (c) { return link(channelPath(t.topic_name, c), c); }).join(", ") || '<span class="muted">none</span>') +
+            td("channels", list(t.channels).map(function (c) { return link(channelPath(t.topic_name, c), c); }).join(", ") || '<span class="muted">none</span>') +
             "</tr>";
         });
         var el = document.getElementById("topics-table");
         el.innerHTML = table([th("Topic"), th("Depth", true), th("Channel depth", true), th("In flight", true), th("Messages", true),
           th("In msg/s", true), th("Rate"), th("Channels")], rows, "No topics.");
         var sparks = el.querySelectorAll(".spark");
-        o.topics.forEach(function (t, i) { sparkline(sparks[i], t.sparkline || []); });
+        list(o.topics).forEach(function (t, i) { sparkline(sparks[i], list(t.sparkline)); });
         return [o.message, h.message];
       });
     };
@@ -247,20 +255,20 @@
         document.getElementById("figures").innerHTML =
           figure("depth", "Depth", fmtInt(t.depth)) + figure("memory_depth", "Memory", fmtInt(t.memory_depth)) +
           figure("backend_depth", "Disk", fmtInt(t.backend_depth)) + figure("message_count", "Messages", fmtInt(t.message_count)) +
-          figure("in_flight_count", "In flight", fmtInt(t.in_flight_count)) + figure("channel_count", "Channels", fmtInt(t.channels.length)) +
+          figure("in_flight_count", "In flight", fmtInt(t.in_flight_count)) + figure("channel_count", "Channels", fmtInt(list(t.channels).length)) +
           figure("rate_in", "In msg/s", fmtRate(lastNum(h["in"]))) + figure("rate_out", "Out msg/s", fmtRate(lastNum(h.out)));
         document.getElementById("nodes-table").innerHTML = table(
           [th("Node"), th("Hostname"), th("Depth", true), th("Memory", true), th("Disk", true), th("Messages", true), th("Channels", true), th("")],
-          t.nodes.map(function (n) {
+          list(t.nodes).map(function (n) {
             return '<tr data-node="' + esc(n.node) + '">' + td("node", link(nodePath(n.node), n.node) + (n.paused ? badge("paused", "paused") : "")) +
               td("hostname", esc(n.hostname)) + td("depth", fmtInt(n.depth), true) + td("memory_depth", fmtInt(n.memory_depth), true) +
               td("backend_depth", fmtInt(n.backend_depth), true) + td("message_count", fmtInt(n.message_count), true) +
-              td("channel_count", fmtInt(n.channels.length), true) +
+              td("channel_count", fmtInt(list(n.channels).length), true) +
               "<td>" + (settings.is_admin && settings.lookup_mode ? '<button type="button" class="small danger" data-act="tombstone" data-node="' + esc(n.node) + '">Tombstone</button>' : "") + "</td></tr>";
           }), "No node carries this topic.");
         document.getElementById("channels-table").innerHTML = table(
           [th("Channel"), th("Depth", true), th("In flight", true), th("Deferred", true), th("Requeued", true), th("Timed out", true), th("Messages", true), th("Clients", true)],
-          t.channels.map(function (c) {
+          list(t.channels).map(function (c) {
             return '<tr data-channel="' + esc(c.channel_name) + '">' + td("channel_name", link(channelPath(topic, c.channel_name), c.channel_name) + (c.paused ? badge("paused", "paused") : "")) +
               td("depth", fmtInt(c.depth), true) + td("in_flight_count", fmtInt(c.in_flight_count), true) + td("deferred_count", fmtInt(c.deferred_count), true) +
               td("requeue_count", fmtInt(c.requeue_count), true) + td("timeout_count", fmtInt(c.timeout_count), true) +
@@ -313,7 +321,7 @@
         document.getElementById("e2e").innerHTML = e2eTable(c.e2e_processing_latency);
         document.getElementById("nodes-table").innerHTML = table(
           [th("Node"), th("Depth", true), th("In flight", true), th("Deferred", true), th("Requeued", true), th("Timed out", true), th("Messages", true), th("Clients", true)],
-          c.nodes.map(function (n) {
+          list(c.nodes).map(function (n) {
             return '<tr data-node="' + esc(n.node) + '">' + td("node", link(nodePath(n.node), n.node) + (n.paused ? badge("paused", "paused") : "")) +
               td("depth", fmtInt(n.depth), true) + td("in_flight_count", fmtInt(n.in_flight_count), true) + td("deferred_count", fmtInt(n.deferred_count), true) +
               td("requeue_count", fmtInt(n.requeue_count), true) + td("timeout_count", fmtInt(n.timeout_count), true) +
@@ -323,7 +331,7 @@
         document.getElementById("clients-table").innerHTML = table(
           [th("Node"), th("Address"), th("Client ID"), th("Hostname"), th("User agent"), th("Version"), th("TLS"), th("Snappy"), th("Deflate"),
             th("RDY", true), th("In flight", true), th("Finished", true), th("Requeued", true), th("Messages", true), th("Connected since")],
-          c.clients.map(function (k) {
+          list(c.clients).map(function (k) {
             return '<tr data-client="' + esc(k.remote_address) + '">' + td("node", esc(k.node)) + td("remote_address", esc(k.remote_address)) +
               td("client_id", esc(k.client_id)) + td("hostname", esc(k.hostname)) + td("user_agent", esc(k.user_agent)) + td("version", esc(k.version)) +
               td("tls", k.tls ? esc("yes " + k.tls_version) : "no") + td("snappy", k.snappy ? "yes" : "no") + td("deflate", k.deflate ? "yes" : "no") +
@@ -345,8 +353,8 @@
         document.getElementById("nodes-table").innerHTML = table(
           [th("Node"), th("Hostname"), th("Broadcast address"), th("TCP", true), th("Version"), th("Uptime"), th("Topics", true), th("Channels", true),
             th("Connections", true), th("Status")],
-          r.nodes.map(function (n) {
-            var addr = n.broadcast_address ? n.broadcast_address + ":" + n.http_port : n.remote_address;
+          list(r.nodes).map(function (n) {
+            var addr = n.node || (n.broadcast_address ? n.broadcast_address + ":" + n.http_port : n.remote_address);
             return '<tr data-node="' + esc(addr) + '">' + td("node", n.reachable ? link(nodePath(addr), addr) : esc(addr)) + td("hostname", esc(n.hostname)) +
               td("broadcast_address", esc(n.broadcast_address)) + td("tcp_port", esc(n.tcp_port || ""), true) +
               td("version", esc(n.version) + (n.out_of_date ? badge("out of date", "bad") : "")) +
@@ -370,14 +378,14 @@
         document.getElementById("figures").innerHTML =
           figure("hostname", "Hostname", esc(n.hostname)) + figure("version", "Version", esc(n.version)) +
           figure("health", "Health", esc(n.health || "–")) + figure("uptime", "Uptime", n.start_time ? fmtDur(now - n.start_time) : "–") +
-          figure("topic_count", "Topics", fmtInt(n.topics.length)) +
+          figure("topic_count", "Topics", fmtInt(list(n.topics).length)) +
           figure("total_messages", "Messages", fmtInt(n.total_messages)) + figure("total_clients", "Clients", fmtInt(n.total_clients));
         var rows = [];
-        n.topics.forEach(function (t) {
+        list(n.topics).forEach(function (t) {
           rows.push('<tr data-topic="' + esc(t.topic_name) + '">' + td("topic_name", link(topicPath(t.topic_name), t.topic_name) + (t.paused ? badge("paused", "paused") : "")) +
             "<td></td>" + td("depth", fmtInt(t.depth), true) + td("in_flight_count", fmtInt(t.in_flight_count), true) +
             td("message_count", fmtInt(t.message_count), true) + td("client_count", fmtInt(t.client_count), true) + "</tr>");
-          t.channels.forEach(function (c) {
+          list(t.channels).forEach(function (c) {
             rows.push('<tr data-topic="' + esc(t.topic_name) + '" data-channel="' + esc(c.channel_name) + '"><td></td>' +
               td("channel_name", link(channelPath(t.topic_name, c.channel_name), c.channel_name) + (c.paused ? badge("paused", "paused") : "")) +
               td("depth", fmtInt(c.depth), true) + td("in_flight_count", fmtInt(c.in_flight_count), true) +
@@ -387,10 +395,10 @@
         document.getElementById("topics-table").innerHTML = table([th("Topic"), th("Channel"), th("Depth", true), th("In flight", true),
           th("Messages", true), th("Clients", true)], rows, "No topics on this node.");
         document.getElementById("publishers-table").innerHTML = table([th("Address"), th("Client ID"), th("Hostname"), th("User agent"), th("Published"), th("Connected since")],
-          n.publishers.map(function (p) {
+          list(n.publishers).map(function (p) {
             return '<tr data-client="' + esc(p.remote_address) + '">' + td("remote_address", esc(p.remote_address)) + td("client_id", esc(p.client_id)) +
               td("hostname", esc(p.hostname)) + td("user_agent", esc(p.user_agent)) +
-              td("pub_counts", esc((p.pub_counts || []).map(function (c) { return c.topic + "=" + c.count; }).join(", "))) +
+              td("pub_counts", esc(list(p.pub_counts).map(function (c) { return c.topic + "=" + c.count; }).join(", "))) +
               td("connect_ts", esc(fmtTS(p.connect_ts))) + "</tr>";
           }), "No publishers connected.");
         return [n.message];
@@ -415,12 +423,12 @@
     return function refresh() {
       return get("api/lookup").then(function (r) {
         document.getElementById("lookupds").textContent = settings.lookup_mode ?
-          "nsqlookupd: " + r.lookupds.join(", ") : "Direct mode (--nsqd-http-address): no nsqlookupd configured.";
+          "nsqlookupd: " + list(r.lookupds).join(", ") : "Direct mode (--nsqd-http-address): no nsqlookupd configured.";
         document.getElementById("lookup-table").innerHTML = table([th("Topic"), th("Channels"), th("Producers")],
-          r.topics.map(function (t) {
+          list(r.topics).map(function (t) {
             return '<tr data-topic="' + esc(t.topic) + '">' + td("topic", link(topicPath(t.topic), t.topic)) +
-              td("channels", esc(t.channels.join(", ")) || '<span class="muted">none</span>') +
-              td("producers", t.producers.length ? t.producers.map(function (p) { return link(nodePath(p), p); }).join(", ") : '<span class="muted">none (inactive)</span>') + "</tr>";
+              td("channels", esc(list(t.channels).join(", ")) || '<span class="muted">none</span>') +
+              td("producers", list(t.producers).length ? list(t.producers).map(function (p) { return link(nodePath(p), p); }).join(", ") : '<span class="muted">none (inactive)</span>') + "</tr>";
           }), "No registrations.");
         return [r.message];
       });
@@ -438,7 +446,7 @@
         last = { t: now, total: r.total };
         app.querySelector(".counter").textContent = fmtInt(r.total);
         document.getElementById("figures").innerHTML = figure("rate", "msg/s (since last refresh)", fmtRate(rate)) +
-          figure("channels", "Channels", fmtInt(Object.keys(r.stats).length));
+          figure("channels", "Channels", fmtInt(Object.keys(r.stats || {}).length));
         return [r.message];
       });
     };
@@ -446,9 +454,15 @@
 
   // ---------- routing ----------
   function route() {
-    var path = location.pathname;
-    if (path.indexOf(BASE) === 0) path = path.slice(BASE.length);
-    var parts = path.split("/").filter(function (p) { return p; }).map(decodeURIComponent);
+    var path = location.pathname, encBase = encodeURI(BASE);
+    if (path.indexOf(encBase) === 0) path = path.slice(encBase.length);
+    else if (path.indexOf(BASE) === 0) path = path.slice(BASE.length);
+    var parts;
+    try {
+      parts = path.split("/").filter(function (p) { return p; }).map(decodeURIComponent);
+    } catch (e) { // malformed %-escape in the address bar
+      return notFound();
+    }
     if (!parts.length) return { section: "topics", make: pages.topics, period: 1 };
     if (parts[0] === "topics") {
       if (parts.length === 1) return { section: "topics", make: pages.topics };
@@ -461,6 +475,9 @@
     }
     if (parts[0] === "counter") return { section: "counter", make: pages.counter, fast: true };
     if (parts[0] === "lookup") return { section: "lookup", make: pages.lookup };
+    return notFound();
+  }
+  function notFound() {
     return { section: "", make: function () { app.innerHTML = "<h1>Not found</h1>"; return function () { return Promise.resolve([]); }; } };
   }
 

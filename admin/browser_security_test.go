@@ -1,0 +1,227 @@
+package admin
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"net"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/nsqio/go-nsq"
+)
+
+// xssPayload is what a hostile client or node puts in every free-text field it controls.
+const xssPayload = `<img src=x onerror=window.__xss=1>`
+
+// registerFakeNode registers a node that does not exist in nsqlookupd over its TCP protocol,
+// with hostname and broadcast_address set to payload and topic registered; the registration
+// lasts until the test ends.
+func registerFakeNode(t *testing.T, lookupdTCP, payload, topic string) {
+	t.Helper()
+	conn, err := net.Dial("tcp", lookupdTCP)
+	if err != nil {
+		t.Fatalf("dial nsqlookupd: %v", err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	body, _ := json.Marshal(map[string]any{"broadcast_address": payload, "hostname": payload,
+		"tcp_port": 1, "http_port": 2, "version": "1.3.0"})
+	w := bufio.NewWriter(conn)
+	w.WriteString("  V1IDENTIFY\n")
+	_ = binary.Write(w, binary.BigEndian, int32(len(body)))
+	w.Write(body)
+	w.WriteString("REGISTER " + topic + "\n")
+	if err := w.Flush(); err != nil {
+		t.Fatalf("register fake node: %v", err)
+	}
+}
+
+// noXSS checks the page ran no injected script and built no element from the payload.
+func (b *browser) noXSS(page string) {
+	b.t.Helper()
+	if v := run(b, chromedp.Evaluate[string]("String(window.__xss)")); v != "undefined" {
+		b.t.Fatalf("%s: injected script ran (window.__xss = %s)", page, v)
+	}
+	if n := b.count("#app img, #warning img, #app [onerror]"); n != 0 {
+		b.t.Fatalf("%s: %d elements were built from untrusted strings", page, n)
+	}
+}
+
+// TestBrowserUntrustedStrings has clients and a node put HTML into every field they control
+// (IDENTIFY client_id, hostname, user_agent; lookupd hostname and broadcast_address) and
+// checks each page shows it as text and runs nothing. The channel is ephemeral, so its
+// name carries a '#', which must survive the links and the API paths.
+func TestBrowserUntrustedStrings(t *testing.T) {
+	c := startCluster(t, 1)
+	n := c.NSQDs[0]
+	const topic, channel = "xss", "live#ephemeral"
+	mustPost(t, n.HTTP, "/topic/create", url.Values{"topic": {topic}})
+
+	cfg := nsq.NewConfig()
+	cfg.ClientID, cfg.Hostname, cfg.UserAgent = xssPayload, xssPayload, xssPayload
+	consumer, err := nsq.NewConsumer(topic, channel, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	consumer.SetLogger(nil, nsq.LogLevelError)
+	consumer.AddHandler(&countingHandler{})
+	if err := consumer.ConnectToNSQD(n.TCP); err != nil {
+		t.Fatalf("consumer connect: %v", err)
+	}
+	t.Cleanup(func() {
+		consumer.Stop()
+		<-consumer.StopChan
+	})
+	pcfg := nsq.NewConfig()
+	pcfg.ClientID, pcfg.Hostname, pcfg.UserAgent = xssPayload, xssPayload, xssPayload
+	producer, err := nsq.NewProducer(n.TCP, pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	producer.SetLogger(nil, nsq.LogLevelError)
+	t.Cleanup(producer.Stop)
+	if err := producer.Publish(topic, []byte("hi")); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	registerFakeNode(t, c.LookupdTCP, xssPayload, topic)
+	waitFor(t, 10*time.Second, "the fake node and the consumer", func() bool {
+		st := nodeStatsOf(t, n.HTTP).channel(topic, channel)
+		var nodes struct {
+			Producers []json.RawMessage `json:"producers"`
+		}
+		return st != nil && len(st.Clients) == 1 && st.Clients[0].ClientID == xssPayload &&
+			getJSONErr("http://"+c.LookupdHTTP+"/nodes", &nodes) == nil && len(nodes.Producers) == 2
+	})
+
+	a := startAdmin(t, c, nil)
+	b := newBrowser(t)
+
+	// Topic page: the ephemeral channel is listed and its link leads to its page.
+	b.open(a.url("/topics/" + topic))
+	b.noXSS("topic")
+	chanLink := `#channels-table tr[data-channel="` + channel + `"] a`
+	if got := b.text(chanLink); got != channel {
+		t.Fatalf("topic page channel link text %q", got)
+	}
+	if href := run(b, chromedp.Evaluate[string]("document.querySelector('"+chanLink+"').getAttribute('href')")); !strings.HasSuffix(href, "/live%23ephemeral") {
+		t.Fatalf("channel link href %q does not escape '#'", href)
+	}
+	b.do(chromedp.Click(chromedp.CSS(chanLink)))
+	b.waitLoaded()
+
+	// Channel page: every client field shows the payload as text.
+	if got := b.text("h1"); !strings.Contains(got, channel) {
+		t.Fatalf("channel page heading %q", got)
+	}
+	row := `#clients-table tr[data-client] `
+	waitFor(t, 15*time.Second, "the client row", func() bool { return b.count(`#clients-table tr[data-client]`) == 1 })
+	b.noXSS("channel")
+	for _, k := range []string{"client_id", "hostname", "user_agent"} {
+		if got := b.text(row + `td[data-k="` + k + `"]`); got != xssPayload {
+			t.Fatalf("channel page %s shows %q, want the payload as text", k, got)
+		}
+	}
+	b.expectCleanConsole("channel")
+
+	// Node page: the publisher's fields.
+	b.open(a.url("/nodes/" + n.HTTP))
+	prow := `#publishers-table tr[data-client] `
+	for _, k := range []string{"client_id", "hostname", "user_agent"} {
+		if got := b.text(prow + `td[data-k="` + k + `"]`); got != xssPayload {
+			t.Fatalf("node page publisher %s shows %q", k, got)
+		}
+	}
+	b.noXSS("node")
+	b.expectCleanConsole("node")
+
+	// Nodes page: the fake node's hostname and broadcast address come from nsqlookupd.
+	b.open(a.url("/nodes"))
+	if got := b.count(`#nodes-table tr[data-node]`); got != 2 {
+		t.Fatalf("nodes page shows %d nodes, want 2", got)
+	}
+	fake := `#nodes-table tr[data-node="` + strings.ReplaceAll(xssPayload, `"`, `\"`) + `:2"] `
+	if got := b.text(fake + `td[data-k="hostname"]`); got != xssPayload {
+		t.Fatalf("nodes page fake hostname %q", got)
+	}
+	if got := b.text(fake + `td[data-k="broadcast_address"]`); got != xssPayload {
+		t.Fatalf("nodes page fake broadcast address %q", got)
+	}
+	b.noXSS("nodes")
+	b.expectCleanConsole("nodes")
+
+	// Topics and lookup pages.
+	b.open(a.url("/"))
+	if got := b.text(`#topics-table tr[data-topic="` + topic + `"] td[data-k="channels"]`); got != channel {
+		t.Fatalf("topics page channels %q", got)
+	}
+	b.noXSS("topics")
+	b.expectCleanConsole("topics")
+	b.open(a.url("/lookup"))
+	if got := b.text(`#lookup-table tr[data-topic="` + topic + `"] td[data-k="producers"]`); !strings.Contains(got, xssPayload) {
+		t.Fatalf("lookup page producers %q do not show the fake node as text", got)
+	}
+	b.noXSS("lookup")
+	b.expectCleanConsole("lookup")
+	b.open(a.url("/counter"))
+	if got := b.number(`.counter`); got != 1 {
+		t.Fatalf("counter shows %d, want 1", got)
+	}
+	b.noXSS("counter")
+	b.expectCleanConsole("counter")
+
+	// A malformed address shows "Not found" instead of breaking the app.
+	b.open(a.url("/topics/%E0%A4"))
+	if got := b.text("h1"); got != "Not found" {
+		t.Fatalf("malformed path heading %q", got)
+	}
+	b.expectCleanConsole("malformed path")
+}
+
+// TestBrowserEmptyCluster opens every page of an admin over a lookupd with no node, and over
+// a cluster whose only node has no topic: each page renders its empty state, without errors.
+func TestBrowserEmptyCluster(t *testing.T) {
+	empty := startCluster(t, 0)
+	bare := startCluster(t, 1)
+	ae := startAdmin(t, empty, nil)
+	ab := startAdmin(t, bare, func(o *Options) { o.BasePath = "/ops" })
+	b := newBrowser(t)
+
+	for _, c := range []struct{ path, sel, want string }{
+		{"/", "#topics-table", "No topics."},
+		{"/nodes", "#nodes-table", "No nodes."},
+		{"/lookup", "#lookup-table", "No registrations."},
+		{"/counter", ".counter", "0"},
+	} {
+		b.open(ae.url(c.path))
+		if got := b.text(c.sel); got != c.want {
+			t.Fatalf("empty cluster %s: %s shows %q, want %q", c.path, c.sel, got, c.want)
+		}
+		b.expectCleanConsole("empty cluster " + c.path)
+	}
+
+	node := bare.NSQDs[0].HTTP
+	// The base path without its trailing slash leads to the topics page.
+	b.open(ab.url("/ops"))
+	if got := b.text("#topics-table"); got != "No topics." {
+		t.Fatalf("node without topics, /ops: %q", got)
+	}
+	b.open(ab.url("/ops/nodes"))
+	if got := b.count(`#nodes-table tr[data-node="` + node + `"]`); got != 1 {
+		t.Fatalf("nodes page lacks %s", node)
+	}
+	b.do(chromedp.Click(chromedp.CSS(`#nodes-table tr[data-node="` + node + `"] a`)))
+	b.waitLoaded()
+	if got := b.text("#topics-table"); got != "No topics on this node." {
+		t.Fatalf("node page topics %q", got)
+	}
+	if got := b.text("#publishers-table"); got != "No publishers connected." {
+		t.Fatalf("node page publishers %q", got)
+	}
+	if got := b.number(`#figures [data-k="topic_count"]`); got != 0 {
+		t.Fatalf("node page topic count %d", got)
+	}
+	b.expectCleanConsole("node without topics")
+}
