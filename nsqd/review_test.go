@@ -240,3 +240,148 @@ func TestReviewStressOverflowRequeueAccounting(t *testing.T) {
 		return true
 	}, "channel accounting back to zero")
 }
+
+// BUG (nsqd.go DeleteTopic; also backend.go delete, see
+// TestReviewDeleteRemovesDiskFiles): the topic is removed from the topic map before
+// it is closed and its files deleted. A publish racing with the delete does
+// not fail with EXITING (§5.9) but creates a new topic of the same name whose
+// go-diskqueue uses the same file names while the old one still owns them;
+// the old queue's Delete then unlinks the file the new topic writes to. The
+// new topic keeps working from its open file handles, but after a restart
+// the messages it acknowledged are gone. The delete is slowed down by giving
+// the topic many channels.
+func TestReviewPublishRacingTopicDeleteSurvivesRestart(t *testing.T) {
+	h := testutil.StartNSQD(t, func(o *nsqd.Options) { o.MemQueueSize = 0 })
+	const topic = "review_delrace"
+	var accepted int64
+	for attempt := 0; attempt < 10 && accepted == 0; attempt++ {
+		testutil.MustPost(t, h.URL("/topic/create?topic="+topic), nil)
+		for i := 0; i < 100; i++ {
+			testutil.MustPost(t, h.URL(fmt.Sprintf("/channel/create?topic=%s&channel=c%d", topic, i)), nil)
+		}
+		testutil.MustPost(t, h.URL("/topic/pause?topic="+topic), nil)
+		for i := 0; i < 10; i++ { // queued on the old topic's disk queue
+			testutil.MustPost(t, h.URL("/pub?topic="+topic), []byte("old"))
+		}
+		pub := testutil.DialV2(t, h.TCPAddr)
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := pub.TryWrite(testutil.Command("PUB "+topic, []byte("new"))); err != nil {
+					return
+				}
+				if _, err := pub.ReadNonHeartbeat(5 * time.Second); err != nil {
+					return
+				}
+			}
+		}()
+		testutil.WaitFor(t, 5*time.Second, func() bool {
+			ts := topicStats(t, h, topic)
+			return ts != nil && ts.MessageCount > 10
+		}, "publisher running")
+		testutil.MustPost(t, h.URL("/topic/delete?topic="+topic), nil)
+		close(stop)
+		<-done
+		pub.Close()
+		ts := topicStats(t, h, topic)
+		if ts == nil {
+			continue // no publish landed in the window
+		}
+		testutil.WaitFor(t, 5*time.Second, func() bool {
+			ts = topicStats(t, h, topic)
+			return ts.MessageCount == uint64(ts.Depth)
+		}, "recreated topic holds what it accepted")
+		accepted = ts.Depth
+	}
+	if accepted == 0 {
+		t.Log("no publish raced with the delete; nothing to check")
+		return
+	}
+	h = testutil.RestartNSQD(t, h)
+	ts := topicStats(t, h, topic)
+	if ts == nil || ts.Depth != accepted {
+		var depth int64 = -1
+		if ts != nil {
+			depth = ts.Depth
+		}
+		t.Fatalf("recreated topic held %d acknowledged messages before the restart, depth %d after", accepted, depth)
+	}
+	c := subscribe(t, h, topic, "drain", nil)
+	c.Ready(100)
+	got := int64(0)
+	for {
+		f, err := c.ReadNonHeartbeat(time.Second)
+		if err != nil {
+			break
+		}
+		if f.Type == testutil.FrameTypeMessage {
+			got++
+			m, _ := testutil.DecodeMessage(f.Data)
+			c.Finish(m.ID)
+		}
+	}
+	if got != accepted {
+		t.Fatalf("recreated topic held %d acknowledged messages before the restart; %d delivered after it", accepted, got)
+	}
+}
+
+// BUG (backend.go diskBackend.delete): go-diskqueue's Delete only closes the
+// queue without syncing; it does not remove any file (NSQ empties the queue
+// first). Deleting a topic or channel therefore leaves its data files (and
+// possibly metadata) on disk (§5.9: "removes its disk files"), and a topic or
+// channel later created with the same name reads them back: deleted messages
+// are resurrected.
+func TestReviewDeleteRemovesDiskFiles(t *testing.T) {
+	for _, kind := range []string{"topic", "channel"} {
+		t.Run(kind, func(t *testing.T) {
+			h := testutil.StartNSQD(t, func(o *nsqd.Options) { o.MemQueueSize = 0 })
+			topic := "review_delfiles_" + kind
+			prefix := topic + "."
+			if kind == "channel" {
+				createChannel(t, h, topic, "ch")
+				prefix = topic + ":ch."
+			}
+			for i := 0; i < 5; i++ {
+				testutil.MustPost(t, h.URL("/pub?topic="+topic), []byte("deleted"))
+			}
+			h = testutil.RestartNSQD(t, h) // the queue is on disk with its metadata
+			if kind == "channel" {
+				testutil.MustPost(t, h.URL("/channel/delete?topic="+topic+"&channel=ch"), nil)
+			} else {
+				testutil.MustPost(t, h.URL("/topic/delete?topic="+topic), nil)
+			}
+			ents, err := os.ReadDir(h.DataPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var left []string
+			for _, e := range ents {
+				if strings.HasPrefix(e.Name(), prefix) {
+					left = append(left, e.Name())
+				}
+			}
+			// recreate it: it must start empty
+			if kind == "channel" {
+				createChannel(t, h, topic, "ch")
+				if cs := channelStats(t, h, topic, "ch"); cs.Depth != 0 {
+					t.Errorf("recreated channel has depth %d", cs.Depth)
+				}
+			} else {
+				testutil.MustPost(t, h.URL("/topic/create?topic="+topic), nil)
+				if ts := topicStats(t, h, topic); ts.Depth != 0 {
+					t.Errorf("recreated topic has depth %d", ts.Depth)
+				}
+			}
+			if len(left) > 0 {
+				t.Fatalf("files left after deleting the %s: %v", kind, left)
+			}
+		})
+	}
+}
