@@ -348,6 +348,11 @@ func (a *Admin) configOption(_ http.ResponseWriter, r *http.Request, ps httprout
 			if json.Unmarshal(body, &addrs) != nil || len(addrs) == 0 {
 				return nil, httpv1.Err{Code: http.StatusBadRequest, Text: "INVALID_VALUE"}
 			}
+			for _, addr := range addrs {
+				if checkNodeAddr(addr) != nil {
+					return nil, httpv1.Err{Code: http.StatusBadRequest, Text: "INVALID_VALUE"}
+				}
+			}
 			a.cluster.setLookupdAddrs(addrs)
 		case "log_level":
 			if a.opts.LogLevel == nil {

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/nsqio/go-nsq"
+	"github.com/sluicemq/sluice/nsqd"
 )
 
 // xssPayload is what a hostile client or node puts in every free-text field it controls.
@@ -55,13 +58,24 @@ func (b *browser) noXSS(page string) {
 // checks each page shows it as text and runs nothing. The channel is ephemeral, so its
 // name carries a '#', which must survive the links and the API paths.
 func TestBrowserUntrustedStrings(t *testing.T) {
-	c := startCluster(t, 1)
+	// The auth server names every connection with the payload; the consumer's identity URL
+	// is a javascript: URL (never a link), the producer's a real one (a link).
+	auth := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		idURL := "javascript:window.__xss=1"
+		if r.URL.Query().Get("secret") == "producer" {
+			idURL = "https://id.example/u?name=" + url.QueryEscape(xssPayload)
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"ttl": 3600, "identity": xssPayload, "identity_url": idURL,
+			"authorizations": []map[string]any{{"topic": ".*", "channels": []string{".*"}, "permissions": []string{"subscribe", "publish"}}}})
+	}))
+	t.Cleanup(auth.Close)
+	c := startClusterWith(t, 1, func(o *nsqd.Options) { o.AuthHTTPAddresses = []string{strings.TrimPrefix(auth.URL, "http://")} })
 	n := c.NSQDs[0]
 	const topic, channel = "xss", "live#ephemeral"
 	mustPost(t, n.HTTP, "/topic/create", url.Values{"topic": {topic}})
 
 	cfg := nsq.NewConfig()
-	cfg.ClientID, cfg.Hostname, cfg.UserAgent = xssPayload, xssPayload, xssPayload
+	cfg.ClientID, cfg.Hostname, cfg.UserAgent, cfg.AuthSecret = xssPayload, xssPayload, xssPayload, "consumer"
 	consumer, err := nsq.NewConsumer(topic, channel, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +90,7 @@ func TestBrowserUntrustedStrings(t *testing.T) {
 		<-consumer.StopChan
 	})
 	pcfg := nsq.NewConfig()
-	pcfg.ClientID, pcfg.Hostname, pcfg.UserAgent = xssPayload, xssPayload, xssPayload
+	pcfg.ClientID, pcfg.Hostname, pcfg.UserAgent, pcfg.AuthSecret = xssPayload, xssPayload, xssPayload, "producer"
 	producer, err := nsq.NewProducer(n.TCP, pcfg)
 	if err != nil {
 		t.Fatal(err)
@@ -119,20 +133,26 @@ func TestBrowserUntrustedStrings(t *testing.T) {
 	row := `#clients-table tr[data-client] `
 	waitFor(t, 15*time.Second, "the client row", func() bool { return b.count(`#clients-table tr[data-client]`) == 1 })
 	b.noXSS("channel")
-	for _, k := range []string{"client_id", "hostname", "user_agent"} {
+	for _, k := range []string{"client_id", "hostname", "user_agent", "auth"} {
 		if got := b.text(row + `td[data-k="` + k + `"]`); got != xssPayload {
 			t.Fatalf("channel page %s shows %q, want the payload as text", k, got)
 		}
+	}
+	if n := b.count(row + `td[data-k="auth"] a, a[href^="javascript"], a[href^="JAVASCRIPT"]`); n != 0 {
+		t.Fatalf("channel page made %d links from a javascript: identity URL", n)
 	}
 	b.expectCleanConsole("channel")
 
 	// Node page: the publisher's fields.
 	b.open(a.url("/nodes/" + n.HTTP))
 	prow := `#publishers-table tr[data-client] `
-	for _, k := range []string{"client_id", "hostname", "user_agent"} {
+	for _, k := range []string{"client_id", "hostname", "user_agent", "auth"} {
 		if got := b.text(prow + `td[data-k="` + k + `"]`); got != xssPayload {
 			t.Fatalf("node page publisher %s shows %q", k, got)
 		}
+	}
+	if href := run(b, chromedp.Evaluate[string](`document.querySelector('`+prow+`td[data-k="auth"] a').getAttribute("href")`)); href != "https://id.example/u?name="+url.QueryEscape(xssPayload) {
+		t.Fatalf("publisher identity link %q", href)
 	}
 	b.noXSS("node")
 	b.expectCleanConsole("node")

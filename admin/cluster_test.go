@@ -14,6 +14,12 @@ import (
 // registered with it (e2e latency percentiles enabled). Everything stops when the test ends.
 func startCluster(t *testing.T, n int) *testCluster {
 	t.Helper()
+	return startClusterWith(t, n, nil)
+}
+
+// startClusterWith is startCluster with mutate applied to every nsqd's options.
+func startClusterWith(t *testing.T, n int, mutate func(*nsqd.Options)) *testCluster {
+	t.Helper()
 	lo := lookupd.NewOptions()
 	lo.TCPAddress, lo.HTTPAddress, lo.BroadcastAddress = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1"
 	lo.Logger = testutil.TestLogger()
@@ -30,6 +36,9 @@ func startCluster(t *testing.T, n int) *testCluster {
 		h := testutil.StartNSQD(t, func(o *nsqd.Options) {
 			o.NSQLookupdTCPAddresses = []string{l.TCPAddr().String()}
 			o.E2EProcessingLatencyPercentiles = []float64{0.99, 0.5}
+			if mutate != nil {
+				mutate(o)
+			}
 		})
 		c.NSQDs = append(c.NSQDs, &testNSQD{TCP: h.TCPAddr, HTTP: h.HTTPAddr, stop: h.Exit})
 	}

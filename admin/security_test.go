@@ -277,3 +277,18 @@ func TestNotificationSlowEndpoint(t *testing.T) {
 		t.Fatalf("second notification sent %v after the actions, want after the 1.5 s timeout of the first", wait)
 	}
 }
+
+// TestCheckNodeAddr checks which registered addresses the admin is willing to call.
+func TestCheckNodeAddr(t *testing.T) {
+	for _, ok := range []string{"127.0.0.1:4151", "nsqd-1.internal:4151", "[::1]:4151"} {
+		if err := checkNodeAddr(ok); err != nil {
+			t.Errorf("%q refused: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "host", "host:", ":4151", "evil/x?:4151", "a@b:4151", "h#x:4151", "h:0", "h:70000", "h:http",
+		xssPayload + ":4151", "h\n:4151"} {
+		if err := checkNodeAddr(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

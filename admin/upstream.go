@@ -73,6 +73,9 @@ func (e *statusError) Error() string {
 // do sends one request to http://addr+path and decodes a JSON answer into out (when non-nil).
 // A 403 carrying "https_port" (nsqd --tls-required) is retried once over HTTPS.
 func (u *upstream) do(ctx context.Context, method, addr, path string, out any) error {
+	if err := checkNodeAddr(addr); err != nil {
+		return err
+	}
 	endpoint := "http://" + addr + path
 	for attempt := 0; ; attempt++ {
 		body, code, err := u.roundTrip(ctx, method, endpoint)
@@ -100,6 +103,20 @@ func (u *upstream) do(ctx context.Context, method, addr, path string, out any) e
 		}
 		return nil
 	}
+}
+
+// checkNodeAddr refuses an address that is not a plain host:port: nodes register their
+// own broadcast_address in nsqlookupd, and one like "evil/x?" must not redirect the admin's
+// calls to another path or host.
+func checkNodeAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" || strings.ContainsAny(host, "/?#@\\ \t\r\n%<>\"'`{}|^") {
+		return fmt.Errorf("invalid node address %q", addr)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
+		return fmt.Errorf("invalid node address %q", addr)
+	}
+	return nil
 }
 
 func (u *upstream) roundTrip(ctx context.Context, method, endpoint string) ([]byte, int, error) {

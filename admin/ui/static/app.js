@@ -61,6 +61,16 @@
     if (!rows.length) return '<p class="muted">' + esc(empty || "None.") + "</p>";
     return '<div class="table-wrap"><table><thead><tr>' + headers.join("") + "</tr></thead><tbody>" + rows.join("") + "</tbody></table></div>";
   }
+  // safeHref tells whether an untrusted URL may become a link: absolute http(s) only, so a
+  // javascript:, data: or relative URL never does.
+  function safeHref(u) { return typeof u === "string" && /^https?:\/\/[^\s]+$/i.test(u); }
+  // authCell shows a connection's auth identity, linked to its identity URL when that is safe.
+  function authCell(k) {
+    if (!k.authed) return "no";
+    var id = esc(k.auth_identity || "yes");
+    if (!safeHref(k.auth_identity_url)) return id;
+    return '<a href="' + esc(k.auth_identity_url) + '" target="_blank" rel="noopener noreferrer">' + id + "</a>";
+  }
   function badge(text, cls) { return '<span class="badge ' + (cls || "") + '">' + esc(text) + "</span>"; }
   function e2eTable(e2e) {
     var ps = list(e2e && e2e.percentiles);
@@ -329,11 +339,11 @@
           }), "No node carries this channel.");
         var now = Date.now() / 1000;
         document.getElementById("clients-table").innerHTML = table(
-          [th("Node"), th("Address"), th("Client ID"), th("Hostname"), th("User agent"), th("Version"), th("TLS"), th("Snappy"), th("Deflate"),
+          [th("Node"), th("Address"), th("Client ID"), th("Hostname"), th("User agent"), th("Version"), th("Auth"), th("TLS"), th("Snappy"), th("Deflate"),
             th("RDY", true), th("In flight", true), th("Finished", true), th("Requeued", true), th("Messages", true), th("Connected since")],
           list(c.clients).map(function (k) {
             return '<tr data-client="' + esc(k.remote_address) + '">' + td("node", esc(k.node)) + td("remote_address", esc(k.remote_address)) +
-              td("client_id", esc(k.client_id)) + td("hostname", esc(k.hostname)) + td("user_agent", esc(k.user_agent)) + td("version", esc(k.version)) +
+              td("client_id", esc(k.client_id)) + td("hostname", esc(k.hostname)) + td("user_agent", esc(k.user_agent)) + td("version", esc(k.version)) + td("auth", authCell(k)) +
               td("tls", k.tls ? esc("yes " + k.tls_version) : "no") + td("snappy", k.snappy ? "yes" : "no") + td("deflate", k.deflate ? "yes" : "no") +
               td("ready_count", fmtInt(k.ready_count), true) + td("in_flight_count", fmtInt(k.in_flight_count), true) +
               td("finish_count", fmtInt(k.finish_count), true) + td("requeue_count", fmtInt(k.requeue_count), true) +
@@ -394,10 +404,10 @@
         });
         document.getElementById("topics-table").innerHTML = table([th("Topic"), th("Channel"), th("Depth", true), th("In flight", true),
           th("Messages", true), th("Clients", true)], rows, "No topics on this node.");
-        document.getElementById("publishers-table").innerHTML = table([th("Address"), th("Client ID"), th("Hostname"), th("User agent"), th("Published"), th("Connected since")],
+        document.getElementById("publishers-table").innerHTML = table([th("Address"), th("Client ID"), th("Hostname"), th("User agent"), th("Auth"), th("Published"), th("Connected since")],
           list(n.publishers).map(function (p) {
             return '<tr data-client="' + esc(p.remote_address) + '">' + td("remote_address", esc(p.remote_address)) + td("client_id", esc(p.client_id)) +
-              td("hostname", esc(p.hostname)) + td("user_agent", esc(p.user_agent)) +
+              td("hostname", esc(p.hostname)) + td("user_agent", esc(p.user_agent)) + td("auth", authCell(p)) +
               td("pub_counts", esc(list(p.pub_counts).map(function (c) { return c.topic + "=" + c.count; }).join(", "))) +
               td("connect_ts", esc(fmtTS(p.connect_ts))) + "</tr>";
           }), "No publishers connected.");
@@ -481,14 +491,21 @@
     return { section: "", make: function () { app.innerHTML = "<h1>Not found</h1>"; return function () { return Promise.resolve([]); }; } };
   }
 
+  // refreshNow updates the current page; while an update is still under way (a slow or
+  // unreachable cluster) the next tick is skipped instead of piling up requests.
+  var refreshing = -1;     // generation whose refresh is under way
   function refreshNow() {
-    if (!current) return;
+    if (!current || refreshing === generation) return;
     var gen = generation;
+    refreshing = gen;
+    function settle() { if (refreshing === gen) refreshing = -1; }
     current().then(function (messages) {
+      settle();
       if (gen !== generation) return;
       showWarning(messages || []);
       document.body.setAttribute("data-loaded", String(Date.now()));
     }).catch(function (err) {
+      settle();
       if (gen !== generation) return;
       showWarning([err.message]);
       document.body.setAttribute("data-loaded", String(Date.now()));
