@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -165,3 +166,46 @@ func TestReviewIdleRDYTogglingDoesNotGrowWaiters(t *testing.T) {
 		t.Fatalf("c.waiters holds %d entries after 100 RDY 1/0 cycles of one idle consumer", waiters)
 	}
 }
+
+// BUG (inflight.go listFor): inFlight keeps one deadline list per distinct
+// msg_timeout ever used on the channel and never drops empty ones, so
+// consumers that come and go with varied msg_timeout values grow
+// inFlight.lists without bound; every delivery (listFor) and every scan
+// (popExpired) then walks all of them.
+func TestReviewInFlightListsDoNotAccumulate(t *testing.T) {
+	n := startReviewNSQD(t)
+	for i := 0; i < 30; i++ {
+		body := []byte(`{"msg_timeout":` + strconv.Itoa(10000+i) + `}`)
+		var size [4]byte
+		binary.BigEndian.PutUint32(size[:], uint32(len(body)))
+		c := dialReview(t, n, "IDENTIFY\n"+string(size[:])+string(body)+"SUB review_lists ch\nRDY 1\nPUB review_lists\n\x00\x00\x00\x01x")
+		var id []byte
+		for id == nil {
+			typ, data, ok := c.frame(5 * time.Second)
+			if !ok {
+				t.Fatalf("consumer %d: no message", i)
+			}
+			if typ == 2 {
+				id = data[10:26]
+			}
+		}
+		if _, err := c.Write([]byte("FIN " + string(id) + "\n")); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	topic, _ := n.ExistingTopic("review_lists")
+	ch, _ := topic.existingChannel("ch")
+	waitCond(t, "all finished", func() bool {
+		ch.mu.Lock()
+		defer ch.mu.Unlock()
+		return ch.inFlight.len() == 0 && len(ch.clients) == 0
+	})
+	ch.mu.Lock()
+	lists := len(ch.inFlight.lists)
+	ch.mu.Unlock()
+	if lists > 1 {
+		t.Fatalf("inFlight.lists holds %d lists with nothing in flight and no consumers", lists)
+	}
+}
+
