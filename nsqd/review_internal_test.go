@@ -208,4 +208,3 @@ func TestReviewInFlightListsDoNotAccumulate(t *testing.T) {
 		t.Fatalf("inFlight.lists holds %d lists with nothing in flight and no consumers", lists)
 	}
 }
-
