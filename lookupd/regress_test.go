@@ -3,9 +3,7 @@ package lookupd
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"reflect"
 	"runtime"
@@ -266,17 +264,14 @@ func TestHTTPWriteTimeoutReleasesSlowReader(t *testing.T) {
 	c.(*net.TCPConn).SetReadBuffer(4096)
 	fmt.Fprintf(c, "GET /debug HTTP/1.1\r\nHost: x\r\n\r\n")
 	time.Sleep(time.Second) // stay past the write timeout without reading
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	n, err := io.Copy(io.Discard, c)
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		t.Fatalf("server kept the connection open (read %d bytes)", n)
-	}
-	// Keep-alive requests after a small answer keep working, and pprof is
-	// not cut by the previous request's deadline.
-	res := doHTTP(t, d, "GET", "/ping")
-	if res.status != 200 {
-		t.Fatalf("/ping: %d", res.status)
+	// The server has given up on the response and closed the connection
+	// (its kernel may still be draining the send buffer to us, slowly): a
+	// graceful shutdown finds no active connection. Without the deadline,
+	// Shutdown waits its full 5 s for the blocked response.
+	start := time.Now()
+	d.Exit()
+	if el := time.Since(start); el > 3*time.Second {
+		t.Fatalf("Exit took %v: the response to a non-reading client was still being written", el)
 	}
 }
 
