@@ -385,3 +385,25 @@ func TestReviewDeleteRemovesDiskFiles(t *testing.T) {
 		})
 	}
 }
+
+// BUG (channel.go memRoomLocked): with --mem-queue-size=0 an ephemeral
+// channel's hand-off room is len(c.waiters), which also counts stale entries
+// of consumers that stopped being ready. After a consumer went RDY 1 then
+// RDY 0, a publish is kept in memory (depth 1) instead of being dropped, and
+// is delivered later although no consumer was ready when it arrived (§5.10).
+func TestReviewEphemeralZeroMemDropsWithoutReadyConsumer(t *testing.T) {
+	h := testutil.StartNSQD(t, func(o *nsqd.Options) { o.MemQueueSize = 0 })
+	const topic, ch = "review_eph0", "c#ephemeral"
+	c := subscribe(t, h, topic, ch, nil)
+	// each PUB reply proves the RDY before it was acted upon
+	c.Send("RDY 1", nil)
+	c.Publish("review_eph0_other", []byte("x"))
+	c.Publish("review_eph0_other", []byte("x"))
+	c.Send("RDY 0", nil)
+	c.Publish("review_eph0_other", []byte("x"))
+	c.Publish("review_eph0_other", []byte("x"))
+	testutil.MustPost(t, h.URL("/pub?topic="+topic), []byte("nobody ready"))
+	if cs := channelStats(t, h, topic, ch); cs.Depth != 0 {
+		t.Fatalf("ephemeral channel with --mem-queue-size=0 and no ready consumer kept the message: depth %d", cs.Depth)
+	}
+}
