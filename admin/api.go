@@ -55,7 +55,7 @@ func (a *Admin) routes() http.Handler {
 // contentSecurityPolicy lets pages run only the UI's own scripts (no inline script, no
 // event-handler attributes, no eval), so even markup that slipped through escaping cannot
 // execute; it also forbids framing (clickjacking of the action buttons).
-const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; " +
+const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; " +
 	"img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
 
 // securityHeaders adds the browser hardening headers to every answer.

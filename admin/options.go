@@ -85,6 +85,9 @@ func NewOptions() *Options {
 	}
 }
 
+// maxHistoryPoints bounds how many samples one series may hold (window / interval).
+const maxHistoryPoints = 100_000
+
 // validate checks the options and normalises BasePath; it returns an error naming the bad option.
 func (o *Options) validate() error {
 	if len(o.NSQLookupdHTTPAddresses) == 0 && len(o.NSQDHTTPAddresses) == 0 {
@@ -121,6 +124,9 @@ func (o *Options) validate() error {
 	}
 	if o.HistoryWindow < o.SampleInterval {
 		return fmt.Errorf("invalid history window %s: shorter than the sample interval %s", o.HistoryWindow, o.SampleInterval)
+	}
+	if points := o.HistoryWindow / o.SampleInterval; points > maxHistoryPoints {
+		return fmt.Errorf("invalid history window %s: %d samples per series at %s, more than %d", o.HistoryWindow, points, o.SampleInterval, maxHistoryPoints)
 	}
 	if o.HistoryMaxSeries < 0 {
 		return fmt.Errorf("invalid history max series %d: must not be negative", o.HistoryMaxSeries)

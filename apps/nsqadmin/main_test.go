@@ -76,3 +76,27 @@ func TestExactlyOneAddressList(t *testing.T) {
 		t.Fatalf("lists = %v %v", o.NSQDHTTPAddresses, o.AdminUsers)
 	}
 }
+
+// TestUnsafeOptionsRefused checks the options that would unbound upstream calls or let an
+// anonymous request act are refused, and that --history-max-series reaches the options.
+func TestUnsafeOptionsRefused(t *testing.T) {
+	o, _, err := parseOptions([]string{"--lookupd-http-address=127.0.0.1:4161", "--history-max-series=123"}, io.Discard)
+	if err != nil || o.HistoryMaxSeries != 123 {
+		t.Fatalf("--history-max-series: %v %+v", err, o)
+	}
+	for _, args := range [][]string{
+		{"--lookupd-http-address=127.0.0.1:4161", "--http-client-request-timeout=0"},
+		{"--lookupd-http-address=127.0.0.1:4161", "--http-client-connect-timeout=0"},
+		{"--lookupd-http-address=127.0.0.1:4161", "--admin-user=boss", "--acl-http-header="},
+		{"--lookupd-http-address=127.0.0.1:4161", "--history-max-series=-1"},
+		{"--lookupd-http-address=127.0.0.1:4161", "--sample-interval=1ms", "--history-window=24h"},
+	} {
+		o, _, err := parseOptions(args, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := admin.New(o); err == nil {
+			t.Fatalf("%v accepted", args)
+		}
+	}
+}
