@@ -91,7 +91,7 @@ func (c *cluster) lookupMode() bool { return len(c.nsqds) == 0 }
 // maxFanOut bounds how many upstream calls one fan-out makes at once, so a cluster (or a
 // lookupd full of bogus registrations) with thousands of nodes does not open thousands of
 // connections per page view.
-const maxFanOut = 32
+const maxFanOut = 64
 
 // fanOut runs fn for every address, at most maxFanOut at a time, and collects the errors
 // as nodeErrors.

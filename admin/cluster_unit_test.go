@@ -1,7 +1,11 @@
 package admin
 
 import (
+	"errors"
+	"fmt"
+	"sync"
 	"testing"
+	"time"
 )
 
 func TestMergeProducersMarksOutOfDate(t *testing.T) {
@@ -36,5 +40,44 @@ func TestSemverOrder(t *testing.T) {
 		if !parseSemver(ordered[i-1]).less(parseSemver(ordered[i])) || parseSemver(ordered[i]).less(parseSemver(ordered[i-1])) {
 			t.Fatalf("%s should sort before %s", ordered[i-1], ordered[i])
 		}
+	}
+}
+
+// TestFanOutBounded checks fanOut calls every address once, never more than maxFanOut at a time.
+func TestFanOutBounded(t *testing.T) {
+	var mu sync.Mutex
+	running, peak, calls := 0, 0, 0
+	addrs := make([]string, 5*maxFanOut)
+	for i := range addrs {
+		addrs[i] = fmt.Sprintf("10.0.0.%d:4151", i)
+	}
+	release := make(chan struct{})
+	go func() {
+		// Let the first wave fill up before releasing everyone.
+		for {
+			mu.Lock()
+			r := running
+			mu.Unlock()
+			if r == maxFanOut {
+				close(release)
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	errs := fanOut(addrs, "nsqd", func(string) error {
+		mu.Lock()
+		running++
+		calls++
+		peak = max(peak, running)
+		mu.Unlock()
+		<-release
+		mu.Lock()
+		running--
+		mu.Unlock()
+		return errors.New("down")
+	})
+	if len(errs) != len(addrs) || calls != len(addrs) || peak != maxFanOut {
+		t.Fatalf("errors %d, calls %d, peak concurrency %d (want %d, %d, %d)", len(errs), calls, peak, len(addrs), len(addrs), maxFanOut)
 	}
 }

@@ -23,6 +23,15 @@
 // without answering any more are remembered for one history window and named in every
 // answer's "message" warning.
 //
+// Security: the mutating calls (POST and DELETE under /api) accept a body only when it is
+// declared Content-Type: application/json (415 otherwise; a DELETE without a body needs no
+// Content-Type) and refuse requests the browser marks Sec-Fetch-Site: cross-site (403), so a
+// cross-site form or simple request cannot trigger them; scripts must send the header, e.g.
+// curl -H 'Content-Type: application/json' -d '{"action":"pause"}' .../api/topics/T.
+// Every answer carries a Content-Security-Policy that allows only the UI's own scripts and
+// forbids framing; the UI inserts cluster-supplied strings as text only. /config's CIDR rule
+// looks at the connection's address, never at X-Forwarded-For.
+//
 // The UI is plain JS and CSS embedded with go:embed; the only third-party asset is uPlot,
 // vendored from the npm package pinned in ui/package.json by `make ui` (see ui.mk).
 package admin

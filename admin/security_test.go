@@ -94,6 +94,21 @@ func TestAPIMutationsRefuseCrossSite(t *testing.T) {
 		t.Fatal("DELETE did not delete the channel")
 	}
 
+	// An ephemeral channel's '#' travels %-escaped in the path.
+	const eph = "tmp#ephemeral"
+	if code, body := rawCall(t, http.MethodPost, a.url("/api/topics"), `{"topic":"`+topic+`","channel":"`+eph+`"}`, map[string]string{"Content-Type": "application/json"}); code != http.StatusOK {
+		t.Fatalf("create ephemeral channel: %d %s", code, body)
+	}
+	if code, body := rawCall(t, http.MethodPost, a.url("/api/topics/"+topic+"/"+url.PathEscape(eph)), pause, map[string]string{"Content-Type": "application/json"}); code != http.StatusOK {
+		t.Fatalf("pause ephemeral channel: %d %s", code, body)
+	}
+	if ch := nodeStatsOf(t, n).channel(topic, eph); ch == nil || !ch.Paused {
+		t.Fatalf("ephemeral channel not paused: %+v", ch)
+	}
+	if code, body := rawCall(t, http.MethodGet, a.url("/api/topics/"+topic+"/"+url.PathEscape(eph)), "", nil); code != http.StatusOK || !strings.Contains(body, `"channel_name":"tmp#ephemeral"`) {
+		t.Fatalf("read ephemeral channel: %d %s", code, body)
+	}
+
 	// Names are checked before anything goes upstream.
 	if code, body := rawCall(t, http.MethodPost, a.url("/api/topics/bad%20name"), pause, map[string]string{"Content-Type": "application/json"}); code != http.StatusBadRequest || !strings.Contains(body, "INVALID_TOPIC") {
 		t.Fatalf("invalid topic: %d %s", code, body)
