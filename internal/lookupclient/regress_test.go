@@ -145,7 +145,9 @@ func TestFlappingLookupdBacksOff(t *testing.T) {
 	stop()
 	// Backoff 20, 40, 80, ... ms with jitter in [d/2, d]: at most ~9
 	// connections fit in 1.5 s. A fixed 20 ms pause would allow ~100.
-	if n := f.accepted.Load(); n < 2 || n > 12 {
+	n := f.accepted.Load()
+	t.Logf("%d connections to a flapping lookupd in 1.5s", n)
+	if n < 2 || n > 12 {
 		t.Fatalf("%d connections in 1.5s, want 2..12", n)
 	}
 }
@@ -288,6 +290,7 @@ func TestChannelsHungGarbageAndHuge(t *testing.T) {
 	got, err := c.Channels(ctx, "t")
 	el := time.Since(start)
 	runtime.ReadMemStats(&after)
+	t.Logf("Channels with hung, garbage and 64 MiB lookupds: %v, %d KiB allocated", el, (after.TotalAlloc-before.TotalAlloc)>>10)
 	if !reflect.DeepEqual(got, []string{"a", "b"}) {
 		t.Fatalf("Channels = %q (err %v), want the good lookupd's [a b]", got, err)
 	}
