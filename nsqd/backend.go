@@ -19,6 +19,7 @@ type diskBackend struct {
 	mu      sync.Mutex // guards scratch and orders puts
 	scratch []byte
 	onErr   func(error) // reports health after every write
+	deleted bool        // guarded by mu: puts after delete are dropped
 }
 
 func newDiskBackend(name string, o *Options, logger *slog.Logger, onErr func(error)) *diskBackend {
@@ -45,6 +46,9 @@ func newDiskBackend(name string, o *Options, logger *slog.Logger, onErr func(err
 func (b *diskBackend) put(msgs []*Message) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.deleted {
+		return nil // the topic or channel is gone, and its messages with it
+	}
 	for _, m := range msgs {
 		b.scratch = m.appendRecord(b.scratch[:0])
 		err := b.dq.Put(b.scratch)
@@ -69,8 +73,20 @@ func (b *diskBackend) empty() error {
 	return b.dq.Empty()
 }
 
-func (b *diskBackend) close() error  { return b.dq.Close() }
-func (b *diskBackend) delete() error { return b.dq.Delete() }
+func (b *diskBackend) close() error { return b.dq.Close() }
+
+// delete discards every message and removes the queue's files (go-diskqueue's
+// Delete only closes the queue).
+func (b *diskBackend) delete() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.deleted = true
+	err := b.dq.Empty()
+	if derr := b.dq.Delete(); err == nil {
+		err = derr
+	}
+	return err
+}
 
 func dataPathOf(o *Options) string {
 	if o.DataPath == "" {

@@ -49,6 +49,12 @@ type Channel struct {
 	exiting       bool
 	everHadClient bool
 	active        int // consumers pumping or waiting: demand for disk messages
+	nWaiting      int // consumers whose waiting flag is set
+
+	// emptyGen is bumped before and after empty() clears the disk queue; a
+	// message the refiller received under an older value was read before
+	// the empty and is dropped.
+	emptyGen atomic.Int64
 
 	messageCount atomic.Uint64
 	requeueCount atomic.Uint64
@@ -109,7 +115,7 @@ func (c *Channel) refill() {
 		}
 		select {
 		case b := <-c.backend.readChan():
-			c.refillBatch(b)
+			c.refillBatch(b, c.emptyGen.Load())
 		case <-c.roomCh:
 		case <-c.exitCh:
 			return
@@ -122,9 +128,11 @@ func (c *Channel) refill() {
 // through a channel; yielding between receives lets its reader queue the
 // next one, so a backlog moves in batches and consumers are woken, and their
 // output flushed, once per batch rather than once per message.
-func (c *Channel) refillBatch(first []byte) {
+func (c *Channel) refillBatch(first []byte, firstGen int64) {
 	var recs [128][]byte
+	var gens [128]int64
 	batch := append(recs[:0], first)
+	gens[0] = firstGen
 	c.mu.Lock()
 	limit := c.refillLimit - c.mem.len()
 	c.mu.Unlock()
@@ -134,26 +142,35 @@ collect:
 		runtime.Gosched()
 		select {
 		case b := <-readCh:
+			gens[len(batch)] = c.emptyGen.Load()
 			batch = append(batch, b)
 		default:
 			break collect
 		}
 	}
 	msgs := make([]*Message, 0, len(batch))
-	for _, b := range batch {
+	msgGens := make([]int64, 0, len(batch))
+	for i, b := range batch {
 		m, err := decodeRecord(b)
 		if err != nil {
 			c.logger.Error("dropping corrupt message read from disk", "err", err)
 			continue
 		}
 		msgs = append(msgs, m)
+		msgGens = append(msgGens, gens[i])
 	}
 	c.mu.Lock()
-	for _, m := range msgs {
+	defer c.mu.Unlock()
+	cur := c.emptyGen.Load()
+	pushed := 0
+	for i, m := range msgs {
+		if msgGens[i] != cur {
+			continue // read before an empty: discarded with the rest
+		}
 		c.mem.push(m)
+		pushed++
 	}
-	c.wakeWaitersLocked(len(msgs))
-	c.mu.Unlock()
+	c.wakeWaitersLocked(pushed)
 }
 
 // wantRefillLocked reports whether a consumer could use a message from disk.
@@ -220,7 +237,7 @@ func (c *Channel) put(ents []qentry) error {
 func (c *Channel) memRoomLocked() int {
 	limit := c.memCap
 	if c.memCap == 0 && c.ephemeral {
-		limit = len(c.waiters)
+		limit = c.nWaiting
 	}
 	if room := limit - c.mem.len(); room > 0 {
 		return room
@@ -273,11 +290,14 @@ func (c *Channel) removeClient(cl *client) {
 	}
 	delete(c.clients, cl.id)
 	if cl.waiting {
-		cl.waiting = false
+		c.setWaitingLocked(cl, false)
 		c.active--
 	}
 	for _, m := range c.inFlight.ownedBy(cl.id) {
 		c.inFlight.unlink(m)
+		if c.exiting {
+			continue // the channel is being deleted with its messages
+		}
 		if o := c.requeueLocked(m); o != nil {
 			overflow = append(overflow, o)
 		}
@@ -327,14 +347,14 @@ func (c *Channel) kickLocked(cl *client) {
 	}
 	if !c.readyLocked(cl) {
 		if cl.waiting {
-			cl.waiting = false
+			c.setWaitingLocked(cl, false)
 			c.active--
 		}
 		return
 	}
 	if c.mem.len() > 0 {
 		if cl.waiting {
-			cl.waiting = false
+			c.setWaitingLocked(cl, false)
 		} else {
 			c.active++
 		}
@@ -342,11 +362,49 @@ func (c *Channel) kickLocked(cl *client) {
 		return
 	}
 	if !cl.waiting {
-		cl.waiting = true
+		c.setWaitingLocked(cl, true)
 		c.active++
-		c.waiters = append(c.waiters, cl)
 	}
 	c.signalRefillLocked()
+}
+
+// setWaitingLocked flips cl's waiting flag, keeping the counters and the
+// waiters list (whose stale entries are compacted away once they dominate).
+func (c *Channel) setWaitingLocked(cl *client, waiting bool) {
+	if cl.waiting == waiting {
+		return
+	}
+	cl.waiting = waiting
+	if waiting {
+		c.nWaiting++
+		c.waiters = append(c.waiters, cl)
+		return
+	}
+	c.nWaiting--
+	if len(c.waiters) > 2*c.nWaiting+1 { // amortized O(1): stale entries are over half
+		c.compactWaitersLocked()
+	}
+}
+
+// compactWaitersLocked drops stale entries (clients no longer waiting, or
+// listed twice) from the waiters list.
+func (c *Channel) compactWaitersLocked() {
+	kept := c.waiters[:0]
+	for _, cl := range c.waiters {
+		if !cl.waiting || cl.listed {
+			continue
+		}
+		cl.listed = true
+		kept = append(kept, cl)
+	}
+	clear(c.waiters[len(kept):])
+	for _, cl := range kept {
+		cl.listed = false
+	}
+	c.waiters = kept
+	if len(kept) == 0 {
+		c.waiters = nil
+	}
 }
 
 func (c *Channel) startPumpLocked(cl *client) {
@@ -365,6 +423,7 @@ func (c *Channel) wakeWaitersLocked(n int) {
 			continue // stale entry
 		}
 		cl.waiting = false
+		c.nWaiting--
 		if !c.readyLocked(cl) {
 			c.active--
 			continue
@@ -397,6 +456,7 @@ func (c *Channel) take(cl *client, dst []*Message) []*Message {
 		c.mu.Unlock()
 		return dst[:0]
 	}
+
 	avail := int(cl.readyCount.Load() - cl.inFlightCount.Load())
 	if avail > cap(dst) {
 		avail = cap(dst)
@@ -424,19 +484,22 @@ func (c *Channel) take(cl *client, dst []*Message) []*Message {
 	} else {
 		// still ready, nothing to send: wait for the next put
 		cl.pumpRunning = false
-		cl.waiting = true
-		c.waiters = append(c.waiters, cl)
+		c.setWaitingLocked(cl, true)
 	}
 	c.signalRefillLocked()
 	c.mu.Unlock()
 	return dst
 }
 
-// pumpDoneLocked marks cl's pump as stopped.
+// pumpDoneLocked marks cl's pump as stopped. Messages it was woken for and
+// can no longer take go to the next waiting consumer.
 func (c *Channel) pumpDoneLocked(cl *client) {
 	if cl.pumpRunning {
 		cl.pumpRunning = false
 		c.active--
+	}
+	if c.mem.len() > 0 {
+		c.wakeWaitersLocked(c.mem.len())
 	}
 }
 
@@ -553,6 +616,7 @@ func (c *Channel) isPaused() bool {
 // empty discards every queued, in-flight and deferred message (§5.9).
 func (c *Channel) empty() error {
 	c.mu.Lock()
+	c.emptyGen.Add(1)
 	c.mem = msgQueue{}
 	c.inFlight = newInFlight()
 	c.deferred = nil
@@ -562,7 +626,9 @@ func (c *Channel) empty() error {
 	c.kickAllLocked()
 	c.mu.Unlock()
 	if c.backend != nil {
-		if err := c.backend.empty(); err != nil {
+		err := c.backend.empty()
+		c.emptyGen.Add(1)
+		if err != nil {
 			return err
 		}
 	}
@@ -585,12 +651,35 @@ func (c *Channel) depth() (total, backend int64) {
 // everything and removes the disk files. Consumers are disconnected either
 // way.
 func (c *Channel) close(deleted bool) error {
-	c.mu.Lock()
-	if c.exiting {
-		c.mu.Unlock()
+	if !c.markExiting(false) {
 		return errExiting
 	}
+	return c.shutdown(deleted)
+}
+
+// markExiting starts closing the channel: from now on puts fail and
+// subscriptions are refused. With onlyIfUnused it does so only when no
+// consumer is subscribed (ephemeral cleanup racing a new SUB). It reports
+// whether this call marked it.
+func (c *Channel) markExiting(onlyIfUnused bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.exiting || (onlyIfUnused && len(c.clients) > 0) {
+		return false
+	}
 	c.exiting = true
+	return true
+}
+
+func (c *Channel) isExiting() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.exiting
+}
+
+// shutdown finishes closing a channel marked exiting.
+func (c *Channel) shutdown(deleted bool) error {
+	c.mu.Lock()
 	clients := make([]*client, 0, len(c.clients))
 	for _, cl := range c.clients {
 		clients = append(clients, cl)

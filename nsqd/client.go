@@ -53,6 +53,7 @@ type client struct {
 	// guarded by channel.mu
 	pumpRunning bool
 	waiting     bool
+	listed      bool // scratch mark while the channel compacts its waiters
 
 	pubMu     sync.Mutex // guards pubCounts
 	pubCounts map[string]uint64
@@ -254,6 +255,11 @@ var writeBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16*1024); re
 func (c *client) writeFrame(t protocol.FrameType, data []byte) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
+	return c.writeFrameLocked(t, data)
+}
+
+// writeFrameLocked is writeFrame for callers holding writeMu.
+func (c *client) writeFrameLocked(t protocol.FrameType, data []byte) error {
 	if c.closed.Load() {
 		return net.ErrClosed
 	}

@@ -121,6 +121,9 @@ func (c *client) identify(beforeBlock func()) ([]byte, error) {
 
 	c.writeMu.Lock() // the heartbeat timer and the writers read these
 	c.heartbeat, c.outputBufSize, c.outputBufTO = heartbeat, bufSize, bufTO
+	if heartbeat == 0 {
+		c.conn.SetWriteDeadline(time.Time{}) // no deadlines without heartbeats (§3.16)
+	}
 	c.writeMu.Unlock()
 	c.msgTimeout, c.sampleRate = msgTimeout, req.SampleRate
 	id := *c.identity.Load()
@@ -146,16 +149,21 @@ func (c *client) identify(beforeBlock func()) ([]byte, error) {
 		OutputBufferSize:    bufSize,
 		OutputBufferTimeout: int64(bufTO / time.Millisecond),
 	})
-	if err := c.writeFrame(protocol.FrameTypeResponse, reply); err != nil {
+	// The reply and the upgrades happen under the write lock, so that no
+	// heartbeat slips out on the raw socket between the reply and the layer
+	// the client now expects (TLS, then compression).
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if err := c.writeFrameLocked(protocol.FrameTypeResponse, reply); err != nil {
 		return nil, err
 	}
 	if useTLS {
-		if err := c.upgradeTLS(); err != nil {
+		if err := c.upgradeTLSLocked(); err != nil {
 			return nil, protocol.Fatalf(protocol.ErrIdentifyFailed, "IDENTIFY failed %s", err)
 		}
 	}
 	if useSnappy {
-		c.upgradeCompression(func(r io.Reader) io.Reader { return snappy.NewReader(r) },
+		c.upgradeCompressionLocked(func(r io.Reader) io.Reader { return snappy.NewReader(r) },
 			func(w io.Writer) (io.Writer, interface{ Flush() error }) {
 				sw := snappy.NewBufferedWriter(w)
 				return sw, sw
@@ -165,7 +173,7 @@ func (c *client) identify(beforeBlock func()) ([]byte, error) {
 		c.identity.Store(&id)
 	}
 	if useDeflate {
-		c.upgradeCompression(func(r io.Reader) io.Reader { return flate.NewReader(r) },
+		c.upgradeCompressionLocked(func(r io.Reader) io.Reader { return flate.NewReader(r) },
 			func(w io.Writer) (io.Writer, interface{ Flush() error }) {
 				fw, _ := flate.NewWriter(w, level)
 				return fw, fw
@@ -175,7 +183,7 @@ func (c *client) identify(beforeBlock func()) ([]byte, error) {
 		c.identity.Store(&id)
 	}
 	if useSnappy || useDeflate {
-		if err := c.writeFrame(protocol.FrameTypeResponse, protocol.OK); err != nil {
+		if err := c.writeFrameLocked(protocol.FrameTypeResponse, protocol.OK); err != nil {
 			return nil, err
 		}
 	}
@@ -208,7 +216,8 @@ func (r *connReader) takeBuffered() []byte {
 	return out
 }
 
-func (c *client) upgradeTLS() error {
+// upgradeTLSLocked runs the server side of the TLS handshake; writeMu held.
+func (c *client) upgradeTLSLocked() error {
 	raw := &prefixConn{Conn: c.conn, prefix: c.rd.takeBuffered()}
 	tconn := tls.Server(raw, c.nsqd.tlsConfig)
 	c.conn.SetDeadline(time.Now().Add(5 * time.Second))
@@ -217,25 +226,22 @@ func (c *client) upgradeTLS() error {
 	}
 	c.conn.SetDeadline(time.Time{})
 	state := tconn.ConnectionState()
-	c.writeMu.Lock()
 	c.w = tconn
-	c.writeMu.Unlock()
 	c.rd.src = tconn
 	id := *c.identity.Load()
 	id.tls = &state
 	c.identity.Store(&id)
-	return c.writeFrame(protocol.FrameTypeResponse, protocol.OK)
+	return c.writeFrameLocked(protocol.FrameTypeResponse, protocol.OK)
 }
 
-// upgradeCompression installs a decompressor on the read side and a
-// compressor on the write side, on top of TLS when it is active.
-func (c *client) upgradeCompression(reader func(io.Reader) io.Reader, writer func(io.Writer) (io.Writer, interface{ Flush() error })) {
+// upgradeCompressionLocked installs a decompressor on the read side and a
+// compressor on the write side, on top of TLS when it is active; writeMu
+// held.
+func (c *client) upgradeCompressionLocked(reader func(io.Reader) io.Reader, writer func(io.Writer) (io.Writer, interface{ Flush() error })) {
 	under := c.rd.src
 	if pre := c.rd.takeBuffered(); len(pre) > 0 {
 		under = io.MultiReader(bytes.NewReader(pre), under)
 	}
 	c.rd.src = reader(under)
-	c.writeMu.Lock()
 	c.w, c.flusher = writer(c.w)
-	c.writeMu.Unlock()
 }

@@ -126,8 +126,26 @@ func (f *inFlight) remove(id protocol.MessageID, client uint64) (*Message, error
 
 func (f *inFlight) unlink(m *Message) {
 	delete(f.byID, m.ID)
-	if m.list != nil {
-		m.list.remove(m)
+	if l := m.list; l != nil {
+		l.remove(m)
+		if l.head == nil && len(f.lists) > 1 {
+			f.dropList(l)
+		}
+	}
+}
+
+// dropList forgets an empty list, so consumers that come and go with
+// different msg_timeouts do not leave lists behind. One list is always kept
+// to spare the common single-timeout case an allocation per idle period.
+func (f *inFlight) dropList(l *msgList) {
+	for i, x := range f.lists {
+		if x == l {
+			last := len(f.lists) - 1
+			f.lists[i] = f.lists[last]
+			f.lists[last] = nil
+			f.lists = f.lists[:last]
+			return
+		}
 	}
 }
 
@@ -152,11 +170,15 @@ func (f *inFlight) touch(id protocol.MessageID, client uint64, now int64, timeou
 // popExpired removes and returns the messages whose deadline is at or before
 // now, appending them to dst.
 func (f *inFlight) popExpired(now int64, dst []*Message) []*Message {
-	for _, l := range f.lists {
+	for i := 0; i < len(f.lists); i++ {
+		l := f.lists[i]
 		for l.head != nil && l.head.deadline <= now {
 			m := l.head
-			f.unlink(m)
+			f.unlink(m) // may drop l from f.lists once it is empty
 			dst = append(dst, m)
+		}
+		if i < len(f.lists) && f.lists[i] != l {
+			i-- // l was dropped and another list moved into slot i
 		}
 	}
 	return dst

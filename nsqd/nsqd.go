@@ -197,10 +197,17 @@ func (n *NSQD) Start() error {
 			return fail(fmt.Errorf("listen on --https-address %s: %w", o.HTTPSAddress, err))
 		}
 	}
+	closeTopics := func() {
+		for _, t := range n.topicList() {
+			t.close(false)
+		}
+	}
 	if err := n.loadMetadata(); err != nil {
+		closeTopics()
 		return fail(err)
 	}
 	if err := n.persistMetadata(); err != nil {
+		closeTopics()
 		return fail(err)
 	}
 
@@ -362,6 +369,9 @@ func (n *NSQD) GetTopic(name string) (*Topic, error) {
 	t, ok := n.topics[name]
 	n.mu.RUnlock()
 	if ok {
+		if t.isExiting() {
+			return nil, errExiting // being deleted
+		}
 		return t, nil
 	}
 	if n.exiting.Load() {
@@ -370,6 +380,9 @@ func (n *NSQD) GetTopic(name string) (*Topic, error) {
 	n.mu.Lock()
 	if t, ok = n.topics[name]; ok {
 		n.mu.Unlock()
+		if t.isExiting() {
+			return nil, errExiting
+		}
 		return t, nil
 	}
 	t = newTopic(name, n)
@@ -418,27 +431,35 @@ var errTopicNotFound = errors.New("topic not found")
 var errChannelNotFound = errors.New("channel not found")
 
 // DeleteTopic deletes a topic with its channels and disk files (§5.9).
+// The topic stays in the map, refusing publishes with errExiting, until its
+// files are gone, so a racing publish can neither succeed on the dying topic
+// nor create a new one on top of its files.
 func (n *NSQD) DeleteTopic(name string) error {
-	n.mu.Lock()
-	t, ok := n.topics[name]
+	t, ok := n.ExistingTopic(name)
 	if !ok {
-		n.mu.Unlock()
 		return errTopicNotFound
 	}
-	delete(n.topics, name)
-	n.mu.Unlock()
-	n.deleteTopic(t)
+	if !t.markExiting(false) {
+		return nil // already being deleted
+	}
+	n.finishTopicDelete(t)
 	return nil
 }
 
-func (n *NSQD) deleteTopic(t *Topic) {
+// finishTopicDelete deletes a topic already marked exiting.
+func (n *NSQD) finishTopicDelete(t *Topic) {
 	for _, ch := range t.channelList() {
 		n.notifyUnregister(t.name, ch.name)
 	}
 	n.notifyUnregister(t.name, "")
-	if err := t.close(true); err != nil && !errors.Is(err, errExiting) {
+	if err := t.shutdown(true); err != nil {
 		n.logger.Error("failed to delete topic", "topic", t.name, "err", err)
 	}
+	n.mu.Lock()
+	if cur, ok := n.topics[t.name]; ok && cur == t {
+		delete(n.topics, t.name)
+	}
+	n.mu.Unlock()
 	if !t.ephemeral {
 		n.persistMetadataAsync()
 	}
@@ -470,28 +491,28 @@ func (n *NSQD) DeleteChannel(t *Topic, name string) error {
 	return nil
 }
 
+// removeChannel deletes ch: it is marked exiting (refusing new consumers),
+// its consumers are disconnected and its files removed, and only then is it
+// detached from the topic.
 func (n *NSQD) removeChannel(t *Topic, ch *Channel) {
-	found, nowEmpty := t.removeChannel(ch)
-	if !found {
+	if !ch.markExiting(false) {
 		return
 	}
+	n.finishChannelDelete(t, ch)
+}
+
+func (n *NSQD) finishChannelDelete(t *Topic, ch *Channel) {
 	n.notifyUnregister(t.name, ch.name)
-	if err := ch.close(true); err != nil && !errors.Is(err, errExiting) {
+	if err := ch.shutdown(true); err != nil {
 		n.logger.Error("failed to delete channel", "topic", t.name, "channel", ch.name, "err", err)
 	}
+	t.removeChannel(ch)
 	if !ch.ephemeral {
 		n.persistMetadataAsync()
 	}
 	n.logger.Info("deleted channel", "topic", t.name, "channel", ch.name)
-	if nowEmpty && t.ephemeral {
-		n.mu.Lock()
-		if cur, ok := n.topics[t.name]; ok && cur == t {
-			delete(n.topics, t.name)
-			n.mu.Unlock()
-			n.deleteTopic(t)
-			return
-		}
-		n.mu.Unlock()
+	if t.ephemeral && t.markExiting(true) {
+		n.finishTopicDelete(t)
 	}
 }
 
@@ -499,16 +520,12 @@ func (n *NSQD) removeChannel(t *Topic, ch *Channel) {
 // left, unless a consumer arrived meanwhile.
 func (n *NSQD) deleteEphemeralChannel(ch *Channel) {
 	t, ok := n.ExistingTopic(ch.topicName)
-	if !ok {
+	if !ok || n.exiting.Load() {
 		return
 	}
-	ch.mu.Lock()
-	busy := len(ch.clients) > 0
-	ch.mu.Unlock()
-	if busy || n.exiting.Load() {
-		return
+	if ch.markExiting(true) {
+		n.finishChannelDelete(t, ch)
 	}
-	n.removeChannel(t, ch)
 }
 
 // subscribe attaches c to topic/channel, creating them as needed.

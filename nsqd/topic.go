@@ -97,17 +97,11 @@ func (t *Topic) put(ents []qentry, bodyBytes uint64) error {
 	t.messageCount.Add(uint64(count))
 	t.messageBytes.Add(bodyBytes)
 	if direct {
-		t.distribute(ents, chans)
-		return nil
+		return t.distribute(ents, chans)
 	}
 	var overflow []qentry
 	t.mu.Lock()
 	for _, e := range ents {
-		// deferred messages try memory first to keep their deferral (§5.5)
-		if e.m != nil && e.m.deferBy > 0 && t.backend != nil {
-			t.mem.pushEntry(e)
-			continue
-		}
 		room := t.memCap - t.mem.len()
 		if room >= e.len() {
 			t.mem.pushEntry(e)
@@ -132,7 +126,7 @@ func (t *Topic) put(ents []qentry, bodyBytes uint64) error {
 // distribute hands entries to every channel. Batches are shared (each
 // channel reads them through its own cursor); single messages are copied
 // for every channel after the first.
-func (t *Topic) distribute(ents []qentry, chans []*Channel) {
+func (t *Topic) distribute(ents []qentry, chans []*Channel) error {
 	// Copies are made before the first channel gets the originals: once a
 	// channel holds a message it may be delivered and modified at once.
 	perChannel := make([][]qentry, len(chans))
@@ -148,11 +142,16 @@ func (t *Topic) distribute(ents []qentry, chans []*Channel) {
 		}
 		perChannel[i] = batch
 	}
+	var firstErr error
 	for i, ch := range chans {
 		if err := ch.put(perChannel[i]); err != nil && err != errExiting {
 			t.logger.Error("failed to put messages into channel", "channel", ch.name, "err", err)
+			if firstErr == nil {
+				firstErr = err
+			}
 		}
 	}
+	return firstErr
 }
 
 // pump hands the topic's queued messages to its channels whenever it has
@@ -215,11 +214,14 @@ func (t *Topic) getChannel(name string) (ch *Channel, created bool, err error) {
 	ch, ok := t.channels[name]
 	exiting := t.exiting
 	t.mu.RUnlock()
-	if ok {
-		return ch, false, nil
-	}
 	if exiting {
 		return nil, false, errExiting
+	}
+	if ok {
+		if ch.isExiting() {
+			return nil, false, errExiting // being deleted; the caller may retry
+		}
+		return ch, false, nil
 	}
 	t.mu.Lock()
 	if ch, ok = t.channels[name]; ok {
@@ -320,14 +322,37 @@ func (t *Topic) depth() (total, backend int64) {
 // close stops the topic and its channels: flushing everything to disk, or,
 // when deleted, discarding it and removing the files.
 func (t *Topic) close(deleted bool) error {
-	t.mu.Lock()
-	if t.exiting {
-		t.mu.Unlock()
+	if !t.markExiting(false) {
 		return errExiting
 	}
+	return t.shutdown(deleted)
+}
+
+// markExiting starts closing the topic: from now on publishes fail with
+// errExiting and it hands out no channels. With onlyIfNoChannels it does so
+// only when the topic has no channel (ephemeral cleanup racing a new SUB).
+// It reports whether this call marked it.
+func (t *Topic) markExiting(onlyIfNoChannels bool) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.exiting || (onlyIfNoChannels && len(t.channels) > 0) {
+		return false
+	}
 	t.exiting = true
+	return true
+}
+
+func (t *Topic) isExiting() bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.exiting
+}
+
+// shutdown finishes closing a topic marked exiting.
+func (t *Topic) shutdown(deleted bool) error {
+	t.mu.RLock()
 	chans := t.chanList
-	t.mu.Unlock()
+	t.mu.RUnlock()
 	close(t.exitCh)
 	t.wg.Wait()
 	var firstErr error
