@@ -88,7 +88,7 @@ func TestIdleConnsAgainstSluiceProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(root, "apps", "nsqd", "main.go")); err != nil {
-		t.Skip("apps/nsqd does not exist yet; idle-conns needs the Sluice nsqd binary")
+		t.Fatalf("apps/nsqd is missing; idle-conns needs the Sluice nsqd binary: %v", err)
 	}
 	bin := filepath.Join(t.TempDir(), "nsqd")
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)

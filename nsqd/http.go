@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -49,7 +50,8 @@ func (n *NSQD) serveHTTP(ln net.Listener, h http.Handler, tlsCfg *tls.Config) {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          nil,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(n.logger.Handler(), slog.LevelWarn),
 	}
 	n.httpServers = append(n.httpServers, srv)
 	if tlsCfg != nil {

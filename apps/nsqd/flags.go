@@ -129,7 +129,7 @@ type tlsRequiredFlag struct{ v *int }
 func (f *tlsRequiredFlag) IsBoolFlag() bool { return true }
 func (f *tlsRequiredFlag) String() string {
 	if f.v == nil {
-		return "false"
+		return ""
 	}
 	switch *f.v {
 	case nsqd.TLSRequired:
@@ -160,7 +160,7 @@ type tlsVersionFlag struct{ v *uint16 }
 
 func (f *tlsVersionFlag) String() string {
 	if f.v == nil {
-		return "tls1.0"
+		return "" // the zero value: lets flag print "(default tls1.0)"
 	}
 	switch *f.v {
 	case tls.VersionTLS11:

@@ -59,7 +59,7 @@ type LevelFlag struct{ Var *slog.LevelVar }
 // String returns the current level as debug, info, warn, error or fatal.
 func (f LevelFlag) String() string {
 	if f.Var == nil {
-		return "info"
+		return "" // the zero value: lets flag print "(default info)"
 	}
 	switch LevelName(f.Var.Level()) {
 	case "DEBUG":
