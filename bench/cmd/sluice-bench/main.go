@@ -48,6 +48,7 @@ func run() error {
 	fs.Bool("full", false, "use the issue's sizes (2.5M backlog, 10,000 idle connections, ...) as defaults")
 	scenarios := fs.String("scenarios", strings.Join(bench.AllScenarios, ","), "comma-separated scenarios to run")
 	noInproc := fs.Bool("no-inproc", false, "do not measure the in-process Sluice nsqd")
+	sluiceProcess := fs.Bool("sluice-process", false, "measure Sluice's nsqd as a child process in every scenario (like --nsqd-bin targets) instead of in process")
 	sluiceBin := fs.String("sluice-bin", "", "Sluice nsqd binary for idle-conns (default: build ./apps/nsqd if it exists)")
 	nsqdBin := fs.String("nsqd-bin", "", "also measure this nsqd binary (e.g. NSQ 1.3.0's), started per scenario")
 	nsqdBinName := fs.String("nsqd-bin-name", "", "target name for --nsqd-bin (default: from its --version)")
@@ -101,7 +102,18 @@ func run() error {
 	defer cancel()
 
 	var targets []bench.Target
-	if !*noInproc {
+	if *sluiceProcess && !*noInproc {
+		bin := *sluiceBin
+		if bin == "" {
+			var err error
+			if bin, err = buildSluiceNSQD(ctx, o.TempDir); err != nil {
+				return fmt.Errorf("--sluice-process: %w", err)
+			}
+			defer os.RemoveAll(filepath.Dir(bin))
+		}
+		l := &bench.BinaryLauncher{Label: "sluice", Path: bin}
+		targets = append(targets, bench.Target{Launcher: l, Process: l})
+	} else if !*noInproc {
 		l := inprocLauncher(slog.New(slog.DiscardHandler))
 		if l == nil {
 			return fmt.Errorf("built without the in-process Sluice nsqd (-tags nosluice); use --no-inproc")
