@@ -635,17 +635,6 @@ func (c *Channel) empty() error {
 	return nil
 }
 
-// depth is the number of queued messages (memory + disk).
-func (c *Channel) depth() (total, backend int64) {
-	c.mu.Lock()
-	mem := int64(c.mem.len())
-	c.mu.Unlock()
-	if c.backend != nil {
-		backend = c.backend.depth()
-	}
-	return mem + backend, backend
-}
-
 // close stops the channel. With deleted false it flushes memory, in-flight and
 // deferred messages to disk first (§6.4); with deleted true it discards
 // everything and removes the disk files. Consumers are disconnected either

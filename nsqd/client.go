@@ -127,8 +127,6 @@ const (
 
 var errLineTooLong = errors.New("command line too long")
 
-func (r *connReader) buffered() int { return r.w - r.r }
-
 // maybeRelease gives the big buffer back when it is drained and the
 // connection looks quiet.
 func (r *connReader) maybeRelease() {

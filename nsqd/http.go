@@ -27,8 +27,6 @@ import (
 	"github.com/sluicemq/sluice/protocol"
 )
 
-type httpErr = httpv1.Err
-
 func errf(code int, text string) error { return httpv1.Err{Code: code, Text: text} }
 
 // startHTTP serves the HTTP API on the plain and TLS listeners.

@@ -58,8 +58,7 @@ func (n *NSQD) handleConn(conn net.Conn) {
 		return
 	}
 	c.startHeartbeats()
-	err := c.ioLoop()
-	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+	if err := c.ioLoop(); !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 		n.logger.Debug("client closed", "client", c.remoteAddr, "err", err)
 	}
 	c.closeConn()
