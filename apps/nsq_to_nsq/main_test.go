@@ -39,8 +39,13 @@ func nums(n int) []string {
 func channelDrained(t *testing.T, h *testutil.NSQDHandle, topic, channel string) {
 	t.Helper()
 	testutil.WaitFor(t, 20*time.Second, func() bool {
-		ch := testutil.GetStats(t, h.HTTPAddr, "&topic="+topic).Channel(topic, channel)
-		return ch != nil && ch.Depth == 0 && ch.InFlightCount == 0 && ch.DeferredCount == 0
+		s := testutil.GetStats(t, h.HTTPAddr, "&topic="+topic)
+		tp, ch := s.Topic(topic), s.Channel(topic, channel)
+		// the topic must have handed its whole backlog to the channel (a
+		// channel created on a topic with queued messages receives them
+		// asynchronously) and the channel must have nothing left
+		return tp != nil && ch != nil && tp.Depth == 0 && ch.MessageCount == tp.MessageCount &&
+			ch.Depth == 0 && ch.InFlightCount == 0 && ch.DeferredCount == 0
 	}, "channel %s/%s drained", topic, channel)
 }
 
