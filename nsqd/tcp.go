@@ -463,8 +463,12 @@ func (c *client) cls() ([]byte, error) {
 	if c.state.Load() != stateSubscribed {
 		return nil, protocol.Fatalf(protocol.ErrInvalid, "cannot CLS in current state")
 	}
+	// under the channel lock, so no pump takes another message once the
+	// client has asked to close
+	c.channel.mu.Lock()
 	c.readyCount.Store(0)
 	c.state.Store(stateClosing)
+	c.channel.mu.Unlock()
 	return protocol.CloseWait, nil
 }
 
