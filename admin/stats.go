@@ -5,23 +5,20 @@ import (
 	"sort"
 	"strconv"
 	"time"
+
+	"github.com/sluicemq/sluice/protocol"
 )
 
 // This file holds the shapes of nsqd's /stats (as read from the nodes) and of the
 // aggregated views the admin API serves (§11.4), plus the pure functions that merge the
 // former into the latter.
 
-// E2ELatency is an end-to-end processing latency summary as nsqd reports it.
-type E2ELatency struct {
-	Count       int64        `json:"count"`
-	Percentiles []Percentile `json:"percentiles"`
-}
-
-// Percentile is one quantile of an E2ELatency; Value is in nanoseconds.
-type Percentile struct {
-	Quantile float64 `json:"quantile"`
-	Value    float64 `json:"value"`
-}
+// E2ELatency and Percentile are nsqd's e2e_processing_latency shapes
+// (protocol.md §9.5), shared with the /stats schema.
+type (
+	E2ELatency = protocol.E2ELatency
+	Percentile = protocol.Percentile
+)
 
 // ClientStats is a connection as nsqd reports it, plus the admin's Node and Connected.
 type ClientStats struct {
