@@ -523,7 +523,8 @@ func (c *Channel) finish(cl *client, id protocol.MessageID) error {
 		return err
 	}
 	if c.e2e != nil {
-		c.e2e.Insert(float64(time.Now().UnixNano()-m.Timestamp), time.Now())
+		now := time.Now()
+		c.e2e.Insert(float64(now.UnixNano()-m.Timestamp), now)
 	}
 	return nil
 }
