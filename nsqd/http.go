@@ -95,14 +95,14 @@ func (n *NSQD) router() *httprouter.Router {
 	r.POST("/topic/create", httpv1.V1(n.doTopicCreate))
 	r.POST("/topic/delete", httpv1.V1(n.doTopicDelete))
 	r.POST("/topic/empty", httpv1.V1(n.doTopicAction(func(t *Topic) error { return t.empty() }, true)))
-	r.POST("/topic/pause", httpv1.V1(n.doTopicAction(func(t *Topic) error { t.setPaused(true); return nil }, false)))
-	r.POST("/topic/unpause", httpv1.V1(n.doTopicAction(func(t *Topic) error { t.setPaused(false); return nil }, false)))
+	r.POST("/topic/pause", httpv1.V1(n.doTopicAction(func(t *Topic) error { t.setPaused(true); return n.persistMetadata() }, false)))
+	r.POST("/topic/unpause", httpv1.V1(n.doTopicAction(func(t *Topic) error { t.setPaused(false); return n.persistMetadata() }, false)))
 
 	r.POST("/channel/create", httpv1.V1(n.doChannelCreate))
 	r.POST("/channel/delete", httpv1.V1(n.doChannelAction(func(t *Topic, ch *Channel) error { n.removeChannel(t, ch); return nil })))
 	r.POST("/channel/empty", httpv1.V1(n.doChannelAction(func(_ *Topic, ch *Channel) error { return ch.empty() })))
-	r.POST("/channel/pause", httpv1.V1(n.doChannelAction(func(_ *Topic, ch *Channel) error { ch.setPaused(true); return nil })))
-	r.POST("/channel/unpause", httpv1.V1(n.doChannelAction(func(_ *Topic, ch *Channel) error { ch.setPaused(false); return nil })))
+	r.POST("/channel/pause", httpv1.V1(n.doChannelAction(func(_ *Topic, ch *Channel) error { ch.setPaused(true); return n.persistMetadata() })))
+	r.POST("/channel/unpause", httpv1.V1(n.doChannelAction(func(_ *Topic, ch *Channel) error { ch.setPaused(false); return n.persistMetadata() })))
 
 	r.GET("/config/:opt", httpv1.V1(n.doConfig))
 	r.PUT("/config/:opt", httpv1.V1(n.doConfig))
@@ -304,7 +304,8 @@ func (n *NSQD) doTopicDelete(_ http.ResponseWriter, r *http.Request, _ httproute
 }
 
 // doTopicAction runs fn on an existing topic; validate adds the name check
-// that /topic/empty has and pause/unpause lack. Pause state is persisted.
+// that /topic/empty has and pause/unpause lack. The pause actions persist
+// nsqd.dat themselves (§5.8).
 func (n *NSQD) doTopicAction(fn func(*Topic) error, validate bool) httpv1.APIHandler {
 	return func(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {
 		q, _ := httpv1.Query(r)
@@ -321,10 +322,6 @@ func (n *NSQD) doTopicAction(fn func(*Topic) error, validate bool) httpv1.APIHan
 		}
 		if err := fn(t); err != nil {
 			n.logger.Error("topic action failed", "topic", name, "path", r.URL.Path, "err", err)
-			return nil, errf(http.StatusInternalServerError, "INTERNAL_ERROR")
-		}
-		if err := n.persistMetadata(); err != nil {
-			n.logger.Error("failed to persist metadata", "err", err)
 			return nil, errf(http.StatusInternalServerError, "INTERNAL_ERROR")
 		}
 		return nil, nil
@@ -378,10 +375,6 @@ func (n *NSQD) doChannelAction(fn func(*Topic, *Channel) error) httpv1.APIHandle
 		}
 		if err := fn(t, ch); err != nil {
 			n.logger.Error("channel action failed", "topic", t.name, "channel", name, "path", r.URL.Path, "err", err)
-			return nil, errf(http.StatusInternalServerError, "INTERNAL_ERROR")
-		}
-		if err := n.persistMetadata(); err != nil {
-			n.logger.Error("failed to persist metadata", "err", err)
 			return nil, errf(http.StatusInternalServerError, "INTERNAL_ERROR")
 		}
 		return nil, nil

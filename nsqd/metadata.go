@@ -129,9 +129,10 @@ func (n *NSQD) persistMetadata() error {
 	return nil
 }
 
-// persistMetadataAsync writes nsqd.dat after a topology change; it is
-// called from request paths, so errors are logged rather than returned.
-func (n *NSQD) persistMetadataAsync() {
+// persistMetadataOrLog writes nsqd.dat after a topology change; it is
+// called where the change itself already succeeded, so errors are logged
+// rather than returned.
+func (n *NSQD) persistMetadataOrLog() {
 	if err := n.persistMetadata(); err != nil {
 		n.logger.Error("failed to persist metadata", "err", err)
 	}

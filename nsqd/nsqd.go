@@ -392,7 +392,7 @@ func (n *NSQD) GetTopic(name string) (*Topic, error) {
 	n.precreateChannels(t)
 	n.notifyRegister(name, "")
 	if !t.ephemeral {
-		n.persistMetadataAsync()
+		n.persistMetadataOrLog()
 	}
 	return t, nil
 }
@@ -461,7 +461,7 @@ func (n *NSQD) finishTopicDelete(t *Topic) {
 	}
 	n.mu.Unlock()
 	if !t.ephemeral {
-		n.persistMetadataAsync()
+		n.persistMetadataOrLog()
 	}
 	n.logger.Info("deleted topic", "topic", t.name)
 }
@@ -475,7 +475,7 @@ func (n *NSQD) GetChannel(t *Topic, name string) (*Channel, error) {
 	if created {
 		n.notifyRegister(t.name, name)
 		if !ch.ephemeral {
-			n.persistMetadataAsync()
+			n.persistMetadataOrLog()
 		}
 	}
 	return ch, nil
@@ -508,7 +508,7 @@ func (n *NSQD) finishChannelDelete(t *Topic, ch *Channel) {
 	}
 	t.removeChannel(ch)
 	if !ch.ephemeral {
-		n.persistMetadataAsync()
+		n.persistMetadataOrLog()
 	}
 	n.logger.Info("deleted channel", "topic", t.name, "channel", ch.name)
 	if t.ephemeral && t.markExiting(true) {
