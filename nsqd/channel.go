@@ -35,7 +35,8 @@ type Channel struct {
 	nsqd      *NSQD
 	logger    *slog.Logger
 
-	backend     *diskBackend // nil for ephemeral channels
+	backend     *diskBackend // nil for ephemeral channels and channels of durable topics
+	dlog        *channelLog  // set for channels of durable topics
 	memCap      int          // --mem-queue-size
 	refillLimit int          // how many disk messages the refiller keeps in memory
 
@@ -66,7 +67,7 @@ type Channel struct {
 	wg     sync.WaitGroup
 }
 
-func newChannel(topicName, name string, n *NSQD) *Channel {
+func newChannel(topicName, name string, n *NSQD, durable bool) *Channel {
 	o := n.opts
 	c := &Channel{
 		topicName: topicName,
@@ -87,7 +88,7 @@ func newChannel(topicName, name string, n *NSQD) *Channel {
 	if len(o.E2EProcessingLatencyPercentiles) > 0 {
 		c.e2e = quantile.New(o.E2EProcessingLatencyWindowTime, o.E2EProcessingLatencyPercentiles)
 	}
-	if !c.ephemeral {
+	if !c.ephemeral && !durable {
 		c.backend = newDiskBackend(topicName+":"+name, o, c.logger, n.setHealth)
 		c.wg.Add(1)
 		go c.refill()
@@ -180,7 +181,7 @@ func (c *Channel) wantRefillLocked() bool {
 
 // signalRefillLocked wakes the refiller if it may have work.
 func (c *Channel) signalRefillLocked() {
-	if c.backend != nil && c.wantRefillLocked() {
+	if (c.backend != nil || c.dlog != nil) && c.wantRefillLocked() {
 		select {
 		case c.roomCh <- struct{}{}:
 		default:
@@ -293,10 +294,16 @@ func (c *Channel) removeClient(cl *client) {
 		c.setWaitingLocked(cl, false)
 		c.active--
 	}
+	var notes []requeueNote
 	for _, m := range c.inFlight.ownedBy(cl.id) {
 		c.inFlight.unlink(m)
 		if c.exiting {
 			continue // the channel is being deleted with its messages
+		}
+		if c.dlog != nil {
+			if note, ok := c.dlog.requeuedLocked(m, 0); ok {
+				notes = append(notes, note)
+			}
 		}
 		if o := c.requeueLocked(m); o != nil {
 			overflow = append(overflow, o)
@@ -306,6 +313,9 @@ func (c *Channel) removeClient(cl *client) {
 	empty := len(c.clients) == 0
 	exiting := c.exiting
 	c.mu.Unlock()
+	if len(notes) > 0 {
+		c.journalRequeues(notes)
+	}
 	if len(overflow) > 0 {
 		if err := c.backend.put(overflow); err != nil {
 			c.logger.Error("requeue to disk failed", "err", err)
@@ -463,12 +473,18 @@ func (c *Channel) take(cl *client, dst []*Message) []*Message {
 	}
 	dst = dst[:0]
 	sampled := cl.sampleRate
+	var sampledOut []uint64
 	for len(dst) < avail && c.mem.len() > 0 {
 		start := len(dst)
 		got := c.mem.popN(dst, avail-len(dst))
 		dst = got[:start]
 		for _, m := range got[start:] {
 			if sampled > 0 && rand.IntN(100) > int(sampled) {
+				if c.dlog != nil {
+					if seq, ok := c.dlog.finishedLocked(m); ok {
+						sampledOut = append(sampledOut, seq)
+					}
+				}
 				continue // sampling consumes the message (§5.6)
 			}
 			m.Attempts++
@@ -488,6 +504,9 @@ func (c *Channel) take(cl *client, dst []*Message) []*Message {
 	}
 	c.signalRefillLocked()
 	c.mu.Unlock()
+	for _, seq := range sampledOut {
+		c.dlog.dt.journal.Finish(c.name, seq)
+	}
 	return dst
 }
 
@@ -515,12 +534,20 @@ func (c *Channel) pumpFailed(cl *client) {
 func (c *Channel) finish(cl *client, id protocol.MessageID) error {
 	c.mu.Lock()
 	m, err := c.inFlight.remove(id, cl.id)
+	var seq uint64
+	journal := false
 	if err == nil {
 		cl.inFlightCount.Add(-1)
+		if c.dlog != nil {
+			seq, journal = c.dlog.finishedLocked(m)
+		}
 	}
 	c.mu.Unlock()
 	if err != nil {
 		return err
+	}
+	if journal {
+		c.dlog.dt.journal.Finish(c.name, seq)
 	}
 	if c.e2e != nil {
 		now := time.Now()
@@ -544,12 +571,22 @@ func (c *Channel) requeue(cl *client, id protocol.MessageID, delay time.Duration
 	c.inFlight.unlink(m)
 	cl.inFlightCount.Add(-1)
 	c.requeueCount.Add(1)
+	var until int64
 	if delay > 0 {
-		c.deferred.add(m, time.Now().UnixNano()+int64(delay))
+		until = time.Now().UnixNano() + int64(delay)
+		c.deferred.add(m, until)
 	} else {
 		overflow = c.requeueLocked(m)
 	}
+	var note requeueNote
+	journal := false
+	if c.dlog != nil {
+		note, journal = c.dlog.requeuedLocked(m, until)
+	}
 	c.mu.Unlock()
+	if journal {
+		c.journalRequeues([]requeueNote{note})
+	}
 	if overflow != nil {
 		return c.backend.put([]*Message{overflow})
 	}
@@ -574,10 +611,16 @@ func (c *Channel) processDeadlines(now int64) bool {
 	}
 	expired = c.inFlight.popExpired(now, expired)
 	due = c.deferred.popDue(now, due)
+	var notes []requeueNote
 	for _, m := range expired {
 		if cl, ok := c.clients[m.clientID]; ok {
 			cl.inFlightCount.Add(-1)
 			c.kickLocked(cl)
+		}
+		if c.dlog != nil {
+			if note, ok := c.dlog.requeuedLocked(m, 0); ok {
+				notes = append(notes, note)
+			}
 		}
 		if o := c.requeueLocked(m); o != nil {
 			overflow = append(overflow, o)
@@ -589,6 +632,9 @@ func (c *Channel) processDeadlines(now int64) bool {
 		}
 	}
 	c.mu.Unlock()
+	if len(notes) > 0 {
+		c.journalRequeues(notes)
+	}
 	c.timeoutCount.Add(uint64(len(expired)))
 	if len(overflow) > 0 {
 		if err := c.backend.put(overflow); err != nil {
@@ -616,6 +662,9 @@ func (c *Channel) isPaused() bool {
 
 // empty discards every queued, in-flight and deferred message (§5.9).
 func (c *Channel) empty() error {
+	if c.dlog != nil {
+		return c.emptyDurable()
+	}
 	c.mu.Lock()
 	c.emptyGen.Add(1)
 	c.mem = msgQueue{}
@@ -680,6 +729,9 @@ func (c *Channel) shutdown(deleted bool) error {
 	}
 	close(c.exitCh)
 	c.wg.Wait() // refiller and pumps are done
+	if c.dlog != nil {
+		return c.closeDurable(deleted)
+	}
 	if c.backend == nil {
 		return nil
 	}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"reflect"
 	"runtime"
@@ -28,6 +29,16 @@ import (
 )
 
 func errf(code int, text string) error { return httpv1.Err{Code: code, Text: text} }
+
+// publishError is the HTTP answer to a failed publish: a durable topic says
+// why its write failed (a full disk, say); otherwise the topic is exiting.
+func publishError(err error) error {
+	var dw *durableWriteError
+	if errors.As(err, &dw) {
+		return errf(http.StatusServiceUnavailable, "PUB_FAILED: "+dw.Error())
+	}
+	return errf(http.StatusServiceUnavailable, "EXITING")
+}
 
 // startHTTP serves the HTTP API on the plain and TLS listeners.
 func (n *NSQD) startHTTP() {
@@ -210,7 +221,7 @@ func (n *NSQD) doPUB(_ http.ResponseWriter, r *http.Request, _ httprouter.Params
 		deferBy = time.Duration(ms) * time.Millisecond
 	}
 	if err := t.putMessages(n.newMessages([][]byte{body}, deferBy, nil)); err != nil {
-		return nil, errf(http.StatusServiceUnavailable, "EXITING")
+		return nil, publishError(err)
 	}
 	return "OK", nil
 }
@@ -241,7 +252,7 @@ func (n *NSQD) doMPUB(_ http.ResponseWriter, r *http.Request, _ httprouter.Param
 		}
 		b := n.newBatch(body[4:], len(bodies))
 		if err := t.putBatch(b, uint64(len(body)-4-4*len(bodies))); err != nil {
-			return nil, errf(http.StatusServiceUnavailable, "EXITING")
+			return nil, publishError(err)
 		}
 		return "OK", nil
 	} else {
@@ -259,7 +270,7 @@ func (n *NSQD) doMPUB(_ http.ResponseWriter, r *http.Request, _ httprouter.Param
 		return "OK", nil
 	}
 	if err := t.putMessages(n.newMessages(bodies, 0, nil)); err != nil {
-		return nil, errf(http.StatusServiceUnavailable, "EXITING")
+		return nil, publishError(err)
 	}
 	return "OK", nil
 }
@@ -287,8 +298,74 @@ func (n *NSQD) doStats(_ http.ResponseWriter, r *http.Request, _ httprouter.Para
 }
 
 func (n *NSQD) doTopicCreate(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {
-	_, err := n.topicFromQuery(r)
-	return nil, err
+	q, _ := httpv1.Query(r)
+	cfg, err := n.topicConfigFromQuery(q)
+	if err != nil {
+		return nil, err
+	}
+	if cfg == nil {
+		_, err := n.topicFromQuery(r)
+		return nil, err
+	}
+	name := q.Get("topic")
+	if name == "" {
+		return nil, errf(http.StatusBadRequest, "MISSING_ARG_TOPIC")
+	}
+	if !protocol.IsValidTopicName(name) {
+		return nil, errf(http.StatusBadRequest, "INVALID_TOPIC")
+	}
+	if cfg.durable && protocol.IsEphemeral(name) {
+		return nil, errf(http.StatusBadRequest, "INVALID_ARG_DURABLE: ephemeral topics are never durable")
+	}
+	t, err := n.getTopicWith(name, cfg)
+	if err != nil {
+		if errors.Is(err, errExiting) {
+			return nil, errf(http.StatusServiceUnavailable, "EXITING")
+		}
+		return nil, errf(http.StatusInternalServerError, "INTERNAL_ERROR: "+err.Error())
+	}
+	if t.isDurable() != cfg.durable {
+		return nil, errf(http.StatusConflict, fmt.Sprintf("TOPIC_EXISTS: topic %s exists with durable=%v", name, t.isDurable()))
+	}
+	return nil, nil
+}
+
+// topicConfigFromQuery reads Sluice's topic parameters (durable,
+// retention_time, retention_bytes); nil when none is given.
+func (n *NSQD) topicConfigFromQuery(q url.Values) (*topicConfig, error) {
+	_, hasD := q["durable"]
+	_, hasT := q["retention_time"]
+	_, hasB := q["retention_bytes"]
+	if !hasD && !hasT && !hasB {
+		return nil, nil
+	}
+	cfg := n.defaultTopicConfig(q.Get("topic"))
+	cfg.retention = n.nodeRetention()
+	if hasD {
+		d, err := strconv.ParseBool(q.Get("durable"))
+		if err != nil {
+			return nil, errf(http.StatusBadRequest, "INVALID_ARG_DURABLE: durable must be true or false")
+		}
+		cfg.durable = d
+	}
+	if hasT {
+		d, err := time.ParseDuration(q.Get("retention_time"))
+		if err != nil || d < 0 {
+			return nil, errf(http.StatusBadRequest, "INVALID_ARG_RETENTION_TIME: retention_time must be a Go duration >= 0 such as 72h")
+		}
+		cfg.retention.Time = d
+	}
+	if hasB {
+		b, err := strconv.ParseInt(q.Get("retention_bytes"), 10, 64)
+		if err != nil || b < 0 {
+			return nil, errf(http.StatusBadRequest, "INVALID_ARG_RETENTION_BYTES: retention_bytes must be an integer >= 0")
+		}
+		cfg.retention.Bytes = b
+	}
+	if (hasT || hasB) && !cfg.durable {
+		return nil, errf(http.StatusBadRequest, "INVALID_ARG_RETENTION: retention_time and retention_bytes apply to durable topics only")
+	}
+	return &cfg, nil
 }
 
 func (n *NSQD) doTopicDelete(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {
@@ -357,8 +434,19 @@ func (n *NSQD) doChannelCreate(_ http.ResponseWriter, r *http.Request, _ httprou
 	if err != nil {
 		return nil, err
 	}
-	if _, err := n.GetChannel(t, name); err != nil {
-		return nil, errf(http.StatusServiceUnavailable, "EXITING")
+	q, _ := httpv1.Query(r)
+	start, err := parseChannelStart(q.Get("start"))
+	if err != nil {
+		return nil, errf(http.StatusBadRequest, "INVALID_ARG_START: "+err.Error())
+	}
+	if start.kind != "" && !t.isDurable() {
+		return nil, errf(http.StatusBadRequest, "INVALID_ARG_START: start applies to channels of durable topics only")
+	}
+	if _, err := n.getChannelFrom(t, name, start); err != nil {
+		if errors.Is(err, errExiting) {
+			return nil, errf(http.StatusServiceUnavailable, "EXITING")
+		}
+		return nil, errf(http.StatusInternalServerError, "INTERNAL_ERROR: "+err.Error())
 	}
 	return nil, nil
 }

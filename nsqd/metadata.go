@@ -21,6 +21,10 @@ type topicMetadata struct {
 	Name     string            `json:"name"`
 	Paused   bool              `json:"paused"`
 	Channels []channelMetadata `json:"channels"`
+	// Sluice's keys, written only for durable topics (NSQ ignores them).
+	Durable        bool   `json:"durable,omitempty"`
+	RetentionTime  string `json:"retention_time,omitempty"`
+	RetentionBytes int64  `json:"retention_bytes,omitempty"`
 }
 
 type channelMetadata struct {
@@ -52,7 +56,15 @@ func (n *NSQD) loadMetadata() error {
 		n.mu.Lock()
 		t, ok := n.topics[tm.Name]
 		if !ok {
-			t = newTopic(tm.Name, n)
+			cfg := topicConfig{durable: tm.Durable, retention: n.nodeRetention()}
+			if !tm.Durable {
+				cfg = n.defaultTopicConfigForRestore(tm.Name)
+			}
+			var err error
+			if t, err = newTopic(tm.Name, n, cfg); err != nil {
+				n.mu.Unlock()
+				return fmt.Errorf("restore topic %s: %w", tm.Name, err)
+			}
 			t.mu.Lock()
 			t.held = true
 			t.mu.Unlock()
@@ -87,6 +99,13 @@ func (n *NSQD) snapshotMetadata() metadata {
 			continue
 		}
 		tm := topicMetadata{Name: t.name, Paused: t.isPaused()}
+		if t.dur != nil {
+			tm.Durable = true
+			tm.RetentionBytes = t.dur.retention.Bytes
+			if t.dur.retention.Time > 0 {
+				tm.RetentionTime = t.dur.retention.Time.String()
+			}
+		}
 		for _, ch := range t.channelList() {
 			if ch.ephemeral {
 				continue
@@ -136,4 +155,48 @@ func (n *NSQD) persistMetadataOrLog() {
 	if err := n.persistMetadata(); err != nil {
 		n.logger.Error("failed to persist metadata", "err", err)
 	}
+}
+
+// defaultTopicConfigForRestore is how a topic listed in nsqd.dat without
+// the durable key is recreated: as NSQ's topic (its disk queue files are
+// there), unless a durable log exists for it.
+func (n *NSQD) defaultTopicConfigForRestore(name string) topicConfig {
+	if _, err := os.Stat(n.durableTopicDir(name)); err == nil {
+		return topicConfig{durable: true, retention: n.nodeRetention()}
+	}
+	return topicConfig{}
+}
+
+// loadDurableTopics opens every durable topic found on disk, with the
+// channels its cursor journal lists. It runs before nsqd.dat is read, so a
+// topic created just before a crash (before nsqd.dat was rewritten) comes
+// back too.
+func (n *NSQD) loadDurableTopics() error {
+	names, err := n.listDurableTopics()
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		t, err := newTopic(name, n, topicConfig{durable: true, retention: n.nodeRetention()})
+		if err != nil {
+			return fmt.Errorf("restore durable topic %s: %w", name, err)
+		}
+		n.mu.Lock()
+		n.topics[name] = t
+		n.mu.Unlock()
+		restored := make([]string, 0, len(t.dur.restored))
+		for ch := range t.dur.restored {
+			restored = append(restored, ch)
+		}
+		for _, ch := range restored {
+			if !protocol.IsValidChannelName(ch) || protocol.IsEphemeral(ch) {
+				continue
+			}
+			if _, _, err := t.getChannel(ch); err != nil {
+				return fmt.Errorf("restore channel %s:%s: %w", name, ch, err)
+			}
+		}
+		n.logger.Info("opened durable topic", "topic", name, "channels", len(restored), "messages", t.dur.log.End()-t.dur.log.Start())
+	}
+	return nil
 }

@@ -62,6 +62,7 @@ type statsCollector struct {
 	topicE2E, topicE2ECount                                     *prometheus.Desc
 	chDepth, chBackendDepth, chInFlight, chDeferred, chClients  *prometheus.Desc
 	chPaused, chMessages, chRequeued, chTimedOut, chE2E, chE2EN *prometheus.Desc
+	durableSyncs, durableBytes                                  *prometheus.Desc
 }
 
 func newStatsCollector(n *NSQD) *statsCollector {
@@ -94,6 +95,9 @@ func newStatsCollector(n *NSQD) *statsCollector {
 		chTimedOut:     d("nsqd_channel_timed_out_total", "In-flight messages whose timeout expired.", channelLabels),
 		chE2E:          d("nsqd_channel_e2e_processing_latency_seconds", "End-to-end processing latency quantiles over the sliding window.", channelQLabels),
 		chE2EN:         d("nsqd_channel_e2e_processing_latency_samples", "Samples in the channel's end-to-end latency window.", channelLabels),
+
+		durableSyncs: d("nsqd_durable_syncs_total", "fdatasync calls made for durable topic logs and cursor journals (present once a durable topic exists).", nil),
+		durableBytes: d("nsqd_durable_bytes_written_total", "Bytes written to durable topic logs and cursor journals (present once a durable topic exists).", nil),
 	}
 }
 
@@ -105,6 +109,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.topicMessages, c.topicMessageBytes, c.topicE2E, c.topicE2ECount,
 		c.chDepth, c.chBackendDepth, c.chInFlight, c.chDeferred, c.chClients,
 		c.chPaused, c.chMessages, c.chRequeued, c.chTimedOut, c.chE2E, c.chE2EN,
+		c.durableSyncs, c.durableBytes,
 	} {
 		ch <- d
 	}
@@ -123,6 +128,10 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.healthy, boolFloat(s.Health == "OK"))
 	gauge(c.startTime, float64(s.StartTime))
 	gauge(c.topics, float64(len(s.Topics)))
+	if cm := c.n.committer; cm != nil && (cm.Syncs() > 0 || c.n.hasDurableTopic()) {
+		counter(c.durableSyncs, float64(cm.Syncs()))
+		counter(c.durableBytes, float64(cm.BytesWritten()))
+	}
 	for _, t := range s.Topics {
 		tn := t.TopicName
 		gauge(c.topicDepth, float64(t.Depth), tn)

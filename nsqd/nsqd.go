@@ -15,6 +15,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/sluicemq/sluice/store"
 	"log/slog"
 	"net"
 	"net/http"
@@ -53,6 +54,8 @@ type NSQD struct {
 	clientSeq atomic.Uint64
 
 	healthErr atomic.Pointer[string]
+
+	committer *store.Committer // group commit of durable topics; set by Start
 
 	persistMu sync.Mutex // serializes nsqd.dat writes
 
@@ -197,10 +200,16 @@ func (n *NSQD) Start() error {
 			return fail(fmt.Errorf("listen on --https-address %s: %w", o.HTTPSAddress, err))
 		}
 	}
+	n.committer = store.NewCommitter(0)
 	closeTopics := func() {
 		for _, t := range n.topicList() {
 			t.close(false)
 		}
+		n.committer.Close()
+	}
+	if err := n.loadDurableTopics(); err != nil {
+		closeTopics()
+		return fail(err)
 	}
 	if err := n.loadMetadata(); err != nil {
 		closeTopics()
@@ -297,6 +306,7 @@ func (n *NSQD) exit() {
 			n.logger.Error("failed to close topic", "topic", t.name, "err", err)
 		}
 	}
+	n.committer.Close()
 	n.cancel()
 	n.wg.Wait()
 	n.dirLock.Close()
@@ -365,6 +375,12 @@ func (n *NSQD) newBatch(data []byte, count int) *msgBatch {
 // GetTopic returns the named topic, creating it (and, at run time, the
 // channels lookupd knows for it) when it does not exist.
 func (n *NSQD) GetTopic(name string) (*Topic, error) {
+	return n.getTopicWith(name, nil)
+}
+
+// getTopicWith is GetTopic where cfg, when not nil, says how a new topic is
+// created (otherwise defaultTopicConfig does).
+func (n *NSQD) getTopicWith(name string, cfg *topicConfig) (*Topic, error) {
 	n.mu.RLock()
 	t, ok := n.topics[name]
 	n.mu.RUnlock()
@@ -385,10 +401,19 @@ func (n *NSQD) GetTopic(name string) (*Topic, error) {
 		}
 		return t, nil
 	}
-	t = newTopic(name, n)
+	c := n.defaultTopicConfig(name)
+	if cfg != nil && !protocol.IsEphemeral(name) {
+		c = *cfg
+	}
+	t, err := newTopic(name, n, c)
+	if err != nil {
+		n.mu.Unlock()
+		n.logger.Error("failed to create topic", "topic", name, "err", err)
+		return nil, err
+	}
 	n.topics[name] = t
 	n.mu.Unlock()
-	n.logger.Info("new topic", "topic", name)
+	n.logger.Info("new topic", "topic", name, "durable", t.isDurable())
 	n.precreateChannels(t)
 	n.notifyRegister(name, "")
 	if !t.ephemeral {
@@ -468,7 +493,13 @@ func (n *NSQD) finishTopicDelete(t *Topic) {
 
 // GetChannel returns the named channel of t, creating it if needed.
 func (n *NSQD) GetChannel(t *Topic, name string) (*Channel, error) {
-	ch, created, err := t.getChannel(name)
+	return n.getChannelFrom(t, name, channelStart{})
+}
+
+// getChannelFrom is GetChannel where a new channel of a durable topic starts
+// at start.
+func (n *NSQD) getChannelFrom(t *Topic, name string, start channelStart) (*Channel, error) {
+	ch, created, err := t.getChannelFrom(name, start)
 	if err != nil {
 		return nil, err
 	}
@@ -563,16 +594,24 @@ func (n *NSQD) scanLoop() {
 	defer n.wg.Done()
 	tick := time.NewTicker(n.opts.QueueScanInterval)
 	defer tick.Stop()
+	var lastRetain time.Time
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-tick.C:
 		}
-		now := time.Now().UnixNano()
+		now := time.Now()
+		retain := now.Sub(lastRetain) >= time.Second
+		if retain {
+			lastRetain = now
+		}
 		for _, t := range n.topicList() {
 			for _, ch := range t.channelList() {
-				ch.processDeadlines(now)
+				ch.processDeadlines(now.UnixNano())
+			}
+			if retain && t.dur != nil && !t.isExiting() {
+				t.retain(now)
 			}
 		}
 	}

@@ -80,6 +80,12 @@ type Options struct {
 	MaxDeflateLevel int  `flag:"max-deflate-level" cfg:"max_deflate_level"`
 	SnappyEnabled   bool `flag:"snappy" cfg:"snappy"`
 
+	// Durable topics (Sluice): off by default, so nsqd behaves as NSQ does.
+	Durable             bool          `flag:"durable" cfg:"durable"`                             // every non-ephemeral topic is durable unless created otherwise
+	RetentionTime       time.Duration `flag:"retention-time" cfg:"retention_time"`               // keep finished durable segments this long (0 = remove at once)
+	RetentionBytes      int64         `flag:"retention-bytes" cfg:"retention_bytes"`             // keep the newest finished durable segments up to this size (0 = none)
+	DurableSegmentBytes int64         `flag:"durable-segment-bytes" cfg:"durable_segment_bytes"` // roll a durable topic's segment at this size
+
 	// LookupdPingInterval is how often nsqd PINGs each nsqlookupd (fixed 15s
 	// in NSQ; settable for tests).
 	LookupdPingInterval time.Duration `flag:"-" cfg:"-"`
@@ -115,6 +121,8 @@ func NewOptions() *Options {
 		MaxBytesPerFile: 100 * 1024 * 1024,
 		SyncEvery:       2500,
 		SyncTimeout:     2 * time.Second,
+
+		DurableSegmentBytes: 16 << 20,
 
 		QueueScanInterval:        100 * time.Millisecond,
 		QueueScanRefreshInterval: 5 * time.Second,
@@ -180,6 +188,15 @@ func (o *Options) validate() error {
 	}
 	if o.MaxMsgSize <= 0 || o.MaxBodySize <= 0 {
 		return fmt.Errorf("--max-msg-size and --max-body-size must be positive")
+	}
+	if o.RetentionTime < 0 {
+		return fmt.Errorf("--retention-time must be >= 0, got %v", o.RetentionTime)
+	}
+	if o.RetentionBytes < 0 {
+		return fmt.Errorf("--retention-bytes must be >= 0, got %d", o.RetentionBytes)
+	}
+	if o.DurableSegmentBytes < 4096 {
+		return fmt.Errorf("--durable-segment-bytes must be >= 4096, got %d", o.DurableSegmentBytes)
 	}
 	if o.MaxRdyCount < 0 {
 		return fmt.Errorf("--max-rdy-count must be >= 0")

@@ -68,6 +68,10 @@ func (t *Topic) stats(f StatsFilter, now time.Time) (protocol.TopicStats, bool) 
 		MessageBytes: int64(t.messageBytes.Load()),
 		Paused:       t.isPaused(),
 	}
+	if t.dur != nil {
+		rt, rb := t.dur.retention.Time.String(), t.dur.retention.Bytes
+		ts.Durable, ts.RetentionTime, ts.RetentionBytes = true, &rt, &rb
+	}
 	var merged *quantile.Quantile
 	for _, ch := range t.channelList() {
 		if f.Channel != "" && ch.name != f.Channel {
@@ -94,6 +98,9 @@ func (c *Channel) stats(includeClients bool, now time.Time) protocol.ChannelStat
 	var backend int64
 	if c.backend != nil {
 		backend = c.backend.depth()
+	}
+	if c.dlog != nil {
+		backend = c.durableBacklog()
 	}
 	c.mu.Lock() // memory depth, in flight and deferred from one instant
 	cs := protocol.ChannelStats{

@@ -311,7 +311,7 @@ func (c *client) mpub(p [][]byte, beforeBlock func()) ([]byte, error) {
 	count := len(bodies)
 	b := c.nsqd.newBatch(body[4:], count)
 	if err := t.putBatch(b, uint64(len(body)-4-4*count)); err != nil {
-		return nil, protocol.Fatalf(protocol.ErrMPubFailed, "MPUB failed %s", err)
+		return nil, publishFailure(protocol.ErrMPubFailed, "MPUB", err)
 	}
 	c.notePublish(topicName, count)
 	return protocol.OK, nil
@@ -328,7 +328,7 @@ func (c *client) publish(cmd, failCode, topicName string, bodies [][]byte, defer
 	clear(msgs)
 	c.scratchMsgs = msgs[:0]
 	if err != nil {
-		return nil, protocol.Fatalf(failCode, "%s failed %s", cmd, err)
+		return nil, publishFailure(failCode, cmd, err)
 	}
 	c.notePublish(topicName, len(bodies))
 	return protocol.OK, nil
@@ -478,4 +478,15 @@ func jsonBytes(v any) []byte {
 		panic(err) // only called with types that always encode
 	}
 	return b
+}
+
+// publishFailure is the error frame for a failed publish. A durable topic's
+// failed write (a full disk, say) leaves the connection open, so the
+// producer can back off and retry on it; anything else closes it, as in NSQ.
+func publishFailure(code, cmd string, err error) *protocol.Error {
+	var dw *durableWriteError
+	if errors.As(err, &dw) {
+		return protocol.Softf(code, "%s failed: %s", cmd, dw.Error())
+	}
+	return protocol.Fatalf(code, "%s failed %s", cmd, err)
 }

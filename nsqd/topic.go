@@ -1,6 +1,7 @@
 package nsqd
 
 import (
+	"github.com/sluicemq/sluice/store"
 	"log/slog"
 	"sort"
 	"sync"
@@ -18,7 +19,8 @@ type Topic struct {
 	ephemeral bool
 	nsqd      *NSQD
 	logger    *slog.Logger
-	backend   *diskBackend // nil for ephemeral topics
+	backend   *diskBackend  // nil for ephemeral and durable topics
+	dur       *durableTopic // nil unless durable
 	memCap    int
 
 	mu       sync.RWMutex // guards the fields below
@@ -37,7 +39,7 @@ type Topic struct {
 	wg     sync.WaitGroup
 }
 
-func newTopic(name string, n *NSQD) *Topic {
+func newTopic(name string, n *NSQD, cfg topicConfig) (*Topic, error) {
 	t := &Topic{
 		name:      name,
 		ephemeral: protocol.IsEphemeral(name),
@@ -48,13 +50,24 @@ func newTopic(name string, n *NSQD) *Topic {
 		wake:      make(chan struct{}, 1),
 		exitCh:    make(chan struct{}),
 	}
+	if cfg.durable && !t.ephemeral {
+		dt, err := n.openDurableTopic(name, cfg)
+		if err != nil {
+			return nil, err
+		}
+		t.dur = dt
+		return t, nil // channels read the log themselves: no pump
+	}
 	if !t.ephemeral {
 		t.backend = newDiskBackend(name, n.opts, t.logger, n.setHealth)
 	}
 	t.wg.Add(1)
 	go t.pump()
-	return t
+	return t, nil
 }
+
+// isDurable reports whether the topic keeps its messages in a durable log.
+func (t *Topic) isDurable() bool { return t.dur != nil }
 
 func (t *Topic) signal() {
 	select {
@@ -90,6 +103,15 @@ func (t *Topic) put(ents []qentry, bodyBytes uint64) error {
 	if t.exiting {
 		t.mu.RUnlock()
 		return errExiting
+	}
+	if t.dur != nil {
+		t.mu.RUnlock()
+		if err := t.putDurable(ents); err != nil {
+			return err
+		}
+		t.messageCount.Add(uint64(count))
+		t.messageBytes.Add(bodyBytes)
+		return nil
 	}
 	direct := len(t.chanList) > 0 && !t.paused && !t.held && t.mem.len() == 0 && (t.backend == nil || t.backend.depth() == 0)
 	chans := t.chanList
@@ -210,6 +232,12 @@ func (t *Topic) pump() {
 // getChannel returns the named channel, creating it if needed. created
 // reports whether it is new.
 func (t *Topic) getChannel(name string) (ch *Channel, created bool, err error) {
+	return t.getChannelFrom(name, channelStart{})
+}
+
+// getChannelFrom is getChannel where a new channel of a durable topic starts
+// at start.
+func (t *Topic) getChannelFrom(name string, start channelStart) (ch *Channel, created bool, err error) {
 	t.mu.RLock()
 	ch, ok := t.channels[name]
 	exiting := t.exiting
@@ -232,7 +260,13 @@ func (t *Topic) getChannel(name string) (ch *Channel, created bool, err error) {
 		t.mu.Unlock()
 		return nil, false, errExiting
 	}
-	ch = newChannel(t.name, name, t.nsqd)
+	ch = newChannel(t.name, name, t.nsqd, t.dur != nil)
+	if t.dur != nil {
+		if err := ch.attachDurable(t.dur, start, len(t.channels) > 0); err != nil {
+			t.mu.Unlock()
+			return nil, false, err
+		}
+	}
 	t.channels[name] = ch
 	t.rebuildListLocked()
 	t.mu.Unlock()
@@ -274,14 +308,32 @@ func (t *Topic) removeChannel(ch *Channel) (found, nowEmpty bool) {
 	}
 	delete(t.channels, ch.name)
 	t.rebuildListLocked()
+	if t.dur != nil && len(t.channels) == 0 && !t.exiting {
+		// from now on the topic queues for a future first channel
+		t.dur.topicCursor.Reset(t.dur.log.End())
+		if err := t.dur.journal.SetState(store.TopicCursor, t.dur.topicCursor.Clone(), true); err != nil {
+			t.logger.Error("failed to record topic position", "err", err)
+		}
+	}
 	return true, len(t.channels) == 0
 }
 
 func (t *Topic) setPaused(paused bool) {
 	t.mu.Lock()
 	t.paused = paused
+	chans := t.chanList
 	t.mu.Unlock()
 	t.signal()
+	if t.dur != nil {
+		t.dur.paused.Store(paused)
+		if !paused {
+			for _, ch := range chans {
+				ch.mu.Lock()
+				ch.signalRefillLocked()
+				ch.mu.Unlock()
+			}
+		}
+	}
 }
 
 // release ends the hold set while loading metadata.
@@ -300,6 +352,15 @@ func (t *Topic) isPaused() bool {
 
 // empty discards the topic's own queued messages; channels keep theirs.
 func (t *Topic) empty() error {
+	if t.dur != nil {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if len(t.channels) > 0 {
+			return nil // channels keep theirs; the topic holds nothing of its own
+		}
+		t.dur.topicCursor.Reset(t.dur.log.End())
+		return t.dur.journal.SetState(store.TopicCursor, t.dur.topicCursor.Clone(), true)
+	}
 	t.mu.Lock()
 	t.mem = msgQueue{}
 	t.mu.Unlock()
@@ -310,6 +371,17 @@ func (t *Topic) empty() error {
 }
 
 func (t *Topic) depth() (total, backend int64) {
+	if t.dur != nil {
+		t.mu.RLock()
+		defer t.mu.RUnlock()
+		if len(t.channels) > 0 {
+			return 0, 0
+		}
+		if end, floor := t.dur.log.End(), t.dur.topicCursor.Floor; end > floor {
+			return int64(end - floor), int64(end - floor)
+		}
+		return 0, 0
+	}
 	t.mu.RLock()
 	mem := int64(t.mem.len())
 	t.mu.RUnlock()
@@ -360,6 +432,12 @@ func (t *Topic) shutdown(deleted bool) error {
 		if err := ch.close(deleted); err != nil && err != errExiting && firstErr == nil {
 			firstErr = err
 		}
+	}
+	if t.dur != nil {
+		if err := t.dur.close(t.nsqd, deleted); err != nil && firstErr == nil {
+			firstErr = err
+		}
+		return firstErr
 	}
 	if t.backend == nil {
 		return firstErr

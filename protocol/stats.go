@@ -44,6 +44,12 @@ type TopicStats struct {
 	Paused       bool           `json:"paused"`
 	// E2ELatency is the merge of the channels' estimates.
 	E2ELatency E2ELatency `json:"e2e_processing_latency"`
+
+	// Sluice's keys, present only on durable topics so that a user who
+	// sets nothing sees NSQ's shape.
+	Durable        bool    `json:"durable,omitempty"`
+	RetentionTime  *string `json:"retention_time,omitempty"`  // Go duration; "0s" = finished segments go at once
+	RetentionBytes *int64  `json:"retention_bytes,omitempty"` // 0 = none kept by size
 }
 
 // MarshalJSON encodes t with a nil Channels written as [] (§9.5: never null).

@@ -47,6 +47,10 @@ func newFlagSet(opts *nsqd.Options, level *slog.LevelVar) *flag.FlagSet {
 	fs.Int64Var(&opts.MaxBytesPerFile, "max-bytes-per-file", opts.MaxBytesPerFile, "number of bytes per diskqueue file before rolling")
 	fs.Int64Var(&opts.SyncEvery, "sync-every", opts.SyncEvery, "number of messages per diskqueue fsync")
 	fs.DurationVar(&opts.SyncTimeout, "sync-timeout", opts.SyncTimeout, "duration of time per diskqueue fsync")
+	fs.BoolVar(&opts.Durable, "durable", opts.Durable, "make every non-ephemeral topic durable unless created otherwise: OK to a publish only once it is fsynced, consumer progress kept across crashes (Sluice)")
+	fs.DurationVar(&opts.RetentionTime, "retention-time", opts.RetentionTime, "durable topics: keep segments every channel has finished this long, for replay (0 = remove at once) (Sluice)")
+	fs.Int64Var(&opts.RetentionBytes, "retention-bytes", opts.RetentionBytes, "durable topics: keep the newest finished segments up to this many bytes, for replay (0 = none) (Sluice)")
+	fs.Int64Var(&opts.DurableSegmentBytes, "durable-segment-bytes", opts.DurableSegmentBytes, "durable topics: segment file size before rolling (Sluice)")
 	fs.IntVar(&opts.QueueScanWorkerPoolMax, "queue-scan-worker-pool-max", opts.QueueScanWorkerPoolMax, "accepted for compatibility; Sluice scans deadline queues without workers")
 	fs.IntVar(&opts.QueueScanSelectionCount, "queue-scan-selection-count", opts.QueueScanSelectionCount, "accepted for compatibility; every channel is checked each scan")
 

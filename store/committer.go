@@ -1,0 +1,193 @@
+package store
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultJournalInterval is how often cursor journals are written and synced.
+const DefaultJournalInterval = 100 * time.Millisecond
+
+// Committer makes appends durable in groups: while one round of writes and
+// syncs runs, the next round collects every append of every log, and then
+// covers them all with one write and one fdatasync per log. It also writes
+// and syncs the cursor journals every journal interval. One per node.
+type Committer struct {
+	mu       sync.Mutex // guards open, dirty, journals, stopped and every Log's pending
+	open     *Round
+	dirty    []*Log
+	journals map[*Journal]struct{}
+	stopped  bool
+
+	interval time.Duration
+	wake     chan struct{}
+	stop     chan struct{}
+	done     chan struct{}
+
+	syncs        atomic.Uint64
+	bytesWritten atomic.Uint64
+}
+
+// Round is one group commit. Wait for it with Wait.
+type Round struct {
+	done chan struct{}
+	errs map[*Log]error // written before done is closed
+}
+
+func newRound() *Round { return &Round{done: make(chan struct{})} }
+
+// Wait blocks until the round is committed and returns l's result.
+func (r *Round) Wait(l *Log) error {
+	<-r.done
+	return r.errs[l]
+}
+
+// NewCommitter starts a committer. journalInterval bounds how long a cursor
+// change (FIN, requeue) stays only in memory; 0 means DefaultJournalInterval.
+func NewCommitter(journalInterval time.Duration) *Committer {
+	if journalInterval <= 0 {
+		journalInterval = DefaultJournalInterval
+	}
+	c := &Committer{
+		open:     newRound(),
+		journals: make(map[*Journal]struct{}),
+		interval: journalInterval,
+		wake:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	go c.run()
+	return c
+}
+
+// Append queues ents for l in the open round and returns the round.
+func (c *Committer) Append(l *Log, ents []Entry) (*Round, error) {
+	c.mu.Lock()
+	if c.stopped {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	l.pending = append(l.pending, ents...)
+	if !l.queued {
+		l.queued = true
+		c.dirty = append(c.dirty, l)
+	}
+	r := c.open
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return r, nil
+}
+
+// AddJournal has the committer flush j every interval until RemoveJournal.
+func (c *Committer) AddJournal(j *Journal) {
+	c.mu.Lock()
+	c.journals[j] = struct{}{}
+	c.mu.Unlock()
+}
+
+// RemoveJournal stops flushing j (before closing it).
+func (c *Committer) RemoveJournal(j *Journal) {
+	c.mu.Lock()
+	delete(c.journals, j)
+	c.mu.Unlock()
+}
+
+// Syncs returns the fdatasync calls made for log rounds and journals.
+func (c *Committer) Syncs() uint64 { return c.syncs.Load() }
+
+// BytesWritten returns the bytes written to logs and journals.
+func (c *Committer) BytesWritten() uint64 { return c.bytesWritten.Load() }
+
+// Close commits what is queued, flushes the journals and stops. Appends
+// after Close fail with ErrClosed.
+func (c *Committer) Close() {
+	c.mu.Lock()
+	if c.stopped {
+		c.mu.Unlock()
+		<-c.done
+		return
+	}
+	c.stopped = true
+	c.mu.Unlock()
+	close(c.stop)
+	<-c.done
+}
+
+func (c *Committer) run() {
+	defer close(c.done)
+	tick := time.NewTicker(c.interval)
+	defer tick.Stop()
+	lastJournal := time.Now()
+	var batches [][]Entry
+	for {
+		stopping := false
+		select {
+		case <-c.wake:
+		case <-tick.C:
+		case <-c.stop:
+			stopping = true
+		}
+		// the open round, its logs and their appends are taken in one go:
+		// an append made after this belongs to the next round entirely
+		c.mu.Lock()
+		r, logs := c.open, c.dirty
+		c.open, c.dirty = newRound(), nil
+		batches = batches[:0]
+		for _, l := range logs {
+			batches = append(batches, l.pending)
+			l.pending = l.spare[:0]
+			l.spare = nil
+			l.queued = false
+		}
+		c.mu.Unlock()
+		if len(logs) > 0 {
+			r.errs = make(map[*Log]error, len(logs))
+		}
+		for i, l := range logs {
+			n, err := l.commit(batches[i])
+			clear(batches[i])
+			if err != nil {
+				r.errs[l] = err
+			} else {
+				c.syncs.Add(1)
+				c.bytesWritten.Add(uint64(n))
+			}
+		}
+		c.mu.Lock()
+		for i, l := range logs {
+			if l.spare == nil && cap(batches[i]) <= 4096 {
+				l.spare = batches[i][:0]
+			}
+		}
+		clear(batches)
+		c.mu.Unlock()
+		close(r.done)
+		if stopping || time.Since(lastJournal) >= c.interval {
+			c.flushJournals()
+			lastJournal = time.Now()
+		}
+		if stopping {
+			return
+		}
+	}
+}
+
+func (c *Committer) flushJournals() {
+	c.mu.Lock()
+	js := make([]*Journal, 0, len(c.journals))
+	for j := range c.journals {
+		js = append(js, j)
+	}
+	c.mu.Unlock()
+	for _, j := range js {
+		n, synced, _ := j.Flush()
+		if synced {
+			c.syncs.Add(1)
+			c.bytesWritten.Add(uint64(n))
+		}
+	}
+}

@@ -1,0 +1,486 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"log/slog"
+	"sort"
+	"sync"
+)
+
+// Journal keeps the cursors of one topic's channels durable. A channel's
+// whole state is written when it is created, reset or compacted (a state
+// record); in between only changes are appended: finished sequence numbers
+// (batched per channel and delta-encoded) and requeues with attempts and
+// deadline. Changes are buffered and written and synced by the committer
+// every journal interval; Compact rewrites the file as one state record per
+// channel once it has grown.
+//
+// Records: [len u32][crc32c u32][kind u8][payload], len = 1 + len(payload).
+//
+// Replaying a journal is idempotent per channel: finishing twice is a
+// no-op and a requeue of a finished message is ignored, so a change that
+// lands on either side of a compaction is harmless.
+type Journal struct {
+	fs     FS
+	path   string
+	logger *slog.Logger
+
+	mu       sync.Mutex // guards everything below
+	f        File
+	size     int64
+	snapSize int64 // size right after the last compaction
+	buf      []byte
+	fins     map[uint32][]uint64
+	ids      map[string]uint32
+	nextID   uint32
+	broken   bool // a failed write may have left bytes past size
+	closed   bool
+	stateGen uint64 // bumped by every SetState and Delete
+}
+
+const (
+	jState = byte(1) // id u32, name (u16 len), floor u64, spans, held
+	jFin   = byte(2) // id u32, count uvarint, first uvarint, deltas (zigzag uvarint)
+	jReq   = byte(3) // id u32, seq u64, attempts u16, until i64
+	jDel   = byte(4) // id u32
+
+	maxJournalRecord = 1 << 30
+	// TopicCursor is the journal name of the topic's own position: where a
+	// first channel starts when the topic had none (NSQ hands such a
+	// channel what the topic queued meanwhile).
+	TopicCursor = ""
+)
+
+// OpenJournal opens (creating when needed) the journal at path and replays
+// it. A torn or corrupt tail is cut at the last good record and logged.
+func OpenJournal(fs FS, path string, logger *slog.Logger) (*Journal, map[string]*Cursor, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	f, size, err := fs.OpenAppend(path, true)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open cursor journal %s: %w", path, err)
+	}
+	j := &Journal{fs: fs, path: path, logger: logger, f: f, fins: map[uint32][]uint64{}, ids: map[string]uint32{}}
+	data := make([]byte, size)
+	if size > 0 {
+		if k, err := f.ReadAt(data, 0); int64(k) < size {
+			f.Close()
+			return nil, nil, fmt.Errorf("read cursor journal %s: %v", path, err)
+		}
+	}
+	cursors := map[string]*Cursor{}
+	byID := map[uint32]string{}
+	good, bad := 0, ""
+	for good < len(data) {
+		rest := data[good:]
+		if len(rest) < recHeader {
+			bad = "incomplete record header"
+			break
+		}
+		n := int(binary.BigEndian.Uint32(rest))
+		if n < 1 || n > maxJournalRecord || len(rest) < recHeader+n {
+			bad = fmt.Sprintf("record length %d does not fit", n)
+			break
+		}
+		payload := rest[recHeader : recHeader+n]
+		if crc32.Checksum(payload, castagnoli) != binary.BigEndian.Uint32(rest[4:]) {
+			bad = "checksum mismatch"
+			break
+		}
+		if err := applyJournalRecord(payload, cursors, byID); err != nil {
+			bad = err.Error()
+			break
+		}
+		good += recHeader + n
+	}
+	if bad != "" {
+		logger.Warn("cut torn tail of cursor journal", "journal", path, "reason", bad, "offset", good, "bytes_cut", len(data)-good)
+		if err := f.Truncate(int64(good)); err == nil {
+			err = f.Sync()
+		}
+		if err != nil {
+			f.Close()
+			return nil, nil, fmt.Errorf("cut torn tail of cursor journal %s: %w", path, err)
+		}
+	}
+	j.size = int64(good)
+	j.snapSize = j.size
+	for id, name := range byID {
+		j.ids[name] = id
+		j.nextID = max(j.nextID, id+1)
+	}
+	return j, cursors, nil
+}
+
+var errBadJournal = errors.New("malformed journal record")
+
+func applyJournalRecord(p []byte, cursors map[string]*Cursor, byID map[uint32]string) error {
+	if len(p) < 5 {
+		return errBadJournal
+	}
+	kind, id := p[0], binary.BigEndian.Uint32(p[1:])
+	p = p[5:]
+	switch kind {
+	case jState:
+		name, c, err := decodeState(p)
+		if err != nil {
+			return err
+		}
+		if old, ok := byID[id]; ok && old != name {
+			delete(cursors, old)
+		}
+		for oid, n := range byID {
+			if n == name && oid != id {
+				delete(byID, oid)
+			}
+		}
+		byID[id] = name
+		cursors[name] = c
+	case jFin:
+		c := cursors[byID[id]]
+		count, k := binary.Uvarint(p)
+		if k <= 0 {
+			return errBadJournal
+		}
+		p = p[k:]
+		var seq uint64
+		for i := uint64(0); i < count; i++ {
+			if i == 0 {
+				v, k := binary.Uvarint(p)
+				if k <= 0 {
+					return errBadJournal
+				}
+				seq, p = v, p[k:]
+			} else {
+				d, k := binary.Varint(p)
+				if k <= 0 {
+					return errBadJournal
+				}
+				seq, p = uint64(int64(seq)+d), p[k:]
+			}
+			if c != nil {
+				c.Finish(seq)
+			}
+		}
+	case jReq:
+		if len(p) < 18 {
+			return errBadJournal
+		}
+		if c := cursors[byID[id]]; c != nil {
+			c.Requeue(binary.BigEndian.Uint64(p), Held{Attempts: binary.BigEndian.Uint16(p[8:]), Until: int64(binary.BigEndian.Uint64(p[10:]))})
+		}
+	case jDel:
+		if name, ok := byID[id]; ok {
+			delete(cursors, name)
+			delete(byID, id)
+		}
+	default:
+		return fmt.Errorf("unknown journal record kind %d", kind)
+	}
+	return nil
+}
+
+func appendState(dst []byte, name string, c *Cursor) []byte {
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(name)))
+	dst = append(dst, name...)
+	dst = binary.BigEndian.AppendUint64(dst, c.Floor)
+	dst = binary.AppendUvarint(dst, uint64(len(c.done)))
+	prev := c.Floor
+	for _, s := range c.done {
+		dst = binary.AppendUvarint(dst, s.lo-prev)
+		dst = binary.AppendUvarint(dst, s.hi-s.lo)
+		prev = s.hi
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(c.Held)))
+	seqs := make([]uint64, 0, len(c.Held))
+	for s := range c.Held {
+		seqs = append(seqs, s)
+	}
+	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+	for _, s := range seqs {
+		h := c.Held[s]
+		dst = binary.BigEndian.AppendUint64(dst, s)
+		dst = binary.BigEndian.AppendUint16(dst, h.Attempts)
+		dst = binary.BigEndian.AppendUint64(dst, uint64(h.Until))
+	}
+	return dst
+}
+
+func decodeState(p []byte) (string, *Cursor, error) {
+	if len(p) < 2 {
+		return "", nil, errBadJournal
+	}
+	nl := int(binary.BigEndian.Uint16(p))
+	p = p[2:]
+	if len(p) < nl+8 {
+		return "", nil, errBadJournal
+	}
+	name := string(p[:nl])
+	p = p[nl:]
+	c := NewCursor(binary.BigEndian.Uint64(p))
+	p = p[8:]
+	uv := func() (uint64, bool) {
+		v, k := binary.Uvarint(p)
+		if k <= 0 {
+			return 0, false
+		}
+		p = p[k:]
+		return v, true
+	}
+	n, ok := uv()
+	if !ok || n > uint64(len(p)) {
+		return "", nil, errBadJournal
+	}
+	prev := c.Floor
+	for i := uint64(0); i < n; i++ {
+		gap, ok1 := uv()
+		ln, ok2 := uv()
+		if !ok1 || !ok2 || gap == 0 || ln == 0 {
+			return "", nil, errBadJournal
+		}
+		lo := prev + gap
+		c.done = append(c.done, span{lo, lo + ln})
+		prev = lo + ln
+	}
+	nh, ok := uv()
+	if !ok || nh*18 > uint64(len(p)) {
+		return "", nil, errBadJournal
+	}
+	for i := uint64(0); i < nh; i++ {
+		if c.Held == nil {
+			c.Held = make(map[uint64]Held, nh)
+		}
+		c.Held[binary.BigEndian.Uint64(p)] = Held{Attempts: binary.BigEndian.Uint16(p[8:]), Until: int64(binary.BigEndian.Uint64(p[10:]))}
+		p = p[18:]
+	}
+	return name, c, nil
+}
+
+// appendJournalRecord frames a record with kind and id.
+func appendJournalRecord(dst []byte, kind byte, id uint32, body func([]byte) []byte) []byte {
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0, 0, 0, 0, 0, kind)
+	dst = binary.BigEndian.AppendUint32(dst, id)
+	if body != nil {
+		dst = body(dst)
+	}
+	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-recHeader))
+	binary.BigEndian.PutUint32(dst[start+4:], crc32.Checksum(dst[start+recHeader:], castagnoli))
+	return dst
+}
+
+// SetState records channel name's whole cursor. With sync it is written
+// and synced before SetState returns (a new channel's start position must
+// not be lost); otherwise with the next flush.
+func (j *Journal) SetState(name string, c *Cursor, sync bool) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return ErrClosed
+	}
+	j.stateGen++
+	id, ok := j.ids[name]
+	if !ok {
+		id = j.nextID
+		j.nextID++
+		j.ids[name] = id
+	}
+	j.buf = appendJournalRecord(j.buf, jState, id, func(b []byte) []byte { return appendState(b, name, c) })
+	if !sync {
+		return nil
+	}
+	_, err := j.flushLocked()
+	return err
+}
+
+// Delete forgets channel name, durably before it returns.
+func (j *Journal) Delete(name string) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return ErrClosed
+	}
+	id, ok := j.ids[name]
+	if !ok {
+		return nil
+	}
+	j.stateGen++
+	delete(j.ids, name)
+	delete(j.fins, id)
+	j.buf = appendJournalRecord(j.buf, jDel, id, nil)
+	_, err := j.flushLocked()
+	return err
+}
+
+// Finish records that channel name finished seq.
+func (j *Journal) Finish(name string, seq uint64) {
+	j.mu.Lock()
+	if id, ok := j.ids[name]; ok {
+		j.fins[id] = append(j.fins[id], seq)
+	}
+	j.mu.Unlock()
+}
+
+// Requeue records attempts and a deadline for seq of channel name.
+func (j *Journal) Requeue(name string, seq uint64, h Held) {
+	j.mu.Lock()
+	if id, ok := j.ids[name]; ok {
+		j.buf = appendJournalRecord(j.buf, jReq, id, func(b []byte) []byte {
+			b = binary.BigEndian.AppendUint64(b, seq)
+			b = binary.BigEndian.AppendUint16(b, h.Attempts)
+			return binary.BigEndian.AppendUint64(b, uint64(h.Until))
+		})
+	}
+	j.mu.Unlock()
+}
+
+// Flush writes and syncs what was recorded since the last flush. It
+// reports the bytes written and whether it synced.
+func (j *Journal) Flush() (int, bool, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed || (len(j.buf) == 0 && len(j.fins) == 0) {
+		return 0, false, nil
+	}
+	n, err := j.flushLocked()
+	return n, err == nil, err
+}
+
+func (j *Journal) flushLocked() (int, error) {
+	ids := make([]uint32, 0, len(j.fins))
+	for id := range j.fins {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
+	for _, id := range ids {
+		seqs := j.fins[id]
+		for len(seqs) > 0 {
+			part := seqs[:min(len(seqs), 1<<16)]
+			seqs = seqs[len(part):]
+			j.buf = appendJournalRecord(j.buf, jFin, id, func(b []byte) []byte {
+				b = binary.AppendUvarint(b, uint64(len(part)))
+				b = binary.AppendUvarint(b, part[0])
+				for i := 1; i < len(part); i++ {
+					b = binary.AppendVarint(b, int64(part[i]-part[i-1]))
+				}
+				return b
+			})
+		}
+	}
+	clear(j.fins)
+	if len(j.buf) == 0 {
+		return 0, nil
+	}
+	if j.broken {
+		if err := j.f.Truncate(j.size); err != nil {
+			return 0, fmt.Errorf("cut failed write from cursor journal %s: %w", j.path, err)
+		}
+		j.broken = false
+	}
+	if _, err := j.f.Write(j.buf); err != nil {
+		j.broken = true
+		return 0, fmt.Errorf("write cursor journal %s: %w", j.path, err)
+	}
+	if err := j.f.Sync(); err != nil {
+		j.broken = true
+		return 0, fmt.Errorf("sync cursor journal %s: %w", j.path, err)
+	}
+	n := len(j.buf)
+	j.size += int64(n)
+	if cap(j.buf) > 1<<20 {
+		j.buf = nil
+	} else {
+		j.buf = j.buf[:0]
+	}
+	return n, nil
+}
+
+// NeedsCompaction reports whether the journal has grown well past its last
+// compacted size.
+func (j *Journal) NeedsCompaction() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return !j.closed && j.size > 1<<20 && j.size > 4*j.snapSize
+}
+
+// ErrCompactionRaced is returned by Compact when a state record or delete
+// was written after the caller's StateGen: the caller's list of channels
+// may be stale, so nothing was rewritten; try again later.
+var ErrCompactionRaced = errors.New("store: channels changed during journal compaction")
+
+// StateGen returns a counter bumped by every SetState and Delete. Read it
+// before collecting the channel list passed to Compact.
+func (j *Journal) StateGen() uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.stateGen
+}
+
+// Compact rewrites the journal as one state record per cursor. snapshot is
+// called with the journal locked, so no change is recorded meanwhile; it
+// must return every channel's current cursor (by name, TopicCursor
+// included) and must not call back into the journal. gen is StateGen read
+// before the caller listed its channels; if states changed since, Compact
+// returns ErrCompactionRaced without rewriting.
+func (j *Journal) Compact(gen uint64, snapshot func() map[string]*Cursor) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return ErrClosed
+	}
+	if gen != j.stateGen {
+		return ErrCompactionRaced
+	}
+	cursors := snapshot()
+	names := make([]string, 0, len(cursors))
+	for name := range cursors {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var data []byte
+	ids := make(map[string]uint32, len(names))
+	for i, name := range names {
+		ids[name] = uint32(i)
+		data = appendJournalRecord(data, jState, uint32(i), func(b []byte) []byte { return appendState(b, name, cursors[name]) })
+	}
+	if err := writeFileAtomic(j.fs, j.path, data); err != nil {
+		return fmt.Errorf("compact cursor journal %s: %w", j.path, err)
+	}
+	f, size, err := j.fs.OpenAppend(j.path, false)
+	if err != nil {
+		return fmt.Errorf("reopen cursor journal %s: %w", j.path, err)
+	}
+	j.f.Close()
+	j.f, j.size, j.snapSize = f, size, size
+	j.ids, j.nextID = ids, uint32(len(names))
+	j.buf = j.buf[:0]
+	clear(j.fins)
+	j.broken = false
+	return nil
+}
+
+// Close flushes and closes the journal.
+func (j *Journal) Close() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return nil
+	}
+	_, err := j.flushLocked()
+	j.closed = true
+	if cerr := j.f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Size returns the journal file's size.
+func (j *Journal) Size() int64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.size
+}
