@@ -33,7 +33,7 @@ const durableDirName = "durable"
 
 // durableStaging is how many loaded messages a durable channel keeps in
 // memory ahead of its consumers.
-const durableStaging = 8192
+const durableStaging = 32768
 
 // topicConfig says how a topic is created. The zero value is NSQ's topic.
 type topicConfig struct {
@@ -445,7 +445,7 @@ func (c *Channel) loadFromLog() (int, error) {
 	if limit <= 0 {
 		return 0, nil
 	}
-	recs, err := dl.reader.Read(dl.recs[:0], min(limit, 1024))
+	recs, err := dl.reader.Read(dl.recs[:0], min(limit, 4096))
 	dl.recs = recs[:0]
 	if err != nil || len(recs) == 0 {
 		return 0, err

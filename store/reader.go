@@ -16,6 +16,12 @@ type Reader struct {
 	seq uint64   // next sequence number to return
 	seg *segment // segment holding seq, with off its record's offset; nil = locate
 	off int64
+
+	// the last block read from a file, kept while the reader is inside it
+	// (a Read returns at most max records, usually far fewer than a block)
+	blk    []byte
+	blkSeg *segment
+	blkOff int64
 }
 
 // NewReader returns a reader positioned at seq.
@@ -129,6 +135,12 @@ func (r *Reader) bytesLocked(seg *segment) ([]byte, bool, error) {
 		c := &cache[k]
 		return c.data[r.off-c.off:], false, nil
 	}
+	if r.blkSeg == seg && r.off >= r.blkOff && r.off < r.blkOff+int64(len(r.blk)) {
+		rest := r.blk[r.off-r.blkOff:]
+		if len(rest) >= recHeader && int64(recHeader)+int64(binary.BigEndian.Uint32(rest)) <= int64(len(rest)) {
+			return rest, true, nil
+		}
+	}
 	n := min(int64(readBlock), seg.size-r.off)
 	buf := make([]byte, n)
 	if k, err := seg.f.ReadAt(buf, r.off); int64(k) < n {
@@ -143,5 +155,6 @@ func (r *Reader) bytesLocked(seg *segment) ([]byte, bool, error) {
 			buf = big
 		}
 	}
+	r.blk, r.blkSeg, r.blkOff = buf, seg, r.off
 	return buf, true, nil
 }
