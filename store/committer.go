@@ -31,8 +31,9 @@ type Committer struct {
 
 // Round is one group commit. Wait for it with Wait.
 type Round struct {
-	done chan struct{}
-	errs map[*Log]error // written before done is closed
+	appends int // Append calls in the round, guarded by Committer.mu
+	done    chan struct{}
+	errs    map[*Log]error // written before done is closed
 }
 
 func newRound() *Round { return &Round{done: make(chan struct{})} }
@@ -74,6 +75,7 @@ func (c *Committer) Append(l *Log, ents []Entry) (*Round, error) {
 		c.dirty = append(c.dirty, l)
 	}
 	r := c.open
+	r.appends++
 	c.mu.Unlock()
 	select {
 	case c.wake <- struct{}{}:
@@ -123,6 +125,10 @@ func (c *Committer) run() {
 	defer tick.Stop()
 	lastJournal := time.Now()
 	var batches [][]Entry
+	var peakAppends float64            // decaying peak of appends per round: how many producers wait on each sync
+	var lastSync time.Duration         // how long the previous round took
+	gather := time.NewTimer(time.Hour) // bounds the wait for a round to fill
+	gather.Stop()
 	for {
 		stopping := false
 		select {
@@ -131,10 +137,15 @@ func (c *Committer) run() {
 		case <-c.stop:
 			stopping = true
 		}
+		if !stopping && peakAppends > 1 {
+			stopping = c.gather(gather, int(peakAppends), min(lastSync, maxGather))
+		}
+		started := time.Now()
 		// the open round, its logs and their appends are taken in one go:
 		// an append made after this belongs to the next round entirely
 		c.mu.Lock()
 		r, logs := c.open, c.dirty
+		peakAppends = max(float64(r.appends), peakAppends*0.9)
 		c.open, c.dirty = newRound(), nil
 		batches = batches[:0]
 		for _, l := range logs {
@@ -166,12 +177,48 @@ func (c *Committer) run() {
 		clear(batches)
 		c.mu.Unlock()
 		close(r.done)
+		if len(logs) > 0 {
+			lastSync = time.Since(started)
+		}
 		if stopping || time.Since(lastJournal) >= c.interval {
 			c.flushJournals()
 			lastJournal = time.Now()
 		}
 		if stopping {
 			return
+		}
+	}
+}
+
+// maxGather bounds how long a round waits for more appends.
+const maxGather = time.Millisecond
+
+// gather lets a round fill before it is written: when the previous round
+// covered several appends (many producers waiting on each sync), the next
+// one waits, at most wait (half a sync), until as many appends arrived.
+// The producers released by the previous round are then covered by one
+// sync instead of trickling into many. A lone producer (previous round of
+// one append) never waits, so its latency stays one sync. It reports
+// whether the committer is stopping.
+func (c *Committer) gather(t *time.Timer, want int, wait time.Duration) bool {
+	if wait <= 0 {
+		return false
+	}
+	t.Reset(wait)
+	defer t.Stop()
+	for {
+		c.mu.Lock()
+		n := c.open.appends
+		c.mu.Unlock()
+		if n >= want {
+			return false
+		}
+		select {
+		case <-c.wake:
+		case <-t.C:
+			return false
+		case <-c.stop:
+			return true
 		}
 	}
 }
