@@ -118,8 +118,10 @@ func (n *NSQD) openDurableTopic(name string, cfg topicConfig) (*durableTopic, er
 		if err := n.writeTopicSettings(dir, retention); err != nil {
 			return nil, err
 		}
-		if err := fs.SyncDir(n.durableRoot()); err != nil {
-			return nil, fmt.Errorf("create durable topic folder: %w", err)
+		for _, parent := range []string{n.durableRoot(), dataPathOf(n.opts)} {
+			if err := fs.SyncDir(parent); err != nil {
+				return nil, fmt.Errorf("create durable topic folder: %w", err)
+			}
 		}
 	}
 	logger := n.logger.With("topic", name)

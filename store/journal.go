@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"path/filepath"
 	"sort"
 	"sync"
 )
@@ -63,6 +64,14 @@ func OpenJournal(fs FS, path string, logger *slog.Logger) (*Journal, map[string]
 	f, size, err := fs.OpenAppend(path, true)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open cursor journal %s: %w", path, err)
+	}
+	if size == 0 {
+		// a new (or empty) journal: make its directory entry durable before
+		// any state record relies on it
+		if err := fs.SyncDir(filepath.Dir(path)); err != nil {
+			f.Close()
+			return nil, nil, fmt.Errorf("create cursor journal %s: %w", path, err)
+		}
 	}
 	j := &Journal{fs: fs, path: path, logger: logger, f: f, fins: map[uint32][]uint64{}, ids: map[string]uint32{}}
 	data := make([]byte, size)
