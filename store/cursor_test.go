@@ -1,0 +1,151 @@
+package store
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+func TestCursorFloorAndSpansFollowFinishesInAnyOrder(t *testing.T) {
+	c := NewCursor(10)
+	for _, s := range []uint64{12, 14, 13, 11} {
+		c.Finish(s)
+	}
+	if c.Floor != 10 || c.Spans() != 1 || !c.IsDone(12) || c.IsDone(10) {
+		t.Fatalf("after 11-14: floor %d spans %d", c.Floor, c.Spans())
+	}
+	c.Finish(10)
+	if c.Floor != 15 || c.Spans() != 0 {
+		t.Fatalf("after 10: floor %d spans %d", c.Floor, c.Spans())
+	}
+	if c.Finish(12) {
+		t.Fatal("finishing below the floor reported new")
+	}
+	c.Finish(20)
+	if got := c.NextUnfinished(20); got != 21 {
+		t.Fatalf("NextUnfinished(20) = %d", got)
+	}
+	c.Requeue(20, Held{Attempts: 3})
+	if _, ok := c.Held[20]; ok {
+		t.Fatal("requeue of a finished message was kept")
+	}
+	c.Requeue(16, Held{Attempts: 2, Until: 5})
+	d := c.Clone()
+	d.Finish(16)
+	if _, ok := c.Held[16]; !ok || c.IsDone(16) {
+		t.Fatal("clone shares state")
+	}
+}
+
+func TestCursorMatchesAModel(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	r := rand.New(rand.NewPCG(seed, 2))
+	for range 200 {
+		c := NewCursor(0)
+		done := map[uint64]bool{}
+		for range 300 {
+			s := uint64(r.IntN(120))
+			c.Finish(s)
+			done[s] = true
+		}
+		floor := uint64(0)
+		for done[floor] {
+			floor++
+		}
+		if c.Floor != floor {
+			t.Fatalf("floor %d, model %d", c.Floor, floor)
+		}
+		for s := uint64(0); s < 130; s++ {
+			if c.IsDone(s) != done[s] {
+				t.Fatalf("IsDone(%d) = %v, model %v", s, c.IsDone(s), done[s])
+			}
+			n := s
+			for done[n] {
+				n++
+			}
+			if got := c.NextUnfinished(s); got != n {
+				t.Fatalf("NextUnfinished(%d) = %d, model %d", s, got, n)
+			}
+		}
+	}
+}
+
+func TestJournalReplayAndCompactionRebuildTheCursors(t *testing.T) {
+	fs := NewMemFS()
+	fs.MkdirAll("/d")
+	fs.SyncDir("/d")
+	j, _, err := OpenJournal(fs, "/d/cursors.jnl", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := map[string]*Cursor{"a": NewCursor(0), "b": NewCursor(5), TopicCursor: NewCursor(0)}
+	for name, c := range live {
+		j.SetState(name, c.Clone(), true)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	step := func() {
+		for range 500 {
+			name := []string{"a", "b"}[r.IntN(2)]
+			s := uint64(r.IntN(2000))
+			if r.IntN(5) == 0 {
+				h := Held{Attempts: uint16(r.IntN(9)), Until: int64(r.IntN(1000))}
+				live[name].Requeue(s, h)
+				j.Requeue(name, s, h)
+				continue
+			}
+			live[name].Finish(s)
+			j.Finish(name, s)
+		}
+		if _, _, err := j.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(what string) {
+		t.Helper()
+		_, got, err := OpenJournal(fs, "/d/cursors.jnl", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, c := range live {
+			g := got[name]
+			if g == nil || g.Floor != c.Floor || g.Spans() != c.Spans() || len(g.Held) != len(c.Held) {
+				t.Fatalf("%s: %q replayed as %+v, want %+v", what, name, g, c)
+			}
+			for s := uint64(0); s < 2000; s++ {
+				if g.IsDone(s) != c.IsDone(s) || g.Held[s] != c.Held[s] {
+					t.Fatalf("%s: %q differs at %d", what, name, s)
+				}
+			}
+		}
+	}
+	step()
+	check("replay")
+	gen := j.StateGen()
+	if err := j.Compact(gen, func() map[string]*Cursor {
+		out := map[string]*Cursor{}
+		for n, c := range live {
+			out[n] = c.Clone()
+		}
+		return out
+	}); err != nil {
+		t.Fatal(err)
+	}
+	step()
+	fs.Crash()
+	check("compaction, more changes and a crash")
+	j.SetState("c", NewCursor(0), true)
+	if err := j.Compact(gen, func() map[string]*Cursor { return nil }); err != ErrCompactionRaced {
+		t.Fatalf("compaction with a stale channel list: %v", err)
+	}
+	if err := j.Delete("b"); err != nil {
+		t.Fatal(err)
+	}
+	delete(live, "b")
+	live["c"] = NewCursor(0)
+	_, got, _ := OpenJournal(fs, "/d/cursors.jnl", nil)
+	if _, ok := got["b"]; ok {
+		t.Fatal("deleted channel came back")
+	}
+	check("delete")
+}
