@@ -3,7 +3,7 @@ GO ?= go
 BIN := bin
 
 
-.PHONY: all build run test deps lint unit gonsq-suite bench clean
+.PHONY: all build run test deps lint unit gonsq-suite bench clean crash-long
 
 all: build
 
@@ -30,6 +30,12 @@ gonsq-suite:
 
 test:
 	./scripts/test-all.sh
+
+# The long crash schedule: 200 rounds of kill -9 against a durable topic
+# (CI runs 3), and the storage crash test at 2000 crash points (CI: 60).
+crash-long:
+	SLUICE_CRASH_ROUNDS=200 $(GO) test -count=1 -timeout 60m -run TestDurableTopicSurvivesKill9 -v ./internal/crashtest/
+	SLUICE_STORE_LONG=1 $(GO) test -count=1 -timeout 30m -run TestCrashAtAnyStep -v ./store/
 
 bench:
 	$(GO) run ./bench/cmd/sluice-bench

@@ -392,11 +392,11 @@ func (l *Log) commit(ents []Entry) (written int, err error) {
 	}
 	if _, err := seg.f.Write(buf); err != nil {
 		l.dirtyTail = true
-		return 0, fmt.Errorf("write %s: %w", seg.name, err)
+		return 0, err // names the file and the cause (no space left on device, ...)
 	}
 	if err := seg.f.Sync(); err != nil {
 		l.dirtyTail = true
-		return 0, fmt.Errorf("sync %s: %w", seg.name, err)
+		return 0, err
 	}
 	l.bytesWritten.Add(uint64(len(buf)))
 	l.mu.Lock()

@@ -1,0 +1,182 @@
+package crashtest
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sluicemq/sluice/protocol"
+)
+
+// mountTmpfs mounts a small tmpfs at a new directory (root only) and
+// unmounts it when the test ends.
+func mountTmpfs(t *testing.T, size string) string {
+	dir := t.TempDir()
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("mount a %s tmpfs at %s (the full-disk test needs root, as in CI): %v: %s", size, dir, err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	return dir
+}
+
+// request sends cmd and returns the frame answering it (heartbeats skipped).
+func request(c *v2, cmd []byte) (protocol.FrameType, string, error) {
+	if err := c.send(cmd); err != nil {
+		return 0, "", err
+	}
+	for {
+		c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		ft, data, err := protocol.ReadFrame(c.r)
+		if err != nil {
+			return 0, "", err
+		}
+		if ft == protocol.FrameTypeResponse && string(data) == "_heartbeat_" {
+			c.send([]byte("NOP\n"))
+			continue
+		}
+		return ft, string(data), nil
+	}
+}
+
+func mpubCmd(bodies []string) []byte {
+	var p []byte
+	p = binary.BigEndian.AppendUint32(p, uint32(len(bodies)))
+	for _, b := range bodies {
+		p = binary.BigEndian.AppendUint32(p, uint32(len(b)))
+		p = append(p, b...)
+	}
+	return putFrameCmd("MPUB "+topic, p)
+}
+
+// TestFullDiskFailsPublishesKeepsConnectionAndRecovers fills a tmpfs under
+// a durable topic: publishes fail with E_PUB_FAILED / E_MPUB_FAILED naming
+// the cause while the connection stays usable; once space is freed the
+// same connection publishes again; after a kill -9 every acknowledged
+// message is delivered.
+func TestFullDiskFailsPublishesKeepsConnectionAndRecovers(t *testing.T) {
+	dir := mountTmpfs(t, "16m")
+	filler := filepath.Join(dir, "filler")
+	if err := os.WriteFile(filler, make([]byte, 4<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := newNode(t, dir, "--durable", "--durable-segment-bytes=1048576")
+	n.start()
+	n.post("/topic/create?topic=" + topic)
+	n.post("/channel/create?topic=" + topic + "&channel=" + channel)
+	c, err := dial(n.tcpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.c.Close()
+	pad := strings.Repeat("x", 1000)
+	acked := map[string]bool{}
+	var pubErr, mpubErr string
+	for i := 0; pubErr == "" || mpubErr == ""; i++ {
+		if i > 100000 {
+			t.Fatal("the disk never filled")
+		}
+		var ft protocol.FrameType
+		var data string
+		var bodies []string
+		if i%2 == 0 {
+			bodies = []string{fmt.Sprintf("p%d-%s", i, pad)}
+			ft, data, err = request(c, putFrameCmd("PUB "+topic, []byte(bodies[0])))
+		} else {
+			for k := range 10 {
+				bodies = append(bodies, fmt.Sprintf("m%d-%d-%s", i, k, pad))
+			}
+			ft, data, err = request(c, mpubCmd(bodies))
+		}
+		if err != nil {
+			t.Fatalf("connection failed on a full disk: %v", err)
+		}
+		switch {
+		case ft == protocol.FrameTypeResponse && data == "OK":
+			for _, b := range bodies {
+				acked[b] = true
+			}
+		case ft == protocol.FrameTypeError && strings.HasPrefix(data, "E_PUB_FAILED"):
+			pubErr = data
+		case ft == protocol.FrameTypeError && strings.HasPrefix(data, "E_MPUB_FAILED"):
+			mpubErr = data
+		default:
+			t.Fatalf("unexpected answer %d %q", ft, data)
+		}
+	}
+	for _, e := range []string{pubErr, mpubErr} {
+		if !strings.Contains(e, "no space left on device") {
+			t.Fatalf("error does not name the cause: %q", e)
+		}
+	}
+	t.Logf("%d messages acknowledged before the disk filled; errors: %q", len(acked), pubErr)
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		b := fmt.Sprintf("after-%d", i)
+		ft, data, err := request(c, putFrameCmd("PUB "+topic, []byte(b)))
+		if err != nil || ft != protocol.FrameTypeResponse || data != "OK" {
+			t.Fatalf("publish on the same connection after space returned: %d %q %v", ft, data, err)
+		}
+		acked[b] = true
+	}
+	n.kill()
+	n.start()
+	got := map[string]int{}
+	m := newModel()
+	m.life = 1
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- consume(n.tcpAddr, m, stop) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		m.mu.Lock()
+		for b, ts := range m.delivered {
+			got[b] = len(ts)
+		}
+		m.mu.Unlock()
+		if len(got) >= len(acked) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	close(stop)
+	if err := <-done; err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatal(err)
+	}
+	for b := range acked {
+		if got[b] == 0 {
+			t.Fatalf("acknowledged message %.20s... lost (%d of %d delivered)", b, len(got), len(acked))
+		}
+	}
+}
+
+// TestUnreadableDataPathStopsStartWithOneLine: nsqd refuses to start when
+// its durable folder cannot be read, with one clear line and a non-zero exit.
+func TestUnreadableDataPathStopsStartWithOneLine(t *testing.T) {
+	data := t.TempDir()
+	if err := os.WriteFile(filepath.Join(data, "durable"), []byte("not a folder"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := newNode(t, data, "--durable")
+	cmd := exec.Command(n.bin, "--tcp-address="+n.tcpAddr, "--http-address="+n.httpAddr, "--https-address=", "--data-path="+data, "--durable")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+		t.Fatalf("nsqd started on a broken data path: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	last := lines[len(lines)-1]
+	if !strings.Contains(last, "durable") {
+		t.Fatalf("start failure does not say what is wrong: %q", out)
+	}
+	t.Logf("start refused: %s", last)
+}
