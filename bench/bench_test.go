@@ -181,3 +181,36 @@ func BenchmarkFanout10(b *testing.B) {
 	o.FanoutChannels = 10
 	report(b, bench.RunFanout(context.Background(), &inproc.Launcher{}, o))
 }
+
+// The durable scenarios run against the in-process Sluice nsqd with exact
+// counts, and report fsyncs and bytes per message.
+func TestDurableScenariosAgainstSluice(t *testing.T) {
+	o := tinyOptions(t)
+	o.DurableMPUBMessages, o.DurablePUBMessages, o.DurablePUB1Messages, o.ReplayMessages, o.Sync1Messages = 20_000, 640, 50, 20_000, 400
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	rep := bench.Run(ctx, o, []bench.Target{{Launcher: &inproc.Launcher{}}}, []string{bench.ScenarioDiskSync1, bench.ScenarioDurable}, nil)
+	want := map[string]int64{"disk-sync1-mpub": 400, "durable-mpub": 20_000, "durable-pub64": 640, "durable-pub1": 50,
+		"durable-consume": o.ConsumeMessages, "durable-replay": 20_000}
+	if len(rep.Results) != len(want) {
+		t.Fatalf("got %d results, want %d: %+v", len(rep.Results), len(want), rep.Results)
+	}
+	for _, r := range rep.Results {
+		if r.Error != "" {
+			t.Errorf("%s: %s", r.Scenario, r.Error)
+			continue
+		}
+		if r.Messages != want[r.Scenario] {
+			t.Errorf("%s: %d messages, want %d", r.Scenario, r.Messages, want[r.Scenario])
+		}
+		if strings.HasPrefix(r.Scenario, "durable-") && r.Scenario != "durable-replay" {
+			if _, ok := r.Extra["fsyncs_per_sec"]; !ok {
+				t.Errorf("%s: no fsyncs_per_sec: %+v", r.Scenario, r.Extra)
+			}
+		}
+		if r.Scenario == "durable-pub1" && (r.Extra["fsync_p50_us"] == nil || r.Latency == nil) {
+			t.Errorf("durable-pub1 lacks its fsync probe or latency: %+v", r)
+		}
+		t.Log(r.TableLine())
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"syscall"
 	"time"
@@ -26,6 +27,10 @@ type NodeConfig struct {
 	MemQueueSize int64
 	// DataPath is a fresh, empty directory for this node.
 	DataPath string
+	// Durable starts Sluice's nsqd with --durable (durable topics).
+	Durable bool
+	// SyncEvery, when > 0, is --sync-every.
+	SyncEvery int64
 }
 
 // Node is a running nsqd.
@@ -36,6 +41,8 @@ type Node struct {
 	PID int
 	// Note says how the node was configured, for the report.
 	Note string
+	// DataPath is the node's data directory when the bench made it.
+	DataPath string
 	// Shared is true for an nsqd the bench did not start: the scenario
 	// deletes its bench_* topics afterwards instead of stopping it.
 	Shared bool
@@ -69,6 +76,9 @@ type BinaryLauncher struct {
 	Path string
 	// Args are extra command-line arguments.
 	Args []string
+
+	helpOnce   sync.Once
+	hasDurable bool
 }
 
 // Name implements Launcher.
@@ -110,6 +120,12 @@ func (b *BinaryLauncher) launchOnce(ctx context.Context, cfg NodeConfig) (*Node,
 		"--mem-queue-size=" + strconv.FormatInt(cfg.MemQueueSize, 10),
 		"--log-level=warn",
 	}
+	if cfg.Durable {
+		args = append(args, "--durable")
+	}
+	if cfg.SyncEvery > 0 {
+		args = append(args, "--sync-every="+strconv.FormatInt(cfg.SyncEvery, 10))
+	}
 	args = append(args, b.Args...)
 	logPath := filepath.Join(cfg.DataPath, "nsqd.log")
 	logFile, err := os.Create(logPath)
@@ -149,7 +165,7 @@ func (b *BinaryLauncher) launchOnce(ctx context.Context, cfg NodeConfig) (*Node,
 		return nil, fmt.Errorf("nsqd %s not ready: %w; log: %s", b.Path, err, bytes.TrimSpace(tail))
 	}
 	return &Node{TCPAddr: tcpAddr, HTTPAddr: httpAddr, PID: cmd.Process.Pid, stop: stop,
-		Note: fmt.Sprintf("child process %s --mem-queue-size=%d", filepath.Base(b.Path), cfg.MemQueueSize)}, nil
+		Note: fmt.Sprintf("child process %s --mem-queue-size=%d%s", filepath.Base(b.Path), cfg.MemQueueSize, cfg.flagNote())}, nil
 }
 
 // AddrLauncher points at an nsqd that is already running. It cannot apply a
@@ -354,3 +370,18 @@ func WaitChannelDepth(ctx context.Context, httpAddr, topic, channel string, want
 func NewNode(tcpAddr, httpAddr string, pid int, note string, stop func() error) *Node {
 	return &Node{TCPAddr: tcpAddr, HTTPAddr: httpAddr, PID: pid, Note: note, stop: stop}
 }
+
+// flagNote lists the optional flags cfg sets, for Node.Note.
+func (cfg NodeConfig) flagNote() string {
+	s := ""
+	if cfg.Durable {
+		s += " --durable"
+	}
+	if cfg.SyncEvery > 0 {
+		s += fmt.Sprintf(" --sync-every=%d", cfg.SyncEvery)
+	}
+	return s
+}
+
+// FlagNote is flagNote for launchers outside the package.
+func (cfg NodeConfig) FlagNote() string { return cfg.flagNote() }

@@ -77,7 +77,7 @@ func Run(ctx context.Context, o Options, targets []Target, scenarios []string, t
 		for _, t := range targets {
 			sctx, cancel := context.WithTimeout(ctx, o.ScenarioTimeout)
 			for _, r := range runOne(sctx, sc, t, o) {
-				if sinkRate > 0 && r.Error == "" && (r.Scenario == ScenarioMPUB || r.Scenario == ScenarioDisk+"-mpub" || r.Scenario == ScenarioGoNSQMPUB) {
+				if sinkRate > 0 && r.Error == "" && (r.Scenario == ScenarioMPUB || r.Scenario == ScenarioDisk+"-mpub" || r.Scenario == "durable-mpub" || r.Scenario == ScenarioGoNSQMPUB) {
 					r.RatioVsSink = float64(int64(r.MsgsPerSec/sinkRate*1000+0.5)) / 1000
 				}
 				emit(r)
@@ -106,6 +106,10 @@ func runOne(ctx context.Context, sc string, t Target, o Options) []Result {
 		return RunDisk(ctx, l, o)
 	case ScenarioFanout:
 		return []Result{RunFanout(ctx, l, o)}
+	case ScenarioDiskSync1:
+		return []Result{RunDiskSync1(ctx, l, o)}
+	case ScenarioDurable:
+		return RunDurable(ctx, l, o)
 	case ScenarioGoNSQMPUB:
 		return []Result{RunGoNSQMPUB(ctx, l, o)}
 	case ScenarioGoNSQConsume:

@@ -38,9 +38,17 @@ type Options struct {
 	// IDENTIFY (ms); 0 keeps nsqd's default (250 ms), as go-nsq does.
 	ConsumerOutputBufferTimeout int
 
-	DiskMessages   int64 // --mem-queue-size=0: publish, then drain
-	FanoutMessages int64 // published once, delivered to each channel
-	FanoutChannels int
+	DiskMessages  int64 // --mem-queue-size=0: publish, then drain
+	Sync1Messages int64 // --mem-queue-size=0 --sync-every=1 MPUB
+
+	// Durable topics (Sluice): MPUB and PUB (64 conns) publishes, single
+	// PUB round trips, and the replay of a retained backlog.
+	DurableMPUBMessages int64
+	DurablePUBMessages  int64
+	DurablePUB1Messages int64
+	ReplayMessages      int64
+	FanoutMessages      int64 // published once, delivered to each channel
+	FanoutChannels      int
 
 	// IdleConns connections are held; IdleHeartbeat is their negotiated
 	// heartbeat interval.
@@ -63,7 +71,9 @@ func DefaultOptions() Options {
 		Conns: 4, Batch: 200, BodySize: 100, RDY: 2500, LargeMemQueue: 10_000_000,
 		SinkMessages: 10_000_000, MPUBMessages: 2_000_000, PUBMessages: 50_000, ConsumeMessages: 1_000_000,
 		LatencyRate: 10_000, LatencyDuration: 5 * time.Second, LatencyMessages: 500_000,
-		DiskMessages: 300_000, FanoutMessages: 200_000, FanoutChannels: 10,
+		DiskMessages: 300_000, Sync1Messages: 20_000,
+		DurableMPUBMessages: 2_000_000, DurablePUBMessages: 100_000, DurablePUB1Messages: 2_000, ReplayMessages: 1_000_000,
+		FanoutMessages: 200_000, FanoutChannels: 10,
 		IdleConns: 2_000, IdleHeartbeat: 5 * time.Second,
 		ScenarioTimeout: 3 * time.Minute, ProgressEvery: 5 * time.Second,
 	}
@@ -80,6 +90,11 @@ func FullOptions() Options {
 	o.LatencyDuration = 30 * time.Second
 	o.LatencyMessages = 2_000_000
 	o.DiskMessages = 2_000_000
+	o.Sync1Messages = 40_000
+	o.DurableMPUBMessages = 5_000_000
+	o.DurablePUBMessages = 200_000
+	o.DurablePUB1Messages = 5_000
+	o.ReplayMessages = 10_000_000
 	o.FanoutMessages = 500_000
 	o.IdleConns = 10_000
 	o.ScenarioTimeout = 15 * time.Minute
@@ -101,7 +116,7 @@ const (
 
 // AllScenarios lists every scenario in run order.
 var AllScenarios = []string{ScenarioSink, ScenarioMPUB, ScenarioPUB, ScenarioConsume,
-	ScenarioLatencyRate, ScenarioLatencyMax, ScenarioDisk, ScenarioFanout, ScenarioIdle}
+	ScenarioLatencyRate, ScenarioLatencyMax, ScenarioDisk, ScenarioDiskSync1, ScenarioDurable, ScenarioFanout, ScenarioIdle}
 
 func (o Options) loadDesc() string {
 	return fmt.Sprintf("%d conns, MPUB %d x %d B", o.Conns, o.Batch, o.BodySize)

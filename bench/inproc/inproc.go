@@ -37,6 +37,10 @@ func (l *Launcher) Launch(ctx context.Context, cfg bench.NodeConfig) (*bench.Nod
 	opts.BroadcastAddress = "127.0.0.1"
 	opts.DataPath = cfg.DataPath
 	opts.MemQueueSize = cfg.MemQueueSize
+	opts.Durable = cfg.Durable
+	if cfg.SyncEvery > 0 {
+		opts.SyncEvery = cfg.SyncEvery
+	}
 	opts.Logger = l.Logger
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -50,6 +54,9 @@ func (l *Launcher) Launch(ctx context.Context, cfg bench.NodeConfig) (*bench.Nod
 		return nil, fmt.Errorf("start sluice nsqd: %w", err)
 	}
 	return bench.NewNode(n.TCPAddr().String(), n.HTTPAddr().String(), 0,
-		fmt.Sprintf("in-process Sluice nsqd --mem-queue-size=%d", cfg.MemQueueSize),
+		fmt.Sprintf("in-process Sluice nsqd --mem-queue-size=%d%s", cfg.MemQueueSize, cfg.FlagNote()),
 		func() error { n.Exit(); return nil }), nil
 }
+
+// SupportsDurable implements bench.DurableCapable.
+func (l *Launcher) SupportsDurable() bool { return true }

@@ -73,6 +73,11 @@ func run() error {
 	fs.IntVar(&o.ConsumerOutputBufferTimeout, "consumer-output-buffer-timeout", o.ConsumerOutputBufferTimeout,
 		"IDENTIFY output_buffer_timeout (ms) of consumers; 0 = nsqd's default 250ms, like go-nsq")
 	fs.Int64Var(&o.DiskMessages, "disk-msgs", o.DiskMessages, "messages of the disk scenario (--mem-queue-size=0)")
+	fs.Int64Var(&o.Sync1Messages, "sync1-msgs", o.Sync1Messages, "messages of disk-sync1 (--mem-queue-size=0 --sync-every=1)")
+	fs.Int64Var(&o.DurableMPUBMessages, "durable-mpub-msgs", o.DurableMPUBMessages, "messages of durable-mpub")
+	fs.Int64Var(&o.DurablePUBMessages, "durable-pub-msgs", o.DurablePUBMessages, "messages of durable-pub64 (64 connections, one PUB per round trip)")
+	fs.Int64Var(&o.DurablePUB1Messages, "durable-pub1-msgs", o.DurablePUB1Messages, "round trips of durable-pub1 (and fsyncs of its probe)")
+	fs.Int64Var(&o.ReplayMessages, "replay-msgs", o.ReplayMessages, "retained messages replayed by durable-replay")
 	fs.Int64Var(&o.FanoutMessages, "fanout-msgs", o.FanoutMessages, "messages published in the fanout scenario")
 	fs.IntVar(&o.FanoutChannels, "fanout-channels", o.FanoutChannels, "channels in the fanout scenario")
 	fs.IntVar(&o.IdleConns, "idle-conns", o.IdleConns, "connections held by idle-conns")
