@@ -137,11 +137,14 @@ func (a *Admin) reqCtx(r *http.Request) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(r.Context(), a.opts.HTTPClientRequestTimeout+a.opts.HTTPClientConnectTimeout)
 }
 
-// createTopicChannel handles POST /api/topics {"topic","channel"}.
+// createTopicChannel handles POST /api/topics {"topic","channel","durable"}.
+// A durable topic is created on the nsqd nodes themselves (nsqlookupd only
+// registers names), with durable=true.
 func (a *Admin) createTopicChannel(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {
 	var body struct {
 		Topic   string `json:"topic"`
 		Channel string `json:"channel"`
+		Durable bool   `json:"durable"`
 	}
 	if err := decodeBody(r, &body); err != nil {
 		return nil, err
@@ -158,9 +161,21 @@ func (a *Admin) createTopicChannel(_ http.ResponseWriter, r *http.Request, _ htt
 	cq := url.Values{"topic": {body.Topic}, "channel": {body.Channel}}
 	var errs []error
 	attempts := 0
+	if body.Durable {
+		if protocol.IsEphemeral(body.Topic) {
+			return nil, httpv1.Err{Code: http.StatusBadRequest, Text: "INVALID_ARG_DURABLE: ephemeral topics are never durable"}
+		}
+		tq.Set("durable", "true")
+	}
 	if a.cluster.lookupMode() {
 		attempts += len(a.cluster.lookupdAddrs())
-		errs = append(errs, a.cluster.lookupdPost(ctx, "/topic/create", tq)...)
+		errs = append(errs, a.cluster.lookupdPost(ctx, "/topic/create", url.Values{"topic": {body.Topic}})...)
+		if body.Durable {
+			nodes, nerrs := a.cluster.nodes(ctx)
+			errs = append(errs, nerrs...)
+			attempts += len(nodes) + len(nerrs)
+			errs = append(errs, a.cluster.nsqdPost(ctx, nodes, "/topic/create", tq)...)
+		}
 		if body.Channel != "" {
 			attempts += len(a.cluster.lookupdAddrs())
 			errs = append(errs, a.cluster.lookupdPost(ctx, "/channel/create", cq)...)

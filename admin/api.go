@@ -389,6 +389,7 @@ type overviewTopic struct {
 	MessageCount  int64      `json:"message_count"`
 	ClientCount   int        `json:"client_count"`
 	Paused        bool       `json:"paused"`
+	Durable       bool       `json:"durable,omitempty"`
 	Channels      []string   `json:"channels"`
 	NodeCount     int        `json:"node_count"`
 	RateIn        *float64   `json:"rate_in"`
@@ -431,6 +432,7 @@ func (a *Admin) getOverview(_ http.ResponseWriter, r *http.Request, _ httprouter
 		if t, ok := byName[name]; ok {
 			row.Depth, row.InFlightCount, row.MessageCount = t.Depth, t.InFlight, t.MessageCount
 			row.ClientCount, row.Paused, row.NodeCount = t.ClientCount, t.Paused, len(t.Nodes)
+			row.Durable = t.Durable
 			for _, c := range t.Channels {
 				row.Channels = append(row.Channels, c.ChannelName)
 				row.ChannelDepth += c.Depth

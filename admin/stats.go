@@ -91,6 +91,11 @@ type TopicStats struct {
 	Channels     []*ChannelStats `json:"channels"`
 	Paused       bool            `json:"paused"`
 	E2E          *E2ELatency     `json:"e2e_processing_latency"`
+	// Durable topics only: durable on any node; the retention settings
+	// when every durable node agrees on them.
+	Durable        bool   `json:"durable,omitempty"`
+	RetentionTime  string `json:"retention_time,omitempty"`
+	RetentionBytes *int64 `json:"retention_bytes,omitempty"`
 }
 
 // nodeStats is the JSON body of nsqd's GET /stats?format=json (§9.5).
@@ -110,6 +115,10 @@ type rawTopic struct {
 	MessageCount int64         `json:"message_count"`
 	Paused       bool          `json:"paused"`
 	E2E          *E2ELatency   `json:"e2e_processing_latency"`
+
+	Durable        bool    `json:"durable"`
+	RetentionTime  *string `json:"retention_time"`
+	RetentionBytes *int64  `json:"retention_bytes"`
 }
 
 type rawChannel struct {
@@ -144,6 +153,10 @@ func topicsOf(r *nodeResult, now time.Time) []*TopicStats {
 			Depth: rt.Depth, BackendDepth: rt.BackendDepth, MemoryDepth: rt.Depth - rt.BackendDepth,
 			MessageCount: rt.MessageCount, Paused: rt.Paused, E2E: rt.E2E,
 			Channels: []*ChannelStats{}, Nodes: []*TopicStats{},
+			Durable: rt.Durable, RetentionBytes: rt.RetentionBytes,
+		}
+		if rt.RetentionTime != nil {
+			ts.RetentionTime = *rt.RetentionTime
 		}
 		for _, rc := range rt.Channels {
 			cs := channelOf(r, rt.TopicName, rc, now)
@@ -202,7 +215,16 @@ func aggregateTopics(perNode []*TopicStats) []*TopicStats {
 		sort.Slice(agg.Nodes, func(i, j int) bool { return agg.Nodes[i].Node < agg.Nodes[j].Node })
 		var chans []*ChannelStats
 		var e2es []*E2ELatency
+		agreed := true
 		for _, t := range agg.Nodes {
+			if t.Durable {
+				if !agg.Durable {
+					agg.RetentionTime, agg.RetentionBytes = t.RetentionTime, t.RetentionBytes
+				} else if agg.RetentionTime != t.RetentionTime || !sameInt64(agg.RetentionBytes, t.RetentionBytes) {
+					agreed = false
+				}
+				agg.Durable = true
+			}
 			agg.Depth += t.Depth
 			agg.MemoryDepth += t.MemoryDepth
 			agg.BackendDepth += t.BackendDepth
@@ -212,6 +234,9 @@ func aggregateTopics(perNode []*TopicStats) []*TopicStats {
 			agg.Paused = agg.Paused || t.Paused
 			e2es = append(e2es, t.E2E)
 			chans = append(chans, t.Channels...)
+		}
+		if !agreed {
+			agg.RetentionTime, agg.RetentionBytes = "", nil
 		}
 		agg.E2E = mergeE2E(e2es)
 		agg.Channels = aggregateChannels(chans)
@@ -320,3 +345,5 @@ func mergeE2E(in []*E2ELatency) *E2ELatency {
 func nodeAddr(host string, port int) string {
 	return net.JoinHostPort(host, strconv.Itoa(port))
 }
+
+func sameInt64(a, b *int64) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }

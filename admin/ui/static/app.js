@@ -71,6 +71,13 @@
     if (!safeHref(k.auth_identity_url)) return id;
     return '<a href="' + esc(k.auth_identity_url) + '" target="_blank" rel="noopener noreferrer">' + id + "</a>";
   }
+  // retentionText describes how long a durable topic keeps finished segments.
+  function retentionText(t) {
+    var parts = [];
+    if (t.retention_time && t.retention_time !== "0s") parts.push(t.retention_time);
+    if (t.retention_bytes) parts.push(t.retention_bytes + " bytes");
+    return parts.length ? "keeps finished messages " + parts.join(" / ") : "finished messages removed at once";
+  }
   function badge(text, cls) { return '<span class="badge ' + (cls || "") + '">' + esc(text) + "</span>"; }
   function e2eTable(e2e) {
     var ps = list(e2e && e2e.percentiles);
@@ -210,7 +217,7 @@
         destroyCharts(function (u) { return u !== chart; });
         var rows = list(o.topics).map(function (t) {
           return '<tr data-topic="' + esc(t.topic_name) + '">' +
-            td("topic_name", link(topicPath(t.topic_name), t.topic_name) + (t.paused ? badge("paused", "paused") : "")) +
+            td("topic_name", link(topicPath(t.topic_name), t.topic_name) + (t.paused ? badge("paused", "paused") : "") + (t.durable ? badge("durable", "durable") : "")) +
             td("depth", fmtInt(t.depth), true) + td("channel_depth", fmtInt(t.channel_depth), true) +
             td("in_flight_count", fmtInt(t.in_flight_count), true) + td("message_count", fmtInt(t.message_count), true) +
             td("rate_in", fmtRate(t.rate_in), true) + '<td><div class="spark"></div></td>' +
@@ -255,7 +262,8 @@
       return Promise.all([get("api/" + topicPath(topic)), get(hp)]).then(function (r) {
         var t = r[0], h = r[1];
         setHistory(chart, h);
-        document.getElementById("paused").innerHTML = t.paused ? badge("paused", "paused") : "";
+        document.getElementById("paused").innerHTML = (t.paused ? badge("paused", "paused") : "") +
+          (t.durable ? badge("durable", "durable") + badge(retentionText(t), "retention") : "");
         if (paused !== t.paused) {
           paused = t.paused;
           document.getElementById("topic-actions").innerHTML = actionButtons([
@@ -421,14 +429,18 @@
       (settings.is_admin ? '<h2>Create</h2><form id="create-form" class="inline">' +
         '<input type="text" id="create-topic" placeholder="topic" aria-label="topic" required>' +
         '<input type="text" id="create-channel" placeholder="channel (optional)" aria-label="channel">' +
+        '<label><input type="checkbox" id="create-durable"> durable</label>' +
         '<button type="submit" data-act="create">Create</button></form>' : "") +
       '<h2>Registrations</h2><div id="lookup-table"></div>';
     var form = document.getElementById("create-form");
     if (form) form.onsubmit = function (ev) {
       ev.preventDefault();
       var t = document.getElementById("create-topic").value.trim(), c = document.getElementById("create-channel").value.trim();
+      var durable = document.getElementById("create-durable").checked;
       if (!t) return;
-      runAction("Create topic " + t + (c ? " and channel " + c : "") + "?", "POST", "api/topics", c ? { topic: t, channel: c } : { topic: t });
+      var req = c ? { topic: t, channel: c } : { topic: t };
+      if (durable) req.durable = true;
+      runAction("Create " + (durable ? "durable " : "") + "topic " + t + (c ? " and channel " + c : "") + "?", "POST", "api/topics", req);
     };
     return function refresh() {
       return get("api/lookup").then(function (r) {
