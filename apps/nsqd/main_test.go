@@ -107,3 +107,24 @@ func TestBadInputExitsNonZero(t *testing.T) {
 		t.Fatalf("invalid --max-deflate-level: %v", err)
 	}
 }
+
+func TestDurableOptionsFromFlagsAndConfigFile(t *testing.T) {
+	opts, done, _ := loadOptions(nil, &bytes.Buffer{}, &bytes.Buffer{})
+	if done || opts.Durable || opts.RetentionTime != 0 || opts.RetentionBytes != 0 || opts.DurableSegmentBytes != 16<<20 {
+		t.Fatalf("durable defaults: %v %v %v %v", opts.Durable, opts.RetentionTime, opts.RetentionBytes, opts.DurableSegmentBytes)
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "nsqd.toml")
+	os.WriteFile(cfg, []byte("durable = true\nretention_time = \"72h\"\nretention_bytes = 1000\n"), 0o600)
+	opts, done, code := loadOptions([]string{"--config", cfg, "--retention-bytes=5000"}, &bytes.Buffer{}, &bytes.Buffer{})
+	if done {
+		t.Fatalf("exited with %d", code)
+	}
+	if !opts.Durable || opts.RetentionTime != 72*time.Hour || opts.RetentionBytes != 5000 {
+		t.Fatalf("durable=%v retention_time=%v retention_bytes=%d", opts.Durable, opts.RetentionTime, opts.RetentionBytes)
+	}
+	opts, _, _ = loadOptions([]string{"--retention-time=-1s"}, &bytes.Buffer{}, &bytes.Buffer{})
+	if _, err := nsqd.New(opts); err == nil || !strings.Contains(err.Error(), "retention-time") {
+		t.Fatalf("negative --retention-time: %v", err)
+	}
+}
