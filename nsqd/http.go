@@ -187,7 +187,7 @@ func (n *NSQD) topicFromQuery(r *http.Request) (*Topic, error) {
 	}
 	t, err := n.GetTopic(name)
 	if err != nil {
-		return nil, errf(http.StatusServiceUnavailable, "EXITING")
+		return nil, publishError(err)
 	}
 	return t, nil
 }

@@ -409,7 +409,8 @@ func (n *NSQD) getTopicWith(name string, cfg *topicConfig) (*Topic, error) {
 	if err != nil {
 		n.mu.Unlock()
 		n.logger.Error("failed to create topic", "topic", name, "err", err)
-		return nil, err
+		n.setHealth(err)
+		return nil, &durableWriteError{err} // only a durable topic's files can fail to open
 	}
 	n.topics[name] = t
 	n.mu.Unlock()

@@ -281,7 +281,10 @@ func (c *client) mpub(p [][]byte, beforeBlock func()) ([]byte, error) {
 		return nil, err
 	}
 	if _, err := c.nsqd.GetTopic(topicName); err != nil {
-		return nil, protocol.Fatalf(protocol.ErrMPubFailed, "MPUB failed %s", err)
+		var dw *durableWriteError
+		if !errors.As(err, &dw) { // a storage failure is answered after the body is read
+			return nil, protocol.Fatalf(protocol.ErrMPubFailed, "MPUB failed %s", err)
+		}
 	}
 	o := c.nsqd.opts
 	size, err := c.rd.readInt32(beforeBlock)
@@ -306,7 +309,7 @@ func (c *client) mpub(p [][]byte, beforeBlock func()) ([]byte, error) {
 	c.scratchBodies = bodies[:0]
 	t, err := c.nsqd.GetTopic(topicName)
 	if err != nil {
-		return nil, protocol.Fatalf(protocol.ErrMPubFailed, "MPUB failed %s", err)
+		return nil, publishFailure(protocol.ErrMPubFailed, "MPUB", err)
 	}
 	count := len(bodies)
 	b := c.nsqd.newBatch(body[4:], count)
@@ -321,7 +324,7 @@ func (c *client) mpub(p [][]byte, beforeBlock func()) ([]byte, error) {
 func (c *client) publish(cmd, failCode, topicName string, bodies [][]byte, deferBy time.Duration) ([]byte, error) {
 	t, err := c.nsqd.GetTopic(topicName)
 	if err != nil {
-		return nil, protocol.Fatalf(failCode, "%s failed %s", cmd, err)
+		return nil, publishFailure(failCode, cmd, err)
 	}
 	msgs := c.nsqd.newMessages(bodies, deferBy, c.scratchMsgs[:0])
 	err = t.putMessages(msgs)

@@ -117,6 +117,14 @@ func TestFullDiskFailsPublishesKeepsConnectionAndRecovers(t *testing.T) {
 		}
 	}
 	t.Logf("%d messages acknowledged before the disk filled; errors: %q", len(acked), pubErr)
+	// a topic created while the disk is full fails the same way
+	big := strings.Repeat("b", 64<<10)
+	for _, cmd := range [][]byte{putFrameCmd("PUB fresh", []byte(big)), mpubCmd([]string{big, big})} {
+		ft, data, err := request(c, cmd)
+		if err != nil || ft != protocol.FrameTypeError || !(strings.HasPrefix(data, "E_PUB_FAILED") || strings.HasPrefix(data, "E_MPUB_FAILED")) {
+			t.Fatalf("publish to a new topic on a full disk: %d %q %v", ft, data, err)
+		}
+	}
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
