@@ -156,10 +156,20 @@ func TestGzipWorkDir(t *testing.T) {
 	h := testutil.StartNSQD(t, nil)
 	out, work := t.TempDir(), t.TempDir()
 	want := bodies("gz", 300)
-	publish(t, h, "gzt", want)
+	publish(t, h, "gzt", want[:100])
 	r := toolstest.Start(t, run, nil, "--topic", "gzt", "--nsqd-tcp-address", h.TCPAddr,
 		"--output-dir", out, "--work-dir", work, "--gzip", "--gzip-level", "9", "--rotate-size", "300",
 		"--sync-interval", "50ms", "--filename-format", "<TOPIC><REV>.<DATETIME>.log", "--datetime-format", "%Y%m%d")
+	// A gzip file grows on disk only when it is flushed (every
+	// --sync-interval): messages that all arrive within one interval fit
+	// in one file whatever --rotate-size says, so the rest comes in two
+	// more batches, each after a flush.
+	drained(t, h, "gzt", "nsq_to_file", 100)
+	time.Sleep(150 * time.Millisecond)
+	publish(t, h, "gzt", want[100:200])
+	drained(t, h, "gzt", "nsq_to_file", 200)
+	time.Sleep(150 * time.Millisecond)
+	publish(t, h, "gzt", want[200:])
 	drained(t, h, "gzt", "nsq_to_file", 300)
 	if code := r.Stop(t, 40*time.Second); code != 0 {
 		t.Fatalf("exit %d: %s", code, r.Stderr.String())
