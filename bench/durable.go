@@ -195,7 +195,11 @@ func (o Options) durablePUB1(ctx context.Context, l Launcher) Result {
 		if err := createDurableTopic(ctx, n.HTTPAddr, topic, 0); err != nil {
 			return err
 		}
-		fsyncs, err := measureFsync(n.DataPath, o.BodySize, int(o.DurablePUB1Messages))
+		probeDir := n.DataPath
+		if probeDir == "" {
+			probeDir = os.TempDir() // an external node: its disk is unknown
+		}
+		fsyncs, err := measureFsync(probeDir, o.BodySize, int(o.DurablePUB1Messages))
 		if err != nil {
 			return err
 		}
@@ -401,24 +405,4 @@ func RunDiskSync1(ctx context.Context, l Launcher, o Options) Result {
 func execHelp(bin string) (string, error) {
 	out, err := exec.Command(bin, "--help").CombinedOutput()
 	return string(out), err
-}
-
-// withNodeConfig is withNode with a whole NodeConfig.
-func (o Options) withNodeConfig(ctx context.Context, l Launcher, cfg NodeConfig, fn func(n *Node) error) error {
-	dir, err := os.MkdirTemp(o.TempDir, "sluice-bench-")
-	if err != nil {
-		return fmt.Errorf("data dir: %w", err)
-	}
-	defer os.RemoveAll(dir)
-	cfg.DataPath = dir
-	n, err := l.Launch(ctx, cfg)
-	if err != nil {
-		return fmt.Errorf("launch %s: %w", l.Name(), err)
-	}
-	n.DataPath = dir
-	runErr := fn(n)
-	if err := n.Stop(); err != nil && runErr == nil {
-		runErr = fmt.Errorf("stop %s: %w", l.Name(), err)
-	}
-	return runErr
 }

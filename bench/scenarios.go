@@ -122,17 +122,28 @@ func (o Options) loadDesc() string {
 	return fmt.Sprintf("%d conns, MPUB %d x %d B", o.Conns, o.Batch, o.BodySize)
 }
 
-// withNode launches a node with a fresh data directory, runs fn, stops the
-// node and removes the directory.
+// withNode launches a node with a fresh data directory and the given
+// --mem-queue-size, runs fn, stops the node and removes the directory.
 func (o Options) withNode(ctx context.Context, l Launcher, memQueue int64, fn func(n *Node) error) error {
+	return o.withNodeConfig(ctx, l, NodeConfig{MemQueueSize: memQueue}, fn)
+}
+
+// withNodeConfig launches a node configured by cfg in a fresh data
+// directory, runs fn, stops the node (or, for a shared node, deletes its
+// bench topics) and removes the directory.
+func (o Options) withNodeConfig(ctx context.Context, l Launcher, cfg NodeConfig, fn func(n *Node) error) error {
 	dir, err := os.MkdirTemp(o.TempDir, "sluice-bench-")
 	if err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	n, err := l.Launch(ctx, NodeConfig{MemQueueSize: memQueue, DataPath: dir})
+	cfg.DataPath = dir
+	n, err := l.Launch(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("launch %s: %w", l.Name(), err)
+	}
+	if n.DataPath == "" && !n.Shared {
+		n.DataPath = dir
 	}
 	runErr := fn(n)
 	if n.Shared {

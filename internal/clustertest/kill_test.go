@@ -5,10 +5,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,49 +17,15 @@ import (
 	"github.com/sluicemq/sluice/lookupd"
 )
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	builtNSQD string
-	buildErr  error
-)
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	testutil.RemoveBuilds()
 	os.Exit(code)
 }
 
 // buildNSQD builds apps/nsqd once per test binary run.
 func buildNSQD(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "clustertest-nsqd-")
-		if buildErr != nil {
-			return
-		}
-		builtNSQD, buildErr = goBuildNSQD(buildDir)
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return builtNSQD
-}
-
-// goBuildNSQD builds apps/nsqd into dir.
-func goBuildNSQD(dir string) (string, error) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		return "", fmt.Errorf("the go tool is needed to build apps/nsqd for the subprocess tests: %w", err)
-	}
-	bin := filepath.Join(dir, "nsqd")
-	cmd := exec.Command(goBin, "build", "-o", bin, "github.com/sluicemq/sluice/apps/nsqd")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build apps/nsqd: %w\n%s", err, out)
-	}
-	return bin, nil
+	return testutil.BuildApp(t, "github.com/sluicemq/sluice/apps/nsqd")
 }
 
 // freePorts returns n distinct ports that were free a moment ago on 127.0.0.1.

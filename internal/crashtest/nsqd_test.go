@@ -12,45 +12,23 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
-)
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	builtBin  string
-	buildErr  error
+	"github.com/sluicemq/sluice/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	testutil.RemoveBuilds()
 	os.Exit(code)
 }
 
 // nsqdBinary builds apps/nsqd once per test binary.
 func nsqdBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		if buildDir, buildErr = os.MkdirTemp("", "crashtest-"); buildErr != nil {
-			return
-		}
-		builtBin = filepath.Join(buildDir, "nsqd")
-		out, err := exec.Command("go", "build", "-o", builtBin, "github.com/sluicemq/sluice/apps/nsqd").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build apps/nsqd: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return builtBin
+	return testutil.BuildApp(t, "github.com/sluicemq/sluice/apps/nsqd")
 }
 
 // node is an nsqd child process on fixed ports and a data path that
