@@ -17,7 +17,7 @@ type Committer struct {
 	mu       sync.Mutex // guards open, dirty, journals, stopped and every Log's pending
 	open     *Round
 	dirty    []*Log
-	journals map[*Journal]struct{}
+	journals map[*Journal]struct{} // journals with changes not yet written
 	stopped  bool
 
 	interval time.Duration
@@ -84,18 +84,42 @@ func (c *Committer) Append(l *Log, ents []Entry) (*Round, error) {
 	return r, nil
 }
 
-// AddJournal has the committer flush j every interval until RemoveJournal.
+// AddJournal has the committer write and sync j's changes within a journal
+// interval of each change, until RemoveJournal. A journal without changes
+// costs the committer nothing: no timer runs while no journal has any.
 func (c *Committer) AddJournal(j *Journal) {
-	c.mu.Lock()
-	c.journals[j] = struct{}{}
-	c.mu.Unlock()
+	j.mu.Lock()
+	j.onDirty = c.journalDirty
+	pending := len(j.buf) > 0 || len(j.fins) > 0
+	j.mu.Unlock()
+	if pending {
+		c.journalDirty(j)
+	}
 }
 
 // RemoveJournal stops flushing j (before closing it).
 func (c *Committer) RemoveJournal(j *Journal) {
+	j.mu.Lock()
+	j.onDirty = nil
+	j.mu.Unlock()
 	c.mu.Lock()
 	delete(c.journals, j)
 	c.mu.Unlock()
+}
+
+// journalDirty is called by a journal (under its lock) at its first change
+// since its last flush.
+func (c *Committer) journalDirty(j *Journal) {
+	c.mu.Lock()
+	first := len(c.journals) == 0
+	c.journals[j] = struct{}{}
+	c.mu.Unlock()
+	if first {
+		select {
+		case c.wake <- struct{}{}: // arms the journal timer
+		default:
+		}
+	}
 }
 
 // Syncs returns the fdatasync calls made for log rounds and journals.
@@ -121,19 +145,20 @@ func (c *Committer) Close() {
 
 func (c *Committer) run() {
 	defer close(c.done)
-	tick := time.NewTicker(c.interval)
-	defer tick.Stop()
-	lastJournal := time.Now()
+	journalTimer := time.NewTimer(time.Hour)
+	journalTimer.Stop()
+	var journalC <-chan time.Time // set while the timer runs
 	var batches [][]Entry
 	var peakAppends float64            // decaying peak of appends per round: how many producers wait on each sync
 	var lastSync time.Duration         // how long the previous round took
 	gather := time.NewTimer(time.Hour) // bounds the wait for a round to fill
 	gather.Stop()
 	for {
-		stopping := false
+		stopping, flushNow := false, false
 		select {
 		case <-c.wake:
-		case <-tick.C:
+		case <-journalC:
+			journalC, flushNow = nil, true
 		case <-c.stop:
 			stopping = true
 		}
@@ -180,10 +205,16 @@ func (c *Committer) run() {
 		if len(logs) > 0 {
 			lastSync = time.Since(started)
 		}
-		if stopping || time.Since(lastJournal) >= c.interval {
+		if stopping || flushNow {
 			c.flushJournals()
-			lastJournal = time.Now()
 		}
+		if !stopping && journalC == nil && c.hasDirtyJournals() {
+			// a journal's changes are written one interval after the first
+			// of them
+			journalTimer.Reset(c.interval)
+			journalC = journalTimer.C
+		}
+
 		if stopping {
 			return
 		}
@@ -223,12 +254,19 @@ func (c *Committer) gather(t *time.Timer, want int, wait time.Duration) bool {
 	}
 }
 
+func (c *Committer) hasDirtyJournals() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.journals) > 0
+}
+
 func (c *Committer) flushJournals() {
 	c.mu.Lock()
 	js := make([]*Journal, 0, len(c.journals))
 	for j := range c.journals {
 		js = append(js, j)
 	}
+	clear(c.journals)
 	c.mu.Unlock()
 	for _, j := range js {
 		n, synced, _ := j.Flush()

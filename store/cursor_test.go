@@ -149,3 +149,42 @@ func TestJournalReplayAndCompactionRebuildTheCursors(t *testing.T) {
 	}
 	check("delete")
 }
+
+// The committer writes a journal's changes within about one interval of
+// the first change, again and again, with no appends to wake it.
+func TestCommitterFlushesJournalChangesWithinAnInterval(t *testing.T) {
+	fs := NewMemFS()
+	fs.MkdirAll("/d")
+	fs.SyncDir("/d")
+	j, _, err := OpenJournal(fs, "/d/cursors.jnl", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewCommitter(20 * time.Millisecond)
+	defer c.Close()
+	c.AddJournal(j)
+	if err := j.SetState("c", NewCursor(0), true); err != nil {
+		t.Fatal(err)
+	}
+	finishedOnDisk := func(seq uint64) bool {
+		fs.mu.Lock()
+		nd := fs.nodes["/d/cursors.jnl"]
+		synced := append([]byte(nil), nd.synced...)
+		fs.mu.Unlock()
+		probe := NewMemFS()
+		probe.MkdirAll("/p")
+		probe.WriteFile("/p/j", synced)
+		_, cur, err := OpenJournal(probe, "/p/j", nil)
+		return err == nil && cur["c"] != nil && cur["c"].IsDone(seq)
+	}
+	for round, seq := range []uint64{0, 1, 2} {
+		j.Finish("c", seq)
+		deadline := time.Now().Add(2 * time.Second)
+		for !finishedOnDisk(seq) {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: finish of %d not synced within 2s", round, seq)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}

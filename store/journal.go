@@ -40,6 +40,18 @@ type Journal struct {
 	broken   bool // a failed write may have left bytes past size
 	closed   bool
 	stateGen uint64 // bumped by every SetState and Delete
+	dirty    bool   // changes recorded since the last flush
+	onDirty  func(*Journal)
+}
+
+// markDirtyLocked tells the committer, once per flush, that changes wait.
+func (j *Journal) markDirtyLocked() {
+	if !j.dirty {
+		j.dirty = true
+		if j.onDirty != nil {
+			j.onDirty(j)
+		}
+	}
 }
 
 const (
@@ -300,6 +312,7 @@ func (j *Journal) SetState(name string, c *Cursor, sync bool) error {
 	}
 	j.buf = appendJournalRecord(j.buf, jState, id, func(b []byte) []byte { return appendState(b, name, c) })
 	if !sync {
+		j.markDirtyLocked()
 		return nil
 	}
 	_, err := j.flushLocked()
@@ -330,6 +343,7 @@ func (j *Journal) Finish(name string, seq uint64) {
 	j.mu.Lock()
 	if id, ok := j.ids[name]; ok {
 		j.fins[id] = append(j.fins[id], seq)
+		j.markDirtyLocked()
 	}
 	j.mu.Unlock()
 }
@@ -343,6 +357,7 @@ func (j *Journal) Requeue(name string, seq uint64, h Held) {
 			b = binary.BigEndian.AppendUint16(b, h.Attempts)
 			return binary.BigEndian.AppendUint64(b, uint64(h.Until))
 		})
+		j.markDirtyLocked()
 	}
 	j.mu.Unlock()
 }
@@ -353,9 +368,13 @@ func (j *Journal) Flush() (int, bool, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.closed || (len(j.buf) == 0 && len(j.fins) == 0) {
+		j.dirty = false
 		return 0, false, nil
 	}
 	n, err := j.flushLocked()
+	if err != nil && j.onDirty != nil {
+		j.onDirty(j) // still dirty: the committer tries again
+	}
 	return n, err == nil, err
 }
 
@@ -382,6 +401,7 @@ func (j *Journal) flushLocked() (int, error) {
 	}
 	clear(j.fins)
 	if len(j.buf) == 0 {
+		j.dirty = false
 		return 0, nil
 	}
 	if j.broken {
@@ -400,6 +420,7 @@ func (j *Journal) flushLocked() (int, error) {
 	}
 	n := len(j.buf)
 	j.size += int64(n)
+	j.dirty = false
 	if cap(j.buf) > 1<<20 {
 		j.buf = nil
 	} else {
@@ -469,6 +490,7 @@ func (j *Journal) Compact(gen uint64, snapshot func() map[string]*Cursor) error 
 	j.buf = j.buf[:0]
 	clear(j.fins)
 	j.broken = false
+	j.dirty = false
 	return nil
 }
 
