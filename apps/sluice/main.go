@@ -40,6 +40,7 @@ type options struct {
 	lookupdHTTP      string
 	adminHTTP        string
 	memQueueSize     int64
+	durable          bool
 }
 
 func run(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
@@ -55,6 +56,7 @@ func run(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writ
 	fs.StringVar(&o.lookupdHTTP, "nsqlookupd-http-address", "0.0.0.0:4161", "nsqlookupd HTTP listen address")
 	fs.StringVar(&o.adminHTTP, "nsqadmin-http-address", "0.0.0.0:4171", "nsqadmin HTTP listen address (empty disables nsqadmin)")
 	fs.Int64Var(&o.memQueueSize, "mem-queue-size", 10000, "nsqd: messages per topic/channel kept in memory")
+	fs.BoolVar(&o.durable, "durable", false, "nsqd: make every non-ephemeral topic durable (OK to a publish only once it is fsynced)")
 	fs.Var(config.LevelFlag{Var: level}, "log-level", "set log verbosity: debug, info, warn, error, or fatal")
 	version := fs.Bool("version", false, "print version string")
 	if err := fs.Parse(args); err != nil {
@@ -142,6 +144,7 @@ func start(o options, stdout, stderr io.Writer, level *slog.LevelVar) (*cluster,
 	no.NSQLookupdTCPAddresses = []string{lookupdTCP}
 	no.DataPath = o.dataPath
 	no.MemQueueSize = o.memQueueSize
+	no.Durable = o.durable
 	no.Logger = config.NewLogger(stderr, "[nsqd] ", level)
 	no.LogLevelVar = level
 	no.LogLevel = config.LevelFlag{Var: level}.String()

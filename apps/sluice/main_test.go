@@ -41,12 +41,12 @@ func buildBinary(t *testing.T) string {
 // startSluice starts the binary on ephemeral ports and waits for its
 // "ready" line. The process is killed at the end of the test if still
 // running.
-func startSluice(t *testing.T, bin, dataPath string) *proc {
+func startSluice(t *testing.T, bin, dataPath string, extra ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(bin, "--data-path", dataPath,
+	cmd := exec.Command(bin, append([]string{"--data-path", dataPath,
 		"--nsqd-tcp-address", "127.0.0.1:0", "--nsqd-http-address", "127.0.0.1:0",
 		"--nsqlookupd-tcp-address", "127.0.0.1:0", "--nsqlookupd-http-address", "127.0.0.1:0",
-		"--nsqadmin-http-address", "127.0.0.1:0")
+		"--nsqadmin-http-address", "127.0.0.1:0"}, extra...)...)
 	p := &proc{cmd: cmd, addrs: map[string]string{}, stderr: &toolstest.Buffer{}, done: make(chan error, 1)}
 	cmd.Stderr = p.stderr
 	stdout, err := cmd.StdoutPipe()
@@ -217,6 +217,33 @@ func TestClusterExchangeAndRestart(t *testing.T) {
 	p2 := startSluice(t, bin, data)
 	if got := receive(t, p2.addrs["nsqd.tcp"], "", "laptop", "c", 25); strings.Join(got, ",") != strings.Join(queued, ",") {
 		t.Fatalf("after restart received %v", got)
+	}
+	p2.interrupt(t)
+}
+
+// With --durable, what was published survives kill -9 of the whole process.
+func TestDurableLaptopClusterSurvivesKill9(t *testing.T) {
+	bin := buildBinary(t)
+	data := filepath.Join(t.TempDir(), "data")
+	p := startSluice(t, bin, data, "--durable")
+	prod, err := nsq.NewProducer(p.addrs["nsqd.tcp"], nsq.NewConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	prod.SetLogger(nil, nsq.LogLevelError)
+	want := bodies("kept", 30)
+	for _, b := range want {
+		if err := prod.Publish("ledger", []byte(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prod.Stop()
+	p.cmd.Process.Kill()
+	<-p.done
+	p.done = nil
+	p2 := startSluice(t, bin, data, "--durable")
+	if got := receive(t, p2.addrs["nsqd.tcp"], "", "ledger", "c", 30); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("after kill -9 received %v", got)
 	}
 	p2.interrupt(t)
 }
