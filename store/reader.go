@@ -89,6 +89,11 @@ func (r *Reader) Read(dst []Record, max int) ([]Record, error) {
 		}
 		r.off += int64(pos)
 	}
+	if r.seq >= l.next {
+		// caught up: an idle reader holds no block (there may be many
+		// channels); new records come from the cache
+		r.blk, r.blkSeg = nil, nil
+	}
 	return dst, nil
 }
 
