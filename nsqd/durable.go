@@ -344,7 +344,6 @@ type channelLog struct {
 
 	readMu sync.Mutex // guards reader; taken before Channel.mu
 	reader *store.Reader
-	recs   []store.Record
 
 	cursor *store.Cursor // guarded by Channel.mu
 }
@@ -447,8 +446,16 @@ func (c *Channel) loadFromLog() (int, error) {
 	if limit <= 0 {
 		return 0, nil
 	}
-	recs, err := dl.reader.Read(dl.recs[:0], min(limit, 4096))
-	dl.recs = recs[:0]
+	// one slice per batch rather than one kept per channel: an idle
+	// channel holds nothing
+	n := min(limit, 4096)
+	if avail := dl.dt.log.End() - dl.reader.Seq(); avail < uint64(n) {
+		n = int(avail)
+	}
+	if n <= 0 {
+		return 0, nil
+	}
+	recs, err := dl.reader.Read(make([]store.Record, 0, n), n)
 	if err != nil || len(recs) == 0 {
 		return 0, err
 	}
@@ -478,7 +485,6 @@ func (c *Channel) loadFromLog() (int, error) {
 	c.wakeWaitersLocked(pushed)
 	c.mu.Unlock()
 	c.messageCount.Add(uint64(pushed))
-	clear(recs)
 	return len(recs), nil
 }
 
