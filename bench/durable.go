@@ -136,52 +136,12 @@ func RunDurable(ctx context.Context, l Launcher, o Options) []Result {
 		return out
 	}
 	return []Result{
-		o.durablePublish(ctx, l, "durable-mpub", o.Conns, o.DurableMPUBMessages, false),
-		o.durablePublish(ctx, l, "durable-pub64", 64, o.DurablePUBMessages, true),
+		o.publishScenario(ctx, l, "durable-mpub", NodeConfig{Durable: true}, o.Conns, o.DurableMPUBMessages, false),
+		o.publishScenario(ctx, l, "durable-pub64", NodeConfig{Durable: true}, 64, o.DurablePUBMessages, true),
 		o.durablePUB1(ctx, l),
 		o.durableConsume(ctx, l),
 		o.durableReplay(ctx, l),
 	}
-}
-
-func (o Options) durablePublish(ctx context.Context, l Launcher, name string, conns int, msgs int64, pub bool) Result {
-	r := Result{Scenario: name, Target: l.Name()}
-	err := o.withNodeConfig(ctx, l, NodeConfig{Durable: true}, func(n *Node) error {
-		desc := fmt.Sprintf("%d conns, MPUB %d x %d B", conns, o.Batch, o.BodySize)
-		if pub {
-			desc = fmt.Sprintf("%d conns, PUB %d B, one per round trip", conns, o.BodySize)
-		}
-		r.Config = fmt.Sprintf("%s; durable topic (OK after fdatasync), one channel, no consumer; %s", desc, n.Note)
-		topic := "bench_" + strings.ReplaceAll(name, "-", "_")
-		if err := createDurableTopic(ctx, n.HTTPAddr, topic, 0); err != nil {
-			return err
-		}
-		if err := CreateChannel(ctx, n.HTTPAddr, topic, "ch"); err != nil {
-			return err
-		}
-		meter := startSyncMeter(ctx, n.HTTPAddr)
-		var sent atomic.Int64
-		stop := o.progressFor(name+"@"+l.Name(), msgs, counterFunc(&sent))
-		res, err := Publish(ctx, PublishSpec{Addr: n.TCPAddr, Topic: topic, Conns: conns, Batch: o.Batch,
-			BodySize: o.BodySize, Messages: msgs, PUB: pub, Sent: &sent})
-		stop()
-		r.setRate(res.Messages, res.Elapsed, o.BodySize)
-		meter.report(&r, res.Messages)
-		if err != nil {
-			return err
-		}
-		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		if err := WaitChannelDepth(wctx, n.HTTPAddr, topic, "ch", msgs); err != nil {
-			return err
-		}
-		r.extra("channel_depth", msgs)
-		return nil
-	})
-	if err != nil {
-		r.Error = err.Error()
-	}
-	return r
 }
 
 // durablePUB1 times single PUB round trips on one connection and, in the

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"sync/atomic"
 	"time"
@@ -198,23 +199,47 @@ func RunPUB(ctx context.Context, l Launcher, o Options) Result {
 }
 
 func (o Options) runPublish(ctx context.Context, l Launcher, name string, msgs int64, pub bool) Result {
+	return o.publishScenario(ctx, l, name, NodeConfig{MemQueueSize: o.LargeMemQueue}, o.Conns, msgs, pub)
+}
+
+// publishScenario publishes msgs on conns connections (MPUB batches, or one
+// PUB per round trip) into a topic with one channel and no consumer, on a
+// node configured by cfg (a durable topic when cfg.Durable, with fsyncs and
+// bytes per message reported), and checks the channel holds them all.
+func (o Options) publishScenario(ctx context.Context, l Launcher, name string, cfg NodeConfig, conns int, msgs int64, pub bool) Result {
 	r := Result{Scenario: name, Target: l.Name()}
-	err := o.withNode(ctx, l, o.LargeMemQueue, func(n *Node) error {
-		desc := o.loadDesc()
+	err := o.withNodeConfig(ctx, l, cfg, func(n *Node) error {
+		desc := fmt.Sprintf("%d conns, MPUB %d x %d B", conns, o.Batch, o.BodySize)
 		if pub {
-			desc = fmt.Sprintf("%d conns, PUB %d B, one per round trip", o.Conns, o.BodySize)
+			desc = fmt.Sprintf("%d conns, PUB %d B, one per round trip", conns, o.BodySize)
 		}
-		r.Config = fmt.Sprintf("%s; one channel, no consumer; --mem-queue-size=%d; %s", desc, o.LargeMemQueue, n.Note)
-		topic, channel := "bench_"+name, "ch"
+		setup := fmt.Sprintf("--mem-queue-size=%d", cfg.MemQueueSize)
+		if cfg.Durable {
+			setup = "durable topic (OK after fdatasync)"
+		}
+		r.Config = fmt.Sprintf("%s; one channel, no consumer; %s; %s", desc, setup, n.Note)
+		topic, channel := "bench_"+strings.ReplaceAll(name, "-", "_"), "ch"
+		if cfg.Durable {
+			if err := createDurableTopic(ctx, n.HTTPAddr, topic, 0); err != nil {
+				return err
+			}
+		}
 		if err := CreateChannel(ctx, n.HTTPAddr, topic, channel); err != nil {
 			return err
 		}
+		var meter *syncMeter
+		if cfg.Durable {
+			meter = startSyncMeter(ctx, n.HTTPAddr)
+		}
 		var sent atomic.Int64
 		stop := o.progressFor(name+"@"+l.Name(), msgs, counterFunc(&sent))
-		res, err := Publish(ctx, PublishSpec{Addr: n.TCPAddr, Topic: topic, Conns: o.Conns, Batch: o.Batch,
+		res, err := Publish(ctx, PublishSpec{Addr: n.TCPAddr, Topic: topic, Conns: conns, Batch: o.Batch,
 			BodySize: o.BodySize, Messages: msgs, PUB: pub, Sent: &sent})
 		stop()
 		r.setRate(res.Messages, res.Elapsed, o.BodySize)
+		if meter != nil {
+			meter.report(&r, res.Messages)
+		}
 		if err != nil {
 			return err
 		}
