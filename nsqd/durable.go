@@ -169,23 +169,7 @@ func (n *NSQD) writeTopicSettings(dir string, r store.Retention) error {
 		ts.RetentionTime = r.Time.String()
 	}
 	data, _ := json.Marshal(ts)
-	path := filepath.Join(dir, "topic.json")
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return fmt.Errorf("write durable topic settings: %w", err)
-	}
-	f, err := os.Open(tmp)
-	if err == nil {
-		err = f.Sync()
-		f.Close()
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err == nil {
-		err = store.OSFS{}.SyncDir(dir)
-	}
-	if err != nil {
+	if err := store.WriteFileAtomic(store.OSFS{}, filepath.Join(dir, "topic.json"), data); err != nil {
 		return fmt.Errorf("write durable topic settings: %w", err)
 	}
 	return nil

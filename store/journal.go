@@ -477,7 +477,7 @@ func (j *Journal) Compact(gen uint64, snapshot func() map[string]*Cursor) error 
 		ids[name] = uint32(i)
 		data = appendJournalRecord(data, jState, uint32(i), func(b []byte) []byte { return appendState(b, name, cursors[name]) })
 	}
-	if err := writeFileAtomic(j.fs, j.path, data); err != nil {
+	if err := WriteFileAtomic(j.fs, j.path, data); err != nil {
 		return fmt.Errorf("compact cursor journal %s: %w", j.path, err)
 	}
 	f, size, err := j.fs.OpenAppend(j.path, false)

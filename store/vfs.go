@@ -93,9 +93,9 @@ func (OSFS) SyncDir(dir string) error {
 	return nil
 }
 
-// writeFileAtomic replaces name with data durably: a temporary file is
+// WriteFileAtomic replaces name with data durably: a temporary file is
 // written and synced, renamed over name, and the directory synced.
-func writeFileAtomic(fs FS, name string, data []byte) error {
+func WriteFileAtomic(fs FS, name string, data []byte) error {
 	tmp := name + ".tmp"
 	_ = fs.Remove(tmp)
 	f, _, err := fs.OpenAppend(tmp, true)
