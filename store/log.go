@@ -16,10 +16,11 @@ import (
 
 // Defaults of LogOptions.
 const (
-	DefaultSegmentBytes = 16 << 20 // roll a segment at 16 MiB
-	DefaultCacheBytes   = 8 << 20  // recent committed data served from memory
-	indexEvery          = 64 << 10 // one index point per 64 KiB of segment
-	readBlock           = 1 << 20  // file reads in 1 MiB blocks
+	DefaultSegmentBytes = 16 << 20        // roll a segment at 16 MiB
+	DefaultCacheBytes   = 8 << 20         // recent committed data served from memory
+	cacheAge            = 2 * time.Second // ... for this long: an idle topic holds none
+	indexEvery          = 64 << 10        // one index point per 64 KiB of segment
+	readBlock           = 1 << 20         // file reads in 1 MiB blocks
 )
 
 // ErrClosed is returned for operations on a closed log or committer.
@@ -75,6 +76,7 @@ type chunk struct {
 	off   int64
 	first uint64
 	data  []byte
+	at    time.Time // when it was committed
 }
 
 // Log is the segmented append-only log of one topic. Appends go through a
@@ -406,7 +408,7 @@ func (l *Log) commit(ents []Entry) (written int, err error) {
 	seg.maxTS = maxTS
 	seg.idx = append(seg.idx, idx...)
 	l.next = seq
-	l.cache = append(l.cache, chunk{seg: seg, off: off, first: next, data: buf})
+	l.cache = append(l.cache, chunk{seg: seg, off: off, first: next, data: buf, at: time.Now()})
 	l.cacheBytes += len(buf)
 	for len(l.cache) > 1 && l.cacheBytes > l.opts.CacheBytes {
 		l.cacheBytes -= len(l.cache[0].data)
@@ -514,10 +516,20 @@ type Retention struct {
 
 // Retain removes the oldest segments that every reader has finished
 // (their messages are all below floor) and that retention does not keep.
-// The active segment always stays. It returns how many were removed.
+// The active segment always stays. It returns how many were removed. It
+// also lets go of cached commits older than a few seconds (readers that
+// far behind read the files), so call it regularly.
 func (l *Log) Retain(floor uint64, keep Retention, now time.Time) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	for len(l.cache) > 0 && now.Sub(l.cache[0].at) > cacheAge {
+		l.cacheBytes -= len(l.cache[0].data)
+		l.cache[0] = chunk{}
+		l.cache = l.cache[1:]
+	}
+	if len(l.cache) == 0 {
+		l.cache = nil
+	}
 	var total int64
 	for _, s := range l.segs {
 		total += s.size

@@ -250,3 +250,31 @@ func FuzzLogRecovery(f *testing.F) {
 		}
 	})
 }
+
+// An idle log lets go of its cached commits; readers then read the files.
+func TestIdleLogDropsItsCacheAndReadsFromFiles(t *testing.T) {
+	fs := NewMemFS()
+	fs.MkdirAll("/d")
+	fs.SyncDir("/d")
+	l, _, err := OpenLog(fs, "/d", LogOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewCommitter(0)
+	defer c.Close()
+	for i := range 5 {
+		if err := appendOne(t, c, l, []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l.cacheBytes == 0 {
+		t.Fatal("no cache after commits")
+	}
+	l.Retain(0, Retention{}, time.Now().Add(3*time.Second))
+	if l.cacheBytes != 0 || l.cache != nil {
+		t.Fatalf("cache kept %d bytes after 3 idle seconds", l.cacheBytes)
+	}
+	if got := readAll(t, l); len(got) != 5 || string(got[4].Body) != "4" {
+		t.Fatalf("read from files: %+v", got)
+	}
+}
