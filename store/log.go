@@ -249,6 +249,11 @@ func (l *Log) recoverSegment(base uint64, last bool, rep *RecoveryReport) (*segm
 	}
 	if bad == "" {
 		seg.size = size
+		if !last {
+			// sealed: opened per read, so retained segments hold no descriptor
+			f.Close()
+			seg.f = nil
+		}
 		return seg, nil
 	}
 	if !last {
@@ -301,9 +306,27 @@ func (l *Log) createSegment(base uint64) error {
 		return fmt.Errorf("create segment %s: %w", path, err)
 	}
 	l.mu.Lock()
+	if n := len(l.segs); n > 0 && l.segs[n-1].f != nil {
+		l.segs[n-1].f.Close() // sealed now: opened per read from here on
+		l.segs[n-1].f = nil
+	}
 	l.segs = append(l.segs, &segment{base: base, end: base, name: name, f: f})
 	l.mu.Unlock()
 	return nil
+}
+
+// readSegment reads from seg at off: through the active segment's open
+// file, or by opening a sealed one for this read.
+func (l *Log) readSegment(seg *segment, p []byte, off int64) (int, error) {
+	if seg.f != nil {
+		return seg.f.ReadAt(p, off)
+	}
+	f, _, err := l.fs.OpenAppend(filepath.Join(l.dir, seg.name), false)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return f.ReadAt(p, off)
 }
 
 // SkipTo makes seq the next sequence number when the log ends before it
@@ -548,7 +571,9 @@ func (l *Log) Retain(floor uint64, keep Retention, now time.Time) (int, error) {
 			break
 		}
 		s.removed = true
-		s.f.Close()
+		if s.f != nil {
+			s.f.Close()
+		}
 		if err := l.fs.Remove(filepath.Join(l.dir, s.name)); err != nil && !isNotExist(err) && firstErr == nil {
 			firstErr = fmt.Errorf("remove finished segment %s: %w", s.name, err)
 		}

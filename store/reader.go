@@ -148,13 +148,13 @@ func (r *Reader) bytesLocked(seg *segment) ([]byte, bool, error) {
 	}
 	n := min(int64(readBlock), seg.size-r.off)
 	buf := make([]byte, n)
-	if k, err := seg.f.ReadAt(buf, r.off); int64(k) < n {
+	if k, err := r.l.readSegment(seg, buf, r.off); int64(k) < n {
 		return nil, true, fmt.Errorf("read %s at offset %d: %v", seg.name, r.off, err)
 	}
 	if len(buf) >= recHeader {
 		if need := int64(recHeader) + int64(binary.BigEndian.Uint32(buf)); need > n && r.off+need <= seg.size {
 			big := make([]byte, need)
-			if k, err := seg.f.ReadAt(big, r.off); int64(k) < need {
+			if k, err := r.l.readSegment(seg, big, r.off); int64(k) < need {
 				return nil, true, fmt.Errorf("read %s at offset %d: %v", seg.name, r.off, err)
 			}
 			buf = big
