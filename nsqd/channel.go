@@ -11,6 +11,7 @@ import (
 
 	"github.com/sluicemq/sluice/internal/quantile"
 	"github.com/sluicemq/sluice/protocol"
+	"github.com/sluicemq/sluice/store"
 )
 
 // errExiting is returned for operations on a topic or channel that is being
@@ -474,6 +475,7 @@ func (c *Channel) take(cl *client, dst []*Message) []*Message {
 	dst = dst[:0]
 	sampled := cl.sampleRate
 	var sampledOut []uint64
+	var delivered []store.Delivery // durable channels: journaled after unlocking
 	for len(dst) < avail && c.mem.len() > 0 {
 		start := len(dst)
 		got := c.mem.popN(dst, avail-len(dst))
@@ -492,6 +494,11 @@ func (c *Channel) take(cl *client, dst []*Message) []*Message {
 				c.logger.Warn("dropping duplicate message already in flight", "id", string(m.ID[:]))
 				continue
 			}
+			if c.dlog != nil && c.dlog.persist {
+				if seq, ok := seqOf(m.ID); ok {
+					delivered = append(delivered, store.Delivery{Seq: seq, Attempts: m.Attempts})
+				}
+			}
 			dst = append(dst, m)
 		}
 	}
@@ -506,6 +513,9 @@ func (c *Channel) take(cl *client, dst []*Message) []*Message {
 	c.mu.Unlock()
 	for _, seq := range sampledOut {
 		c.dlog.dt.journal.Finish(c.name, seq)
+	}
+	if len(delivered) > 0 {
+		c.dlog.dt.journal.Deliver(c.name, delivered)
 	}
 	return dst
 }

@@ -288,7 +288,15 @@ func (t *Topic) retain(now time.Time) {
 			for _, ch := range chans {
 				ch.mu.Lock()
 				if ch.dlog != nil && ch.dlog.persist && !ch.exiting {
-					out[ch.name] = ch.dlog.cursor.Clone()
+					cur := ch.dlog.cursor.Clone()
+					// the journal records deliveries; the cursor in memory
+					// does not (the in-flight list has them)
+					for _, m := range ch.inFlight.byID {
+						if seq, ok := seqOf(m.ID); ok {
+							cur.Delivered(seq, m.Attempts)
+						}
+					}
+					out[ch.name] = cur
 				}
 				ch.mu.Unlock()
 			}

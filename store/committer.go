@@ -90,7 +90,7 @@ func (c *Committer) Append(l *Log, ents []Entry) (*Round, error) {
 func (c *Committer) AddJournal(j *Journal) {
 	j.mu.Lock()
 	j.onDirty = c.journalDirty
-	pending := len(j.buf) > 0 || len(j.fins) > 0
+	pending := len(j.buf) > 0 || len(j.fins) > 0 || len(j.delivs) > 0
 	j.mu.Unlock()
 	if pending {
 		c.journalDirty(j)

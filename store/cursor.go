@@ -98,6 +98,22 @@ func (c *Cursor) Requeue(seq uint64, h Held) {
 	c.Held[seq] = h
 }
 
+// Delivered remembers that unfinished seq was delivered for the attempts-th
+// time. A requeue already recorded for that attempt (with its deadline)
+// or a later attempt is kept.
+func (c *Cursor) Delivered(seq uint64, attempts uint16) {
+	if c.IsDone(seq) {
+		return
+	}
+	if old, ok := c.Held[seq]; ok && old.Attempts >= attempts {
+		return
+	}
+	if c.Held == nil {
+		c.Held = make(map[uint64]Held)
+	}
+	c.Held[seq] = Held{Attempts: attempts}
+}
+
 // Reset finishes everything below floor and forgets the rest.
 func (c *Cursor) Reset(floor uint64) {
 	c.Floor = floor

@@ -188,3 +188,38 @@ func TestCommitterFlushesJournalChangesWithinAnInterval(t *testing.T) {
 		}
 	}
 }
+
+// Deliveries journaled with finishes and requeues replay to the attempts
+// and deadline the channel last had.
+func TestJournalDeliveriesKeepAttemptsAndDeadlines(t *testing.T) {
+	fs := NewMemFS()
+	fs.MkdirAll("/d")
+	fs.SyncDir("/d")
+	j, _, err := OpenJournal(fs, "/d/cursors.jnl", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.SetState("c", NewCursor(0), true)
+	j.Deliver("c", []Delivery{{Seq: 1, Attempts: 1}, {Seq: 2, Attempts: 1}, {Seq: 3, Attempts: 1}, {Seq: 9, Attempts: 4}})
+	j.Requeue("c", 2, Held{Attempts: 1, Until: 777}) // REQ with delay of the first delivery
+	j.Requeue("c", 3, Held{Attempts: 1, Until: 0})
+	j.Deliver("c", []Delivery{{Seq: 3, Attempts: 2}}) // delivered again
+	j.Finish("c", 1)
+	if _, _, err := j.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	_, got, err := OpenJournal(fs, "/d/cursors.jnl", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := got["c"]
+	if !c.IsDone(1) || len(c.Held) != 3 {
+		t.Fatalf("replayed cursor: floor %d held %v", c.Floor, c.Held)
+	}
+	want := map[uint64]Held{2: {Attempts: 1, Until: 777}, 3: {Attempts: 2}, 9: {Attempts: 4}}
+	for s, h := range want {
+		if c.Held[s] != h {
+			t.Errorf("seq %d: %+v, want %+v", s, c.Held[s], h)
+		}
+	}
+}

@@ -35,6 +35,7 @@ type Journal struct {
 	snapSize int64 // size right after the last compaction
 	buf      []byte
 	fins     map[uint32][]uint64
+	delivs   map[uint32][]Delivery
 	ids      map[string]uint32
 	nextID   uint32
 	broken   bool // a failed write may have left bytes past size
@@ -59,6 +60,7 @@ const (
 	jFin   = byte(2) // id u32, count uvarint, first uvarint, deltas (zigzag uvarint)
 	jReq   = byte(3) // id u32, seq u64, attempts u16, until i64
 	jDel   = byte(4) // id u32
+	jDeliv = byte(5) // id u32, count uvarint, then per delivery: seq (first uvarint, then zigzag delta), attempts uvarint
 
 	maxJournalRecord = 1 << 30
 	// TopicCursor is the journal name of the topic's own position: where a
@@ -85,7 +87,7 @@ func OpenJournal(fs FS, path string, logger *slog.Logger) (*Journal, map[string]
 			return nil, nil, fmt.Errorf("create cursor journal %s: %w", path, err)
 		}
 	}
-	j := &Journal{fs: fs, path: path, logger: logger, f: f, fins: map[uint32][]uint64{}, ids: map[string]uint32{}}
+	j := &Journal{fs: fs, path: path, logger: logger, f: f, fins: map[uint32][]uint64{}, delivs: map[uint32][]Delivery{}, ids: map[string]uint32{}}
 	data := make([]byte, size)
 	if size > 0 {
 		if k, err := f.ReadAt(data, 0); int64(k) < size {
@@ -193,6 +195,37 @@ func applyJournalRecord(p []byte, cursors map[string]*Cursor, byID map[uint32]st
 		}
 		if c := cursors[byID[id]]; c != nil {
 			c.Requeue(binary.BigEndian.Uint64(p), Held{Attempts: binary.BigEndian.Uint16(p[8:]), Until: int64(binary.BigEndian.Uint64(p[10:]))})
+		}
+	case jDeliv:
+		c := cursors[byID[id]]
+		count, k := binary.Uvarint(p)
+		if k <= 0 {
+			return errBadJournal
+		}
+		p = p[k:]
+		var seq uint64
+		for i := uint64(0); i < count; i++ {
+			if i == 0 {
+				v, k := binary.Uvarint(p)
+				if k <= 0 {
+					return errBadJournal
+				}
+				seq, p = v, p[k:]
+			} else {
+				d, k := binary.Varint(p)
+				if k <= 0 {
+					return errBadJournal
+				}
+				seq, p = uint64(int64(seq)+d), p[k:]
+			}
+			a, k := binary.Uvarint(p)
+			if k <= 0 || a > 0xffff {
+				return errBadJournal
+			}
+			p = p[k:]
+			if c != nil {
+				c.Delivered(seq, uint16(a))
+			}
 		}
 	case jDel:
 		if name, ok := byID[id]; ok {
@@ -333,6 +366,7 @@ func (j *Journal) Delete(name string) error {
 	j.stateGen++
 	delete(j.ids, name)
 	delete(j.fins, id)
+	delete(j.delivs, id)
 	j.buf = appendJournalRecord(j.buf, jDel, id, nil)
 	_, err := j.flushLocked()
 	return err
@@ -343,6 +377,27 @@ func (j *Journal) Finish(name string, seq uint64) {
 	j.mu.Lock()
 	if id, ok := j.ids[name]; ok {
 		j.fins[id] = append(j.fins[id], seq)
+		j.markDirtyLocked()
+	}
+	j.mu.Unlock()
+}
+
+// Delivery is one delivery of a message: its sequence number and how
+// often it has been delivered now.
+type Delivery struct {
+	Seq      uint64
+	Attempts uint16
+}
+
+// Deliver records deliveries of channel name, so that a message in flight
+// at a crash keeps its attempts count.
+func (j *Journal) Deliver(name string, ds []Delivery) {
+	if len(ds) == 0 {
+		return
+	}
+	j.mu.Lock()
+	if id, ok := j.ids[name]; ok {
+		j.delivs[id] = append(j.delivs[id], ds...)
 		j.markDirtyLocked()
 	}
 	j.mu.Unlock()
@@ -367,7 +422,7 @@ func (j *Journal) Requeue(name string, seq uint64, h Held) {
 func (j *Journal) Flush() (int, bool, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.closed || (len(j.buf) == 0 && len(j.fins) == 0) {
+	if j.closed || (len(j.buf) == 0 && len(j.fins) == 0 && len(j.delivs) == 0) {
 		j.dirty = false
 		return 0, false, nil
 	}
@@ -379,6 +434,33 @@ func (j *Journal) Flush() (int, bool, error) {
 }
 
 func (j *Journal) flushLocked() (int, error) {
+	// deliveries before finishes: a message delivered and finished within
+	// one flush replays as finished
+	dids := make([]uint32, 0, len(j.delivs))
+	for id := range j.delivs {
+		dids = append(dids, id)
+	}
+	sort.Slice(dids, func(a, b int) bool { return dids[a] < dids[b] })
+	for _, id := range dids {
+		ds := j.delivs[id]
+		for len(ds) > 0 {
+			part := ds[:min(len(ds), 1<<16)]
+			ds = ds[len(part):]
+			j.buf = appendJournalRecord(j.buf, jDeliv, id, func(b []byte) []byte {
+				b = binary.AppendUvarint(b, uint64(len(part)))
+				for i, d := range part {
+					if i == 0 {
+						b = binary.AppendUvarint(b, d.Seq)
+					} else {
+						b = binary.AppendVarint(b, int64(d.Seq-part[i-1].Seq))
+					}
+					b = binary.AppendUvarint(b, uint64(d.Attempts))
+				}
+				return b
+			})
+		}
+	}
+	clear(j.delivs)
 	ids := make([]uint32, 0, len(j.fins))
 	for id := range j.fins {
 		ids = append(ids, id)
@@ -489,6 +571,7 @@ func (j *Journal) Compact(gen uint64, snapshot func() map[string]*Cursor) error 
 	j.ids, j.nextID = ids, uint32(len(names))
 	j.buf = j.buf[:0]
 	clear(j.fins)
+	clear(j.delivs)
 	j.broken = false
 	j.dirty = false
 	return nil

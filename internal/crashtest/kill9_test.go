@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -281,4 +282,73 @@ func killRound(t *testing.T, seed uint64) (acked, dups, bound int) {
 		t.Errorf("seed %d: %d messages delivered again, more than the %d in flight or just finished at the kill", seed, dups, bound)
 	}
 	return len(m.acked), dups, bound
+}
+
+// TestAttemptsSurviveKill9: a message delivered and left unfinished comes
+// back after a kill -9 with its attempts counted (the delivery was
+// journaled), not as a first delivery.
+func TestAttemptsSurviveKill9(t *testing.T) {
+	n := newNode(t, t.TempDir(), "--durable")
+	n.start()
+	n.post("/topic/create?topic=att")
+	n.post("/channel/create?topic=att&channel=c")
+	r, err := http.Post("http://"+n.httpAddr+"/pub?topic=att", "", strings.NewReader("poison"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	deliver := func() uint16 {
+		t.Helper()
+		c, err := dial(n.tcpAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.c.Close()
+		if err := c.send([]byte("SUB att c\nRDY 1\n")); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			ft, data, err := protocol.ReadFrame(c.r)
+			if err != nil {
+				t.Fatalf("waiting for the message: %v", err)
+			}
+			if ft == protocol.FrameTypeMessage {
+				return binary.BigEndian.Uint16(data[8:10])
+			}
+		}
+	}
+	if a := deliver(); a != 1 {
+		t.Fatalf("first delivery has attempts %d", a)
+	}
+	// the consumer went away without FIN: the message is requeued (journaled)
+	if a := deliver(); a != 2 {
+		t.Fatalf("second delivery has attempts %d", a)
+	}
+	// in flight on a connection kept open while nsqd is killed
+	c, err := dial(n.tcpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.c.Close()
+	c.send([]byte("SUB att c\nRDY 1\n"))
+	for {
+		c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		ft, data, err := protocol.ReadFrame(c.r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ft == protocol.FrameTypeMessage {
+			if a := binary.BigEndian.Uint16(data[8:10]); a != 3 {
+				t.Fatalf("third delivery has attempts %d", a)
+			}
+			break
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // past the journal interval (100 ms)
+	n.kill()
+	n.start()
+	if a := deliver(); a != 4 {
+		t.Fatalf("after kill -9 the message came back with attempts %d, want 4 (three deliveries before the kill)", a)
+	}
 }
