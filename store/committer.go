@@ -62,8 +62,20 @@ func NewCommitter(journalInterval time.Duration) *Committer {
 	return c
 }
 
-// Append queues ents for l in the open round and returns the round.
+// Append queues ents for l in the open round and returns the round. It
+// refuses, queuing none of ents, an entry whose message is larger than the
+// log's MaxRecordBytes (with the record overhead) or whose Packed does not
+// hold Count messages.
 func (c *Committer) Append(l *Log, ents []Entry) (*Round, error) {
+	// entries were not checked. A message over MaxRecordBytes was
+	// written and acknowledged, then refused by every read and cut off at
+	// the next start as implausible; a malformed pack panicked in the
+	// committer's goroutine, taking the process down.
+	for i := range ents {
+		if err := l.checkEntry(&ents[i]); err != nil {
+			return nil, err
+		}
+	}
 	c.mu.Lock()
 	if c.stopped {
 		c.mu.Unlock()

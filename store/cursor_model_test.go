@@ -84,8 +84,8 @@ func TestCursorRequeueResetAndClone(t *testing.T) {
 	c := NewCursor(0)
 	c.Finish(0)
 	c.Finish(5)
-	c.Requeue(0, Held{Attempts: 2})  // below the floor: done
-	c.Requeue(5, Held{Attempts: 2})  // in a span: done
+	c.Requeue(0, Held{Attempts: 2}) // below the floor: done
+	c.Requeue(5, Held{Attempts: 2}) // in a span: done
 	c.Requeue(3, Held{Attempts: 4, Until: 99})
 	if len(c.Held) != 1 || c.Held[3] != (Held{Attempts: 4, Until: 99}) {
 		t.Fatalf("held after requeues: %v", c.Held)
@@ -158,11 +158,17 @@ func TestCursorMatchesMapModel(t *testing.T) {
 				}
 				m.done[s] = true
 				delete(m.held, s)
-			case k < 90:
+			case k < 82:
 				h := Held{Attempts: uint16(rng.IntN(100)), Until: rng.Int64N(1e12)}
 				c.Requeue(s, h)
 				if !m.done[s] {
 					m.held[s] = h
+				}
+			case k < 90:
+				a := uint16(rng.IntN(100))
+				c.Delivered(s, a)
+				if old, ok := m.held[s]; !m.done[s] && (!ok || old.Attempts < a) {
+					m.held[s] = Held{Attempts: a}
 				}
 			case k < 92:
 				// reset to a floor near the current one (a channel emptied)

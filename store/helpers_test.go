@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"math/rand/v2"
 	"os"
@@ -69,27 +70,33 @@ func packEntry(ids []uint64, size int) Entry {
 }
 
 // checkRecord verifies rec's body and, given the id of the first message of
-// its entry (0: same as its own), its TS and DeliverAt. It returns the id.
+// its entry (absent: its own), its TS and DeliverAt. It returns the id.
 func checkRecord(t testing.TB, rec Record, first map[uint64]uint64) uint64 {
 	t.Helper()
-	if len(rec.Body) < 8 {
-		t.Fatalf("record %d: body of %d bytes", rec.Seq, len(rec.Body))
-	}
-	id := binary.BigEndian.Uint64(rec.Body)
-	want := msgBody(id, len(rec.Body))
-	if string(rec.Body) != string(want) {
-		t.Fatalf("record %d (message %x): damaged body", rec.Seq, id)
-	}
-	f := id
-	if first != nil {
-		if v, ok := first[id]; ok {
-			f = v
-		}
-	}
-	if rec.TS != msgTS(f) || rec.DeliverAt != msgDeliverAt(f) {
-		t.Fatalf("record %d (message %x): TS %d DeliverAt %d, want %d %d", rec.Seq, id, rec.TS, rec.DeliverAt, msgTS(f), msgDeliverAt(f))
+	id, err := recordProblem(rec, first)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return id
+}
+
+// recordProblem is checkRecord for goroutines other than the test's.
+func recordProblem(rec Record, first map[uint64]uint64) (uint64, error) {
+	if len(rec.Body) < 8 {
+		return 0, fmt.Errorf("record %d: body of %d bytes", rec.Seq, len(rec.Body))
+	}
+	id := binary.BigEndian.Uint64(rec.Body)
+	if string(rec.Body) != string(msgBody(id, len(rec.Body))) {
+		return id, fmt.Errorf("record %d (message %x): damaged body", rec.Seq, id)
+	}
+	f := id
+	if v, ok := first[id]; ok {
+		f = v
+	}
+	if rec.TS != msgTS(f) || rec.DeliverAt != msgDeliverAt(f) {
+		return id, fmt.Errorf("record %d (message %x): TS %d DeliverAt %d, want %d %d", rec.Seq, id, rec.TS, rec.DeliverAt, msgTS(f), msgDeliverAt(f))
+	}
+	return id, nil
 }
 
 // newMemDir returns a MemFS with dir created and durable.
@@ -151,67 +158,95 @@ func memSyncs(fs *MemFS) int {
 // faultFS wraps an FS and makes single operations fail, as a flaky disk
 // does, instead of everything after a point (MemFS.FailAfter). Every
 // mutating call (create, write, sync, truncate, remove, rename, directory
-// sync) draws from a seeded RNG: with probability failP it returns EIO, and
-// half of those failures happen after the operation took effect (the write
-// reached the file, the fsync flushed, the rename happened), as real
-// errors may.
+// sync) asks decide whether it fails; a failure may come after the
+// operation took effect (the write reached the file, the fsync flushed, the
+// rename happened), as real errors may.
 type faultFS struct {
 	FS
 	mu     sync.Mutex
-	rng    *rand.Rand
-	failP  float64
+	decide func(op, name string) (fail, applied bool) // guarded by mu
 	failed int
-	off    bool
 }
 
 var errFlaky = errors.New("faultfs: flaky disk")
 
-func newFaultFS(inner FS, seed uint64, failP float64) *faultFS {
-	return &faultFS{FS: inner, rng: rand.New(rand.NewPCG(seed, 77)), failP: failP}
+// newFlakyFS fails each operation with probability failP, half of the
+// failures after the operation took effect.
+func newFlakyFS(inner FS, seed uint64, failP float64) *faultFS {
+	rng := rand.New(rand.NewPCG(seed, 77))
+	return &faultFS{FS: inner, decide: func(string, string) (bool, bool) {
+		if rng.Float64() >= failP {
+			return false, false
+		}
+		return true, rng.IntN(2) == 0
+	}}
 }
 
-// decide reports whether the next operation fails and whether it takes
-// effect anyway.
-func (f *faultFS) decide() (fail, applied bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.off || f.rng.Float64() >= f.failP {
-		return false, false
-	}
-	f.failed++
-	return true, f.rng.IntN(2) == 0
+// failOnce makes the next operation op on name (any name if empty) fail,
+// after taking effect when applied.
+func (f *faultFS) failOnce(op, name string, applied bool) {
+	f.setDecide(func(o, n string) (bool, bool) {
+		if o != op || (name != "" && n != name) {
+			return false, false
+		}
+		f.decide = nil
+		return true, applied
+	})
 }
 
-// setOff stops (true) or resumes injecting failures.
-func (f *faultFS) setOff(off bool) {
+// setDecide replaces the failure rule (nil: nothing fails).
+func (f *faultFS) setDecide(d func(op, name string) (fail, applied bool)) {
 	f.mu.Lock()
-	f.off = off
+	f.decide = d
 	f.mu.Unlock()
 }
 
-func flaky(op string) error {
-	return &os.PathError{Op: op, Path: "faultfs", Err: errors.Join(errFlaky, syscall.EIO)}
+func flaky(op, name string) error {
+	return &os.PathError{Op: op, Path: name, Err: errors.Join(errFlaky, syscall.EIO)}
 }
 
-// do runs op unless the draw says it fails before taking effect.
-func (f *faultFS) do(name string, op func() error) error {
-	fail, applied := f.decide()
-	if fail && !applied {
-		return flaky(name)
+// do runs op unless the rule says it fails before taking effect.
+func (f *faultFS) do(op, name string, run func() error) error {
+	f.mu.Lock()
+	fail, applied := false, false
+	if f.decide != nil {
+		fail, applied = f.decide(op, name)
 	}
-	if err := op(); err != nil {
+	if fail {
+		f.failed++
+	}
+	f.mu.Unlock()
+	if fail && !applied {
+		return flaky(op, name)
+	}
+	if err := run(); err != nil {
 		return err
 	}
 	if fail {
-		return flaky(name)
+		return flaky(op, name)
 	}
 	return nil
 }
 
+func (f *faultFS) failures() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.failed
+}
+
+// OpenAppend fails only when it creates (reads of sealed segments open
+// them per read; failing those would only fail reads).
 func (f *faultFS) OpenAppend(name string, create bool) (File, int64, error) {
+	if !create {
+		file, size, err := f.FS.OpenAppend(name, false)
+		if err != nil {
+			return nil, 0, err
+		}
+		return &faultFile{File: file, fs: f, name: name}, size, nil
+	}
 	var file File
 	var size int64
-	err := f.do("open", func() (err error) {
+	err := f.do("open", name, func() (err error) {
 		file, size, err = f.FS.OpenAppend(name, create)
 		return err
 	})
@@ -221,37 +256,38 @@ func (f *faultFS) OpenAppend(name string, create bool) (File, int64, error) {
 		}
 		return nil, 0, err
 	}
-	return &faultFile{File: file, fs: f}, size, nil
+	return &faultFile{File: file, fs: f, name: name}, size, nil
 }
 
 func (f *faultFS) Remove(name string) error {
-	return f.do("remove", func() error { return f.FS.Remove(name) })
+	return f.do("remove", name, func() error { return f.FS.Remove(name) })
 }
 
 func (f *faultFS) Rename(a, b string) error {
-	return f.do("rename", func() error { return f.FS.Rename(a, b) })
+	return f.do("rename", a, func() error { return f.FS.Rename(a, b) })
 }
 
 func (f *faultFS) SyncDir(dir string) error {
-	return f.do("syncdir", func() error { return f.FS.SyncDir(dir) })
+	return f.do("syncdir", dir, func() error { return f.FS.SyncDir(dir) })
 }
 
 type faultFile struct {
 	File
-	fs *faultFS
+	fs   *faultFS
+	name string
 }
 
 func (f *faultFile) Write(p []byte) (int, error) {
 	n := 0
-	err := f.fs.do("write", func() (err error) {
+	err := f.fs.do("write", f.name, func() (err error) {
 		n, err = f.File.Write(p)
 		return err
 	})
 	return n, err
 }
 
-func (f *faultFile) Sync() error { return f.fs.do("sync", f.File.Sync) }
+func (f *faultFile) Sync() error { return f.fs.do("sync", f.name, f.File.Sync) }
 
 func (f *faultFile) Truncate(size int64) error {
-	return f.fs.do("truncate", func() error { return f.File.Truncate(size) })
+	return f.fs.do("truncate", f.name, func() error { return f.File.Truncate(size) })
 }

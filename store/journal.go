@@ -43,6 +43,10 @@ type Journal struct {
 	stateGen uint64 // bumped by every SetState and Delete
 	dirty    bool   // changes recorded since the last flush
 	onDirty  func(*Journal)
+
+	// dirPending: a compaction replaced the file but could not sync its
+	// directory; the next flush does before it writes (guarded by mu)
+	dirPending bool
 }
 
 // markDirtyLocked tells the committer, once per flush, that changes wait.
@@ -164,6 +168,12 @@ func applyJournalRecord(p []byte, cursors map[string]*Cursor, byID map[uint32]st
 		byID[id] = name
 		cursors[name] = c
 	case jFin:
+		// checked whole before any of it is applied. A record
+		// malformed halfway used to finish its first numbers and then be
+		// cut, so the next start replayed something else.
+		if err := checkSeqList(p, false); err != nil {
+			return err
+		}
 		c := cursors[byID[id]]
 		count, k := binary.Uvarint(p)
 		if k <= 0 {
@@ -197,6 +207,9 @@ func applyJournalRecord(p []byte, cursors map[string]*Cursor, byID map[uint32]st
 			c.Requeue(binary.BigEndian.Uint64(p), Held{Attempts: binary.BigEndian.Uint16(p[8:]), Until: int64(binary.BigEndian.Uint64(p[10:]))})
 		}
 	case jDeliv:
+		if err := checkSeqList(p, true); err != nil { // as for jFin
+			return err
+		}
 		c := cursors[byID[id]]
 		count, k := binary.Uvarint(p)
 		if k <= 0 {
@@ -234,6 +247,36 @@ func applyJournalRecord(p []byte, cursors map[string]*Cursor, byID map[uint32]st
 		}
 	default:
 		return fmt.Errorf("unknown journal record kind %d", kind)
+	}
+	return nil
+}
+
+// checkSeqList reports whether p is a well-formed FIN (or, with attempts,
+// delivery) list: count uvarint, first seq uvarint, then zigzag deltas,
+// each seq followed by an attempts uvarint <= 0xffff when attempts is set.
+func checkSeqList(p []byte, attempts bool) error {
+	count, k := binary.Uvarint(p)
+	if k <= 0 {
+		return errBadJournal
+	}
+	p = p[k:]
+	for i := uint64(0); i < count; i++ {
+		if i == 0 {
+			_, k = binary.Uvarint(p)
+		} else {
+			_, k = binary.Varint(p)
+		}
+		if k <= 0 {
+			return errBadJournal
+		}
+		p = p[k:]
+		if attempts {
+			a, k := binary.Uvarint(p)
+			if k <= 0 || a > 0xffff {
+				return errBadJournal
+			}
+			p = p[k:]
+		}
 	}
 	return nil
 }
@@ -301,7 +344,7 @@ func decodeState(p []byte) (string, *Cursor, error) {
 		prev = lo + ln
 	}
 	nh, ok := uv()
-	if !ok || nh*18 > uint64(len(p)) {
+	if !ok || nh > uint64(len(p))/18 { // nh*18 could wrap and pass, then index out of range
 		return "", nil, errBadJournal
 	}
 	for i := uint64(0); i < nh; i++ {
@@ -342,6 +385,13 @@ func (j *Journal) SetState(name string, c *Cursor, sync bool) error {
 		id = j.nextID
 		j.nextID++
 		j.ids[name] = id
+	} else {
+		// deliveries and finishes recorded before this state go
+		// before it in the file. They used to be written at the next flush
+		// after every buffered record, so a finish followed by a state
+		// that does not contain it (a channel rewound) replayed as
+		// finished: the message was never delivered again.
+		j.appendChangesLocked(id)
 	}
 	j.buf = appendJournalRecord(j.buf, jState, id, func(b []byte) []byte { return appendState(b, name, c) })
 	if !sync {
@@ -422,7 +472,7 @@ func (j *Journal) Requeue(name string, seq uint64, h Held) {
 func (j *Journal) Flush() (int, bool, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.closed || (len(j.buf) == 0 && len(j.fins) == 0 && len(j.delivs) == 0) {
+	if j.closed || (len(j.buf) == 0 && len(j.fins) == 0 && len(j.delivs) == 0 && !j.dirPending) {
 		j.dirty = false
 		return 0, false, nil
 	}
@@ -434,54 +484,27 @@ func (j *Journal) Flush() (int, bool, error) {
 }
 
 func (j *Journal) flushLocked() (int, error) {
-	// deliveries before finishes: a message delivered and finished within
-	// one flush replays as finished
-	dids := make([]uint32, 0, len(j.delivs))
-	for id := range j.delivs {
-		dids = append(dids, id)
-	}
-	sort.Slice(dids, func(a, b int) bool { return dids[a] < dids[b] })
-	for _, id := range dids {
-		ds := j.delivs[id]
-		for len(ds) > 0 {
-			part := ds[:min(len(ds), 1<<16)]
-			ds = ds[len(part):]
-			j.buf = appendJournalRecord(j.buf, jDeliv, id, func(b []byte) []byte {
-				b = binary.AppendUvarint(b, uint64(len(part)))
-				for i, d := range part {
-					if i == 0 {
-						b = binary.AppendUvarint(b, d.Seq)
-					} else {
-						b = binary.AppendVarint(b, int64(d.Seq-part[i-1].Seq))
-					}
-					b = binary.AppendUvarint(b, uint64(d.Attempts))
-				}
-				return b
-			})
+	if j.dirPending {
+		// (see Compact) a flush is not durable before the compacted
+		// file's directory entry is
+		if err := j.fs.SyncDir(filepath.Dir(j.path)); err != nil {
+			return 0, fmt.Errorf("sync directory of cursor journal %s: %w", j.path, err)
 		}
+		j.dirPending = false
 	}
-	clear(j.delivs)
-	ids := make([]uint32, 0, len(j.fins))
-	for id := range j.fins {
+	ids := make([]uint32, 0, len(j.delivs)+len(j.fins))
+	for id := range j.delivs {
 		ids = append(ids, id)
+	}
+	for id := range j.fins {
+		if _, ok := j.delivs[id]; !ok {
+			ids = append(ids, id)
+		}
 	}
 	sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
 	for _, id := range ids {
-		seqs := j.fins[id]
-		for len(seqs) > 0 {
-			part := seqs[:min(len(seqs), 1<<16)]
-			seqs = seqs[len(part):]
-			j.buf = appendJournalRecord(j.buf, jFin, id, func(b []byte) []byte {
-				b = binary.AppendUvarint(b, uint64(len(part)))
-				b = binary.AppendUvarint(b, part[0])
-				for i := 1; i < len(part); i++ {
-					b = binary.AppendVarint(b, int64(part[i]-part[i-1]))
-				}
-				return b
-			})
-		}
+		j.appendChangesLocked(id)
 	}
-	clear(j.fins)
 	if len(j.buf) == 0 {
 		j.dirty = false
 		return 0, nil
@@ -509,6 +532,44 @@ func (j *Journal) flushLocked() (int, error) {
 		j.buf = j.buf[:0]
 	}
 	return n, nil
+}
+
+// appendChangesLocked encodes channel id's pending deliveries, then its
+// finishes, into buf: a message delivered and finished within one flush
+// replays as finished.
+func (j *Journal) appendChangesLocked(id uint32) {
+	ds := j.delivs[id]
+	for len(ds) > 0 {
+		part := ds[:min(len(ds), 1<<16)]
+		ds = ds[len(part):]
+		j.buf = appendJournalRecord(j.buf, jDeliv, id, func(b []byte) []byte {
+			b = binary.AppendUvarint(b, uint64(len(part)))
+			for i, d := range part {
+				if i == 0 {
+					b = binary.AppendUvarint(b, d.Seq)
+				} else {
+					b = binary.AppendVarint(b, int64(d.Seq-part[i-1].Seq))
+				}
+				b = binary.AppendUvarint(b, uint64(d.Attempts))
+			}
+			return b
+		})
+	}
+	delete(j.delivs, id)
+	seqs := j.fins[id]
+	for len(seqs) > 0 {
+		part := seqs[:min(len(seqs), 1<<16)]
+		seqs = seqs[len(part):]
+		j.buf = appendJournalRecord(j.buf, jFin, id, func(b []byte) []byte {
+			b = binary.AppendUvarint(b, uint64(len(part)))
+			b = binary.AppendUvarint(b, part[0])
+			for i := 1; i < len(part); i++ {
+				b = binary.AppendVarint(b, int64(part[i]-part[i-1]))
+			}
+			return b
+		})
+	}
+	delete(j.fins, id)
 }
 
 // NeedsCompaction reports whether the journal has grown well past its last
@@ -559,22 +620,64 @@ func (j *Journal) Compact(gen uint64, snapshot func() map[string]*Cursor) error 
 		ids[name] = uint32(i)
 		data = appendJournalRecord(data, jState, uint32(i), func(b []byte) []byte { return appendState(b, name, cursors[name]) })
 	}
-	if err := WriteFileAtomic(j.fs, j.path, data); err != nil {
+	// written here rather than with WriteFileAtomic, keeping the new
+	// file open. Once the rename is done the journal must append to the
+	// new file whatever fails after it: a failed directory sync used to
+	// leave it appending to the replaced file, so every later change was
+	// lost at the next start (or at a crash, if the rename had reached the
+	// disk); now the directory sync is retried by the next flush, which
+	// reports nothing synced before it succeeds.
+	tmp := j.path + ".tmp"
+	_ = j.fs.Remove(tmp)
+	f, size, err := j.fs.OpenAppend(tmp, true)
+	if err != nil {
 		return fmt.Errorf("compact cursor journal %s: %w", j.path, err)
 	}
-	f, size, err := j.fs.OpenAppend(j.path, false)
+	if size > 0 {
+		err = f.Truncate(0) // a stale file the Remove above could not delete
+	}
+	if err == nil {
+		_, err = f.Write(data)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		if err = j.fs.Rename(tmp, j.path); err != nil && j.renamed(tmp) {
+			err = nil // the rename happened all the same
+		}
+	}
 	if err != nil {
-		return fmt.Errorf("reopen cursor journal %s: %w", j.path, err)
+		f.Close()
+		_ = j.fs.Remove(tmp)
+		return fmt.Errorf("compact cursor journal %s: %w", j.path, err)
 	}
 	j.f.Close()
-	j.f, j.size, j.snapSize = f, size, size
+	j.f, j.size, j.snapSize = f, int64(len(data)), int64(len(data))
 	j.ids, j.nextID = ids, uint32(len(names))
 	j.buf = j.buf[:0]
 	clear(j.fins)
 	clear(j.delivs)
 	j.broken = false
 	j.dirty = false
+	if err := j.fs.SyncDir(filepath.Dir(j.path)); err != nil {
+		j.dirPending = true
+		j.markDirtyLocked() // the committer retries soon
+		return fmt.Errorf("compact cursor journal %s: %w", j.path, err)
+	}
+	j.dirPending = false
 	return nil
+}
+
+// renamed reports whether the compaction's temporary file is gone (a
+// rename that reported an error may have happened).
+func (j *Journal) renamed(tmp string) bool {
+	f, _, err := j.fs.OpenAppend(tmp, false)
+	if err != nil {
+		return isNotExist(err)
+	}
+	f.Close()
+	return false
 }
 
 // Close flushes and closes the journal.

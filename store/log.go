@@ -52,6 +52,36 @@ func (e *Entry) Messages() int {
 	return 1
 }
 
+// checkEntry reports why e cannot be appended to l: a message that the
+// log would refuse to read back, or a pack not holding Count messages.
+func (l *Log) checkEntry(e *Entry) error {
+	limit := l.opts.MaxRecordBytes - recOverhead
+	if e.Packed == nil {
+		if len(e.Body) > limit {
+			return fmt.Errorf("append to %s: message of %d bytes over the limit of %d", l.dir, len(e.Body), limit)
+		}
+		return nil
+	}
+	if e.Count < 0 {
+		return fmt.Errorf("append to %s: negative message count %d", l.dir, e.Count)
+	}
+	p := e.Packed
+	for k := 0; k < e.Count; k++ {
+		if len(p) < 4 {
+			return fmt.Errorf("append to %s: pack ends before message %d of %d", l.dir, k, e.Count)
+		}
+		n := binary.BigEndian.Uint32(p)
+		if uint64(n) > uint64(len(p)-4) {
+			return fmt.Errorf("append to %s: message %d of the pack runs past its end", l.dir, k)
+		}
+		if int64(n) > int64(limit) {
+			return fmt.Errorf("append to %s: message of %d bytes over the limit of %d", l.dir, n, limit)
+		}
+		p = p[4+n:]
+	}
+	return nil
+}
+
 type indexPoint struct {
 	seq uint64
 	off int64
@@ -570,12 +600,17 @@ func (l *Log) Retain(floor uint64, keep Retention, now time.Time) (int, error) {
 		if keep.Bytes > 0 && total <= keep.Bytes {
 			break
 		}
+		// a segment whose removal fails stays (the next Retain tries
+		// again) and so do the newer ones. It used to be dropped and the
+		// newer ones removed, so the next start found it again before a
+		// gap: a log whose sequence numbers no longer ran from Start on.
+		if err := l.fs.Remove(filepath.Join(l.dir, s.name)); err != nil && !isNotExist(err) {
+			firstErr = fmt.Errorf("remove finished segment %s: %w", s.name, err)
+			break
+		}
 		s.removed = true
 		if s.f != nil {
 			s.f.Close()
-		}
-		if err := l.fs.Remove(filepath.Join(l.dir, s.name)); err != nil && !isNotExist(err) && firstErr == nil {
-			firstErr = fmt.Errorf("remove finished segment %s: %w", s.name, err)
 		}
 		total -= s.size
 		l.segs[0] = nil

@@ -3,6 +3,7 @@ package store
 import (
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -117,8 +118,7 @@ func TestLogAppendAndReadBack(t *testing.T) {
 			follower := l.NewReader(0)
 			var followed []Record
 			n := 3000
-			var first map[uint64]uint64
-			first = map[uint64]uint64{}
+			first := map[uint64]uint64{}
 			for k := range 6 {
 				for id, f := range fillLog(t, c, l, n/6, rng, func() int { return tt.bodySize(rng) }) {
 					first[id] = f
@@ -392,4 +392,122 @@ func TestSkipTo(t *testing.T) {
 	if recs := readFrom(t, l2, 105, 10); len(recs) != 1 || recs[0].Seq != 200 {
 		t.Fatalf("append after the recovered skip: %+v", recs)
 	}
+}
+
+// Readers following the writer while producers append and retention
+// removes what every reader passed (and drops the cache as if it were
+// old) each read every message once, in order, from the cache or the
+// files as they come.
+func TestLogConcurrentReadersAppendsAndRetention(t *testing.T) {
+	fs := newMemDir(t, "/d")
+	l, _ := mustOpenLog(t, fs, "/d", LogOptions{SegmentBytes: 4096, CacheBytes: 8192})
+	defer l.Close()
+	c := NewCommitter(0)
+	defer c.Close()
+	const producers, appends, readers = 3, 150, 4
+	total := uint64(0)
+	var wg sync.WaitGroup
+	var next atomic.Uint64
+	first := make([]map[uint64]uint64, producers)
+	for p := range producers {
+		first[p] = map[uint64]uint64{}
+		r := rand.New(rand.NewPCG(uint64(p), 9))
+		// ids are handed out in advance so packs are known to the checker
+		var ents []Entry
+		for range appends {
+			n := 1 + r.IntN(5)
+			ids := make([]uint64, n)
+			for i := range ids {
+				ids[i] = next.Add(1)
+				first[p][ids[i]] = ids[0]
+			}
+			ents = append(ents, packEntry(ids, 10+r.IntN(200)))
+			total += uint64(n)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, e := range ents {
+				if err := commitWait(c, l, e); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	allFirst := map[uint64]uint64{}
+	for _, f := range first {
+		for id, v := range f {
+			allFirst[id] = v
+		}
+	}
+	var pos [readers]atomic.Uint64
+	var rwg sync.WaitGroup
+	for k := range readers {
+		rwg.Add(1)
+		go func() {
+			defer rwg.Done()
+			r := l.NewReader(0)
+			seen := map[uint64]bool{}
+			for uint64(len(seen)) < total {
+				changed := l.Changed()
+				recs, err := r.Read(nil, 1+k*7)
+				if err != nil {
+					t.Errorf("reader %d: %v", k, err)
+					return
+				}
+				for _, rec := range recs {
+					if rec.Seq != uint64(len(seen)) {
+						t.Errorf("reader %d: seq %d after %d records", k, rec.Seq, len(seen))
+						return
+					}
+					id, err := recordProblem(rec, allFirst)
+					if err != nil {
+						t.Errorf("reader %d: %v", k, err)
+						return
+					}
+					if seen[id] {
+						t.Errorf("reader %d: message %d twice", k, id)
+						return
+					}
+					seen[id] = true
+				}
+				pos[k].Store(r.Seq())
+				if len(recs) == 0 {
+					select {
+					case <-changed:
+					case <-time.After(time.Second):
+						t.Errorf("reader %d: no commit within a second at %d of %d", k, len(seen), total)
+						return
+					}
+				}
+			}
+		}()
+	}
+	stop := make(chan struct{})
+	retained := make(chan int)
+	go func() {
+		n := 0
+		defer func() { retained <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Microsecond):
+			}
+			floor := ^uint64(0)
+			for k := range readers {
+				floor = min(floor, pos[k].Load())
+			}
+			removed, err := l.Retain(floor, Retention{}, time.Now().Add(time.Minute))
+			if err != nil {
+				t.Error(err)
+			}
+			n += removed
+		}
+	}()
+	wg.Wait()
+	rwg.Wait()
+	close(stop)
+	t.Logf("%d messages; retention removed %d segments meanwhile", total, <-retained)
 }

@@ -98,11 +98,20 @@ func (OSFS) SyncDir(dir string) error {
 func WriteFileAtomic(fs FS, name string, data []byte) error {
 	tmp := name + ".tmp"
 	_ = fs.Remove(tmp)
-	f, _, err := fs.OpenAppend(tmp, true)
+	f, size, err := fs.OpenAppend(tmp, true)
 	if err != nil {
 		return err
 	}
-	if _, err = f.Write(data); err == nil {
+	if size > 0 {
+		// a stale temporary file the Remove above could not delete
+		// used to be appended to, and renamed over name with its old bytes
+		// in front of data
+		err = f.Truncate(0)
+	}
+	if err == nil {
+		_, err = f.Write(data)
+	}
+	if err == nil {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
