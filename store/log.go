@@ -295,9 +295,10 @@ func (l *Log) recoverSegment(base uint64, last bool, rep *RecoveryReport) (*segm
 		if err := l.fs.SyncDir(l.dir); err != nil {
 			return nil, err
 		}
-		msg := fmt.Sprintf("%s: %s; messages %d and later of this segment are not readable; renamed to %s", path, bad, seg.end, filepath.Base(qname))
+		msg := fmt.Sprintf("%s: %s; the whole segment (messages from %d; %d to %d checked good) is withdrawn from the log and renamed to %s",
+			path, bad, base, base, int64(seg.end)-1, filepath.Base(qname))
 		rep.Quarantined = append(rep.Quarantined, msg)
-		l.logger.Error("quarantined corrupt log segment", "segment", path, "reason", bad, "first_unreadable_seq", seg.end, "renamed_to", qname)
+		l.logger.Error("quarantined corrupt log segment", "segment", path, "reason", bad, "first_seq", base, "first_bad_seq", seg.end, "renamed_to", qname)
 		return nil, nil
 	}
 	if err := f.Truncate(good); err != nil {
