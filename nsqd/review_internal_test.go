@@ -141,8 +141,10 @@ func TestReviewIdleRDYTogglingDoesNotGrowWaiters(t *testing.T) {
 	if typ, data, ok := c.frame(5 * time.Second); !ok || typ != 0 || string(data) != "OK" {
 		t.Fatalf("SUB: %d %q %v", typ, data, ok)
 	}
-	// each PUB reply proves the reader drained its buffer, so the kick for
-	// the RDY before it has run
+	// The kick for an RDY runs when the reader has drained its buffer and is
+	// about to read again, which may be after the PUB behind it was
+	// answered; so the reply to a PUB written after the previous reply
+	// proves the kick for the RDY before that previous PUB has run.
 	pub := "PUB review_toggle_other\n\x00\x00\x00\x01x"
 	for i := 0; i < 100; i++ {
 		for _, rdy := range []string{"RDY 1\n", "RDY 0\n"} {
@@ -153,6 +155,12 @@ func TestReviewIdleRDYTogglingDoesNotGrowWaiters(t *testing.T) {
 				t.Fatalf("cycle %d: %d %q %v", i, typ, data, ok)
 			}
 		}
+	}
+	if _, err := c.Write([]byte(pub)); err != nil {
+		t.Fatal(err)
+	}
+	if typ, data, ok := c.frame(5 * time.Second); !ok || typ != 0 || string(data) != "OK" {
+		t.Fatalf("last PUB: %d %q %v", typ, data, ok)
 	}
 	topic, _ := n.ExistingTopic("review_toggle")
 	ch, _ := topic.existingChannel("ch")
