@@ -69,7 +69,7 @@ func TestBrowserUntrustedStrings(t *testing.T) {
 			"authorizations": []map[string]any{{"topic": ".*", "channels": []string{".*"}, "permissions": []string{"subscribe", "publish"}}}})
 	}))
 	t.Cleanup(auth.Close)
-	c := startClusterWith(t, 1, func(o *nsqd.Options) { o.AuthHTTPAddresses = []string{strings.TrimPrefix(auth.URL, "http://")} })
+	c := startClusterWith(t, 1, func(_ int, o *nsqd.Options) { o.AuthHTTPAddresses = []string{strings.TrimPrefix(auth.URL, "http://")} })
 	n := c.NSQDs[0]
 	const topic, channel = "xss", "live#ephemeral"
 	mustPost(t, n.HTTP, "/topic/create", url.Values{"topic": {topic}})

@@ -17,8 +17,9 @@ func startCluster(t *testing.T, n int) *testCluster {
 	return startClusterWith(t, n, nil)
 }
 
-// startClusterWith is startCluster with mutate applied to every nsqd's options.
-func startClusterWith(t *testing.T, n int, mutate func(*nsqd.Options)) *testCluster {
+// startClusterWith is startCluster with mutate applied to every nsqd's options; i is the
+// nsqd's index in NSQDs, so a test can set up one node differently.
+func startClusterWith(t *testing.T, n int, mutate func(i int, o *nsqd.Options)) *testCluster {
 	t.Helper()
 	lo := lookupd.NewOptions()
 	lo.TCPAddress, lo.HTTPAddress, lo.BroadcastAddress = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1"
@@ -32,12 +33,12 @@ func startClusterWith(t *testing.T, n int, mutate func(*nsqd.Options)) *testClus
 	}
 	t.Cleanup(l.Exit)
 	c := &testCluster{LookupdHTTP: l.HTTPAddr().String(), LookupdTCP: l.TCPAddr().String()}
-	for range n {
+	for i := range n {
 		h := testutil.StartNSQD(t, func(o *nsqd.Options) {
 			o.NSQLookupdTCPAddresses = []string{l.TCPAddr().String()}
 			o.E2EProcessingLatencyPercentiles = []float64{0.99, 0.5}
 			if mutate != nil {
-				mutate(o)
+				mutate(i, o)
 			}
 		})
 		c.NSQDs = append(c.NSQDs, &testNSQD{TCP: h.TCPAddr, HTTP: h.HTTPAddr, stop: h.Exit})

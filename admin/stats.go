@@ -92,7 +92,8 @@ type TopicStats struct {
 	Paused       bool            `json:"paused"`
 	E2E          *E2ELatency     `json:"e2e_processing_latency"`
 	// Durable topics only: durable on any node; the retention settings
-	// when every durable node agrees on them.
+	// when every durable node agrees on them (a node where the topic is not
+	// durable has none and is not counted; the per-node Nodes tell).
 	Durable        bool   `json:"durable,omitempty"`
 	RetentionTime  string `json:"retention_time,omitempty"`
 	RetentionBytes *int64 `json:"retention_bytes,omitempty"`

@@ -71,12 +71,21 @@
     if (!safeHref(k.auth_identity_url)) return id;
     return '<a href="' + esc(k.auth_identity_url) + '" target="_blank" rel="noopener noreferrer">' + id + "</a>";
   }
-  // retentionText describes how long a durable topic keeps finished segments.
-  function retentionText(t) {
+  // retentionLimits lists what keeps a durable topic's finished messages on one node (nsqd
+  // keeps a finished segment while either limit does): "1h0m0s or newest 1,024 bytes", or ""
+  // when finished segments are removed at once. Plain text: esc() it for markup.
+  function retentionLimits(t) {
     var parts = [];
     if (t.retention_time && t.retention_time !== "0s") parts.push(t.retention_time);
-    if (t.retention_bytes) parts.push(t.retention_bytes + " bytes");
-    return parts.length ? "keeps finished messages " + parts.join(" / ") : "finished messages removed at once";
+    if (t.retention_bytes) parts.push("newest " + fmtInt(t.retention_bytes) + " bytes");
+    return parts.join(" or ");
+  }
+  // retentionText is the topic page's retention badge. The aggregate carries no retention keys
+  // when the durable nodes disagree; the nodes table then shows each node's.
+  function retentionText(t) {
+    if (t.retention_time == null && t.retention_bytes == null) return "retention differs by node";
+    var limits = retentionLimits(t);
+    return limits ? "keeps finished messages " + limits : "finished messages removed at once";
   }
   function badge(text, cls) { return '<span class="badge ' + (cls || "") + '">' + esc(text) + "</span>"; }
   function e2eTable(e2e) {
@@ -275,13 +284,17 @@
           figure("backend_depth", "Disk", fmtInt(t.backend_depth)) + figure("message_count", "Messages", fmtInt(t.message_count)) +
           figure("in_flight_count", "In flight", fmtInt(t.in_flight_count)) + figure("channel_count", "Channels", fmtInt(list(t.channels).length)) +
           figure("rate_in", "In msg/s", fmtRate(lastNum(h["in"]))) + figure("rate_out", "Out msg/s", fmtRate(lastNum(h.out)));
+        // A durable topic gets a Retention column: each node's own setting (nodes may differ, or
+        // not all be durable).
         document.getElementById("nodes-table").innerHTML = table(
-          [th("Node"), th("Hostname"), th("Depth", true), th("Memory", true), th("Disk", true), th("Messages", true), th("Channels", true), th("")],
+          [th("Node"), th("Hostname"), th("Depth", true), th("Memory", true), th("Disk", true), th("Messages", true), th("Channels", true)]
+            .concat(t.durable ? [th("Retention")] : [], [th("")]),
           list(t.nodes).map(function (n) {
             return '<tr data-node="' + esc(n.node) + '">' + td("node", link(nodePath(n.node), n.node) + (n.paused ? badge("paused", "paused") : "")) +
               td("hostname", esc(n.hostname)) + td("depth", fmtInt(n.depth), true) + td("memory_depth", fmtInt(n.memory_depth), true) +
               td("backend_depth", fmtInt(n.backend_depth), true) + td("message_count", fmtInt(n.message_count), true) +
               td("channel_count", fmtInt(list(n.channels).length), true) +
+              (t.durable ? td("retention", n.durable ? esc(retentionLimits(n) || "none") : '<span class="muted">not durable</span>') : "") +
               "<td>" + (settings.is_admin && settings.lookup_mode ? '<button type="button" class="small danger" data-act="tombstone" data-node="' + esc(n.node) + '">Tombstone</button>' : "") + "</td></tr>";
           }), "No node carries this topic.");
         document.getElementById("channels-table").innerHTML = table(
@@ -400,7 +413,8 @@
           figure("total_messages", "Messages", fmtInt(n.total_messages)) + figure("total_clients", "Clients", fmtInt(n.total_clients));
         var rows = [];
         list(n.topics).forEach(function (t) {
-          rows.push('<tr data-topic="' + esc(t.topic_name) + '">' + td("topic_name", link(topicPath(t.topic_name), t.topic_name) + (t.paused ? badge("paused", "paused") : "")) +
+          rows.push('<tr data-topic="' + esc(t.topic_name) + '">' + td("topic_name", link(topicPath(t.topic_name), t.topic_name) +
+            (t.paused ? badge("paused", "paused") : "") + (t.durable ? badge("durable", "durable") : "")) +
             "<td></td>" + td("depth", fmtInt(t.depth), true) + td("in_flight_count", fmtInt(t.in_flight_count), true) +
             td("message_count", fmtInt(t.message_count), true) + td("client_count", fmtInt(t.client_count), true) + "</tr>");
           list(t.channels).forEach(function (c) {
