@@ -1,35 +1,48 @@
 package bench
 
 import (
-	"bufio"
 	"context"
-	"encoding/binary"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"sort"
-	"strconv"
+	"slices"
 	"strings"
-	"sync/atomic"
-	"syscall"
 	"time"
 )
 
 // Durable-topic scenarios (Sluice only) and the disk-mode comparison that
 // NSQ can run too.
 const (
-	// ScenarioDurable gives durable-mpub, durable-pub64, durable-pub1,
-	// durable-consume and durable-replay.
+	// ScenarioDurable runs every scenario of DurableScenarios.
 	ScenarioDurable = "durable"
 	// ScenarioDiskSync1 is MPUB with --mem-queue-size=0 --sync-every=1:
 	// NSQ's disk mode made to sync every message.
 	ScenarioDiskSync1 = "disk-sync1"
+
+	// ScenarioDurableMPUB: MPUB into a durable topic, one channel, no
+	// consumer.
+	ScenarioDurableMPUB = "durable-mpub"
+	// ScenarioDurablePUB64: one PUB per round trip on 64 connections.
+	ScenarioDurablePUB64 = "durable-pub64"
+	// ScenarioDurablePUB1: one PUB per round trip on one connection (p50),
+	// beside an fdatasync probe on the same disk.
+	ScenarioDurablePUB1 = "durable-pub1"
+	// ScenarioDurableConsume: the drain of a durable backlog.
+	ScenarioDurableConsume = "durable-consume"
+	// ScenarioDurableReplay: the drain of a new channel created with
+	// start=earliest on a topic whose messages a first channel finished and
+	// retention_time kept.
+	ScenarioDurableReplay = "durable-replay"
 )
+
+// DurableScenarios are the scenarios ScenarioDurable stands for, in run
+// order; each can also be selected by name.
+var DurableScenarios = []string{ScenarioDurableMPUB, ScenarioDurablePUB64, ScenarioDurablePUB1,
+	ScenarioDurableConsume, ScenarioDurableReplay}
+
+// durablePUBConns is the connection count of durable-pub64 (the issue's).
+const durablePUBConns = 64
 
 // DurableCapable is implemented by launchers that know whether their nsqd
 // has durable topics.
@@ -52,70 +65,6 @@ func supportsDurable(l Launcher) bool {
 	return ok && d.SupportsDurable()
 }
 
-// metricsCounters reads nsqd_durable_syncs_total and
-// nsqd_durable_bytes_written_total from /metrics.
-func metricsCounters(ctx context.Context, httpAddr string) (syncs, bytes float64, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/metrics", nil)
-	if err != nil {
-		return 0, 0, err
-	}
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) != 2 {
-			continue
-		}
-		v, _ := strconv.ParseFloat(f[1], 64)
-		switch f[0] {
-		case "nsqd_durable_syncs_total":
-			syncs = v
-		case "nsqd_durable_bytes_written_total":
-			bytes = v
-		}
-	}
-	return syncs, bytes, sc.Err()
-}
-
-// syncMeter records the durable counters around a measured phase.
-type syncMeter struct {
-	ctx      context.Context
-	addr     string
-	s0, b0   float64
-	start    time.Time
-	disabled bool
-}
-
-func startSyncMeter(ctx context.Context, addr string) *syncMeter {
-	m := &syncMeter{ctx: ctx, addr: addr, start: time.Now()}
-	var err error
-	if m.s0, m.b0, err = metricsCounters(ctx, addr); err != nil {
-		m.disabled = true
-	}
-	return m
-}
-
-// report adds fsyncs_per_sec and bytes_per_msg for msgs messages.
-func (m *syncMeter) report(r *Result, msgs int64) {
-	if m.disabled {
-		return
-	}
-	s1, b1, err := metricsCounters(m.ctx, m.addr)
-	if err != nil {
-		return
-	}
-	el := time.Since(m.start).Seconds()
-	r.extra("fsyncs_per_sec", round((s1-m.s0)/el))
-	if msgs > 0 {
-		r.extra("bytes_per_msg", round((b1-m.b0)/float64(msgs)))
-		r.extra("msgs_per_fsync", round(float64(msgs)/max(s1-m.s0, 1)))
-	}
-}
-
 func createDurableTopic(ctx context.Context, httpAddr, topic string, retention time.Duration) error {
 	q := url.Values{"topic": {topic}, "durable": {"true"}}
 	if retention > 0 {
@@ -124,32 +73,47 @@ func createDurableTopic(ctx context.Context, httpAddr, topic string, retention t
 	return httpPost(ctx, httpAddr, "/topic/create", q)
 }
 
-// RunDurable runs the durable scenarios on one Sluice node started with
-// --durable. Targets without durable topics are skipped with a note.
+// RunDurable runs every durable scenario on l, each on a fresh node started
+// with --durable.
 func RunDurable(ctx context.Context, l Launcher, o Options) []Result {
-	names := []string{"durable-mpub", "durable-pub64", "durable-pub1", "durable-consume", "durable-replay"}
-	if !supportsDurable(l) {
-		out := make([]Result, len(names))
-		for i, n := range names {
-			out[i] = Result{Scenario: n, Target: l.Name(), Error: "skipped: this nsqd has no durable topics"}
-		}
-		return out
+	out := make([]Result, 0, len(DurableScenarios))
+	for _, name := range DurableScenarios {
+		out = append(out, RunDurableScenario(ctx, l, o, name))
 	}
-	return []Result{
-		o.publishScenario(ctx, l, "durable-mpub", NodeConfig{Durable: true}, o.Conns, o.DurableMPUBMessages, false),
-		o.publishScenario(ctx, l, "durable-pub64", NodeConfig{Durable: true}, 64, o.DurablePUBMessages, true),
-		o.durablePUB1(ctx, l),
-		o.durableConsume(ctx, l),
-		o.durableReplay(ctx, l),
-	}
+	return out
 }
+
+// RunDurableScenario runs one of DurableScenarios on a fresh node started
+// with --durable. A target without durable topics (NSQ) gets a result that
+// says it was skipped, not an error.
+func RunDurableScenario(ctx context.Context, l Launcher, o Options, name string) Result {
+	if !supportsDurable(l) {
+		return Result{Scenario: name, Target: l.Name(), Skipped: "this nsqd has no durable topics (no --durable flag)"}
+	}
+	cfg := NodeConfig{Durable: true}
+	switch name {
+	case ScenarioDurableMPUB:
+		return o.publishScenario(ctx, l, name, cfg, o.Conns, o.DurableMPUBMessages, false)
+	case ScenarioDurablePUB64:
+		return o.publishScenario(ctx, l, name, cfg, durablePUBConns, o.DurablePUBMessages, true)
+	case ScenarioDurablePUB1:
+		return o.durablePUB1(ctx, l)
+	case ScenarioDurableConsume:
+		return o.durableConsume(ctx, l)
+	case ScenarioDurableReplay:
+		return o.durableReplay(ctx, l)
+	}
+	return Result{Scenario: name, Target: l.Name(), Error: fmt.Sprintf("unknown durable scenario (have %v)", DurableScenarios)}
+}
+
+func isDurableScenario(name string) bool { return slices.Contains(DurableScenarios, name) }
 
 // durablePUB1 times single PUB round trips on one connection and, in the
 // same data directory, single fdatasyncs of a 100-byte append.
 func (o Options) durablePUB1(ctx context.Context, l Launcher) Result {
-	r := Result{Scenario: "durable-pub1", Target: l.Name()}
+	r := Result{Scenario: ScenarioDurablePUB1, Target: l.Name()}
 	err := o.withNodeConfig(ctx, l, NodeConfig{Durable: true}, func(n *Node) error {
-		r.Config = fmt.Sprintf("1 conn, PUB %d B, one per round trip, %d round trips; fsync = write %d B + fdatasync to a file in the same data directory; %s",
+		r.Config = fmt.Sprintf("1 conn, PUB %d B, one per round trip, %d round trips; fsync = write %d B + fdatasync to a file in the same data directory, as many times, before the PUBs; %s",
 			o.BodySize, o.DurablePUB1Messages, o.BodySize, n.Note)
 		topic := "bench_durable_pub1"
 		if err := createDurableTopic(ctx, n.HTTPAddr, topic, 0); err != nil {
@@ -180,7 +144,9 @@ func (o Options) durablePUB1(ctx context.Context, l Launcher) Result {
 		p50, f50 := median(rtts), median(fsyncs)
 		r.extra("pub_p50_us", round(p50.Seconds()*1e6))
 		r.extra("fsync_p50_us", round(f50.Seconds()*1e6))
-		r.extra("pub_p50_over_fsync_p50", round(p50.Seconds()/f50.Seconds()*100)/100)
+		if f50 > 0 {
+			r.extra("pub_p50_over_fsync_p50", roundTo(p50.Seconds()/f50.Seconds(), 2))
+		}
 		return nil
 	})
 	if err != nil {
@@ -189,102 +155,18 @@ func (o Options) durablePUB1(ctx context.Context, l Launcher) Result {
 	return r
 }
 
-func median(d []time.Duration) time.Duration {
-	s := append([]time.Duration(nil), d...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	if len(s) == 0 {
-		return 0
-	}
-	return s[len(s)/2]
-}
-
-// measureFsync appends size bytes and fdatasyncs, n times, in dir.
-func measureFsync(dir string, size, n int) ([]time.Duration, error) {
-	path := filepath.Join(dir, "bench-fsync.tmp")
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("fsync probe: %w", err)
-	}
-	defer os.Remove(path)
-	defer f.Close()
-	buf := make([]byte, size)
-	out := make([]time.Duration, 0, n)
-	for range n {
-		t := time.Now()
-		if _, err := f.Write(buf); err != nil {
-			return nil, err
-		}
-		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
-			return nil, err
-		}
-		out = append(out, time.Since(t))
-	}
-	return out, nil
-}
-
-// pubRoundTrips sends n PUBs one at a time and returns each round trip.
-func pubRoundTrips(ctx context.Context, addr, topic string, size, n int) ([]time.Duration, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	go func() {
-		<-ctx.Done()
-		c.Close()
-	}()
-	cmd := []byte("  V2PUB " + topic + "\n")
-	cmd = binary.BigEndian.AppendUint32(cmd, uint32(size))
-	cmd = append(cmd, make([]byte, size)...)
-	first := cmd
-	cmd = cmd[4:]
-	rd := bufio.NewReader(c)
-	hdr := make([]byte, 8)
-	out := make([]time.Duration, 0, n)
-	for i := range n {
-		t := time.Now()
-		w := cmd
-		if i == 0 {
-			w = first
-		}
-		if _, err := c.Write(w); err != nil {
-			return out, err
-		}
-		for {
-			if _, err := io.ReadFull(rd, hdr); err != nil {
-				return out, err
-			}
-			body := make([]byte, binary.BigEndian.Uint32(hdr)-4)
-			if _, err := io.ReadFull(rd, body); err != nil {
-				return out, err
-			}
-			if string(body) == "_heartbeat_" {
-				continue
-			}
-			if binary.BigEndian.Uint32(hdr[4:]) != 0 || string(body) != "OK" {
-				return out, fmt.Errorf("PUB answered %q", body)
-			}
-			break
-		}
-		out = append(out, time.Since(t))
-	}
-	return out, nil
-}
-
+// durableConsume publishes a durable backlog, then times its drain; the
+// durable counters are read around the drain (the cursor journal's cost).
 func (o Options) durableConsume(ctx context.Context, l Launcher) Result {
-	r := Result{Scenario: "durable-consume", Target: l.Name()}
+	r := Result{Scenario: ScenarioDurableConsume, Target: l.Name()}
 	err := o.withNodeConfig(ctx, l, NodeConfig{Durable: true}, func(n *Node) error {
-		r.Config = fmt.Sprintf("durable backlog %d x %d B, %d consumers RDY %d, FIN each; %s",
+		r.Config = fmt.Sprintf("durable backlog %d x %d B, %d consumers RDY %d, FIN each; fsyncs and bytes during the drain; %s",
 			o.ConsumeMessages, o.BodySize, o.Conns, o.RDY, n.Note)
 		topic := "bench_durable_consume"
 		if err := createDurableTopic(ctx, n.HTTPAddr, topic, 0); err != nil {
 			return err
 		}
-		meter := startSyncMeter(ctx, n.HTTPAddr)
-		err := o.drainBacklog(ctx, l, n, &r, topic, o.ConsumeMessages)
-		meter.report(&r, o.ConsumeMessages)
-		return err
+		return o.drainBacklog(ctx, l, n, &r, topic, "ch", o.ConsumeMessages, true)
 	})
 	if err != nil {
 		r.Error = err.Error()
@@ -292,47 +174,30 @@ func (o Options) durableConsume(ctx context.Context, l Launcher) Result {
 	return r
 }
 
-// durableReplay publishes a retained backlog, then times a new channel
-// created with start=earliest draining all of it from the log files.
+// durableReplay publishes ReplayMessages into a durable topic created with
+// retention_time=1h, lets a first channel finish all of them (untimed), so
+// that only retention keeps the finished segments, then times a new channel
+// created with start=earliest draining all of them from the log files.
 func (o Options) durableReplay(ctx context.Context, l Launcher) Result {
-	r := Result{Scenario: "durable-replay", Target: l.Name()}
+	r := Result{Scenario: ScenarioDurableReplay, Target: l.Name()}
 	msgs := o.ReplayMessages
 	err := o.withNodeConfig(ctx, l, NodeConfig{Durable: true}, func(n *Node) error {
-		r.Config = fmt.Sprintf("%d x %d B retained (retention_time=1h), new channel start=earliest, %d consumers RDY %d, FIN each; %s",
+		r.Config = fmt.Sprintf("%d x %d B published and finished by a first channel, kept by retention_time=1h; new channel start=earliest drained by %d consumers RDY %d, FIN each; %s",
 			msgs, o.BodySize, o.Conns, o.RDY, n.Note)
 		topic := "bench_durable_replay"
 		if err := createDurableTopic(ctx, n.HTTPAddr, topic, time.Hour); err != nil {
 			return err
 		}
-		if err := CreateChannel(ctx, n.HTTPAddr, topic, "first"); err != nil {
-			return err
+		first := Result{Scenario: r.Scenario + " first"}
+		if err := o.drainBacklog(ctx, l, n, &first, topic, "first", msgs, false); err != nil {
+			return fmt.Errorf("first channel: %w", err)
 		}
-		var sent atomic.Int64
-		stop := o.progressFor("durable-replay fill@"+l.Name(), msgs, counterFunc(&sent))
-		pres, err := Publish(ctx, PublishSpec{Addr: n.TCPAddr, Topic: topic, Conns: o.Conns, Batch: o.Batch,
-			BodySize: o.BodySize, Messages: msgs, Sent: &sent})
-		stop()
-		if err != nil {
-			return fmt.Errorf("fill: %w", err)
-		}
-		r.extra("fill_msgs_per_sec", rate(pres.Messages, pres.Elapsed))
+		r.extra("fill_msgs_per_sec", first.Extra["fill_msgs_per_sec"])
+		r.extra("first_drain_msgs_per_sec", int64(first.MsgsPerSec))
 		if err := httpPost(ctx, n.HTTPAddr, "/channel/create", url.Values{"topic": {topic}, "channel": {"replay"}, "start": {"earliest"}}); err != nil {
 			return err
 		}
-		g, err := StartConsumers(ctx, ConsumeSpec{Addr: n.TCPAddr, Topic: topic, Channel: "replay", Conns: o.Conns,
-			RDY: o.RDY, Expect: msgs, OutputBufferTimeoutMS: o.ConsumerOutputBufferTimeout})
-		if err != nil {
-			return err
-		}
-		stop = o.progressFor("durable-replay drain@"+l.Name(), msgs, g.Received)
-		cres, err := g.Wait()
-		stop()
-		r.setRate(cres.Messages, cres.End.Sub(cres.Start), o.BodySize)
-		r.extra("redelivered", cres.Redelivered)
-		if err != nil {
-			return err
-		}
-		return o.checkDrained(ctx, n, &r, topic, "replay")
+		return o.drainChannel(ctx, l, n, &r, topic, "replay", msgs, true)
 	})
 	if err != nil {
 		r.Error = err.Error()
@@ -340,29 +205,18 @@ func (o Options) durableReplay(ctx context.Context, l Launcher) Result {
 	return r
 }
 
-// RunDiskSync1 publishes with MPUB into a topic with --mem-queue-size=0
-// --sync-every=1 (NSQ's safest disk setting; slow, so it has its own size).
+// RunDiskSync1 publishes with MPUB into a topic with one channel and
+// --mem-queue-size=0 --sync-every=1 (NSQ's safest disk setting; slow, so it
+// has its own size).
 func RunDiskSync1(ctx context.Context, l Launcher, o Options) Result {
-	r := Result{Scenario: ScenarioDiskSync1 + "-mpub", Target: l.Name()}
-	err := o.withNodeConfig(ctx, l, NodeConfig{MemQueueSize: 0, SyncEvery: 1}, func(n *Node) error {
-		r.Config = fmt.Sprintf("%s; one channel, no consumer; --mem-queue-size=0 --sync-every=1; %s", o.loadDesc(), n.Note)
-		topic := "bench_disk_sync1"
-		if err := CreateChannel(ctx, n.HTTPAddr, topic, "ch"); err != nil {
-			return err
-		}
-		res, err := Publish(ctx, PublishSpec{Addr: n.TCPAddr, Topic: topic, Conns: o.Conns, Batch: o.Batch,
-			BodySize: o.BodySize, Messages: o.Sync1Messages})
-		r.setRate(res.Messages, res.Elapsed, o.BodySize)
-		return err
-	})
-	if err != nil {
-		r.Error = err.Error()
-	}
-	return r
+	return o.publishScenario(ctx, l, ScenarioDiskSync1+"-mpub", NodeConfig{MemQueueSize: 0, SyncEvery: 1}, o.Conns, o.Sync1Messages, false)
 }
 
-// execHelp returns what `bin --help` prints.
+// execHelp returns what `bin --help` prints (bounded: a binary that does
+// not exit is read as having no durable topics).
 func execHelp(bin string) (string, error) {
-	out, err := exec.Command(bin, "--help").CombinedOutput()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "--help").CombinedOutput()
 	return string(out), err
 }

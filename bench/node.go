@@ -165,7 +165,7 @@ func (b *BinaryLauncher) launchOnce(ctx context.Context, cfg NodeConfig) (*Node,
 		return nil, fmt.Errorf("nsqd %s not ready: %w; log: %s", b.Path, err, bytes.TrimSpace(tail))
 	}
 	return &Node{TCPAddr: tcpAddr, HTTPAddr: httpAddr, PID: cmd.Process.Pid, stop: stop,
-		Note: fmt.Sprintf("child process %s --mem-queue-size=%d%s", filepath.Base(b.Path), cfg.MemQueueSize, cfg.flagNote())}, nil
+		Note: fmt.Sprintf("child process %s --mem-queue-size=%d%s", filepath.Base(b.Path), cfg.MemQueueSize, cfg.flagNote()+argsNote(b.Args))}, nil
 }
 
 // AddrLauncher points at an nsqd that is already running. It cannot apply a
@@ -385,3 +385,11 @@ func (cfg NodeConfig) flagNote() string {
 
 // FlagNote is flagNote for launchers outside the package.
 func (cfg NodeConfig) FlagNote() string { return cfg.flagNote() }
+
+// argsNote lists a launcher's extra flags for Node.Note.
+func argsNote(args []string) string {
+	if len(args) == 0 {
+		return ""
+	}
+	return " " + strings.Join(args, " ")
+}

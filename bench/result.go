@@ -58,6 +58,9 @@ type Result struct {
 	// Config says how the load and the node were set up.
 	Config string `json:"config"`
 	Error  string `json:"error,omitempty"`
+	// Skipped says why the scenario did not run on this target (a feature
+	// it does not have, a binary that is missing); it is not an error.
+	Skipped string `json:"skipped,omitempty"`
 }
 
 func (r *Result) setRate(msgs int64, d time.Duration, bodySize int) {
@@ -95,6 +98,9 @@ func (r *Result) TableLine() string {
 	}
 	if r.Error != "" {
 		b.WriteString("ERROR: " + r.Error + "; ")
+	}
+	if r.Skipped != "" {
+		b.WriteString("SKIPPED: " + r.Skipped + "; ")
 	}
 	for _, k := range sortedKeys(r.Extra) {
 		fmt.Fprintf(&b, "%s=%v ", k, r.Extra[k])

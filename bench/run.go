@@ -31,6 +31,9 @@ type Report struct {
 	// Notes explain how to read the figures.
 	Notes   []string `json:"notes"`
 	Results []Result `json:"results"`
+	// Checks are the durable-topic goals evaluated on Results (see
+	// DurableChecks); absent when no durable scenario ran.
+	Checks []Check `json:"checks,omitempty"`
 }
 
 // Run runs the selected scenarios (names from AllScenarios) on every target,
@@ -60,7 +63,7 @@ func Run(ctx context.Context, o Options, targets []Target, scenarios []string, t
 		fmt.Fprintln(table, TableHeader)
 	}
 	var sinkRate float64
-	for _, sc := range scenarios {
+	for _, sc := range expandScenarios(scenarios) {
 		if ctx.Err() != nil {
 			break
 		}
@@ -77,7 +80,7 @@ func Run(ctx context.Context, o Options, targets []Target, scenarios []string, t
 		for _, t := range targets {
 			sctx, cancel := context.WithTimeout(ctx, o.ScenarioTimeout)
 			for _, r := range runOne(sctx, sc, t, o) {
-				if sinkRate > 0 && r.Error == "" && (r.Scenario == ScenarioMPUB || r.Scenario == ScenarioDisk+"-mpub" || r.Scenario == "durable-mpub" || r.Scenario == ScenarioGoNSQMPUB) {
+				if sinkRate > 0 && r.Error == "" && (r.Scenario == ScenarioMPUB || r.Scenario == ScenarioDisk+"-mpub" || r.Scenario == ScenarioDurableMPUB || r.Scenario == ScenarioGoNSQMPUB) {
 					r.RatioVsSink = float64(int64(r.MsgsPerSec/sinkRate*1000+0.5)) / 1000
 				}
 				emit(r)
@@ -85,8 +88,30 @@ func Run(ctx context.Context, o Options, targets []Target, scenarios []string, t
 			cancel()
 		}
 	}
+	rep.Checks = DurableChecks(rep.Results)
+	if table != nil && len(rep.Checks) > 0 {
+		fmt.Fprintln(table, "# durable-topic goals and comparisons (same run):")
+		for _, c := range rep.Checks {
+			fmt.Fprintln(table, "# "+c.String())
+		}
+	}
 	rep.Seconds = time.Since(rep.Started).Seconds()
 	return rep
+}
+
+// expandScenarios replaces ScenarioDurable by DurableScenarios, so that each
+// durable scenario runs on every target before the next one and has its own
+// --scenario-timeout.
+func expandScenarios(scenarios []string) []string {
+	var out []string
+	for _, sc := range scenarios {
+		if sc == ScenarioDurable {
+			out = append(out, DurableScenarios...)
+		} else {
+			out = append(out, sc)
+		}
+	}
+	return out
 }
 
 func runOne(ctx context.Context, sc string, t Target, o Options) []Result {
@@ -110,13 +135,15 @@ func runOne(ctx context.Context, sc string, t Target, o Options) []Result {
 		return []Result{RunDiskSync1(ctx, l, o)}
 	case ScenarioDurable:
 		return RunDurable(ctx, l, o)
+	case ScenarioDurableMPUB, ScenarioDurablePUB64, ScenarioDurablePUB1, ScenarioDurableConsume, ScenarioDurableReplay:
+		return []Result{RunDurableScenario(ctx, l, o, sc)}
 	case ScenarioGoNSQMPUB:
 		return []Result{RunGoNSQMPUB(ctx, l, o)}
 	case ScenarioGoNSQConsume:
 		return []Result{RunGoNSQConsume(ctx, l, o)}
 	case ScenarioIdle:
 		if t.Process == nil {
-			return []Result{{Scenario: sc, Target: l.Name(), Error: "skipped: " + t.ProcessMissing}}
+			return []Result{{Scenario: sc, Target: l.Name(), Skipped: t.ProcessMissing}}
 		}
 		r := RunIdle(ctx, t.Process, o)
 		r.Target = l.Name()
@@ -127,5 +154,5 @@ func runOne(ctx context.Context, sc string, t Target, o Options) []Result {
 
 // ValidScenario reports whether name is a known scenario.
 func ValidScenario(name string) bool {
-	return slices.Contains(AllScenarios, name) || slices.Contains(ExtraScenarios, name)
+	return slices.Contains(AllScenarios, name) || slices.Contains(ExtraScenarios, name) || isDurableScenario(name)
 }

@@ -213,7 +213,7 @@ func (o Options) publishScenario(ctx context.Context, l Launcher, name string, c
 		if pub {
 			desc = fmt.Sprintf("%d conns, PUB %d B, one per round trip", conns, o.BodySize)
 		}
-		setup := fmt.Sprintf("--mem-queue-size=%d", cfg.MemQueueSize)
+		setup := fmt.Sprintf("--mem-queue-size=%d%s", cfg.MemQueueSize, cfg.flagNote())
 		if cfg.Durable {
 			setup = "durable topic (OK after fdatasync)"
 		}
@@ -265,7 +265,7 @@ func RunConsume(ctx context.Context, l Launcher, o Options) Result {
 	err := o.withNode(ctx, l, o.LargeMemQueue, func(n *Node) error {
 		r.Config = fmt.Sprintf("backlog %d x %d B, %d consumers RDY %d, FIN each; --mem-queue-size=%d; %s",
 			o.ConsumeMessages, o.BodySize, o.Conns, o.RDY, o.LargeMemQueue, n.Note)
-		return o.drainBacklog(ctx, l, n, &r, "bench_consume", o.ConsumeMessages)
+		return o.drainBacklog(ctx, l, n, &r, "bench_consume", "ch", o.ConsumeMessages, false)
 	})
 	if err != nil {
 		r.Error = err.Error()
@@ -273,10 +273,11 @@ func RunConsume(ctx context.Context, l Launcher, o Options) Result {
 	return r
 }
 
-// drainBacklog publishes msgs into topic/ch, waits until the channel holds
-// all of them, then times Conns consumers draining it.
-func (o Options) drainBacklog(ctx context.Context, l Launcher, n *Node, r *Result, topic string, msgs int64) error {
-	const channel = "ch"
+// drainBacklog publishes msgs into topic/channel, waits until the channel
+// holds all of them, then times Conns consumers draining it. With
+// meterDrain, the durable counters of /metrics are read around the drain
+// (fsyncs and bytes of the cursor journals while consuming).
+func (o Options) drainBacklog(ctx context.Context, l Launcher, n *Node, r *Result, topic, channel string, msgs int64, meterDrain bool) error {
 	if err := CreateChannel(ctx, n.HTTPAddr, topic, channel); err != nil {
 		return err
 	}
@@ -296,16 +297,29 @@ func (o Options) drainBacklog(ctx context.Context, l Launcher, n *Node, r *Resul
 	if err := WaitChannelDepth(ctx, n.HTTPAddr, topic, channel, msgs); err != nil {
 		return err
 	}
+	return o.drainChannel(ctx, l, n, r, topic, channel, msgs, meterDrain)
+}
+
+// drainChannel times Conns consumers draining msgs from topic/channel and
+// checks that the channel ends empty.
+func (o Options) drainChannel(ctx context.Context, l Launcher, n *Node, r *Result, topic, channel string, msgs int64, meterDrain bool) error {
+	var meter *syncMeter
+	if meterDrain {
+		meter = startSyncMeter(ctx, n.HTTPAddr)
+	}
 	g, err := StartConsumers(ctx, ConsumeSpec{Addr: n.TCPAddr, Topic: topic, Channel: channel, Conns: o.Conns,
 		RDY: o.RDY, Expect: msgs, OutputBufferTimeoutMS: o.ConsumerOutputBufferTimeout})
 	if err != nil {
 		return err
 	}
-	stop = o.progressFor(r.Scenario+" drain@"+l.Name(), msgs, g.Received)
+	stop := o.progressFor(r.Scenario+" drain@"+l.Name(), msgs, g.Received)
 	cres, err := g.Wait()
 	stop()
 	r.setRate(cres.Messages, cres.End.Sub(cres.Start), o.BodySize)
 	r.extra("redelivered", cres.Redelivered)
+	if meter != nil {
+		meter.report(r, cres.Messages)
+	}
 	if err != nil {
 		return err
 	}
@@ -402,7 +416,7 @@ func RunDisk(ctx context.Context, l Launcher, o Options) []Result {
 		pub.Config = fmt.Sprintf("%s; one channel, no consumer; --mem-queue-size=0; %s", o.loadDesc(), n.Note)
 		drain.Config = fmt.Sprintf("backlog %d x %d B on disk, %d consumers RDY %d, FIN each; --mem-queue-size=0; %s",
 			o.DiskMessages, o.BodySize, o.Conns, o.RDY, n.Note)
-		err := o.drainBacklog(ctx, l, n, &drain, "bench_disk", o.DiskMessages)
+		err := o.drainBacklog(ctx, l, n, &drain, "bench_disk", "ch", o.DiskMessages, false)
 		if d, ok := drain.Extra["fill_seconds"].(float64); ok {
 			pub.setRate(o.DiskMessages, time.Duration(d*float64(time.Second)), o.BodySize)
 			pub.extra("channel_depth", o.DiskMessages)

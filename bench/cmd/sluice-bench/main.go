@@ -46,12 +46,15 @@ func run() error {
 		o = bench.FullOptions()
 	}
 	fs.Bool("full", false, "use the issue's sizes (2.5M backlog, 10,000 idle connections, ...) as defaults")
-	scenarios := fs.String("scenarios", strings.Join(bench.AllScenarios, ","), "comma-separated scenarios to run")
+	scenarios := fs.String("scenarios", strings.Join(bench.AllScenarios, ","),
+		"comma-separated scenarios to run (also "+strings.Join(append(slices.Clone(bench.DurableScenarios), bench.ExtraScenarios...), ", ")+")")
 	noInproc := fs.Bool("no-inproc", false, "do not measure the in-process Sluice nsqd")
 	sluiceProcess := fs.Bool("sluice-process", false, "measure Sluice's nsqd as a child process in every scenario (like --nsqd-bin targets) instead of in process")
 	sluiceBin := fs.String("sluice-bin", "", "Sluice nsqd binary for idle-conns (default: build ./apps/nsqd if it exists)")
 	nsqdBin := fs.String("nsqd-bin", "", "also measure this nsqd binary (e.g. NSQ 1.3.0's), started per scenario")
 	nsqdBinName := fs.String("nsqd-bin-name", "", "target name for --nsqd-bin (default: from its --version)")
+	nsqdBinArgs := fs.String("nsqd-bin-args", "", "extra flags for every --nsqd-bin nsqd, space-separated (after the bench's own)")
+	sluiceArgs := fs.String("sluice-args", "", "extra flags for Sluice's nsqd when it runs as a child process (--sluice-process, idle-conns)")
 	nsqdTCP := fs.String("nsqd-tcp", "", "also measure an already running nsqd at this TCP address (needs --nsqd-http)")
 	nsqdHTTP := fs.String("nsqd-http", "", "HTTP address of the --nsqd-tcp nsqd")
 	nsqdPID := fs.Int("nsqd-pid", 0, "pid of the --nsqd-tcp nsqd (for idle-conns RSS)")
@@ -90,7 +93,8 @@ func run() error {
 	names := strings.Split(*scenarios, ",")
 	for _, n := range names {
 		if !bench.ValidScenario(n) {
-			return fmt.Errorf("unknown scenario %q (have %s)", n, strings.Join(bench.AllScenarios, ","))
+			return fmt.Errorf("unknown scenario %q (have %s; %s; %s)", n, strings.Join(bench.AllScenarios, ","),
+				strings.Join(bench.DurableScenarios, ","), strings.Join(bench.ExtraScenarios, ","))
 		}
 	}
 	if !*quiet {
@@ -116,7 +120,7 @@ func run() error {
 			}
 			defer os.RemoveAll(filepath.Dir(bin))
 		}
-		l := &bench.BinaryLauncher{Label: "sluice", Path: bin}
+		l := &bench.BinaryLauncher{Label: "sluice", Path: bin, Args: strings.Fields(*sluiceArgs)}
 		targets = append(targets, bench.Target{Launcher: l, Process: l})
 	} else if !*noInproc {
 		l := inprocLauncher(slog.New(slog.DiscardHandler))
@@ -134,7 +138,7 @@ func run() error {
 			}
 		}
 		if bin != "" {
-			t.Process = &bench.BinaryLauncher{Label: "sluice-process", Path: bin}
+			t.Process = &bench.BinaryLauncher{Label: "sluice-process", Path: bin, Args: strings.Fields(*sluiceArgs)}
 		}
 		targets = append(targets, t)
 	}
@@ -143,7 +147,7 @@ func run() error {
 		if name == "" {
 			name = binaryName(ctx, *nsqdBin)
 		}
-		l := &bench.BinaryLauncher{Label: name, Path: *nsqdBin}
+		l := &bench.BinaryLauncher{Label: name, Path: *nsqdBin, Args: strings.Fields(*nsqdBinArgs)}
 		targets = append(targets, bench.Target{Launcher: l, Process: l})
 	}
 	if *nsqdTCP != "" {
