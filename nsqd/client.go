@@ -114,6 +114,7 @@ type connReader struct {
 	buf      []byte // nil while idle
 	r, w     int
 	lastFill int
+	fullRead bool // the last read filled all the space it was given
 	small    [64]byte
 }
 
@@ -148,7 +149,10 @@ func (r *connReader) isSmall() bool { return len(r.buf) == len(r.small) }
 
 // fill reads more bytes, compacting the buffer first. Reads start in the
 // connection's own 64-byte array (a heartbeat reply or a FIN never needs
-// more); the pooled buffer is taken only when that fills up.
+// more); the pooled buffer is taken when that fills up, or when the last
+// read filled all the space it had: a busy consumer's FINs then arrive
+// 16 KiB per read rather than 64 bytes (profiled: the 64-byte reads were
+// about 30 % of nsqd's CPU while draining a backlog).
 func (r *connReader) fill(beforeBlock func()) error {
 	beforeBlock()
 	if r.buf == nil {
@@ -159,17 +163,18 @@ func (r *connReader) fill(beforeBlock func()) error {
 		r.w -= r.r
 		r.r = 0
 	}
-	if r.w == len(r.buf) {
-		if !r.isSmall() {
-			return errLineTooLong
-		}
+	if r.isSmall() && (r.w == len(r.buf) || r.fullRead) {
 		big := *(readBufPool.Get().(*[]byte))
 		copy(big, r.buf[:r.w])
 		r.buf = big
+	} else if r.w == len(r.buf) {
+		return errLineTooLong
 	}
+	space := len(r.buf) - r.w
 	n, err := r.src.Read(r.buf[r.w:])
 	r.w += n
 	r.lastFill = n
+	r.fullRead = n == space
 	if n > 0 {
 		return nil
 	}

@@ -1,0 +1,71 @@
+package nsqd
+
+import (
+	"bytes"
+	"io"
+	"testing"
+)
+
+// countingSource hands out data in reads no larger than the caller's
+// space and at most max bytes each, counting the reads.
+type countingSource struct {
+	data  []byte
+	max   int
+	reads int
+}
+
+func (s *countingSource) Read(p []byte) (int, error) {
+	if len(s.data) == 0 {
+		return 0, io.EOF
+	}
+	s.reads++
+	n := min(len(p), len(s.data))
+	if s.max > 0 {
+		n = min(n, s.max)
+	}
+	copy(p, s.data[:n])
+	s.data = s.data[n:]
+	return n, nil
+}
+
+func readAllLines(t *testing.T, r *connReader) int {
+	t.Helper()
+	lines := 0
+	for {
+		if _, err := r.readLine(func() {}); err != nil {
+			if err != io.EOF {
+				t.Fatal(err)
+			}
+			return lines
+		}
+		lines++
+	}
+}
+
+func TestBusyConsumerFINsAreReadInLargeBlocks(t *testing.T) {
+	const fins = 10000
+	src := &countingSource{data: bytes.Repeat([]byte("FIN 0123456789abcdef\n"), fins)}
+	r := &connReader{src: src}
+	if got := readAllLines(t, r); got != fins {
+		t.Fatalf("read %d lines, want %d", got, fins)
+	}
+	// 210,000 bytes: 13 reads of 16 KiB, and a few 64-byte reads that
+	// start each busy spell; 64-byte reads throughout would be ~3,300
+	if src.reads > 40 {
+		t.Fatalf("%d reads for %d FIN lines that were all available at once", src.reads, fins)
+	}
+}
+
+func TestQuietConnectionKeepsOnlyTheSmallBuffer(t *testing.T) {
+	// heartbeat replies arriving one per read never take the pooled buffer
+	src := &countingSource{data: bytes.Repeat([]byte("NOP\n"), 100), max: 4}
+	r := &connReader{src: src}
+	for i := 0; i < 100; i++ {
+		if _, err := r.readLine(func() {}); err != nil {
+			t.Fatal(err)
+		}
+		if r.buf != nil && !r.isSmall() {
+			t.Fatalf("line %d: a quiet connection holds a %d-byte buffer", i, len(r.buf))
+		}
+	}
+}
