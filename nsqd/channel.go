@@ -50,8 +50,9 @@ type Channel struct {
 	paused        bool
 	exiting       bool
 	everHadClient bool
-	active        int // consumers pumping or waiting: demand for disk messages
-	nWaiting      int // consumers whose waiting flag is set
+	active        int   // consumers pumping or waiting: demand for disk messages
+	dropPending   int64 // overflow=drop_oldest: messages still to drop as they are read
+	nWaiting      int   // consumers whose waiting flag is set
 
 	// emptyGen is bumped before and after empty() clears the disk queue; a
 	// message the refiller received under an older value was read before
@@ -62,6 +63,13 @@ type Channel struct {
 	requeueCount atomic.Uint64
 	timeoutCount atomic.Uint64
 	e2e          *quantile.Quantile // nil when no percentiles are configured
+
+	// message policies (policy.go); nil when the channel enforces none
+	topic             *Topic
+	policy            atomic.Pointer[channelPolicy]
+	eff               atomic.Pointer[effectivePolicy]
+	deadLetteredCount atomic.Uint64
+	expiredCount      atomic.Uint64
 
 	roomCh chan struct{} // wakes the refiller when memory has room
 	exitCh chan struct{}
@@ -161,23 +169,51 @@ collect:
 		msgs = append(msgs, m)
 		msgGens = append(msgGens, gens[i])
 	}
+	eff := c.eff.Load()
+	var dead []deadItem
+	var drops []*Message
+	now := time.Now().UnixNano()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	cur := c.emptyGen.Load()
 	pushed := 0
 	for i, m := range msgs {
 		if msgGens[i] != cur {
 			continue // read before an empty: discarded with the rest
 		}
+		if c.takeDropLocked() {
+			drops = append(drops, m)
+			continue
+		}
+		if eff != nil && eff.expired(m, now) {
+			dead = append(dead, deadItem{m, reasonTTL})
+			continue
+		}
 		c.mem.push(m)
 		pushed++
 	}
 	c.wakeWaitersLocked(pushed)
+	c.mu.Unlock()
+	c.dropped(drops)
+	c.disposeDead(dead, eff)
 }
 
 // wantRefillLocked reports whether a consumer could use a message from disk.
 func (c *Channel) wantRefillLocked() bool {
-	return c.active > 0 && c.mem.len() < c.refillLimit && !c.paused
+	if c.dropPending > 0 {
+		return true
+	}
+	if c.paused {
+		return false
+	}
+	if c.active > 0 {
+		return c.mem.len() < c.refillLimit
+	}
+	// a channel with a TTL loads a window without consumers, so that what
+	// expires on disk is found and removed (at load time) without them
+	if e := c.eff.Load(); e != nil && e.ttl > 0 {
+		return c.mem.len() < min(c.refillLimit, expiryWindow)
+	}
+	return false
 }
 
 // signalRefillLocked wakes the refiller if it may have work.
@@ -296,10 +332,19 @@ func (c *Channel) removeClient(cl *client) {
 		c.active--
 	}
 	var notes []requeueNote
+	eff := c.eff.Load()
+	var dead []deadItem
+	now := time.Now().UnixNano()
 	for _, m := range c.inFlight.ownedBy(cl.id) {
 		c.inFlight.unlink(m)
 		if c.exiting {
 			continue // the channel is being deleted with its messages
+		}
+		if eff != nil {
+			if reason := eff.refuse(m, now); reason != "" {
+				dead = append(dead, deadItem{m, reason})
+				continue
+			}
 		}
 		if c.dlog != nil {
 			if note, ok := c.dlog.requeuedLocked(m, 0); ok {
@@ -317,6 +362,7 @@ func (c *Channel) removeClient(cl *client) {
 	if len(notes) > 0 {
 		c.journalRequeues(notes)
 	}
+	c.disposeDead(dead, eff)
 	if len(overflow) > 0 {
 		if err := c.backend.put(overflow); err != nil {
 			c.logger.Error("requeue to disk failed", "err", err)
@@ -476,11 +522,19 @@ func (c *Channel) take(cl *client, dst []*Message) []*Message {
 	sampled := cl.sampleRate
 	var sampledOut []uint64
 	var delivered []store.Delivery // durable channels: journaled after unlocking
+	eff := c.eff.Load()
+	var dead []deadItem
 	for len(dst) < avail && c.mem.len() > 0 {
 		start := len(dst)
 		got := c.mem.popN(dst, avail-len(dst))
 		dst = got[:start]
 		for _, m := range got[start:] {
+			if eff != nil {
+				if reason := eff.refuse(m, now); reason != "" {
+					dead = append(dead, deadItem{m, reason})
+					continue
+				}
+			}
 			if sampled > 0 && rand.IntN(100) > int(sampled) {
 				if c.dlog != nil {
 					if seq, ok := c.dlog.finishedLocked(m); ok {
@@ -517,6 +571,7 @@ func (c *Channel) take(cl *client, dst []*Message) []*Message {
 	if len(delivered) > 0 {
 		c.dlog.dt.journal.Deliver(c.name, delivered)
 	}
+	c.disposeDead(dead, eff)
 	return dst
 }
 
@@ -559,6 +614,9 @@ func (c *Channel) finish(cl *client, id protocol.MessageID) error {
 	if journal {
 		c.dlog.dt.journal.Finish(c.name, seq)
 	}
+	if c.topic != nil && c.topic.deadLetterTarget.Load() {
+		c.nsqd.deadLetters.consumed(c.topicName, m.ID)
+	}
 	if c.e2e != nil {
 		now := time.Now()
 		c.e2e.Insert(float64(now.UnixNano()-m.Timestamp), now)
@@ -581,6 +639,13 @@ func (c *Channel) requeue(cl *client, id protocol.MessageID, delay time.Duration
 	c.inFlight.unlink(m)
 	cl.inFlightCount.Add(-1)
 	c.requeueCount.Add(1)
+	if eff := c.eff.Load(); eff != nil {
+		if reason := eff.refuse(m, time.Now().UnixNano()); reason != "" {
+			c.mu.Unlock()
+			c.disposeDead([]deadItem{{m, reason}}, eff)
+			return nil
+		}
+	}
 	var until int64
 	if delay > 0 {
 		until = time.Now().UnixNano() + int64(delay)
@@ -622,10 +687,18 @@ func (c *Channel) processDeadlines(now int64) bool {
 	expired = c.inFlight.popExpired(now, expired)
 	due = c.deferred.popDue(now, due)
 	var notes []requeueNote
+	eff := c.eff.Load()
+	var dead []deadItem
 	for _, m := range expired {
 		if cl, ok := c.clients[m.clientID]; ok {
 			cl.inFlightCount.Add(-1)
 			c.kickLocked(cl)
+		}
+		if eff != nil {
+			if reason := eff.refuse(m, now); reason != "" {
+				dead = append(dead, deadItem{m, reason})
+				continue
+			}
 		}
 		if c.dlog != nil {
 			if note, ok := c.dlog.requeuedLocked(m, 0); ok {
@@ -645,6 +718,7 @@ func (c *Channel) processDeadlines(now int64) bool {
 	if len(notes) > 0 {
 		c.journalRequeues(notes)
 	}
+	c.disposeDead(dead, eff)
 	c.timeoutCount.Add(uint64(len(expired)))
 	if len(overflow) > 0 {
 		if err := c.backend.put(overflow); err != nil {

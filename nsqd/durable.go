@@ -312,6 +312,8 @@ func (t *Topic) retain(now time.Time) {
 type channelStart struct {
 	kind string // "", "earliest", "latest", "time"
 	at   time.Time
+
+	policy *channelPolicy // a new channel's own policy (nil: none of its own)
 }
 
 // parseChannelStart parses the start parameter of /channel/create.
@@ -453,6 +455,9 @@ func (c *Channel) loadFromLog() (int, error) {
 	}
 	slab := make([]Message, len(recs))
 	now := time.Now().UnixNano()
+	eff := c.eff.Load()
+	var dead []deadItem
+	var drops []*Message
 	c.mu.Lock()
 	pushed := 0
 	for i := range recs {
@@ -467,6 +472,14 @@ func (c *Channel) loadFromLog() (int, error) {
 			m.Attempts = h.Attempts
 			until = max(until, h.Until)
 		}
+		if c.takeDropLocked() {
+			drops = append(drops, m)
+			continue
+		}
+		if eff != nil && eff.expired(m, now) {
+			dead = append(dead, deadItem{m, reasonTTL})
+			continue
+		}
 		if until > now {
 			c.deferred.add(m, until)
 			continue
@@ -477,6 +490,8 @@ func (c *Channel) loadFromLog() (int, error) {
 	c.wakeWaitersLocked(pushed)
 	c.mu.Unlock()
 	c.messageCount.Add(uint64(pushed))
+	c.dropped(drops)
+	c.disposeDead(dead, eff)
 	return len(recs), nil
 }
 

@@ -37,6 +37,10 @@ func publishError(err error) error {
 	if errors.As(err, &dw) {
 		return errf(http.StatusServiceUnavailable, "PUB_FAILED: "+dw.Error())
 	}
+	var dl *depthLimitError
+	if errors.As(err, &dl) {
+		return errf(http.StatusServiceUnavailable, "PUB_FAILED: "+dl.Error())
+	}
 	return errf(http.StatusServiceUnavailable, "EXITING")
 }
 
@@ -114,6 +118,8 @@ func (n *NSQD) router() *httprouter.Router {
 	r.POST("/channel/empty", httpv1.V1(n.doChannelAction(func(_ *Topic, ch *Channel) error { return ch.empty() })))
 	r.POST("/channel/pause", httpv1.V1(n.doChannelAction(func(_ *Topic, ch *Channel) error { ch.setPaused(true); return n.persistMetadata() })))
 	r.POST("/channel/unpause", httpv1.V1(n.doChannelAction(func(_ *Topic, ch *Channel) error { ch.setPaused(false); return n.persistMetadata() })))
+
+	n.routePolicies(r)
 
 	r.GET("/config/:opt", httpv1.V1(n.doConfig))
 	r.PUT("/config/:opt", httpv1.V1(n.doConfig))
@@ -303,9 +309,23 @@ func (n *NSQD) doTopicCreate(_ http.ResponseWriter, r *http.Request, _ httproute
 	if err != nil {
 		return nil, err
 	}
-	if cfg == nil {
-		_, err := n.topicFromQuery(r)
+	var base topicPolicy
+	if t, ok := n.ExistingTopic(q.Get("topic")); ok {
+		base = t.topicPolicyOf()
+	}
+	policy, setPolicy, err := topicPolicyFromQuery(r, base)
+	if err != nil {
 		return nil, err
+	}
+	if cfg == nil {
+		t, err := n.topicFromQuery(r)
+		if err != nil || !setPolicy {
+			return nil, err
+		}
+		if err := n.applyTopicPolicy(t, policy); err != nil {
+			return nil, errf(http.StatusInternalServerError, "INTERNAL_ERROR: "+err.Error())
+		}
+		return nil, nil
 	}
 	name := q.Get("topic")
 	if name == "" {
@@ -326,6 +346,11 @@ func (n *NSQD) doTopicCreate(_ http.ResponseWriter, r *http.Request, _ httproute
 	}
 	if t.isDurable() != cfg.durable {
 		return nil, errf(http.StatusConflict, fmt.Sprintf("TOPIC_EXISTS: topic %s exists with durable=%v", name, t.isDurable()))
+	}
+	if setPolicy {
+		if err := n.applyTopicPolicy(t, policy); err != nil {
+			return nil, errf(http.StatusInternalServerError, "INTERNAL_ERROR: "+err.Error())
+		}
 	}
 	return nil, nil
 }
@@ -442,11 +467,31 @@ func (n *NSQD) doChannelCreate(_ http.ResponseWriter, r *http.Request, _ httprou
 	if start.kind != "" && !t.isDurable() {
 		return nil, errf(http.StatusBadRequest, "INVALID_ARG_START: start applies to channels of durable topics only")
 	}
-	if _, err := n.getChannelFrom(t, name, start); err != nil {
+	existing, exists := t.existingChannel(name)
+	base := defaultChannelPolicy()
+	if exists {
+		base = existing.channelPolicyOf()
+	}
+	policy, setPolicy, err := n.channelPolicyFromQuery(r, t, base)
+	if err != nil {
+		return nil, err
+	}
+	if setPolicy {
+		start.policy = &policy
+	}
+	ch, err := n.getChannelFrom(t, name, start)
+	if err != nil {
 		if errors.Is(err, errExiting) {
 			return nil, errf(http.StatusServiceUnavailable, "EXITING")
 		}
+		var pr *policyRefusal
+		if errors.As(err, &pr) {
+			return nil, policyError("dead_letter_topic", "%v", pr.err)
+		}
 		return nil, errf(http.StatusInternalServerError, "INTERNAL_ERROR: "+err.Error())
+	}
+	if exists && setPolicy {
+		return nil, n.applyChannelPolicy(t, ch, policy)
 	}
 	return nil, nil
 }

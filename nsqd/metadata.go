@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/sluicemq/sluice/protocol"
 )
@@ -25,11 +26,75 @@ type topicMetadata struct {
 	Durable        bool   `json:"durable,omitempty"`
 	RetentionTime  string `json:"retention_time,omitempty"`
 	RetentionBytes int64  `json:"retention_bytes,omitempty"`
+	// Message policies (Sluice), written only when set.
+	TTL      string `json:"ttl,omitempty"`
+	MaxDepth int64  `json:"max_depth,omitempty"`
+	Overflow string `json:"overflow,omitempty"`
 }
 
 type channelMetadata struct {
 	Name   string `json:"name"`
 	Paused bool   `json:"paused"`
+	// Message policies (Sluice), written only when the channel sets them
+	// itself (max_attempts absent: the node default).
+	MaxAttempts     *int   `json:"max_attempts,omitempty"`
+	DeadLetterTopic string `json:"dead_letter_topic,omitempty"`
+	TTL             string `json:"ttl,omitempty"`
+}
+
+func (tm topicMetadata) policy() topicPolicy {
+	p := topicPolicy{maxDepth: tm.MaxDepth, overflow: tm.Overflow}
+	if tm.TTL != "" {
+		p.ttl, _ = time.ParseDuration(tm.TTL)
+	}
+	if p.maxDepth < 0 {
+		p.maxDepth = 0
+	}
+	if p.overflow != overflowDropOldest {
+		p.overflow = ""
+	}
+	return p
+}
+
+func (cm channelMetadata) policy() channelPolicy {
+	p := defaultChannelPolicy()
+	if cm.MaxAttempts != nil && *cm.MaxAttempts >= 0 && *cm.MaxAttempts <= maxAttemptsLimit {
+		p.maxAttempts = *cm.MaxAttempts
+	}
+	if protocol.IsValidTopicName(cm.DeadLetterTopic) {
+		p.deadLetterTopic = cm.DeadLetterTopic
+	}
+	if cm.TTL != "" {
+		if d, err := time.ParseDuration(cm.TTL); err == nil && d > 0 {
+			p.ttl = d
+		}
+	}
+	return p
+}
+
+// restoreChannel recreates a channel listed in nsqd.dat with its policy.
+// A channel the node default --max-attempts cannot apply to (its default
+// dead-letter topic name is not valid) comes back without max attempts
+// rather than stopping the start.
+func (n *NSQD) restoreChannel(t *Topic, name string, p channelPolicy) (*Channel, error) {
+	if ch, ok := t.existingChannel(name); ok { // a durable topic's, opened from its journal
+		if err := ch.applyPolicy(p, t.topicPolicyOf()); err != nil {
+			n.logger.Error("channel policy cannot apply; max_attempts left unlimited", "topic", t.name, "channel", name, "err", err)
+			p.maxAttempts = 0
+			if err := ch.applyPolicy(p, t.topicPolicyOf()); err != nil {
+				return nil, err
+			}
+		}
+		return ch, nil
+	}
+	ch, _, err := t.getChannelFrom(name, channelStart{policy: &p})
+	var pr *policyRefusal
+	if errors.As(err, &pr) {
+		n.logger.Error("channel policy cannot apply; max_attempts left unlimited", "topic", t.name, "channel", name, "err", pr.err)
+		p.maxAttempts = 0
+		ch, _, err = t.getChannelFrom(name, channelStart{policy: &p})
+	}
+	return ch, err
 }
 
 func (n *NSQD) metadataPath() string { return filepath.Join(dataPathOf(n.opts), "nsqd.dat") }
@@ -74,12 +139,15 @@ func (n *NSQD) loadMetadata() error {
 		if tm.Paused {
 			t.setPaused(true)
 		}
+		if tp := tm.policy(); tp.isSet() || tp.overflow != "" {
+			t.setPolicy(tp)
+		}
 		for _, cm := range tm.Channels {
 			if !protocol.IsValidChannelName(cm.Name) || protocol.IsEphemeral(cm.Name) {
 				n.logger.Warn("skipping channel with invalid name in metadata", "topic", tm.Name, "channel", cm.Name)
 				continue
 			}
-			ch, _, err := t.getChannel(cm.Name)
+			ch, err := n.restoreChannel(t, cm.Name, cm.policy())
 			if err != nil {
 				return fmt.Errorf("restore channel %s:%s: %w", tm.Name, cm.Name, err)
 			}
@@ -99,6 +167,12 @@ func (n *NSQD) snapshotMetadata() metadata {
 			continue
 		}
 		tm := topicMetadata{Name: t.name, Paused: t.isPaused()}
+		if p := t.policy.Load(); p != nil {
+			tm.MaxDepth, tm.Overflow = p.maxDepth, p.overflow
+			if p.ttl > 0 {
+				tm.TTL = p.ttl.String()
+			}
+		}
 		if t.dur != nil {
 			tm.Durable = true
 			tm.RetentionBytes = t.dur.retention.Bytes
@@ -110,7 +184,18 @@ func (n *NSQD) snapshotMetadata() metadata {
 			if ch.ephemeral {
 				continue
 			}
-			tm.Channels = append(tm.Channels, channelMetadata{Name: ch.name, Paused: ch.isPaused()})
+			cm := channelMetadata{Name: ch.name, Paused: ch.isPaused()}
+			if p := ch.policy.Load(); p != nil {
+				if p.maxAttempts >= 0 {
+					ma := p.maxAttempts
+					cm.MaxAttempts = &ma
+				}
+				cm.DeadLetterTopic = p.deadLetterTopic
+				if p.ttl > 0 {
+					cm.TTL = p.ttl.String()
+				}
+			}
+			tm.Channels = append(tm.Channels, cm)
 		}
 		md.Topics = append(md.Topics, tm)
 	}
@@ -192,7 +277,7 @@ func (n *NSQD) loadDurableTopics() error {
 			if !protocol.IsValidChannelName(ch) || protocol.IsEphemeral(ch) {
 				continue
 			}
-			if _, _, err := t.getChannel(ch); err != nil {
+			if _, err := n.restoreChannel(t, ch, defaultChannelPolicy()); err != nil {
 				return fmt.Errorf("restore channel %s:%s: %w", name, ch, err)
 			}
 		}

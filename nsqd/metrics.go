@@ -63,6 +63,8 @@ type statsCollector struct {
 	chDepth, chBackendDepth, chInFlight, chDeferred, chClients  *prometheus.Desc
 	chPaused, chMessages, chRequeued, chTimedOut, chE2E, chE2EN *prometheus.Desc
 	durableSyncs, durableBytes                                  *prometheus.Desc
+	topicExpired, topicDropped, topicRejected                   *prometheus.Desc
+	chDeadLettered, chExpired                                   *prometheus.Desc
 }
 
 func newStatsCollector(n *NSQD) *statsCollector {
@@ -98,6 +100,12 @@ func newStatsCollector(n *NSQD) *statsCollector {
 
 		durableSyncs: d("nsqd_durable_syncs_total", "fdatasync calls made for durable topic logs and cursor journals (present once a durable topic exists).", nil),
 		durableBytes: d("nsqd_durable_bytes_written_total", "Bytes written to durable topic logs and cursor journals (present once a durable topic exists).", nil),
+
+		topicExpired:   d("nsqd_topic_expired_total", "Messages the topic held itself (without channels) that expired by its ttl (topics with a policy only).", topicLabels),
+		topicDropped:   d("nsqd_topic_dropped_total", "Messages dropped by max_depth with overflow=drop_oldest (topics with a policy only).", topicLabels),
+		topicRejected:  d("nsqd_topic_rejected_total", "Messages refused by max_depth with overflow=reject (topics with a policy only).", topicLabels),
+		chDeadLettered: d("nsqd_channel_dead_lettered_total", "Messages moved to the channel's dead-letter topic (channels with a policy only).", channelLabels),
+		chExpired:      d("nsqd_channel_expired_total", "Messages of the channel that expired by its ttl (channels with a policy only).", channelLabels),
 	}
 }
 
@@ -110,6 +118,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.chDepth, c.chBackendDepth, c.chInFlight, c.chDeferred, c.chClients,
 		c.chPaused, c.chMessages, c.chRequeued, c.chTimedOut, c.chE2E, c.chE2EN,
 		c.durableSyncs, c.durableBytes,
+		c.topicExpired, c.topicDropped, c.topicRejected, c.chDeadLettered, c.chExpired,
 	} {
 		ch <- d
 	}
@@ -140,6 +149,11 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.topicChannels, float64(len(t.Channels)), tn)
 		counter(c.topicMessages, float64(t.MessageCount), tn)
 		counter(c.topicMessageBytes, float64(t.MessageBytes), tn)
+		if p := t.TopicPolicyStats; p != nil {
+			counter(c.topicExpired, float64(p.ExpiredCount), tn)
+			counter(c.topicDropped, float64(p.DroppedCount), tn)
+			counter(c.topicRejected, float64(p.RejectedCount), tn)
+		}
 		if t.E2ELatency.Percentiles != nil {
 			gauge(c.topicE2ECount, float64(t.E2ELatency.Count), tn)
 			for _, p := range t.E2ELatency.Percentiles {
@@ -157,6 +171,10 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(c.chMessages, float64(chs.MessageCount), tn, cn)
 			counter(c.chRequeued, float64(chs.RequeueCount), tn, cn)
 			counter(c.chTimedOut, float64(chs.TimeoutCount), tn, cn)
+			if p := chs.ChannelPolicyStats; p != nil {
+				counter(c.chDeadLettered, float64(p.DeadLetteredCount), tn, cn)
+				counter(c.chExpired, float64(p.ExpiredCount), tn, cn)
+			}
 			if chs.E2ELatency.Percentiles != nil {
 				gauge(c.chE2EN, float64(chs.E2ELatency.Count), tn, cn)
 				for _, p := range chs.E2ELatency.Percentiles {

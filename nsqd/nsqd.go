@@ -55,7 +55,8 @@ type NSQD struct {
 
 	healthErr atomic.Pointer[string]
 
-	committer *store.Committer // group commit of durable topics; set by Start
+	committer   *store.Committer // group commit of durable topics; set by Start
+	deadLetters *deadLetters     // dead-letter registry; set by Start
 
 	persistMu sync.Mutex // serializes nsqd.dat writes
 
@@ -200,12 +201,16 @@ func (n *NSQD) Start() error {
 			return fail(fmt.Errorf("listen on --https-address %s: %w", o.HTTPSAddress, err))
 		}
 	}
+	if n.deadLetters, err = openDeadLetters(n.deadLettersPath()); err != nil {
+		return fail(err)
+	}
 	n.committer = store.NewCommitter(0)
 	closeTopics := func() {
 		for _, t := range n.topicList() {
 			t.close(false)
 		}
 		n.committer.Close()
+		n.deadLetters.close()
 	}
 	if err := n.loadDurableTopics(); err != nil {
 		closeTopics()
@@ -307,6 +312,7 @@ func (n *NSQD) exit() {
 		}
 	}
 	n.committer.Close()
+	n.deadLetters.close()
 	n.cancel()
 	n.wg.Wait()
 	n.dirLock.Close()
@@ -486,6 +492,9 @@ func (n *NSQD) finishTopicDelete(t *Topic) {
 		delete(n.topics, t.name)
 	}
 	n.mu.Unlock()
+	if t.deadLetterTarget.Load() {
+		n.deadLetters.forgetTarget(t.name)
+	}
 	if !t.ephemeral {
 		n.persistMetadataOrLog()
 	}
@@ -610,6 +619,12 @@ func (n *NSQD) scanLoop() {
 		for _, t := range n.topicList() {
 			for _, ch := range t.channelList() {
 				ch.processDeadlines(now.UnixNano())
+				if retain {
+					ch.sweepExpired(now.UnixNano())
+				}
+			}
+			if retain {
+				t.sweepExpired(now.UnixNano())
 			}
 			if retain && t.dur != nil && !t.isExiting() {
 				t.retain(now)

@@ -86,6 +86,10 @@ type Options struct {
 	RetentionBytes      int64         `flag:"retention-bytes" cfg:"retention_bytes"`             // keep the newest finished durable segments up to this size (0 = none)
 	DurableSegmentBytes int64         `flag:"durable-segment-bytes" cfg:"durable_segment_bytes"` // roll a durable topic's segment at this size
 
+	// Message policies (Sluice): the node default of a channel's
+	// max_attempts; 0 = unlimited, as in NSQ.
+	MaxAttempts int `flag:"max-attempts" cfg:"max_attempts"`
+
 	// LookupdPingInterval is how often nsqd PINGs each nsqlookupd (fixed 15s
 	// in NSQ; settable for tests).
 	LookupdPingInterval time.Duration `flag:"-" cfg:"-"`
@@ -194,6 +198,9 @@ func (o *Options) validate() error {
 	}
 	if o.RetentionBytes < 0 {
 		return fmt.Errorf("--retention-bytes must be >= 0, got %d", o.RetentionBytes)
+	}
+	if o.MaxAttempts < 0 || o.MaxAttempts > maxAttemptsLimit {
+		return fmt.Errorf("--max-attempts must be 0 (unlimited) or from 1 to %d, got %d", maxAttemptsLimit, o.MaxAttempts)
 	}
 	if o.DurableSegmentBytes < 4096 {
 		return fmt.Errorf("--durable-segment-bytes must be >= 4096, got %d", o.DurableSegmentBytes)

@@ -216,3 +216,17 @@ func (e qentry) materialize() []*Message {
 	q.pushEntry(e)
 	return q.drain()
 }
+
+// pushFront puts e back at the head of the queue.
+func (q *msgQueue) pushFront(e qentry) {
+	if e.len() == 0 {
+		return
+	}
+	if q.ents == len(q.buf) {
+		q.grow()
+	}
+	q.head = (q.head - 1 + len(q.buf)) % len(q.buf)
+	q.buf[q.head] = e
+	q.ents++
+	q.n += e.len()
+}

@@ -72,6 +72,14 @@ func (t *Topic) stats(f StatsFilter, now time.Time) (protocol.TopicStats, bool) 
 		rt, rb := t.dur.retention.Time.String(), t.dur.retention.Bytes
 		ts.Durable, ts.RetentionTime, ts.RetentionBytes = true, &rt, &rb
 	}
+	if p := t.policy.Load(); p != nil && p.isSet() {
+		ps := &protocol.TopicPolicyStats{MaxDepth: p.maxDepth, Overflow: p.overflowMode(),
+			ExpiredCount: int64(t.expiredCount.Load()), DroppedCount: int64(t.droppedCount.Load()), RejectedCount: int64(t.rejectedCount.Load())}
+		if p.ttl > 0 {
+			ps.TTL = p.ttl.String()
+		}
+		ts.TopicPolicyStats = ps
+	}
 	var merged *quantile.Quantile
 	for _, ch := range t.channelList() {
 		if f.Channel != "" && ch.name != f.Channel {
@@ -132,6 +140,14 @@ func (c *Channel) stats(includeClients bool, now time.Time) protocol.ChannelStat
 	}
 	if c.e2e != nil {
 		cs.E2ELatency = c.e2e.Result(now)
+	}
+	if e := c.eff.Load(); e != nil {
+		ps := &protocol.ChannelPolicyStats{MaxAttempts: int(e.maxAttempts), DeadLetterTopic: e.deadLetter,
+			DeadLetteredCount: int64(c.deadLetteredCount.Load()), ExpiredCount: int64(c.expiredCount.Load())}
+		if e.ttl > 0 {
+			ps.TTL = time.Duration(e.ttl).String()
+		}
+		cs.ChannelPolicyStats = ps
 	}
 	return cs
 }

@@ -368,6 +368,10 @@ func (c *client) sub(p [][]byte) ([]byte, error) {
 			return nil, protocol.Fatalf(protocol.ErrSubFailed, "SUB failed consumers for %s:%s exceeds limit of %d",
 				topicName, channelName, c.nsqd.opts.MaxChannelConsumers)
 		}
+		var pr *policyRefusal
+		if errors.As(err, &pr) {
+			return nil, protocol.Fatalf(protocol.ErrSubFailed, "SUB failed to create channel %s:%s: %v", topicName, channelName, pr.err)
+		}
 		if attempt == 1 {
 			return nil, protocol.Fatalf(protocol.ErrSubFailed, "SUB failed to deleted topic/channel")
 		}
@@ -490,6 +494,10 @@ func publishFailure(code, cmd string, err error) *protocol.Error {
 	var dw *durableWriteError
 	if errors.As(err, &dw) {
 		return protocol.Softf(code, "%s failed: %s", cmd, dw.Error())
+	}
+	var dl *depthLimitError
+	if errors.As(err, &dl) {
+		return protocol.Softf(code, "%s failed: %s", cmd, dl.Error())
 	}
 	return protocol.Fatalf(code, "%s failed %s", cmd, err)
 }

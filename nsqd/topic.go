@@ -1,11 +1,13 @@
 package nsqd
 
 import (
-	"github.com/sluicemq/sluice/store"
 	"log/slog"
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/sluicemq/sluice/store"
 
 	"github.com/sluicemq/sluice/protocol"
 )
@@ -34,6 +36,14 @@ type Topic struct {
 	messageCount atomic.Uint64
 	messageBytes atomic.Uint64
 
+	// message policies (policy.go); nil when the topic sets none
+	policy           atomic.Pointer[topicPolicy]
+	expiredCount     atomic.Uint64
+	droppedCount     atomic.Uint64
+	rejectedCount    atomic.Uint64
+	deadLetterTarget atomic.Bool // dead letters were published here
+	dropPending      int64       // overflow=drop_oldest: disk messages still to drop; guarded by mu
+
 	wake   chan struct{}
 	exitCh chan struct{}
 	wg     sync.WaitGroup
@@ -49,6 +59,9 @@ func newTopic(name string, n *NSQD, cfg topicConfig) (*Topic, error) {
 		channels:  make(map[string]*Channel),
 		wake:      make(chan struct{}, 1),
 		exitCh:    make(chan struct{}),
+	}
+	if n.deadLetters != nil && n.deadLetters.isTarget(name) {
+		t.deadLetterTarget.Store(true)
 	}
 	if cfg.durable && !t.ephemeral {
 		dt, err := n.openDurableTopic(name, cfg)
@@ -99,6 +112,11 @@ func (t *Topic) put(ents []qentry, bodyBytes uint64) error {
 	for i := range ents {
 		count += ents[i].len()
 	}
+	if p := t.policy.Load(); p != nil && p.maxDepth > 0 && p.overflowMode() == overflowReject {
+		if err := t.checkDepth(p, count); err != nil {
+			return err
+		}
+	}
 	t.mu.RLock()
 	if t.exiting {
 		t.mu.RUnlock()
@@ -111,6 +129,7 @@ func (t *Topic) put(ents []qentry, bodyBytes uint64) error {
 		}
 		t.messageCount.Add(uint64(count))
 		t.messageBytes.Add(bodyBytes)
+		t.afterPut()
 		return nil
 	}
 	direct := len(t.chanList) > 0 && !t.paused && !t.held && t.mem.len() == 0 && (t.backend == nil || t.backend.depth() == 0)
@@ -119,7 +138,9 @@ func (t *Topic) put(ents []qentry, bodyBytes uint64) error {
 	t.messageCount.Add(uint64(count))
 	t.messageBytes.Add(bodyBytes)
 	if direct {
-		return t.distribute(ents, chans)
+		err := t.distribute(ents, chans)
+		t.afterPut()
+		return err
 	}
 	var overflow []qentry
 	t.mu.Lock()
@@ -142,7 +163,15 @@ func (t *Topic) put(ents []qentry, bodyBytes uint64) error {
 			return err
 		}
 	}
+	t.afterPut()
 	return nil
+}
+
+// afterPut enforces overflow=drop_oldest once a publish has landed.
+func (t *Topic) afterPut() {
+	if p := t.policy.Load(); p != nil && p.maxDepth > 0 && p.overflowMode() == overflowDropOldest {
+		t.trimToDepth(p)
+	}
 }
 
 // distribute hands entries to every channel. Batches are shared (each
@@ -201,7 +230,7 @@ func (t *Topic) pump() {
 		}
 		t.mu.Unlock()
 		var diskCh <-chan []byte
-		if canDistribute && t.backend != nil {
+		if t.backend != nil && (canDistribute || t.readsWithoutChannels()) {
 			diskCh = t.backend.readChan()
 		}
 		select {
@@ -216,8 +245,20 @@ func (t *Topic) pump() {
 			chans := t.chanList
 			t.mu.RUnlock()
 			if len(chans) == 0 {
-				// the last channel went away after the read; keep the message
+				// read for expiry or drop_oldest, or the last channel went
+				// away after the read: keep the message unless it goes
 				t.mu.Lock()
+				if t.dropPending > 0 {
+					t.dropPending--
+					t.mu.Unlock()
+					t.droppedCount.Add(1)
+					continue
+				}
+				if p := t.policy.Load(); p != nil && p.ttl > 0 && time.Now().UnixNano()-m.Timestamp > int64(p.ttl) {
+					t.mu.Unlock()
+					t.expiredCount.Add(1)
+					continue
+				}
 				t.mem.push(m)
 				t.mu.Unlock()
 				continue
@@ -227,6 +268,23 @@ func (t *Topic) pump() {
 			return
 		}
 	}
+}
+
+// readsWithoutChannels reports whether the pump should read the topic's
+// disk queue although it has no channel: to drop what drop_oldest left
+// there, or, with a TTL, to keep a window of messages in memory where the
+// sweep finds the expired ones.
+func (t *Topic) readsWithoutChannels() bool {
+	p := t.policy.Load()
+	if p == nil {
+		return false
+	}
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if len(t.chanList) > 0 || t.exiting {
+		return false
+	}
+	return t.dropPending > 0 || (p.ttl > 0 && t.mem.len() < expiryWindow)
 }
 
 // getChannel returns the named channel, creating it if needed. created
@@ -260,7 +318,21 @@ func (t *Topic) getChannelFrom(name string, start channelStart) (ch *Channel, cr
 		t.mu.Unlock()
 		return nil, false, errExiting
 	}
+	cp := defaultChannelPolicy()
+	if start.policy != nil {
+		cp = *start.policy
+	}
+	eff, err := resolvePolicy(t.name, cp, t.topicPolicyOf(), t.nsqd.opts.MaxAttempts)
+	if err != nil {
+		t.mu.Unlock()
+		return nil, false, &policyRefusal{err}
+	}
 	ch = newChannel(t.name, name, t.nsqd, t.dur != nil)
+	ch.topic = t
+	if cp != defaultChannelPolicy() {
+		ch.policy.Store(&cp)
+	}
+	ch.eff.Store(eff)
 	if t.dur != nil {
 		if err := ch.attachDurable(t.dur, start, len(t.channels) > 0); err != nil {
 			t.mu.Unlock()

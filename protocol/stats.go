@@ -50,6 +50,30 @@ type TopicStats struct {
 	Durable        bool    `json:"durable,omitempty"`
 	RetentionTime  *string `json:"retention_time,omitempty"`  // Go duration; "0s" = finished segments go at once
 	RetentionBytes *int64  `json:"retention_bytes,omitempty"` // 0 = none kept by size
+	// Message policies (Sluice): present only on topics that set one.
+	*TopicPolicyStats
+}
+
+// TopicPolicyStats are the policy keys of a topic that sets a TTL or a
+// max_depth.
+type TopicPolicyStats struct {
+	TTL           string `json:"ttl"` // Go duration; "" when unset
+	MaxDepth      int64  `json:"max_depth"`
+	Overflow      string `json:"overflow"` // "reject" or "drop_oldest"
+	ExpiredCount  int64  `json:"expired_count"`
+	DroppedCount  int64  `json:"dropped_count"`
+	RejectedCount int64  `json:"rejected_count"`
+}
+
+// ChannelPolicyStats are the policy keys of a channel that enforces one
+// (effective values: the node's --max-attempts and the topic's TTL
+// applied).
+type ChannelPolicyStats struct {
+	MaxAttempts       int    `json:"max_attempts"` // 0 = unlimited
+	DeadLetterTopic   string `json:"dead_letter_topic"`
+	TTL               string `json:"ttl"` // Go duration; "" when unset
+	DeadLetteredCount int64  `json:"dead_lettered_count"`
+	ExpiredCount      int64  `json:"expired_count"`
 }
 
 // MarshalJSON encodes t with a nil Channels written as [] (§9.5: never null).
@@ -76,6 +100,8 @@ type ChannelStats struct {
 	Clients    []ClientStats `json:"clients"`
 	Paused     bool          `json:"paused"`
 	E2ELatency E2ELatency    `json:"e2e_processing_latency"`
+	// Message policies (Sluice): present only on channels that enforce one.
+	*ChannelPolicyStats
 }
 
 // ClientStats is one client connection: a consumer under its channel or a

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -246,5 +247,34 @@ func TestCommitterRefusesUnreadableEntries(t *testing.T) {
 	defer l2.Close()
 	if len(rep.Cut) != 0 || l2.End() != 3 {
 		t.Fatalf("reopen: %+v, end %d", rep, l2.End())
+	}
+}
+
+func TestCommitterReportsTheSequenceNumbersItAssigned(t *testing.T) {
+	mem := newMemDir(t, "/d")
+	l, _ := mustOpenLog(t, mem, "/d", LogOptions{})
+	defer l.Close()
+	c := NewCommitter(0)
+	defer c.Close()
+	var first, second, third uint64
+	packed := append(binary.BigEndian.AppendUint32(nil, 1), 'a')
+	packed = append(binary.BigEndian.AppendUint32(packed, 1), 'b')
+	r, err := c.Append(l, []Entry{
+		{TS: 1, Body: []byte("x"), SeqOut: &first},
+		{TS: 1, Packed: packed, Count: 2, SeqOut: &second},
+		{TS: 1, Body: []byte("y"), SeqOut: &third},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Wait(l); err != nil {
+		t.Fatal(err)
+	}
+	if first != 0 || second != 1 || third != 3 {
+		t.Fatalf("assigned %d %d %d, want 0 1 3", first, second, third)
+	}
+	got := readFrom(t, l, third, 1)
+	if len(got) != 1 || string(got[0].Body) != "y" {
+		t.Fatalf("record at %d: %+v", third, got)
 	}
 }

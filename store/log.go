@@ -42,6 +42,9 @@ type Entry struct {
 	Body      []byte
 	Packed    []byte
 	Count     int
+	// SeqOut, when set, receives the sequence number of the entry's (first)
+	// message when the entry is written; read it after the round's Wait.
+	SeqOut *uint64
 }
 
 // Messages is how many messages e holds.
@@ -435,6 +438,9 @@ func (l *Log) commit(ents []Entry) (written int, err error) {
 	}
 	for i := range ents {
 		e := &ents[i]
+		if e.SeqOut != nil {
+			*e.SeqOut = seq
+		}
 		if e.Packed == nil {
 			add(e.TS, e.DeliverAt, e.Body)
 			continue

@@ -128,3 +128,24 @@ func TestDurableOptionsFromFlagsAndConfigFile(t *testing.T) {
 		t.Fatalf("negative --retention-time: %v", err)
 	}
 }
+
+func TestMaxAttemptsFromFlagAndConfigFile(t *testing.T) {
+	opts, _, _ := loadOptions(nil, &bytes.Buffer{}, &bytes.Buffer{})
+	if opts.MaxAttempts != 0 {
+		t.Fatalf("default --max-attempts %d, want 0 (unlimited, as NSQ)", opts.MaxAttempts)
+	}
+	cfg := filepath.Join(t.TempDir(), "nsqd.toml")
+	os.WriteFile(cfg, []byte("max_attempts = 20\n"), 0o600)
+	if opts, done, code := loadOptions([]string{"--config", cfg}, &bytes.Buffer{}, &bytes.Buffer{}); done || opts.MaxAttempts != 20 {
+		t.Fatalf("max_attempts from TOML: %d (exit %v %d)", opts.MaxAttempts, done, code)
+	}
+	if opts, _, _ := loadOptions([]string{"--config", cfg, "--max-attempts=5"}, &bytes.Buffer{}, &bytes.Buffer{}); opts.MaxAttempts != 5 {
+		t.Fatalf("flag over TOML: %d", opts.MaxAttempts)
+	}
+	for _, bad := range []string{"--max-attempts=-1", "--max-attempts=65536"} {
+		opts, _, _ := loadOptions([]string{bad}, &bytes.Buffer{}, &bytes.Buffer{})
+		if _, err := nsqd.New(opts); err == nil || !strings.Contains(err.Error(), "max-attempts") {
+			t.Fatalf("%s: %v", bad, err)
+		}
+	}
+}

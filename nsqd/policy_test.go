@@ -1,0 +1,539 @@
+package nsqd_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nsqio/go-nsq"
+	"github.com/sluicemq/sluice/internal/testutil"
+	"github.com/sluicemq/sluice/nsqd"
+	"github.com/sluicemq/sluice/protocol"
+)
+
+// storageModes runs a policy test in NSQ's default storage mode, with
+// --mem-queue-size=0 (everything through go-diskqueue), and with durable
+// topics.
+var storageModes = []struct {
+	name string
+	opts func(*nsqd.Options)
+}{
+	{"memory", func(*nsqd.Options) {}},
+	{"disk", func(o *nsqd.Options) { o.MemQueueSize = 0 }},
+	{"durable", durableOpts},
+}
+
+func forEachMode(t *testing.T, extra func(*nsqd.Options), test func(t *testing.T, h *testutil.NSQDHandle)) {
+	for _, mode := range storageModes {
+		t.Run(mode.name, func(t *testing.T) {
+			h := testutil.StartNSQD(t, func(o *nsqd.Options) {
+				mode.opts(o)
+				if extra != nil {
+					extra(o)
+				}
+			})
+			test(t, h)
+		})
+	}
+}
+
+func policyStats(t *testing.T, h *testutil.NSQDHandle) *protocol.StatsResponse {
+	t.Helper()
+	r := testutil.HTTPDo(t, http.MethodGet, h.URL("/stats?format=json"), nil)
+	var s protocol.StatsResponse
+	if err := json.Unmarshal(r.Body, &s); err != nil {
+		t.Fatalf("decode /stats: %v (%s)", err, r.Body)
+	}
+	return &s
+}
+
+func findTopic(s *protocol.StatsResponse, name string) *protocol.TopicStats {
+	for i := range s.Topics {
+		if s.Topics[i].TopicName == name {
+			return &s.Topics[i]
+		}
+	}
+	return nil
+}
+
+func findChannel(s *protocol.StatsResponse, topic, channel string) *protocol.ChannelStats {
+	if tp := findTopic(s, topic); tp != nil {
+		for i := range tp.Channels {
+			if tp.Channels[i].ChannelName == channel {
+				return &tp.Channels[i]
+			}
+		}
+	}
+	return nil
+}
+
+type deadLetterList struct {
+	Count       int `json:"count"`
+	DeadLetters []struct {
+		ID              string `json:"id"`
+		DeadLetterTopic string `json:"dead_letter_topic"`
+		Topic           string `json:"topic"`
+		Channel         string `json:"channel"`
+		Attempts        int    `json:"attempts"`
+		Reason          string `json:"reason"`
+		Time            string `json:"time"`
+		OriginalID      string `json:"original_id"`
+	} `json:"dead_letters"`
+}
+
+func listDeadLetters(t *testing.T, h *testutil.NSQDHandle, topic, channel string) deadLetterList {
+	t.Helper()
+	r := testutil.HTTPDo(t, http.MethodGet, h.URL("/channel/dead_letters?topic="+topic+"&channel="+channel), nil)
+	if r.Status != http.StatusOK {
+		t.Fatalf("GET /channel/dead_letters: %v", r)
+	}
+	var l deadLetterList
+	if err := json.Unmarshal(r.Body, &l); err != nil {
+		t.Fatalf("decode dead letters: %v (%s)", err, r.Body)
+	}
+	return l
+}
+
+// requeuer is a go-nsq handler that fails (REQ) every message and counts
+// deliveries per body.
+type requeuer struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (r *requeuer) HandleMessage(m *nsq.Message) error {
+	r.mu.Lock()
+	r.counts[string(m.Body)]++
+	r.mu.Unlock()
+	return errors.New("always fails")
+}
+
+func (r *requeuer) count(body string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.counts[body]
+}
+
+func TestMaxAttemptsMovesAnAlwaysRequeuedMessageToTheDeadLetterTopic(t *testing.T) {
+	forEachMode(t, nil, func(t *testing.T, h *testutil.NSQDHandle) {
+		testutil.MustPost(t, h.URL("/topic/create?topic=orders"), nil)
+		testutil.MustPost(t, h.URL("/channel/create?topic=orders&channel=billing&max_attempts=3"), nil)
+		testutil.MustPost(t, h.URL("/pub?topic=orders"), []byte("poison"))
+
+		cfg := testutil.NewConfig()
+		cfg.MaxAttempts = 0         // the server decides
+		cfg.MaxBackoffDuration = 0  // no client backoff between attempts
+		cfg.DefaultRequeueDelay = 0 // REQ at once
+		rq := &requeuer{counts: map[string]int{}}
+		c := testutil.NewConsumer(t, h.TCPAddr, "orders", "billing", cfg, rq)
+		testutil.WaitFor(t, 10*time.Second, func() bool {
+			s := findChannel(policyStats(t, h), "orders", "billing")
+			return s != nil && s.ChannelPolicyStats != nil && s.DeadLetteredCount == 1
+		}, "the message to be dead-lettered")
+		time.Sleep(200 * time.Millisecond) // a fourth delivery would come now
+		testutil.StopConsumer(t, c)
+		if n := rq.count("poison"); n != 3 {
+			t.Fatalf("delivered %d times with max_attempts=3", n)
+		}
+
+		s := policyStats(t, h)
+		cs := findChannel(s, "orders", "billing")
+		if cs.MaxAttempts != 3 || cs.DeadLetterTopic != "orders.dlq" || cs.TTL != "" || cs.Depth != 0 || cs.InFlightCount != 0 {
+			t.Fatalf("channel stats: %+v %+v", cs, cs.ChannelPolicyStats)
+		}
+		dl := listDeadLetters(t, h, "orders", "billing")
+		if dl.Count != 1 || len(dl.DeadLetters) != 1 {
+			t.Fatalf("dead letters: %+v", dl)
+		}
+		d := dl.DeadLetters[0]
+		if d.DeadLetterTopic != "orders.dlq" || d.Topic != "orders" || d.Channel != "billing" || d.Attempts != 3 || d.Reason != "max_attempts" {
+			t.Fatalf("dead letter record: %+v", d)
+		}
+		if _, err := time.Parse(time.RFC3339Nano, d.Time); err != nil {
+			t.Fatalf("time %q: %v", d.Time, err)
+		}
+		metrics := string(testutil.HTTPDo(t, http.MethodGet, h.URL("/metrics"), nil).Body)
+		if !strings.Contains(metrics, `nsqd_channel_dead_lettered_total{channel="billing",topic="orders"} 1`) {
+			t.Fatalf("/metrics lacks the dead-letter counter:\n%s", metrics)
+		}
+		if strings.Contains(metrics, `nsqd_channel_dead_lettered_total{channel="inspect"`) {
+			t.Fatalf("/metrics has policy counters for a channel without a policy")
+		}
+
+		// the dead-letter topic holds the original body for its first channel
+		got := consumeN(t, h.TCPAddr, "orders.dlq", "inspect", 1)
+		if got[0] != "poison" {
+			t.Fatalf("dead-letter topic delivered %q", got[0])
+		}
+		// consumed there: the record goes
+		testutil.WaitFor(t, 5*time.Second, func() bool { return listDeadLetters(t, h, "orders", "billing").Count == 0 },
+			"the record of the consumed dead letter to go")
+	})
+}
+
+func TestMaxAttemptsCountsTimeouts(t *testing.T) {
+	forEachMode(t, func(o *nsqd.Options) { o.MsgTimeout = 300 * time.Millisecond }, func(t *testing.T, h *testutil.NSQDHandle) {
+		testutil.MustPost(t, h.URL("/topic/create?topic=jobs"), nil)
+		testutil.MustPost(t, h.URL("/channel/create?topic=jobs&channel=w&max_attempts=2&dead_letter_topic=jobs-dead"), nil)
+		testutil.MustPost(t, h.URL("/pub?topic=jobs"), []byte("slow"))
+		c := testutil.DialV2(t, h.TCPAddr)
+		defer c.Close()
+		c.Subscribe("jobs", "w")
+		c.Ready(5)
+		for i := 1; i <= 2; i++ {
+			m := c.ExpectMessageWithin(5 * time.Second)
+			if m.Attempts != uint16(i) || string(m.Body) != "slow" {
+				t.Fatalf("delivery %d: attempts %d body %q", i, m.Attempts, m.Body)
+			}
+			// never finished: it times out
+		}
+		c.ExpectNothing(800 * time.Millisecond)
+		dl := listDeadLetters(t, h, "jobs", "w")
+		if dl.Count != 1 || dl.DeadLetters[0].DeadLetterTopic != "jobs-dead" || dl.DeadLetters[0].Attempts != 2 {
+			t.Fatalf("dead letters: %+v", dl)
+		}
+		if got := consumeN(t, h.TCPAddr, "jobs-dead", "x", 1); got[0] != "slow" {
+			t.Fatalf("dead-letter topic delivered %q", got[0])
+		}
+		cs := findChannel(policyStats(t, h), "jobs", "w")
+		if cs.DeadLetteredCount != 1 || cs.TimeoutCount != 2 {
+			t.Fatalf("channel stats %+v %+v", cs, cs.ChannelPolicyStats)
+		}
+	})
+}
+
+func TestTTLExpiresMessagesWithoutConsumers(t *testing.T) {
+	forEachMode(t, nil, func(t *testing.T, h *testutil.NSQDHandle) {
+		testutil.MustPost(t, h.URL("/topic/create?topic=ticks"), nil)
+		testutil.MustPost(t, h.URL("/channel/create?topic=ticks&channel=c&ttl=500ms"), nil)
+		var bodies [][]byte
+		for i := range 200 {
+			bodies = append(bodies, []byte(fmt.Sprintf("old-%d", i)))
+		}
+		p := testutil.DialV2(t, h.TCPAddr)
+		defer p.Close()
+		p.Send("MPUB ticks", testutil.MPUBBody(bodies))
+		p.ExpectOK()
+		if d := findChannel(policyStats(t, h), "ticks", "c").Depth; d != 200 {
+			t.Fatalf("depth before expiry %d", d)
+		}
+		start := time.Now()
+		testutil.WaitFor(t, 5*time.Second, func() bool { return findChannel(policyStats(t, h), "ticks", "c").Depth == 0 },
+			"expired messages to leave the channel without consumers")
+		t.Logf("depth 200 -> 0 in %v after publish+%v", time.Since(start), 500*time.Millisecond)
+		cs := findChannel(policyStats(t, h), "ticks", "c")
+		if cs.ExpiredCount != 200 || cs.TTL != "500ms" || cs.DeadLetteredCount != 0 || cs.DeadLetterTopic != "" {
+			t.Fatalf("channel stats %+v %+v", cs, cs.ChannelPolicyStats)
+		}
+		// fresh messages are delivered
+		p.Publish("ticks", []byte("fresh"))
+		if got := consumeN(t, h.TCPAddr, "ticks", "c", 1); got[0] != "fresh" {
+			t.Fatalf("got %q", got[0])
+		}
+	})
+}
+
+func TestTopicTTLExpiresWhatTheTopicHoldsWithoutChannels(t *testing.T) {
+	forEachMode(t, nil, func(t *testing.T, h *testutil.NSQDHandle) {
+		testutil.MustPost(t, h.URL("/topic/create?topic=held&ttl=400ms"), nil)
+		p := testutil.DialV2(t, h.TCPAddr)
+		defer p.Close()
+		for i := range 50 {
+			p.Publish("held", []byte(fmt.Sprintf("m%d", i)))
+		}
+		if d := findTopic(policyStats(t, h), "held").Depth; d != 50 {
+			t.Fatalf("topic depth %d", d)
+		}
+		testutil.WaitFor(t, 5*time.Second, func() bool { return findTopic(policyStats(t, h), "held").Depth == 0 },
+			"the topic's expired messages to go")
+		ts := findTopic(policyStats(t, h), "held")
+		if ts.TopicPolicyStats == nil || ts.ExpiredCount != 50 || ts.TTL != "400ms" || ts.MaxDepth != 0 || ts.Overflow != "reject" {
+			t.Fatalf("topic stats %+v", ts.TopicPolicyStats)
+		}
+		// a channel inherits the topic's TTL
+		testutil.MustPost(t, h.URL("/channel/create?topic=held&channel=c"), nil)
+		if cs := findChannel(policyStats(t, h), "held", "c"); cs.ChannelPolicyStats == nil || cs.TTL != "400ms" {
+			t.Fatalf("channel of a topic with a TTL: %+v", cs.ChannelPolicyStats)
+		}
+	})
+}
+
+func TestExpiredMessageIsDeadLetteredWhenTheChannelHasADeadLetterTopic(t *testing.T) {
+	forEachMode(t, nil, func(t *testing.T, h *testutil.NSQDHandle) {
+		testutil.MustPost(t, h.URL("/topic/create?topic=quotes"), nil)
+		testutil.MustPost(t, h.URL("/channel/create?topic=quotes&channel=c&ttl=300ms&dead_letter_topic=quotes-expired"), nil)
+		testutil.MustPost(t, h.URL("/pub?topic=quotes"), []byte("stale"))
+		time.Sleep(400 * time.Millisecond)
+		// a consumer arriving after the TTL never sees it
+		c := testutil.DialV2(t, h.TCPAddr)
+		defer c.Close()
+		c.Subscribe("quotes", "c")
+		c.Ready(1)
+		c.ExpectNothing(1500 * time.Millisecond)
+		dl := listDeadLetters(t, h, "quotes", "c")
+		if dl.Count != 1 || dl.DeadLetters[0].Reason != "ttl" || dl.DeadLetters[0].Attempts != 0 {
+			t.Fatalf("dead letters %+v", dl)
+		}
+		cs := findChannel(policyStats(t, h), "quotes", "c")
+		if cs.ExpiredCount != 1 || cs.DeadLetteredCount != 1 {
+			t.Fatalf("stats %+v", cs.ChannelPolicyStats)
+		}
+		if got := consumeN(t, h.TCPAddr, "quotes-expired", "x", 1); got[0] != "stale" {
+			t.Fatalf("got %q", got[0])
+		}
+	})
+}
+
+func TestMaxDepthRejectRefusesPublishesUntilTheChannelDrains(t *testing.T) {
+	forEachMode(t, nil, func(t *testing.T, h *testutil.NSQDHandle) {
+		testutil.MustPost(t, h.URL("/topic/create?topic=bounded&max_depth=5&overflow=reject"), nil)
+		testutil.MustPost(t, h.URL("/channel/create?topic=bounded&channel=c"), nil)
+		p := testutil.DialV2(t, h.TCPAddr)
+		defer p.Close()
+		for i := range 5 {
+			p.Publish("bounded", []byte(fmt.Sprintf("m%d", i)))
+		}
+		p.Send("PUB bounded", []byte("one too many"))
+		p.ExpectError("E_PUB_FAILED PUB failed: topic bounded is at its max_depth of 5 messages (overflow=reject)")
+		p.Send("MPUB bounded", testutil.MPUBBody([][]byte{[]byte("a"), []byte("b")}))
+		p.ExpectError("E_MPUB_FAILED MPUB failed: topic bounded is at its max_depth of 5 messages (overflow=reject)")
+		r := testutil.HTTPPost(t, h.URL("/pub?topic=bounded"), []byte("http"))
+		if r.Status != http.StatusServiceUnavailable || !strings.Contains(testutil.ErrorMessage(r), "max_depth of 5") {
+			t.Fatalf("HTTP /pub at the limit: %v", r)
+		}
+		ts := findTopic(policyStats(t, h), "bounded")
+		if ts.RejectedCount != 4 || ts.MaxDepth != 5 || ts.Overflow != "reject" {
+			t.Fatalf("topic stats %+v", ts.TopicPolicyStats)
+		}
+		if got := consumeN(t, h.TCPAddr, "bounded", "c", 5); len(got) != 5 {
+			t.Fatalf("consumed %d", len(got))
+		}
+		// the same connection publishes again
+		p.Publish("bounded", []byte("after drain"))
+		if got := consumeN(t, h.TCPAddr, "bounded", "c", 1); got[0] != "after drain" {
+			t.Fatalf("got %q", got[0])
+		}
+	})
+}
+
+func TestPolicyParametersAreCheckedAndA400ChangesNothing(t *testing.T) {
+	h := testutil.StartNSQD(t, nil)
+	testutil.MustPost(t, h.URL("/topic/create?topic=t"), nil)
+	testutil.MustPost(t, h.URL("/channel/create?topic=t&channel=c"), nil)
+	long := strings.Repeat("x", 62)
+	testutil.MustPost(t, h.URL("/topic/create?topic="+long), nil)
+	cases := []struct{ path, code string }{
+		{"/topic/create?topic=new1&ttl=abc", "INVALID_TTL"},
+		{"/topic/create?topic=new1&ttl=-1s", "INVALID_TTL"},
+		{"/topic/create?topic=new1&max_depth=-1", "INVALID_MAX_DEPTH"},
+		{"/topic/create?topic=new1&max_depth=ten", "INVALID_MAX_DEPTH"},
+		{"/topic/create?topic=new1&max_depth=10&overflow=sideways", "INVALID_OVERFLOW"},
+		{"/topic/config?topic=t&ttl=1parsec", "INVALID_TTL"},
+		{"/topic/config?topic=t&max_depth=5&overflow=", "INVALID_OVERFLOW"},
+		{"/channel/create?topic=t&channel=new1&max_attempts=-1", "INVALID_MAX_ATTEMPTS"},
+		{"/channel/create?topic=t&channel=new1&max_attempts=65536", "INVALID_MAX_ATTEMPTS"},
+		{"/channel/create?topic=t&channel=new1&max_attempts=x", "INVALID_MAX_ATTEMPTS"},
+		{"/channel/create?topic=t&channel=new1&dead_letter_topic=t", "INVALID_DEAD_LETTER_TOPIC"},
+		{"/channel/create?topic=t&channel=new1&dead_letter_topic=bad!name", "INVALID_DEAD_LETTER_TOPIC"},
+		{"/channel/create?topic=t&channel=new1&ttl=soon", "INVALID_TTL"},
+		{"/channel/create?topic=" + long + "&channel=new1&max_attempts=3", "INVALID_DEAD_LETTER_TOPIC"},
+		{"/channel/config?topic=t&channel=c&max_attempts=-2", "INVALID_MAX_ATTEMPTS"},
+		{"/channel/config?topic=t&channel=c&max_attempts=3&dead_letter_topic=t", "INVALID_DEAD_LETTER_TOPIC"},
+		{"/channel/config?topic=t&channel=c", "MISSING_ARG_POLICY"},
+	}
+	for _, tc := range cases {
+		r := testutil.HTTPPost(t, h.URL(tc.path), nil)
+		msg := testutil.ErrorMessage(r)
+		if r.Status != http.StatusBadRequest || !strings.HasPrefix(msg, tc.code) {
+			t.Errorf("POST %s: %v, want 400 %s", tc.path, r, tc.code)
+		}
+	}
+	if r := testutil.HTTPPost(t, h.URL("/topic/config?topic=nope&ttl=1s"), nil); r.Status != http.StatusNotFound {
+		t.Errorf("config of a missing topic: %v", r)
+	}
+	if r := testutil.HTTPPost(t, h.URL("/channel/config?topic=t&channel=nope&ttl=1s"), nil); r.Status != http.StatusNotFound {
+		t.Errorf("config of a missing channel: %v", r)
+	}
+	s := policyStats(t, h)
+	if findTopic(s, "new1") != nil {
+		t.Errorf("a refused /topic/create created the topic")
+	}
+	if findChannel(s, "t", "new1") != nil || findChannel(s, long, "new1") != nil {
+		t.Errorf("a refused /channel/create created the channel")
+	}
+	if tp := findTopic(s, "t"); tp.TopicPolicyStats != nil || tp.Channels[0].ChannelPolicyStats != nil {
+		t.Errorf("a refused config changed a policy: %+v %+v", tp.TopicPolicyStats, tp.Channels[0].ChannelPolicyStats)
+	}
+	// the long topic accepts max_attempts with a dead-letter topic named
+	testutil.MustPost(t, h.URL("/channel/create?topic="+long+"&channel=new1&max_attempts=3&dead_letter_topic=long-dead"), nil)
+}
+
+func TestPoliciesAreOnlyInStatsWhereSetAndSurviveRestart(t *testing.T) {
+	h := testutil.StartNSQD(t, nil)
+	testutil.MustPost(t, h.URL("/topic/create?topic=plain"), nil)
+	testutil.MustPost(t, h.URL("/channel/create?topic=plain&channel=c"), nil)
+	testutil.MustPost(t, h.URL("/topic/create?topic=pol&ttl=1h&max_depth=100"), nil)
+	testutil.MustPost(t, h.URL("/channel/create?topic=pol&channel=a&max_attempts=7&ttl=10m"), nil)
+	testutil.MustPost(t, h.URL("/channel/create?topic=pol&channel=b"), nil)
+	testutil.MustPost(t, h.URL("/topic/config?topic=pol&overflow=drop_oldest"), nil)
+	testutil.MustPost(t, h.URL("/channel/config?topic=pol&channel=b&dead_letter_topic=pol-b-dead"), nil)
+
+	check := func(when string) {
+		r := testutil.HTTPDo(t, http.MethodGet, h.URL("/stats?format=json"), nil)
+		var doc struct {
+			Topics []map[string]json.RawMessage `json:"topics"`
+		}
+		if err := json.Unmarshal(r.Body, &doc); err != nil {
+			t.Fatal(err)
+		}
+		for _, tp := range doc.Topics {
+			var name string
+			json.Unmarshal(tp["topic_name"], &name)
+			_, hasTTL := tp["ttl"]
+			if (name == "pol") != hasTTL {
+				t.Errorf("%s: topic %s has ttl key: %v", when, name, hasTTL)
+			}
+			var chans []map[string]json.RawMessage
+			json.Unmarshal(tp["channels"], &chans)
+			for _, ch := range chans {
+				if _, ok := ch["max_attempts"]; (name == "pol") != ok {
+					t.Errorf("%s: channel of %s has max_attempts key: %v", when, name, ok)
+				}
+			}
+		}
+		s := policyStats(t, h)
+		tp := findTopic(s, "pol")
+		if tp.TTL != "1h0m0s" || tp.MaxDepth != 100 || tp.Overflow != "drop_oldest" {
+			t.Errorf("%s: topic policy %+v", when, tp.TopicPolicyStats)
+		}
+		a, b := findChannel(s, "pol", "a"), findChannel(s, "pol", "b")
+		if a.MaxAttempts != 7 || a.TTL != "10m0s" || a.DeadLetterTopic != "pol.dlq" {
+			t.Errorf("%s: channel a %+v", when, a.ChannelPolicyStats)
+		}
+		if b.MaxAttempts != 0 || b.TTL != "1h0m0s" || b.DeadLetterTopic != "pol-b-dead" {
+			t.Errorf("%s: channel b %+v", when, b.ChannelPolicyStats)
+		}
+	}
+	check("before restart")
+	h = testutil.RestartNSQD(t, h)
+	check("after restart")
+
+	data, err := os.ReadFile(filepath.Join(h.DataPath, "nsqd.dat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var md struct {
+		Topics []map[string]any `json:"topics"`
+	}
+	if err := json.Unmarshal(data, &md); err != nil {
+		t.Fatal(err)
+	}
+	for _, tp := range md.Topics {
+		_, hasTTL := tp["ttl"]
+		if (tp["name"] == "pol") != hasTTL {
+			t.Errorf("nsqd.dat topic %v: ttl key %v", tp["name"], hasTTL)
+		}
+		if tp["name"] == "plain" && len(tp) != 3 {
+			t.Errorf("nsqd.dat: a topic without policies has keys %v, want NSQ's name, paused, channels", tp)
+		}
+	}
+}
+
+func TestNodeDefaultMaxAttemptsAppliesToChannelsCreatedBySUB(t *testing.T) {
+	h := testutil.StartNSQD(t, func(o *nsqd.Options) { o.MaxAttempts = 2 })
+	c := testutil.DialV2(t, h.TCPAddr)
+	defer c.Close()
+	c.Subscribe("auto", "c")
+	cs := findChannel(policyStats(t, h), "auto", "c")
+	if cs.ChannelPolicyStats == nil || cs.MaxAttempts != 2 || cs.DeadLetterTopic != "auto.dlq" {
+		t.Fatalf("effective policy %+v", cs.ChannelPolicyStats)
+	}
+	// a channel can opt out with max_attempts=0
+	testutil.MustPost(t, h.URL("/channel/create?topic=auto&channel=unlimited&max_attempts=0"), nil)
+	if cs := findChannel(policyStats(t, h), "auto", "unlimited"); cs.ChannelPolicyStats != nil {
+		t.Fatalf("max_attempts=0 channel shows a policy: %+v", cs.ChannelPolicyStats)
+	}
+	// a topic whose default dead-letter name is not valid refuses SUB clearly
+	long := strings.Repeat("y", 62)
+	d := testutil.DialV2(t, h.TCPAddr)
+	defer d.Close()
+	d.Send("SUB "+long+" c", nil)
+	f := d.MustFrame()
+	if f.Type != testutil.FrameTypeError || !strings.Contains(string(f.Data), "dead_letter_topic") {
+		t.Fatalf("SUB with an invalid default dead-letter topic: %v", f)
+	}
+}
+
+func TestMaxDepthDropOldestKeepsTheNewest(t *testing.T) {
+	forEachMode(t, nil, func(t *testing.T, h *testutil.NSQDHandle) {
+		p := testutil.DialV2(t, h.TCPAddr)
+		defer p.Close()
+		publish := func(topic string, from, to int) {
+			for i := from; i < to; i++ {
+				p.Publish(topic, []byte(fmt.Sprintf("m%d", i)))
+			}
+		}
+		want := []string{"m7", "m8", "m9", "m10", "m11"}
+
+		// a channel deeper than max_depth drops its oldest
+		testutil.MustPost(t, h.URL("/topic/create?topic=latest&max_depth=5&overflow=drop_oldest"), nil)
+		testutil.MustPost(t, h.URL("/channel/create?topic=latest&channel=c"), nil)
+		publish("latest", 0, 4)
+		p.Send("MPUB latest", testutil.MPUBBody([][]byte{[]byte("m4"), []byte("m5"), []byte("m6")}))
+		p.ExpectOK()
+		publish("latest", 7, 12)
+		testutil.WaitFor(t, 5*time.Second, func() bool { return findChannel(policyStats(t, h), "latest", "c").Depth == 5 }, "depth 5")
+		if got := consumeN(t, h.TCPAddr, "latest", "c", 5); strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Fatalf("kept %v, want %v", got, want)
+		}
+		if ts := findTopic(policyStats(t, h), "latest"); ts.DroppedCount != 7 || ts.RejectedCount != 0 {
+			t.Fatalf("topic stats %+v", ts.TopicPolicyStats)
+		}
+
+		// so does the topic itself while it has no channel
+		testutil.MustPost(t, h.URL("/topic/create?topic=nochan&max_depth=5&overflow=drop_oldest"), nil)
+		publish("nochan", 0, 12)
+		testutil.WaitFor(t, 5*time.Second, func() bool { return findTopic(policyStats(t, h), "nochan").Depth == 5 }, "topic depth 5")
+		if got := consumeN(t, h.TCPAddr, "nochan", "first", 5); strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Fatalf("first channel got %v, want %v", got, want)
+		}
+	})
+}
+
+func TestDeadLetterRecordsSurviveRestartAndGoWhenConsumed(t *testing.T) {
+	forEachMode(t, nil, func(t *testing.T, h *testutil.NSQDHandle) {
+		testutil.MustPost(t, h.URL("/topic/create?topic=src"), nil)
+		testutil.MustPost(t, h.URL("/channel/create?topic=src&channel=c&max_attempts=1"), nil)
+		testutil.MustPost(t, h.URL("/pub?topic=src"), []byte("bad"))
+		c := testutil.DialV2(t, h.TCPAddr)
+		c.Subscribe("src", "c")
+		c.Ready(1)
+		m := c.ExpectMessageWithin(5 * time.Second)
+		c.Send("REQ "+string(m.ID[:])+" 0", nil)
+		c.ExpectNothing(300 * time.Millisecond)
+		c.Close()
+		if l := listDeadLetters(t, h, "src", "c"); l.Count != 1 {
+			t.Fatalf("before restart: %+v", l)
+		}
+		h = testutil.RestartNSQD(t, h)
+		l := listDeadLetters(t, h, "src", "c")
+		if l.Count != 1 || l.DeadLetters[0].Reason != "max_attempts" || l.DeadLetters[0].Attempts != 1 {
+			t.Fatalf("after restart: %+v", l)
+		}
+		if got := consumeN(t, h.TCPAddr, "src.dlq", "x", 1); got[0] != "bad" {
+			t.Fatalf("got %q", got[0])
+		}
+		testutil.WaitFor(t, 5*time.Second, func() bool { return listDeadLetters(t, h, "src", "c").Count == 0 }, "the record to go")
+		// the source channel is empty: the message went, it was not copied
+		if d := findChannel(policyStats(t, h), "src", "c"); d.Depth != 0 || d.InFlightCount != 0 || d.DeferredCount != 0 {
+			t.Fatalf("source channel after restart %+v", d)
+		}
+	})
+}
