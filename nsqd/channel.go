@@ -50,9 +50,10 @@ type Channel struct {
 	paused        bool
 	exiting       bool
 	everHadClient bool
-	active        int   // consumers pumping or waiting: demand for disk messages
-	dropPending   int64 // overflow=drop_oldest: messages still to drop as they are read
-	nWaiting      int   // consumers whose waiting flag is set
+	active        int           // consumers pumping or waiting: demand for disk messages
+	dropPending   int64         // overflow=drop_oldest: messages still to drop as they are read
+	diskDefer     diskDeferrals // deadlines of deferred messages in the disk queue
+	nWaiting      int           // consumers whose waiting flag is set
 
 	// emptyGen is bumped before and after empty() clears the disk queue; a
 	// message the refiller received under an older value was read before
@@ -99,6 +100,7 @@ func newChannel(topicName, name string, n *NSQD, durable bool) *Channel {
 	}
 	if !c.ephemeral && !durable {
 		c.backend = newDiskBackend(topicName+":"+name, o, c.logger, n.setHealth)
+		c.diskDefer = n.takeDeferrals(topicName + ":" + name)
 		c.wg.Add(1)
 		go c.refill()
 	}
@@ -173,6 +175,10 @@ collect:
 	var dead []deadItem
 	var drops []*Message
 	now := time.Now().UnixNano()
+	// a dead-letter topic drops what was redriven from it (the topic's
+	// lock is taken before the channel's, never inside it)
+	withdrawable := c.topic != nil && c.topic.deadLetterTarget.Load()
+	soleChannel := withdrawable && len(c.topic.channelList()) <= 1
 	c.mu.Lock()
 	cur := c.emptyGen.Load()
 	pushed := 0
@@ -182,6 +188,13 @@ collect:
 		}
 		if c.takeDropLocked() {
 			drops = append(drops, m)
+			continue
+		}
+		if withdrawable && c.nsqd.deadLetters.isWithdrawn(c.topicName, m.ID, soleChannel) {
+			continue // redriven
+		}
+		if at, ok := c.diskDefer.deadlineOf(m.ID); ok && at > now {
+			c.deferred.add(m, at) // deferred before it went to disk
 			continue
 		}
 		if eff != nil && eff.expired(m, now) {
@@ -241,9 +254,17 @@ func (c *Channel) put(ents []qentry) error {
 		n := e.len()
 		total += n
 		if e.m != nil && e.m.deferBy > 0 {
-			c.deferred.add(e.m, now+int64(e.m.deferBy))
+			// NSQ defers from when the channel gets the message; with
+			// --keep-deferred, from its publish time
+			at := now + int64(e.m.deferBy)
+			if c.nsqd.opts.KeepDeferred {
+				at = e.m.Timestamp + int64(e.m.deferBy)
+			}
 			e.m.deferBy = 0
-			continue
+			if at > now {
+				c.deferred.add(e.m, at)
+				continue
+			}
 		}
 		room := c.memRoomLocked()
 		if room >= n {
@@ -754,6 +775,7 @@ func (c *Channel) empty() error {
 	c.mem = msgQueue{}
 	c.inFlight = newInFlight()
 	c.deferred = nil
+	c.diskDefer = nil
 	for _, cl := range c.clients {
 		cl.inFlightCount.Store(0)
 	}
@@ -826,10 +848,17 @@ func (c *Channel) shutdown(deleted bool) error {
 		return c.backend.delete()
 	}
 	c.mu.Lock()
+	if c.nsqd.opts.KeepDeferred {
+		for _, m := range c.deferred {
+			c.diskDefer.noteDeferred(m, m.deadline) // delivered at its deadline after a restart
+		}
+	}
 	pending := c.mem.drain()
 	pending = append(pending, c.inFlight.drain()...)
 	pending = append(pending, c.deferred.drain()...)
+	deferrals := c.diskDefer
 	c.mu.Unlock()
+	c.nsqd.keepDeferrals(c.topicName+":"+c.name, deferrals)
 	err := c.backend.put(pending)
 	if cerr := c.backend.close(); err == nil {
 		err = cerr

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -48,25 +49,34 @@ type deadLetter struct {
 }
 
 type deadLetterOp struct {
-	Add *deadLetter `json:"add,omitempty"`
-	Del *struct {
-		DeadLetter string `json:"dead_letter_topic"`
-		ID         string `json:"id"`
-	} `json:"del,omitempty"`
+	Add       *deadLetter    `json:"add,omitempty"`
+	Del       *deadLetterRef `json:"del,omitempty"`
+	Withdrawn *deadLetterRef `json:"withdrawn,omitempty"`
+	Released  *deadLetterRef `json:"released,omitempty"`
+}
+
+// deadLetterRef names a message on a dead-letter topic.
+type deadLetterRef struct {
+	DeadLetter string `json:"dead_letter_topic"`
+	ID         string `json:"id"`
 }
 
 type dlKey struct{ dlq, id string }
 
 // deadLetters is the node's registry.
 type deadLetters struct {
-	path string
+	path   string
+	logger *slog.Logger
 
 	mu      sync.Mutex
 	records map[dlKey]*deadLetter
 	bySrc   map[[2]string]map[dlKey]struct{} // (topic, channel) -> records
 	targets map[string]int                   // dead-letter topic -> records
-	f       *os.File
-	ops     int // lines in the file
+	// withdrawn are redriven messages still on a non-durable dead-letter
+	// topic's disk queues: dropped when read
+	withdrawn map[dlKey]struct{}
+	f         *os.File
+	ops       int // lines in the file
 }
 
 func (n *NSQD) deadLettersPath() string { return filepath.Join(dataPathOf(n.opts), "dead_letters.dat") }
@@ -74,8 +84,9 @@ func (n *NSQD) deadLettersPath() string { return filepath.Join(dataPathOf(n.opts
 // openDeadLetters reads the registry and rewrites it compactly. A missing
 // file is an empty registry; a torn last line (a crash while appending)
 // is dropped.
-func openDeadLetters(path string) (*deadLetters, error) {
-	d := &deadLetters{path: path, records: map[dlKey]*deadLetter{}, bySrc: map[[2]string]map[dlKey]struct{}{}, targets: map[string]int{}}
+func openDeadLetters(path string, logger *slog.Logger) (*deadLetters, error) {
+	d := &deadLetters{path: path, logger: logger, records: map[dlKey]*deadLetter{}, bySrc: map[[2]string]map[dlKey]struct{}{},
+		targets: map[string]int{}, withdrawn: map[dlKey]struct{}{}}
 	data, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("read dead-letter registry: %w", err)
@@ -95,6 +106,10 @@ func openDeadLetters(path string) (*deadLetters, error) {
 			d.addLocked(op.Add)
 		case op.Del != nil:
 			d.delLocked(dlKey{op.Del.DeadLetter, op.Del.ID})
+		case op.Withdrawn != nil:
+			d.withdrawn[dlKey{op.Withdrawn.DeadLetter, op.Withdrawn.ID}] = struct{}{}
+		case op.Released != nil:
+			delete(d.withdrawn, dlKey{op.Released.DeadLetter, op.Released.ID})
 		}
 	}
 	if err := d.rewrite(); err != nil {
@@ -157,10 +172,18 @@ func (d *deadLetters) rewrite() error {
 		buf.Write(line)
 		buf.WriteByte('\n')
 	}
+	for k := range d.withdrawn {
+		line, err := json.Marshal(deadLetterOp{Withdrawn: &deadLetterRef{k.dlq, k.id}})
+		if err != nil {
+			return fmt.Errorf("encode dead letter: %w", err)
+		}
+		buf.Write(line)
+		buf.WriteByte('\n')
+	}
 	if err := store.WriteFileAtomic(store.OSFS{}, d.path, buf.Bytes()); err != nil {
 		return fmt.Errorf("write dead-letter registry: %w", err)
 	}
-	d.ops = len(keys)
+	d.ops = len(keys) + len(d.withdrawn)
 	return nil
 }
 
@@ -192,7 +215,7 @@ func (d *deadLetters) appendLocked(ops []deadLetterOp, sync bool) error {
 		}
 	}
 	// deletions dominate: start afresh
-	if d.ops > 4096 && d.ops > 4*len(d.records) {
+	if d.ops > 4096 && d.ops > 4*(len(d.records)+len(d.withdrawn)) {
 		return d.rewrite()
 	}
 	return nil
@@ -222,11 +245,7 @@ func (d *deadLetters) remove(keys []dlKey) []*deadLetter {
 			continue
 		}
 		gone = append(gone, r)
-		op := deadLetterOp{Del: &struct {
-			DeadLetter string `json:"dead_letter_topic"`
-			ID         string `json:"id"`
-		}{k.dlq, k.id}}
-		ops = append(ops, op)
+		ops = append(ops, deadLetterOp{Del: &deadLetterRef{k.dlq, k.id}})
 	}
 	if len(ops) > 0 {
 		if err := d.appendLocked(ops, false); err != nil {
@@ -238,16 +257,56 @@ func (d *deadLetters) remove(keys []dlKey) []*deadLetter {
 	return gone
 }
 
-// isTarget reports whether dead letters are recorded for topic.
+// isTarget reports whether dead letters are recorded for topic, or
+// redriven ones are still to be dropped from it.
 func (d *deadLetters) isTarget(topic string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.targets[topic] > 0
+	if d.targets[topic] > 0 {
+		return true
+	}
+	for k := range d.withdrawn {
+		if k.dlq == topic {
+			return true
+		}
+	}
+	return false
 }
 
 // consumed drops the record of a message finished on topic.
 func (d *deadLetters) consumed(topic string, id protocol.MessageID) {
 	d.remove([]dlKey{{topic, string(id[:])}})
+}
+
+// markWithdrawn remembers redriven messages still on a dead-letter topic's
+// disk queues.
+func (d *deadLetters) markWithdrawn(keys []dlKey) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ops := make([]deadLetterOp, len(keys))
+	for i, k := range keys {
+		d.withdrawn[k] = struct{}{}
+		ops[i] = deadLetterOp{Withdrawn: &deadLetterRef{k.dlq, k.id}}
+	}
+	if err := d.appendLocked(ops, true); err != nil {
+		d.logger.Error("failed to record withdrawn dead letters", "err", err)
+	}
+}
+
+// isWithdrawn reports whether the message id read from topic's disk queue
+// was redriven (and is to be dropped); with release, the mark goes.
+func (d *deadLetters) isWithdrawn(topic string, id protocol.MessageID, release bool) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	k := dlKey{topic, string(id[:])}
+	if _, ok := d.withdrawn[k]; !ok {
+		return false
+	}
+	if release {
+		delete(d.withdrawn, k)
+		d.appendLocked([]deadLetterOp{{Released: &deadLetterRef{k.dlq, k.id}}}, false)
+	}
+	return true
 }
 
 // forgetTarget drops every record of messages on topic (emptied or deleted).
@@ -260,6 +319,16 @@ func (d *deadLetters) forgetTarget(topic string) {
 				keys = append(keys, k)
 			}
 		}
+	}
+	var released []deadLetterOp
+	for k := range d.withdrawn {
+		if k.dlq == topic {
+			delete(d.withdrawn, k)
+			released = append(released, deadLetterOp{Released: &deadLetterRef{k.dlq, k.id}})
+		}
+	}
+	if len(released) > 0 {
+		d.appendLocked(released, false)
 	}
 	d.mu.Unlock()
 	if len(keys) > 0 {

@@ -428,6 +428,17 @@ func (c *Channel) loadLoop() {
 // loadFromLog loads the next batch of unfinished messages; it returns how
 // many records it read (0 at the end of the log).
 func (c *Channel) loadFromLog() (int, error) {
+	n, dead, drops, eff, err := c.readLogBatch()
+	// dead letters are published, and drops finished, outside the read
+	// lock: a dead-letter topic's commit is not waited for while holding it
+	c.dropped(drops)
+	c.disposeDead(dead, eff)
+	return n, err
+}
+
+// readLogBatch is loadFromLog's read under the channel's read lock; it
+// returns what the channel's policies take out of the batch.
+func (c *Channel) readLogBatch() (n int, dead []deadItem, drops []*Message, eff *effectivePolicy, err error) {
 	dl := c.dlog
 	dl.readMu.Lock()
 	defer dl.readMu.Unlock()
@@ -438,26 +449,24 @@ func (c *Channel) loadFromLog() (int, error) {
 	}
 	c.mu.Unlock()
 	if limit <= 0 {
-		return 0, nil
+		return 0, nil, nil, nil, nil
 	}
 	// one slice per batch rather than one kept per channel: an idle
 	// channel holds nothing
-	n := min(limit, 4096)
+	n = min(limit, 4096)
 	if avail := dl.dt.log.End() - dl.reader.Seq(); avail < uint64(n) {
 		n = int(avail)
 	}
 	if n <= 0 {
-		return 0, nil
+		return 0, nil, nil, nil, nil
 	}
 	recs, err := dl.reader.Read(make([]store.Record, 0, n), n)
 	if err != nil || len(recs) == 0 {
-		return 0, err
+		return 0, nil, nil, nil, err
 	}
 	slab := make([]Message, len(recs))
 	now := time.Now().UnixNano()
-	eff := c.eff.Load()
-	var dead []deadItem
-	var drops []*Message
+	eff = c.eff.Load()
 	c.mu.Lock()
 	pushed := 0
 	for i := range recs {
@@ -490,9 +499,7 @@ func (c *Channel) loadFromLog() (int, error) {
 	c.wakeWaitersLocked(pushed)
 	c.mu.Unlock()
 	c.messageCount.Add(uint64(pushed))
-	c.dropped(drops)
-	c.disposeDead(dead, eff)
-	return len(recs), nil
+	return len(recs), dead, drops, eff, nil
 }
 
 // seqOf returns the log sequence number a durable message's ID encodes.

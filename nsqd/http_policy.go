@@ -1,6 +1,7 @@
 package nsqd
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
 
@@ -10,7 +11,7 @@ import (
 )
 
 // HTTP endpoints of message policies: /topic/config, /channel/config,
-// /channel/dead_letters. The policy parameters of
+// /channel/dead_letters, /channel/redrive. The policy parameters of
 // /topic/create and /channel/create are read here too. A request answered
 // 400 changes nothing.
 
@@ -18,6 +19,7 @@ func (n *NSQD) routePolicies(r *httprouter.Router) {
 	r.POST("/topic/config", httpv1.V1(n.doTopicConfig))
 	r.POST("/channel/config", httpv1.V1(n.doChannelConfig))
 	r.GET("/channel/dead_letters", httpv1.V1(n.doDeadLetters))
+	r.POST("/channel/redrive", httpv1.V1(n.doRedrive))
 }
 
 // topicPolicyFromQuery returns the topic policy q asks for on top of
@@ -172,4 +174,34 @@ func (n *NSQD) doDeadLetters(_ http.ResponseWriter, r *http.Request, _ httproute
 		})
 	}
 	return out, nil
+}
+func (n *NSQD) doRedrive(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {
+	t, name, err := n.channelParams(r)
+	if err != nil {
+		return nil, err
+	}
+	q, _ := httpv1.Query(r)
+	max := -1
+	if v, ok := q["max"]; ok {
+		m, err := strconv.Atoi(v[0])
+		if err != nil || m < 1 {
+			return nil, errf(http.StatusBadRequest, "INVALID_MAX: max must be an integer >= 1")
+		}
+		max = m
+	}
+	ch, ok := t.existingChannel(name)
+	if !ok {
+		return nil, errf(http.StatusNotFound, "CHANNEL_NOT_FOUND")
+	}
+	moved, err := n.redrive(ch, max)
+	if err != nil {
+		if errors.Is(err, errExiting) {
+			return nil, errf(http.StatusServiceUnavailable, "EXITING")
+		}
+		return nil, errf(http.StatusInternalServerError, "INTERNAL_ERROR: "+err.Error())
+	}
+	n.logger.Info("redrive", "topic", t.name, "channel", name, "moved", moved)
+	return struct {
+		Moved int `json:"moved"`
+	}{moved}, nil
 }

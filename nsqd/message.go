@@ -16,7 +16,7 @@ type Message struct {
 	Timestamp int64  // ns since the epoch, set when nsqd accepted it
 	Attempts  uint16 // deliveries so far
 
-	deferBy time.Duration // DPUB delay still to apply when a channel receives it
+	deferBy time.Duration // DPUB: deferred until Timestamp+deferBy, applied when a channel receives it
 
 	clientID   uint64 // connection the message is in flight to
 	deliveryTS int64  // when it was last sent (ns)

@@ -58,6 +58,10 @@ type NSQD struct {
 	committer   *store.Committer // group commit of durable topics; set by Start
 	deadLetters *deadLetters     // dead-letter registry; set by Start
 
+	deferralsMu       sync.Mutex               // guards the two maps below
+	restoredDeferrals map[string]diskDeferrals // from deferred.dat, until their queue opens
+	closingDeferrals  map[string]diskDeferrals // of queues closed at exit
+
 	persistMu sync.Mutex // serializes nsqd.dat writes
 
 	tcpListener   net.Listener
@@ -201,7 +205,10 @@ func (n *NSQD) Start() error {
 			return fail(fmt.Errorf("listen on --https-address %s: %w", o.HTTPSAddress, err))
 		}
 	}
-	if n.deadLetters, err = openDeadLetters(n.deadLettersPath()); err != nil {
+	if n.deadLetters, err = openDeadLetters(n.deadLettersPath(), n.logger); err != nil {
+		return fail(err)
+	}
+	if err := n.loadDeferrals(); err != nil {
 		return fail(err)
 	}
 	n.committer = store.NewCommitter(0)
@@ -313,6 +320,9 @@ func (n *NSQD) exit() {
 	}
 	n.committer.Close()
 	n.deadLetters.close()
+	if err := n.persistDeferrals(); err != nil {
+		n.logger.Error("failed to persist deferred message deadlines", "err", err)
+	}
 	n.cancel()
 	n.wg.Wait()
 	n.dirLock.Close()

@@ -89,6 +89,11 @@ type Options struct {
 	// Message policies (Sluice): the node default of a channel's
 	// max_attempts; 0 = unlimited, as in NSQ.
 	MaxAttempts int `flag:"max-attempts" cfg:"max_attempts"`
+	// KeepDeferred keeps deferred messages (DPUB, REQ with a delay) deferred
+	// until their deadline when they go to disk and across restarts; NSQ
+	// delivers them as soon as they are read back. Durable topics always
+	// keep deadlines.
+	KeepDeferred bool `flag:"keep-deferred" cfg:"keep_deferred"`
 
 	// LookupdPingInterval is how often nsqd PINGs each nsqlookupd (fixed 15s
 	// in NSQ; settable for tests).

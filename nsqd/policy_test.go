@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -536,4 +537,289 @@ func TestDeadLetterRecordsSurviveRestartAndGoWhenConsumed(t *testing.T) {
 			t.Fatalf("source channel after restart %+v", d)
 		}
 	})
+}
+
+// deadLetterAll publishes bodies to topic and has a raw consumer of channel
+// REQ every delivery until the channel's max_attempts=1 dead-letters them.
+func deadLetterAll(t *testing.T, h *testutil.NSQDHandle, topic, channel string, bodies ...string) {
+	t.Helper()
+	for _, b := range bodies {
+		testutil.MustPost(t, h.URL("/pub?topic="+topic), []byte(b))
+	}
+	c := testutil.DialV2(t, h.TCPAddr)
+	defer c.Close()
+	c.Subscribe(topic, channel)
+	c.Ready(len(bodies))
+	for range bodies {
+		m := c.ExpectMessageWithin(5 * time.Second)
+		c.Send("REQ "+string(m.ID[:])+" 0", nil)
+	}
+	testutil.WaitFor(t, 5*time.Second, func() bool { return listDeadLetters(t, h, topic, channel).Count == len(bodies) },
+		"%d dead letters", len(bodies))
+}
+
+func redrive(t *testing.T, h *testutil.NSQDHandle, query string) int {
+	t.Helper()
+	r := testutil.MustPost(t, h.URL("/channel/redrive?"+query), nil)
+	var v struct {
+		Moved int `json:"moved"`
+	}
+	if err := json.Unmarshal(r.Body, &v); err != nil {
+		t.Fatalf("redrive answer %q: %v", r.Body, err)
+	}
+	return v.Moved
+}
+
+func TestRedriveMovesDeadLettersBackIntoTheirChannelOnly(t *testing.T) {
+	forEachMode(t, nil, func(t *testing.T, h *testutil.NSQDHandle) {
+		testutil.MustPost(t, h.URL("/topic/create?topic=pay"), nil)
+		testutil.MustPost(t, h.URL("/channel/create?topic=pay&channel=billing&max_attempts=1"), nil)
+		testutil.MustPost(t, h.URL("/channel/create?topic=pay&channel=audit"), nil)
+		deadLetterAll(t, h, "pay", "billing", "a", "b", "c")
+		if got := consumeN(t, h.TCPAddr, "pay", "audit", 3); len(got) != 3 {
+			t.Fatalf("audit got %v", got)
+		}
+		if d := findTopic(policyStats(t, h), "pay.dlq").Depth; d != 3 {
+			t.Fatalf("dead-letter topic depth %d", d)
+		}
+
+		before := listDeadLetters(t, h, "pay", "billing")
+		if n := redrive(t, h, "topic=pay&channel=billing&max=2"); n != 2 {
+			t.Fatalf("redrive max=2 moved %d", n)
+		}
+		after := listDeadLetters(t, h, "pay", "billing")
+		if after.Count != 1 || after.DeadLetters[0].ID != before.DeadLetters[2].ID {
+			t.Fatalf("records after redriving the oldest 2 of 3: %+v (before %+v)", after, before)
+		}
+		c := testutil.DialV2(t, h.TCPAddr)
+		defer c.Close()
+		c.Subscribe("pay", "billing")
+		c.Ready(10)
+		var got []string
+		for range 2 {
+			m := c.ExpectMessageWithin(5 * time.Second)
+			if m.Attempts != 1 {
+				t.Fatalf("redriven message delivered with attempts %d, want 1 (reset to 0 before)", m.Attempts)
+			}
+			got = append(got, string(m.Body))
+			c.Finish(string(m.ID[:]))
+		}
+		slices.Sort(got)
+		if len(got) != 2 || got[0] == got[1] {
+			t.Fatalf("redriven: got %v", got)
+		}
+		c.ExpectNothing(100 * time.Millisecond)
+
+		if n := redrive(t, h, "topic=pay&channel=billing"); n != 1 {
+			t.Fatalf("second redrive moved %d", n)
+		}
+		if m := c.ExpectMessageWithin(5 * time.Second); slices.Contains(got, string(m.Body)) {
+			t.Fatalf("got %q again", m.Body)
+		} else {
+			c.Finish(string(m.ID[:]))
+		}
+		if n := redrive(t, h, "topic=pay&channel=billing"); n != 0 {
+			t.Fatalf("redrive with nothing left moved %d", n)
+		}
+		// the other channel of the topic never sees redriven messages
+		a := testutil.DialV2(t, h.TCPAddr)
+		defer a.Close()
+		a.Subscribe("pay", "audit")
+		a.Ready(10)
+		a.ExpectNothing(300 * time.Millisecond)
+		// nor does a consumer of the dead-letter topic (on disk they are
+		// dropped as they are read)
+		x := testutil.DialV2(t, h.TCPAddr)
+		defer x.Close()
+		x.Subscribe("pay.dlq", "inspect")
+		x.Ready(10)
+		x.ExpectNothing(300 * time.Millisecond)
+	})
+}
+
+func TestRedriveTakesMessagesOffTheDeadLetterTopicsChannelsAcrossRestart(t *testing.T) {
+	forEachMode(t, nil, func(t *testing.T, h *testutil.NSQDHandle) {
+		testutil.MustPost(t, h.URL("/topic/create?topic=ship"), nil)
+		testutil.MustPost(t, h.URL("/channel/create?topic=ship&channel=c&max_attempts=1"), nil)
+		testutil.MustPost(t, h.URL("/topic/create?topic=ship.dlq"), nil)
+		testutil.MustPost(t, h.URL("/channel/create?topic=ship.dlq&channel=inspect"), nil)
+		deadLetterAll(t, h, "ship", "c", "x", "y")
+		if d := findChannel(policyStats(t, h), "ship.dlq", "inspect").Depth; d != 2 {
+			t.Fatalf("dead-letter channel depth %d", d)
+		}
+		if n := redrive(t, h, "topic=ship&channel=c"); n != 2 {
+			t.Fatalf("moved %d", n)
+		}
+		h = testutil.RestartNSQD(t, h)
+		x := testutil.DialV2(t, h.TCPAddr)
+		defer x.Close()
+		x.Subscribe("ship.dlq", "inspect")
+		x.Ready(10)
+		x.ExpectNothing(500 * time.Millisecond)
+		got := consumeN(t, h.TCPAddr, "ship", "c", 2)
+		if slices.Sort(got); strings.Join(got, ",") != "x,y" {
+			t.Fatalf("channel after redrive and restart: %v", got)
+		}
+	})
+}
+
+func TestRedriveLeavesADeadLetterInFlightOnTheDeadLetterTopic(t *testing.T) {
+	h := testutil.StartNSQD(t, nil)
+	testutil.MustPost(t, h.URL("/topic/create?topic=busy"), nil)
+	testutil.MustPost(t, h.URL("/channel/create?topic=busy&channel=c&max_attempts=1"), nil)
+	testutil.MustPost(t, h.URL("/topic/create?topic=busy.dlq"), nil)
+	testutil.MustPost(t, h.URL("/channel/create?topic=busy.dlq&channel=inspect"), nil)
+	deadLetterAll(t, h, "busy", "c", "held")
+	x := testutil.DialV2(t, h.TCPAddr)
+	defer x.Close()
+	x.Subscribe("busy.dlq", "inspect")
+	x.Ready(1)
+	m := x.ExpectMessageWithin(5 * time.Second)
+	if n := redrive(t, h, "topic=busy&channel=c"); n != 0 {
+		t.Fatalf("redrive moved a dead letter in flight on the dead-letter topic: %d", n)
+	}
+	x.Finish(string(m.ID[:]))
+	testutil.WaitFor(t, 5*time.Second, func() bool { return listDeadLetters(t, h, "busy", "c").Count == 0 }, "record to go once finished")
+	for _, bad := range []string{"topic=busy&channel=c&max=0", "topic=busy&channel=c&max=x", "topic=busy", "topic=busy&channel=nope"} {
+		r := testutil.HTTPPost(t, h.URL("/channel/redrive?"+bad), nil)
+		if r.Status != http.StatusBadRequest && r.Status != http.StatusNotFound {
+			t.Errorf("redrive %s: %v", bad, r)
+		}
+	}
+}
+
+// expectDeliveryAt waits for one message on c and checks it arrives within
+// 500 ms after due (and not before).
+func expectDeliveryAt(t *testing.T, c *testutil.V2Conn, due time.Time, body string) {
+	t.Helper()
+	m := c.ExpectMessageWithin(time.Until(due) + 3*time.Second)
+	at := time.Now()
+	if string(m.Body) != body {
+		t.Fatalf("got %q, want %q", m.Body, body)
+	}
+	if at.Before(due.Add(-100*time.Millisecond)) || at.After(due.Add(500*time.Millisecond)) {
+		t.Fatalf("delivered %v from its deadline (want 0 to +500ms)", at.Sub(due))
+	}
+	c.Finish(string(m.ID[:]))
+}
+
+// keepDeferred runs a storage mode with --keep-deferred.
+func keepDeferred(mode func(*nsqd.Options)) func(*nsqd.Options) {
+	return func(o *nsqd.Options) {
+		mode(o)
+		o.KeepDeferred = true
+	}
+}
+
+func TestDeferredPublishKeepsItsDeadlineAcrossRestart(t *testing.T) {
+	for _, mode := range storageModes {
+		t.Run(mode.name+"/with channel", func(t *testing.T) {
+			h := testutil.StartNSQD(t, keepDeferred(mode.opts))
+			testutil.MustPost(t, h.URL("/topic/create?topic=later"), nil)
+			testutil.MustPost(t, h.URL("/channel/create?topic=later&channel=c"), nil)
+			p := testutil.DialV2(t, h.TCPAddr)
+			p.Send("DPUB later 3000", []byte("due"))
+			p.ExpectOK()
+			due := time.Now().Add(3 * time.Second)
+			p.Close()
+			time.Sleep(time.Second)
+			h = testutil.RestartNSQD(t, h)
+			c := testutil.DialV2(t, h.TCPAddr)
+			defer c.Close()
+			c.Subscribe("later", "c")
+			c.Ready(1)
+			expectDeliveryAt(t, c, due, "due")
+		})
+		t.Run(mode.name+"/burst without channel", func(t *testing.T) {
+			h := testutil.StartNSQD(t, keepDeferred(mode.opts))
+			p := testutil.DialV2(t, h.TCPAddr)
+			for i := range 20 {
+				p.Send("DPUB burst 2500", []byte(fmt.Sprintf("d%d", i)))
+			}
+			for range 20 {
+				p.ExpectOK()
+			}
+			due := time.Now().Add(2500 * time.Millisecond)
+			p.Close()
+			time.Sleep(500 * time.Millisecond)
+			h = testutil.RestartNSQD(t, h)
+			c := testutil.DialV2(t, h.TCPAddr)
+			defer c.Close()
+			c.Subscribe("burst", "c") // the first channel gets what the topic holds
+			c.Ready(100)
+			first := c.ExpectMessageWithin(5 * time.Second)
+			if at := time.Now(); at.Before(due.Add(-100 * time.Millisecond)) {
+				t.Fatalf("deferred message delivered %v before its deadline", due.Sub(at))
+			}
+			c.Finish(string(first.ID[:]))
+			for range 19 {
+				m := c.ExpectMessageWithin(2 * time.Second)
+				c.Finish(string(m.ID[:]))
+			}
+		})
+	}
+}
+
+func TestRequeueDelayKeepsItsDeadlineAcrossRestart(t *testing.T) {
+	for _, mode := range storageModes {
+		t.Run(mode.name, func(t *testing.T) {
+			h := testutil.StartNSQD(t, keepDeferred(mode.opts))
+			testutil.MustPost(t, h.URL("/topic/create?topic=retry"), nil)
+			testutil.MustPost(t, h.URL("/channel/create?topic=retry&channel=c"), nil)
+			testutil.MustPost(t, h.URL("/pub?topic=retry"), []byte("again"))
+			c := testutil.DialV2(t, h.TCPAddr)
+			c.Subscribe("retry", "c")
+			c.Ready(1)
+			m := c.ExpectMessageWithin(5 * time.Second)
+			c.Ready(0)
+			c.Send("REQ "+string(m.ID[:])+" 2500", nil)
+			due := time.Now().Add(2500 * time.Millisecond)
+			c.ExpectNothing(100 * time.Millisecond)
+			c.Close()
+			h = testutil.RestartNSQD(t, h)
+			c = testutil.DialV2(t, h.TCPAddr)
+			defer c.Close()
+			c.Subscribe("retry", "c")
+			c.Ready(1)
+			expectDeliveryAt(t, c, due, "again")
+		})
+	}
+}
+
+func TestDeferredPublishToATopicWithoutChannelsWaitsWithMemQueueSizeZero(t *testing.T) {
+	h := testutil.StartNSQD(t, func(o *nsqd.Options) { o.MemQueueSize, o.KeepDeferred = 0, true })
+	p := testutil.DialV2(t, h.TCPAddr)
+	defer p.Close()
+	for i := range 10 {
+		p.Send("DPUB nochan 1500", []byte(fmt.Sprintf("d%d", i)))
+	}
+	for range 10 {
+		p.ExpectOK()
+	}
+	due := time.Now().Add(1500 * time.Millisecond)
+	c := testutil.DialV2(t, h.TCPAddr)
+	defer c.Close()
+	c.Subscribe("nochan", "c")
+	c.Ready(10)
+	for i := range 10 {
+		m := c.ExpectMessageWithin(5 * time.Second)
+		if at := time.Now(); at.Before(due.Add(-100 * time.Millisecond)) {
+			t.Fatalf("message %d delivered %v before its deadline", i, due.Sub(at))
+		}
+		c.Finish(string(m.ID[:]))
+	}
+}
+
+func TestWithoutKeepDeferredNoDeadlineFileIsWritten(t *testing.T) {
+	h := testutil.StartNSQD(t, nil)
+	testutil.MustPost(t, h.URL("/topic/create?topic=d"), nil)
+	testutil.MustPost(t, h.URL("/channel/create?topic=d&channel=c"), nil)
+	p := testutil.DialV2(t, h.TCPAddr)
+	p.Send("DPUB d 60000", []byte("x"))
+	p.ExpectOK()
+	p.Close()
+	h.Exit()
+	if _, err := os.Stat(filepath.Join(h.DataPath, "deferred.dat")); !os.IsNotExist(err) {
+		t.Fatalf("deferred.dat written without --keep-deferred: %v", err)
+	}
 }

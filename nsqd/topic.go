@@ -41,8 +41,9 @@ type Topic struct {
 	expiredCount     atomic.Uint64
 	droppedCount     atomic.Uint64
 	rejectedCount    atomic.Uint64
-	deadLetterTarget atomic.Bool // dead letters were published here
-	dropPending      int64       // overflow=drop_oldest: disk messages still to drop; guarded by mu
+	deadLetterTarget atomic.Bool   // dead letters were published here
+	dropPending      int64         // overflow=drop_oldest: disk messages still to drop; guarded by mu
+	diskDefer        diskDeferrals // deadlines of deferred messages in the disk queue; guarded by mu
 
 	wake   chan struct{}
 	exitCh chan struct{}
@@ -73,6 +74,7 @@ func newTopic(name string, n *NSQD, cfg topicConfig) (*Topic, error) {
 	}
 	if !t.ephemeral {
 		t.backend = newDiskBackend(name, n.opts, t.logger, n.setHealth)
+		t.diskDefer = n.takeDeferrals(name)
 	}
 	t.wg.Add(1)
 	go t.pump()
@@ -142,7 +144,7 @@ func (t *Topic) put(ents []qentry, bodyBytes uint64) error {
 		t.afterPut()
 		return err
 	}
-	var overflow []qentry
+	var overflow [][]*Message
 	t.mu.Lock()
 	for _, e := range ents {
 		room := t.memCap - t.mem.len()
@@ -153,13 +155,15 @@ func (t *Topic) put(ents []qentry, bodyBytes uint64) error {
 		head, tail := splitEntry(e, room)
 		t.mem.pushEntry(head)
 		if t.backend != nil {
-			overflow = append(overflow, tail)
+			msgs := tail.materialize()
+			t.noteDeferredLocked(msgs)
+			overflow = append(overflow, msgs)
 		}
 	}
 	t.mu.Unlock()
 	t.signal()
-	for _, e := range overflow {
-		if err := t.backend.put(e.materialize()); err != nil {
+	for _, msgs := range overflow {
+		if err := t.backend.put(msgs); err != nil {
 			return err
 		}
 	}
@@ -244,6 +248,14 @@ func (t *Topic) pump() {
 			t.mu.RLock()
 			chans := t.chanList
 			t.mu.RUnlock()
+			if t.deadLetterTarget.Load() && t.nsqd.deadLetters.isWithdrawn(t.name, m.ID, true) {
+				continue // redriven: no channel has it yet
+			}
+			t.mu.Lock()
+			if at, ok := t.diskDefer.deadlineOf(m.ID); ok {
+				m.deferBy = time.Duration(at - m.Timestamp)
+			}
+			t.mu.Unlock()
 			if len(chans) == 0 {
 				// read for expiry or drop_oldest, or the last channel went
 				// away after the read: keep the message unless it goes
@@ -435,11 +447,25 @@ func (t *Topic) empty() error {
 	}
 	t.mu.Lock()
 	t.mem = msgQueue{}
+	t.diskDefer = nil
 	t.mu.Unlock()
 	if t.backend != nil {
 		return t.backend.empty()
 	}
 	return nil
+}
+
+// noteDeferredLocked records the deadlines of deferred messages about to be
+// written to the topic's disk queue.
+func (t *Topic) noteDeferredLocked(msgs []*Message) {
+	if !t.nsqd.opts.KeepDeferred {
+		return
+	}
+	for _, m := range msgs {
+		if m.deferBy > 0 {
+			t.diskDefer.noteDeferred(m, m.Timestamp+int64(m.deferBy))
+		}
+	}
 }
 
 func (t *Topic) depth() (total, backend int64) {
@@ -525,10 +551,13 @@ func (t *Topic) shutdown(deleted bool) error {
 	}
 	t.mu.Lock()
 	pending := t.mem.drain()
+	t.noteDeferredLocked(pending)
+	deferrals := t.diskDefer
 	t.mu.Unlock()
 	if err := t.backend.put(pending); err != nil && firstErr == nil {
 		firstErr = err
 	}
+	t.nsqd.keepDeferrals(t.name, deferrals)
 	if err := t.backend.close(); err != nil && firstErr == nil {
 		firstErr = err
 	}

@@ -1,0 +1,292 @@
+package nsqd
+
+import (
+	"container/heap"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/sluicemq/sluice/protocol"
+	"github.com/sluicemq/sluice/store"
+)
+
+// Redrive moves a channel's dead letters back into it: those whose records
+// are still in the registry (not yet finished on the dead-letter topic)
+// and not in flight to a consumer of the dead-letter topic. Each goes back
+// as a new message of the channel only (not of its topic's other
+// channels) with 0 attempts and a fresh timestamp, so its TTL starts
+// again; then it is withdrawn from the dead-letter topic and its record
+// goes.
+//
+// Withdrawing from a dead-letter topic: a durable one finishes the message
+// in every cursor; otherwise it is taken out of the memory queues, and a
+// message that lies on disk is remembered (the registry keeps a withdrawn
+// mark, across restarts) and dropped when it is read.
+//
+// Order: the message is put back first and withdrawn after, so a crash
+// in between leaves a duplicate (in the channel and still on the
+// dead-letter topic), never a loss.
+
+// redrive moves up to max (all when < 0) of ch's dead letters back.
+func (n *NSQD) redrive(ch *Channel, max int) (int, error) {
+	recs := n.deadLetters.list(ch.topicName, ch.name)
+	if max >= 0 && len(recs) > max {
+		recs = recs[:max]
+	}
+	byTopic := map[string][]*deadLetter{}
+	var order []string
+	for _, r := range recs {
+		if _, ok := byTopic[r.DeadLetter]; !ok {
+			order = append(order, r.DeadLetter)
+		}
+		byTopic[r.DeadLetter] = append(byTopic[r.DeadLetter], r)
+	}
+	moved := 0
+	for _, name := range order {
+		recs := byTopic[name]
+		dlq, ok := n.ExistingTopic(name)
+		if !ok {
+			// the dead-letter topic is gone, and its messages with it
+			n.deadLetters.forgetTarget(name)
+			continue
+		}
+		movable := dlq.redrivable(recs)
+		if len(movable) == 0 {
+			continue
+		}
+		if err := ch.putRedriven(movable); err != nil {
+			return moved, fmt.Errorf("put back into %s:%s: %w", ch.topicName, ch.name, err)
+		}
+		dlq.withdraw(movable)
+		keys := make([]dlKey, len(movable))
+		for i, r := range movable {
+			keys[i] = dlKey{r.DeadLetter, r.ID}
+		}
+		n.deadLetters.remove(keys)
+		moved += len(movable)
+	}
+	return moved, nil
+}
+
+// redrivable returns the records whose messages are queued on t: not in
+// flight to one of its consumers and, for a durable topic, not finished
+// everywhere.
+func (t *Topic) redrivable(recs []*deadLetter) []*deadLetter {
+	chans := t.channelList()
+	var out []*deadLetter
+	for _, r := range recs {
+		id, ok := messageIDFrom(r.ID)
+		if !ok {
+			continue
+		}
+		queued := t.dur == nil // a non-durable topic's message is on disk if not in memory
+		busy := false
+		for _, ch := range chans {
+			ch.mu.Lock()
+			if _, inFlight := ch.inFlight.byID[id]; inFlight {
+				busy = true
+			}
+			if ch.dlog != nil {
+				if seq, ok := seqOf(id); ok && !ch.dlog.cursor.IsDone(seq) {
+					queued = true
+				}
+			}
+			ch.mu.Unlock()
+		}
+		if t.dur != nil && len(chans) == 0 {
+			t.mu.RLock()
+			if seq, ok := seqOf(id); ok && !t.dur.topicCursor.IsDone(seq) && seq < t.dur.log.End() {
+				queued = true
+			}
+			t.mu.RUnlock()
+		}
+		if queued && !busy {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// withdraw takes the messages of recs off t (see above).
+func (t *Topic) withdraw(recs []*deadLetter) {
+	ids := make(map[protocol.MessageID]bool, len(recs))
+	for _, r := range recs {
+		if id, ok := messageIDFrom(r.ID); ok {
+			ids[id] = true
+		}
+	}
+	chans := t.channelList()
+	if t.dur != nil {
+		for _, ch := range chans {
+			var seqs []uint64
+			ch.mu.Lock()
+			ch.mem.removeIDs(ids)
+			ch.deferred.removeIDs(ids)
+			for id := range ids {
+				if seq, ok := seqOf(id); ok && ch.dlog.cursor.Finish(seq) {
+					seqs = append(seqs, seq)
+				}
+			}
+			persist := ch.dlog.persist
+			ch.mu.Unlock()
+			for _, seq := range seqs {
+				if persist {
+					t.dur.journal.Finish(ch.name, seq)
+				}
+			}
+		}
+		if len(chans) == 0 {
+			t.mu.Lock()
+			for id := range ids {
+				if seq, ok := seqOf(id); ok {
+					t.dur.topicCursor.Finish(seq)
+				}
+			}
+			if err := t.dur.journal.SetState(store.TopicCursor, t.dur.topicCursor.Clone(), true); err != nil {
+				t.logger.Error("failed to record topic position", "err", err)
+			}
+			t.mu.Unlock()
+		}
+		return
+	}
+	onDisk := make(map[protocol.MessageID]bool, len(ids))
+	for id := range ids {
+		onDisk[id] = true
+	}
+	t.mu.Lock()
+	for _, id := range t.mem.removeIDs(ids) {
+		delete(onDisk, id)
+	}
+	t.mu.Unlock()
+	for _, ch := range chans {
+		ch.mu.Lock()
+		for _, id := range ch.mem.removeIDs(ids) {
+			delete(onDisk, id)
+		}
+		for _, id := range ch.deferred.removeIDs(ids) {
+			delete(onDisk, id)
+		}
+		ch.mu.Unlock()
+	}
+	if len(onDisk) > 0 {
+		keys := make([]dlKey, 0, len(onDisk))
+		for id := range onDisk {
+			keys = append(keys, dlKey{t.name, string(id[:])})
+		}
+		t.nsqd.deadLetters.markWithdrawn(keys)
+	}
+}
+
+// putRedriven queues the bodies of recs in ch alone, as new messages.
+func (ch *Channel) putRedriven(recs []*deadLetter) error {
+	now := time.Now().UnixNano()
+	if ch.dlog == nil {
+		first := ch.nsqd.ids.reserve(len(recs))
+		ents := make([]qentry, len(recs))
+		for i, r := range recs {
+			ents[i] = qentry{m: &Message{ID: protocol.NewMessageID(first + uint64(i)), Body: r.Body, Timestamp: now, heapIndex: -1}}
+		}
+		return ch.put(ents)
+	}
+	// A durable channel reads its topic's log: append the messages there
+	// and finish them in every other channel before any of them can load
+	// them (their loaders are held), and before a channel created meanwhile
+	// could start below them (the topic lock is held).
+	t := ch.topic
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	others := slices.DeleteFunc(slices.Clone(t.chanList), func(o *Channel) bool { return o == ch })
+	for _, o := range others {
+		o.dlog.readMu.Lock()
+	}
+	defer func() {
+		for _, o := range others {
+			o.dlog.readMu.Unlock()
+		}
+	}()
+	seqs := make([]uint64, len(recs))
+	ents := make([]store.Entry, len(recs))
+	for i, r := range recs {
+		ents[i] = store.Entry{TS: now, Body: r.Body, SeqOut: &seqs[i]}
+	}
+	round, err := t.nsqd.committer.Append(t.dur.log, ents)
+	if err != nil {
+		return &durableWriteError{err}
+	}
+	if err := round.Wait(t.dur.log); err != nil {
+		return &durableWriteError{err}
+	}
+	for _, o := range others {
+		var done []uint64
+		o.mu.Lock()
+		for _, seq := range seqs {
+			if o.dlog.cursor.Finish(seq) {
+				done = append(done, seq)
+			}
+		}
+		persist := o.dlog.persist
+		o.mu.Unlock()
+		if persist {
+			for _, seq := range done {
+				t.dur.journal.Finish(o.name, seq)
+			}
+		}
+	}
+	return nil
+}
+
+// messageIDFrom parses the 16 characters of a message ID.
+func messageIDFrom(s string) (protocol.MessageID, bool) {
+	var id protocol.MessageID
+	if len(s) != len(id) {
+		return id, false
+	}
+	copy(id[:], s)
+	return id, true
+}
+
+// removeIDs takes the single messages with the given IDs out of the queue
+// (batch entries hold published messages only, never dead letters) and
+// returns the IDs it found.
+func (q *msgQueue) removeIDs(ids map[protocol.MessageID]bool) []protocol.MessageID {
+	var found []protocol.MessageID
+	if q.n == 0 {
+		return nil
+	}
+	var kept msgQueue
+	for q.ents > 0 {
+		e, _ := q.popEntry()
+		if e.m != nil && ids[e.m.ID] {
+			found = append(found, e.m.ID)
+			continue
+		}
+		kept.pushEntry(e)
+	}
+	*q = kept
+	return found
+}
+
+// removeIDs takes the messages with the given IDs out of the deferred heap
+// and returns the IDs it found.
+func (q *deferredQueue) removeIDs(ids map[protocol.MessageID]bool) []protocol.MessageID {
+	var found []protocol.MessageID
+	kept := (*q)[:0]
+	for _, m := range *q {
+		if ids[m.ID] {
+			m.heapIndex = -1
+			found = append(found, m.ID)
+			continue
+		}
+		kept = append(kept, m)
+	}
+	if len(found) == 0 {
+		return nil
+	}
+	clear((*q)[len(kept):])
+	*q = kept
+	for i, m := range kept {
+		m.heapIndex = i
+	}
+	heap.Init(q)
+	return found
+}
