@@ -731,6 +731,12 @@ func (c *Channel) processDeadlines(now int64) bool {
 		}
 	}
 	for _, m := range due {
+		if eff != nil {
+			if reason := eff.refuse(m, now); reason != "" {
+				dead = append(dead, deadItem{m, reason})
+				continue
+			}
+		}
 		if o := c.requeueLocked(m); o != nil {
 			overflow = append(overflow, o)
 		}

@@ -442,6 +442,11 @@ func (t *Topic) publishOwned(msgs []*Message) error {
 		}
 		return t.putMessages(msgs)
 	}
+	if p := t.policy.Load(); p != nil && p.maxDepth > 0 && p.overflowMode() == overflowReject {
+		if err := t.checkDepth(p, len(msgs)); err != nil {
+			return err
+		}
+	}
 	t.mu.RLock()
 	exiting := t.exiting
 	t.mu.RUnlock()
@@ -467,6 +472,7 @@ func (t *Topic) publishOwned(msgs []*Message) error {
 	}
 	t.messageCount.Add(uint64(len(msgs)))
 	t.messageBytes.Add(bytes)
+	t.afterPut()
 	return nil
 }
 
@@ -488,8 +494,13 @@ func (c *Channel) finishDisposed(items []deadItem) {
 	}
 }
 
-// restoreDisposed puts messages that could not be dead-lettered back at
-// the tail of the queue.
+// deadLetterRetry is how long a message the dead-letter topic refused
+// waits before it is tried again.
+const deadLetterRetry = time.Second
+
+// restoreDisposed puts messages that could not be dead-lettered back into
+// the channel, deferred a little so that a dead-letter topic that keeps
+// refusing (a full disk) is not retried in a loop.
 func (c *Channel) restoreDisposed(items []deadItem) {
 	var overflow []*Message
 	c.mu.Lock()
@@ -499,10 +510,9 @@ func (c *Channel) restoreDisposed(items []deadItem) {
 			overflow = append(overflow, it.m)
 		}
 	} else {
+		at := time.Now().Add(deadLetterRetry).UnixNano()
 		for _, it := range items {
-			if o := c.requeueLocked(it.m); o != nil {
-				overflow = append(overflow, o)
-			}
+			c.deferred.add(it.m, at)
 		}
 	}
 	c.mu.Unlock()

@@ -823,3 +823,39 @@ func TestWithoutKeepDeferredNoDeadlineFileIsWritten(t *testing.T) {
 		t.Fatalf("deferred.dat written without --keep-deferred: %v", err)
 	}
 }
+
+func TestADeadLetterTheDeadLetterTopicRefusesStaysInItsChannel(t *testing.T) {
+	forEachMode(t, nil, func(t *testing.T, h *testutil.NSQDHandle) {
+		testutil.MustPost(t, h.URL("/topic/create?topic=full&max_depth=1&overflow=reject"), nil)
+		testutil.MustPost(t, h.URL("/channel/create?topic=full&channel=x"), nil)
+		testutil.MustPost(t, h.URL("/pub?topic=full"), []byte("filler"))
+		testutil.MustPost(t, h.URL("/topic/create?topic=src"), nil)
+		testutil.MustPost(t, h.URL("/channel/create?topic=src&channel=c&max_attempts=1&dead_letter_topic=full"), nil)
+		testutil.MustPost(t, h.URL("/pub?topic=src"), []byte("keep me"))
+		c := testutil.DialV2(t, h.TCPAddr)
+		defer c.Close()
+		c.Subscribe("src", "c")
+		c.Ready(1)
+		m := c.ExpectMessageWithin(5 * time.Second)
+		c.Ready(0)
+		c.Send("REQ "+string(m.ID[:])+" 0", nil)
+		c.ExpectNothing(300 * time.Millisecond)
+		cs := findChannel(policyStats(t, h), "src", "c")
+		if cs.DeadLetteredCount != 0 || cs.Depth+cs.DeferredCount+cs.InFlightCount != 1 {
+			t.Fatalf("refused dead letter: %+v %+v", cs, cs.ChannelPolicyStats)
+		}
+		if ts := findTopic(policyStats(t, h), "full"); ts.RejectedCount == 0 {
+			t.Fatalf("the dead-letter topic did not refuse: %+v", ts.TopicPolicyStats)
+		}
+		// room again: the message moves on its next try
+		if got := consumeN(t, h.TCPAddr, "full", "x", 1); got[0] != "filler" {
+			t.Fatalf("got %q", got[0])
+		}
+		if got := consumeN(t, h.TCPAddr, "full", "x", 1); got[0] != "keep me" {
+			t.Fatalf("got %q", got[0])
+		}
+		if cs := findChannel(policyStats(t, h), "src", "c"); cs.DeadLetteredCount != 1 || cs.Depth+cs.DeferredCount+cs.InFlightCount != 0 {
+			t.Fatalf("after the retry: %+v %+v", cs, cs.ChannelPolicyStats)
+		}
+	})
+}
