@@ -53,6 +53,7 @@ type Channel struct {
 	active        int           // consumers pumping or waiting: demand for disk messages
 	dropPending   int64         // overflow=drop_oldest: messages still to drop as they are read
 	diskDefer     diskDeferrals // deadlines of deferred messages in the disk queue
+	refilling     bool          // the refiller goroutine runs
 	nWaiting      int           // consumers whose waiting flag is set
 
 	// emptyGen is bumped before and after empty() clears the disk queue; a
@@ -99,12 +100,28 @@ func newChannel(topicName, name string, n *NSQD, durable bool) *Channel {
 		c.e2e = quantile.New(o.E2EProcessingLatencyWindowTime, o.E2EProcessingLatencyPercentiles)
 	}
 	if !c.ephemeral && !durable {
-		c.backend = newDiskBackend(topicName+":"+name, o, c.logger, n.setHealth)
-		c.diskDefer = n.takeDeferrals(topicName + ":" + name)
-		c.wg.Add(1)
-		go c.refill()
+		queue := topicName + ":" + name
+		c.backend = newDiskBackend(queue, o, c.logger, n.setHealth, n.hasDiskQueue(queue))
+		c.backend.onOpen = c.startRefiller
+		c.diskDefer = n.takeDeferrals(queue)
+		if c.backend.isOpen() {
+			c.startRefiller()
+		}
 	}
 	return c
+}
+
+// startRefiller starts the goroutine that moves messages from the disk
+// queue into memory, once the channel has one (see diskBackend).
+func (c *Channel) startRefiller() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.exiting || c.refilling {
+		return
+	}
+	c.refilling = true
+	c.wg.Add(1)
+	go c.refill()
 }
 
 // refill moves messages from the disk queue into memory while some

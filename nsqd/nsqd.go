@@ -62,6 +62,8 @@ type NSQD struct {
 	restoredDeferrals map[string]diskDeferrals // from deferred.dat, until their queue opens
 	closingDeferrals  map[string]diskDeferrals // of queues closed at exit
 
+	diskQueues map[string]bool // queues with go-diskqueue files at start; read-only after Start
+
 	persistMu sync.Mutex // serializes nsqd.dat writes
 
 	tcpListener   net.Listener
@@ -169,6 +171,9 @@ func isUnixPath(addr string) bool {
 	return strings.Contains(addr, "/")
 }
 
+// hasDiskQueue reports whether queue had go-diskqueue files at start.
+func (n *NSQD) hasDiskQueue(queue string) bool { return n.diskQueues[queue] }
+
 // Start locks the data directory, opens the listeners, loads the metadata
 // and starts serving.
 func (n *NSQD) Start() error {
@@ -209,6 +214,9 @@ func (n *NSQD) Start() error {
 		return fail(err)
 	}
 	if err := n.loadDeferrals(); err != nil {
+		return fail(err)
+	}
+	if n.diskQueues, err = diskQueueNames(dataPathOf(o)); err != nil {
 		return fail(err)
 	}
 	n.committer = store.NewCommitter(0)

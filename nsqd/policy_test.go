@@ -222,9 +222,8 @@ func TestTTLExpiresMessagesWithoutConsumers(t *testing.T) {
 		defer p.Close()
 		p.Send("MPUB ticks", testutil.MPUBBody(bodies))
 		p.ExpectOK()
-		if d := findChannel(policyStats(t, h), "ticks", "c").Depth; d != 200 {
-			t.Fatalf("depth before expiry %d", d)
-		}
+		// (no depth check here: with --mem-queue-size=0 a message moving from
+		// disk to memory is briefly in neither; expired_count below counts all)
 		start := time.Now()
 		testutil.WaitFor(t, 5*time.Second, func() bool { return findChannel(policyStats(t, h), "ticks", "c").Depth == 0 },
 			"expired messages to leave the channel without consumers")

@@ -73,7 +73,8 @@ func newTopic(name string, n *NSQD, cfg topicConfig) (*Topic, error) {
 		return t, nil // channels read the log themselves: no pump
 	}
 	if !t.ephemeral {
-		t.backend = newDiskBackend(name, n.opts, t.logger, n.setHealth)
+		t.backend = newDiskBackend(name, n.opts, t.logger, n.setHealth, n.hasDiskQueue(name))
+		t.backend.onOpen = t.signal
 		t.diskDefer = n.takeDeferrals(name)
 	}
 	t.wg.Add(1)
