@@ -107,10 +107,11 @@ func actionResult(errs []error, attempts int) (any, error) {
 }
 
 // record logs an admin action and queues its notification.
-func (a *Admin) record(r *http.Request, action, topic, channel, node string) {
+// attrs are extra key-value pairs for the log line (what was set, how many were moved).
+func (a *Admin) record(r *http.Request, action, topic, channel, node string, attrs ...any) {
 	user, _, _ := r.BasicAuth()
-	a.logger.Info("admin action", "action", action, "topic", topic, "channel", channel, "node", node,
-		"user", a.user(r), "basic_auth_user", user, "remote_ip", remoteIP(r), "user_agent", r.UserAgent())
+	a.logger.Info("admin action", append([]any{"action", action, "topic", topic, "channel", channel, "node", node,
+		"user", a.user(r), "basic_auth_user", user, "remote_ip", remoteIP(r), "user_agent", r.UserAgent()}, attrs...)...)
 	a.notifier.enqueue(Notification{
 		Action: action, Topic: topic, Channel: channel, Node: node, Timestamp: time.Now().Unix(),
 		User: user, RemoteIP: remoteIP(r), UserAgent: r.UserAgent(), URL: r.URL.String(), Via: a.hostname,
@@ -125,10 +126,17 @@ func remoteIP(r *http.Request) string {
 	return host
 }
 
-func decodeBody(r *http.Request, v any) error {
+// decodeBody reads the JSON body into each of vs (a typed struct and a map of its raw
+// keys, say).
+func decodeBody(r *http.Request, vs ...any) error {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	if err != nil || json.Unmarshal(body, v) != nil {
+	if err != nil {
 		return httpv1.Err{Code: http.StatusBadRequest, Text: "INVALID_BODY"}
+	}
+	for _, v := range vs {
+		if json.Unmarshal(body, v) != nil {
+			return httpv1.Err{Code: http.StatusBadRequest, Text: "INVALID_BODY"}
+		}
 	}
 	return nil
 }
@@ -137,16 +145,21 @@ func (a *Admin) reqCtx(r *http.Request) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(r.Context(), a.opts.HTTPClientRequestTimeout+a.opts.HTTPClientConnectTimeout)
 }
 
-// createTopicChannel handles POST /api/topics {"topic","channel","durable"}.
-// A durable topic is created on the nsqd nodes themselves (nsqlookupd only
-// registers names), with durable=true.
+// createTopicChannel handles POST /api/topics {"topic","channel","durable"} plus optional
+// message policy settings: "ttl", "max_depth", "overflow" for the topic and
+// "max_attempts", "dead_letter_topic", "channel_ttl" for the channel. nsqlookupd only
+// registers names, so a topic that is durable or has settings is created on the nsqd nodes
+// themselves (every node), and so is its channel: one created later by a consumer's SUB
+// would not have the settings. A value nsqd refuses everywhere is a 400 with nsqd's
+// message, and nothing after it is created.
 func (a *Admin) createTopicChannel(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {
 	var body struct {
 		Topic   string `json:"topic"`
 		Channel string `json:"channel"`
 		Durable bool   `json:"durable"`
 	}
-	if err := decodeBody(r, &body); err != nil {
+	var raw map[string]json.RawMessage
+	if err := decodeBody(r, &body, &raw); err != nil {
 		return nil, err
 	}
 	if !protocol.IsValidTopicName(body.Topic) {
@@ -155,77 +168,108 @@ func (a *Admin) createTopicChannel(_ http.ResponseWriter, r *http.Request, _ htt
 	if body.Channel != "" && !protocol.IsValidChannelName(body.Channel) {
 		return nil, httpv1.Err{Code: http.StatusBadRequest, Text: "INVALID_CHANNEL"}
 	}
-	ctx, cancel := a.reqCtx(r)
-	defer cancel()
 	tq := url.Values{"topic": {body.Topic}}
 	cq := url.Values{"topic": {body.Topic}, "channel": {body.Channel}}
-	var errs []error
-	attempts := 0
+	topicSettings, err := policyParams(raw, topicPolicyKeys, tq)
+	if err != nil {
+		return nil, err
+	}
+	nodeCQ := url.Values{"topic": {body.Topic}, "channel": {body.Channel}}
+	channelSettings, err := policyParams(raw, createChannelPolicyKeys, nodeCQ)
+	if err != nil {
+		return nil, err
+	}
+	if channelSettings > 0 && body.Channel == "" {
+		return nil, httpv1.Err{Code: http.StatusBadRequest, Text: "MISSING_CHANNEL: max_attempts, dead_letter_topic and channel_ttl need a channel"}
+	}
 	if body.Durable {
 		if protocol.IsEphemeral(body.Topic) {
 			return nil, httpv1.Err{Code: http.StatusBadRequest, Text: "INVALID_ARG_DURABLE: ephemeral topics are never durable"}
 		}
 		tq.Set("durable", "true")
 	}
+	onNodes := body.Durable || topicSettings > 0 || channelSettings > 0 || !a.cluster.lookupMode()
+	ctx, cancel := a.reqCtx(r)
+	defer cancel()
+	var errs []error
+	attempts := 0
+	var nodes []*Producer
+	if onNodes {
+		var nerrs []error
+		nodes, nerrs = a.cluster.nodes(ctx)
+		stage := append(nerrs, a.cluster.nsqdPost(ctx, nodes, "/topic/create", tq)...)
+		if refusedEverywhere(stage, len(nodes)+len(nerrs)) {
+			return policyResult(stage, len(nodes)+len(nerrs))
+		}
+		errs = append(errs, stage...)
+		attempts += len(nodes) + len(nerrs)
+	}
 	if a.cluster.lookupMode() {
 		attempts += len(a.cluster.lookupdAddrs())
 		errs = append(errs, a.cluster.lookupdPost(ctx, "/topic/create", url.Values{"topic": {body.Topic}})...)
-		if body.Durable {
-			nodes, nerrs := a.cluster.nodes(ctx)
-			errs = append(errs, nerrs...)
-			attempts += len(nodes) + len(nerrs)
-			errs = append(errs, a.cluster.nsqdPost(ctx, nodes, "/topic/create", tq)...)
-		}
-		if body.Channel != "" {
-			attempts += len(a.cluster.lookupdAddrs())
-			errs = append(errs, a.cluster.lookupdPost(ctx, "/channel/create", cq)...)
-			producers, perrs := a.cluster.topicProducers(ctx, body.Topic)
-			errs = append(errs, perrs...)
-			attempts += len(producers)
-			errs = append(errs, a.cluster.nsqdPost(ctx, producers, "/channel/create", cq)...)
-		}
-	} else {
-		nodes, nerrs := a.cluster.nodes(ctx)
-		errs = append(errs, nerrs...)
-		attempts += len(nodes) + len(nerrs)
-		errs = append(errs, a.cluster.nsqdPost(ctx, nodes, "/topic/create", tq)...)
-		if body.Channel != "" {
-			attempts += len(nodes)
-			errs = append(errs, a.cluster.nsqdPost(ctx, nodes, "/channel/create", cq)...)
-		}
 	}
-	a.record(r, "create_topic", body.Topic, "", "")
-	if body.Channel != "" {
-		a.record(r, "create_channel", body.Topic, body.Channel, "")
+	a.record(r, "create_topic", body.Topic, "", "", "settings", settingsText(tq))
+	if body.Channel == "" {
+		return policyResult(errs, attempts)
 	}
-	return actionResult(errs, attempts)
+	if a.cluster.lookupMode() {
+		attempts += len(a.cluster.lookupdAddrs())
+		errs = append(errs, a.cluster.lookupdPost(ctx, "/channel/create", cq)...)
+	}
+	targets := nodes
+	if !onNodes {
+		var perrs []error
+		targets, perrs = a.cluster.topicProducers(ctx, body.Topic)
+		errs = append(errs, perrs...)
+	}
+	stage := a.cluster.nsqdPost(ctx, targets, "/channel/create", nodeCQ)
+	if refusedEverywhere(stage, len(targets)) {
+		_, err := policyResult(stage, len(targets))
+		return nil, httpv1.Err{Code: http.StatusBadRequest, Text: err.Error() + " (topic " + body.Topic + " was created, channel " + body.Channel + " was not)"}
+	}
+	errs = append(errs, stage...)
+	attempts += len(targets)
+	a.record(r, "create_channel", body.Topic, body.Channel, "", "settings", settingsText(nodeCQ))
+	return policyResult(errs, attempts)
 }
 
-// topicAction handles POST /api/topics/:topic {"action": pause|unpause|empty}.
+// topicAction handles POST /api/topics/:topic {"action": pause|unpause|empty|config}.
 func (a *Admin) topicAction(_ http.ResponseWriter, r *http.Request, ps httprouter.Params) (any, error) {
-	return a.pauseEmpty(r, ps.ByName("topic"), "")
+	return a.act(r, ps.ByName("topic"), "")
 }
 
-// channelAction handles POST /api/topics/:topic/:channel {"action": pause|unpause|empty}.
+// channelAction handles POST /api/topics/:topic/:channel {"action":
+// pause|unpause|empty|config|redrive}.
 func (a *Admin) channelAction(_ http.ResponseWriter, r *http.Request, ps httprouter.Params) (any, error) {
-	return a.pauseEmpty(r, ps.ByName("topic"), ps.ByName("channel"))
+	return a.act(r, ps.ByName("topic"), ps.ByName("channel"))
 }
 
-func (a *Admin) pauseEmpty(r *http.Request, topic, channel string) (any, error) {
+// act dispatches a topic's (channel "") or a channel's action. config carries the settings
+// beside the action ({"action":"config","ttl":"10m"}), redrive an optional max.
+func (a *Admin) act(r *http.Request, topic, channel string) (any, error) {
 	if err := checkNames(topic, channel, channel != ""); err != nil {
 		return nil, err
 	}
-	var body struct {
-		Action string `json:"action"`
-	}
+	var body map[string]json.RawMessage
 	if err := decodeBody(r, &body); err != nil {
 		return nil, err
 	}
-	switch body.Action {
-	case "pause", "unpause", "empty":
-	default:
+	var action string
+	if raw, ok := body["action"]; ok && json.Unmarshal(raw, &action) != nil {
 		return nil, httpv1.Err{Code: http.StatusBadRequest, Text: "INVALID_ACTION"}
 	}
+	switch {
+	case action == "pause" || action == "unpause" || action == "empty":
+		return a.pauseEmpty(r, topic, channel, action)
+	case action == "config":
+		return a.configure(r, topic, channel, body)
+	case action == "redrive" && channel != "":
+		return a.redrive(r, topic, channel, body)
+	}
+	return nil, httpv1.Err{Code: http.StatusBadRequest, Text: "INVALID_ACTION"}
+}
+
+func (a *Admin) pauseEmpty(r *http.Request, topic, channel, action string) (any, error) {
 	ctx, cancel := a.reqCtx(r)
 	defer cancel()
 	producers, errs := a.cluster.topicProducers(ctx, topic)
@@ -234,8 +278,8 @@ func (a *Admin) pauseEmpty(r *http.Request, topic, channel string) (any, error) 
 		kind = "channel"
 		q.Set("channel", channel)
 	}
-	errs = append(errs, a.cluster.nsqdPost(ctx, producers, "/"+kind+"/"+body.Action, q)...)
-	a.record(r, body.Action+"_"+kind, topic, channel, "")
+	errs = append(errs, a.cluster.nsqdPost(ctx, producers, "/"+kind+"/"+action, q)...)
+	a.record(r, action+"_"+kind, topic, channel, "")
 	return actionResult(errs, len(producers)+countLookupErrs(errs))
 }
 

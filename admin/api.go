@@ -32,6 +32,7 @@ func (a *Admin) routes() http.Handler {
 	r.GET(p("/api/topics"), httpv1.V1(a.getTopics))
 	r.GET(p("/api/topics/:topic"), httpv1.V1(a.getTopic))
 	r.GET(p("/api/topics/:topic/:channel"), httpv1.V1(a.getChannel))
+	r.GET(p("/api/topics/:topic/:channel/dead_letters"), httpv1.V1(a.getDeadLetters))
 	r.GET(p("/api/nodes"), httpv1.V1(a.getNodes))
 	r.GET(p("/api/nodes/:node"), httpv1.V1(a.getNode))
 	r.GET(p("/api/counter"), httpv1.V1(a.getCounter))

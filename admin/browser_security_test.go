@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -244,4 +245,123 @@ func TestBrowserEmptyCluster(t *testing.T) {
 		t.Fatalf("node page topic count %d", got)
 	}
 	b.expectCleanConsole("node without topics")
+}
+
+// startFakePolicyNSQD starts an nsqd stand-in that speaks only the HTTP the admin reads, for
+// what a real nsqd never says: every free-text field of topic's message policy, of its
+// channel's and of the channel's dead letter is the payload (nsqd checks topic names, but a
+// hostile node can send anything, the dead-letter topic included). It answers
+// /channel/redrive with one message moved and counts the calls.
+func startFakePolicyNSQD(t *testing.T, topic, channel string) (string, *atomic.Int32) {
+	t.Helper()
+	var redrives atomic.Int32
+	var port int
+	e2e := map[string]any{"count": 0, "percentiles": nil}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /info", func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{"version": "1.3.0", "broadcast_address": "127.0.0.1", "hostname": xssPayload,
+			"http_port": port, "tcp_port": 1})
+	})
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
+		ch := map[string]any{"channel_name": channel, "depth": 0, "backend_depth": 0, "in_flight_count": 0, "deferred_count": 0,
+			"message_count": 1, "requeue_count": 1, "timeout_count": 0, "client_count": 0, "clients": []any{}, "paused": false,
+			"e2e_processing_latency": e2e, "max_attempts": 2, "dead_letter_topic": xssPayload, "ttl": xssPayload,
+			"dead_lettered_count": 1, "expired_count": 0}
+		tp := map[string]any{"topic_name": topic, "channels": []any{ch}, "depth": 0, "backend_depth": 0, "message_count": 1,
+			"message_bytes": 4, "paused": false, "e2e_processing_latency": e2e, "ttl": xssPayload, "max_depth": 5,
+			"overflow": xssPayload, "expired_count": 1, "dropped_count": 2, "rejected_count": 3}
+		_ = json.NewEncoder(w).Encode(map[string]any{"version": "1.3.0", "health": "OK", "start_time": 1, "topics": []any{tp}, "producers": nil})
+	})
+	mux.HandleFunc("GET /channel/dead_letters", func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{"count": 1, "dead_letters": []any{map[string]any{
+			"id": xssPayload, "dead_letter_topic": xssPayload, "topic": topic, "channel": channel, "attempts": 2,
+			"reason": xssPayload, "time": xssPayload, "timestamp": 1_700_000_000_000_000_000, "original_id": xssPayload, "body_size": 4}}})
+	})
+	mux.HandleFunc("POST /channel/redrive", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("topic") != topic || r.URL.Query().Get("channel") != channel {
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte(`{"message":"CHANNEL_NOT_FOUND"}`))
+			return
+		}
+		redrives.Add(1)
+		_, _ = w.Write([]byte(`{"moved":1}`))
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	port = srv.Listener.Addr().(*net.TCPAddr).Port
+	return srv.Listener.Addr().String(), &redrives
+}
+
+// TestBrowserUntrustedPolicyAndDeadLetterFields has a node put HTML into every policy setting
+// and dead-letter field it reports and checks the topic and channel pages show it as text,
+// link the dead-letter topic safely, fill the edit form with it as a value, and run nothing;
+// Redrive, against the same node, reports what it moved.
+func TestBrowserUntrustedPolicyAndDeadLetterFields(t *testing.T) {
+	const topic, channel = "jobs", "work"
+	addr, redrives := startFakePolicyNSQD(t, topic, channel)
+	a := startAdmin(t, &testCluster{}, func(o *Options) { // direct mode: no nsqlookupd
+		o.NSQLookupdHTTPAddresses = nil
+		o.NSQDHTTPAddresses = []string{addr}
+	})
+	b := newBrowser(t)
+
+	b.open(a.url("/topics/" + topic))
+	b.noXSS("topic with a hostile policy")
+	for sel, want := range map[string]string{
+		`#policy [data-k="ttl"]`:                                                   xssPayload,
+		`#policy [data-k="max_depth"]`:                                             "5, then " + xssPayload,
+		`#nodes-table tr[data-node="` + addr + `"] td[data-k="ttl"]`:               xssPayload,
+		`#channels-table tr[data-channel="work"] td[data-k="dead_lettered_count"]`: "1",
+	} {
+		if got := b.cell(sel); got != want {
+			t.Fatalf("topic page %s shows %q, want %q", sel, got, want)
+		}
+	}
+	b.expectCleanConsole("topic with a hostile policy")
+
+	b.open(a.url("/topics/" + topic + "/" + channel))
+	waitFor(t, 10*time.Second, "the dead letter row", func() bool { return b.count(`#dead-letters tr[data-id]`) == 1 })
+	b.noXSS("channel with hostile dead letters")
+	for sel, want := range map[string]string{
+		`#policy [data-k="ttl"]`:                                                   xssPayload,
+		`#policy [data-k="dead_letter_topic"]`:                                     xssPayload,
+		`#nodes-table tr[data-node="` + addr + `"] td[data-k="dead_letter_topic"]`: xssPayload,
+	} {
+		if got := b.cell(sel); got != want {
+			t.Fatalf("channel page %s shows %q, want %q", sel, got, want)
+		}
+	}
+	for _, k := range []string{"id", "original_id", "reason", "time", "dead_letter_topic"} {
+		if got := b.cell(`#dead-letters tr[data-id] td[data-k="` + k + `"]`); got != xssPayload {
+			t.Fatalf("dead letter %s shows %q, want the payload as text", k, got)
+		}
+	}
+	if got := b.cell(`#dead-letters tr[data-id] td[data-k="timestamp"]`); got != "2023-11-14 22:13:20Z" {
+		t.Fatalf("dead letter timestamp %q", got)
+	}
+	// The dead-letter topic links to its page with the name %-escaped in the path.
+	wantHref := "/topics/" + url.PathEscape(xssPayload)
+	for _, sel := range []string{`#policy [data-k="dead_letter_topic"] a`, `#dead-letters tr[data-id] td[data-k="dead_letter_topic"] a`} {
+		href := run(b, chromedp.Evaluate[string](`document.querySelector('`+sel+`').getAttribute("href")`))
+		if decoded, err := url.PathUnescape(href); err != nil || decoded != "/topics/"+xssPayload || strings.ContainsAny(href, `<>"`) {
+			t.Fatalf("%s href %q, want %q", sel, href, wantHref)
+		}
+	}
+	// The edit form holds the payload as a value, not as markup.
+	b.do(chromedp.Click(chromedp.CSS(`#policy-edit summary`)))
+	if v := run(b, chromedp.Evaluate[string](`document.getElementById("channel-policy-dead_letter_topic").value`)); v != xssPayload {
+		t.Fatalf("edit form dead-letter topic %q", v)
+	}
+	b.noXSS("channel edit form")
+	b.expectCleanConsole("channel with hostile dead letters")
+
+	b.clickConfirm(`button[data-act="redrive"]`)
+	if got := b.waitText("#redrive-result", "the redrive result", func(s string) bool { return s != "" }); got != "Redrive moved 1 dead letter back into jobs/work." {
+		t.Fatalf("redrive result %q", got)
+	}
+	if n := redrives.Load(); n != 1 {
+		t.Fatalf("the node got %d redrives, want 1", n)
+	}
+	b.noXSS("after redrive")
+	b.expectCleanConsole("redrive")
 }

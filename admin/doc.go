@@ -23,6 +23,20 @@
 // without answering any more are remembered for one history window and named in every
 // answer's "message" warning.
 //
+// Message policies (Sluice's nsqd): the topic and channel answers carry the policy keys of
+// nsqd's /stats (ttl, max_depth, overflow and their counters on a topic; max_attempts,
+// dead_letter_topic, ttl and theirs on a channel) only where a node sets a policy, per node
+// and aggregated (counters summed, a setting null when the nodes differ; see TopicPolicy).
+// They are changed with POST /api/topics/:topic {"action":"config","ttl":"10m",
+// "max_depth":1000,"overflow":"reject"} and POST /api/topics/:topic/:channel
+// {"action":"config","max_attempts":5,"dead_letter_topic":"t-dead","ttl":"1h"}, sent to every
+// node carrying the topic (a value nsqd refuses comes back as nsqd's 400, e.g. "INVALID_TTL:
+// ..."), and given at creation in POST /api/topics ("channel_ttl" for the channel's TTL).
+// GET /api/topics/:topic/:channel/dead_letters?limit=N lists the channel's dead letters on
+// every node, newest first, with the total count; POST /api/topics/:topic/:channel
+// {"action":"redrive"} moves them back into the channel on every node and answers
+// {"moved":N}.
+//
 // Security: the mutating calls (POST and DELETE under /api) accept a body only when it is
 // declared Content-Type: application/json (415 otherwise; a DELETE without a body needs no
 // Content-Type) and refuse requests the browser marks Sec-Fetch-Site: cross-site (403), so a

@@ -74,6 +74,8 @@ type ChannelStats struct {
 	Clients       []*ClientStats  `json:"clients"`
 	Paused        bool            `json:"paused"`
 	E2E           *E2ELatency     `json:"e2e_processing_latency"`
+	// Message policies (Sluice): present only when a node enforces one; see ChannelPolicy.
+	*ChannelPolicy
 }
 
 // TopicStats is a topic on one node (Node set) or aggregated over nodes (Node "*").
@@ -97,6 +99,8 @@ type TopicStats struct {
 	Durable        bool   `json:"durable,omitempty"`
 	RetentionTime  string `json:"retention_time,omitempty"`
 	RetentionBytes *int64 `json:"retention_bytes,omitempty"`
+	// Message policies (Sluice): present only when a node sets one; see TopicPolicy.
+	*TopicPolicy
 }
 
 // nodeStats is the JSON body of nsqd's GET /stats?format=json (§9.5).
@@ -120,6 +124,8 @@ type rawTopic struct {
 	Durable        bool    `json:"durable"`
 	RetentionTime  *string `json:"retention_time"`
 	RetentionBytes *int64  `json:"retention_bytes"`
+	// nil unless the node reports the policy keys
+	*protocol.TopicPolicyStats
 }
 
 type rawChannel struct {
@@ -135,6 +141,8 @@ type rawChannel struct {
 	Clients       []*ClientStats `json:"clients"`
 	Paused        bool           `json:"paused"`
 	E2E           *E2ELatency    `json:"e2e_processing_latency"`
+	// nil unless the node reports the policy keys
+	*protocol.ChannelPolicyStats
 }
 
 // nodeResult is one node's /stats answer as fetched by the admin.
@@ -155,6 +163,7 @@ func topicsOf(r *nodeResult, now time.Time) []*TopicStats {
 			MessageCount: rt.MessageCount, Paused: rt.Paused, E2E: rt.E2E,
 			Channels: []*ChannelStats{}, Nodes: []*TopicStats{},
 			Durable: rt.Durable, RetentionBytes: rt.RetentionBytes,
+			TopicPolicy: topicPolicyOf(rt.TopicPolicyStats),
 		}
 		if rt.RetentionTime != nil {
 			ts.RetentionTime = *rt.RetentionTime
@@ -177,6 +186,7 @@ func channelOf(r *nodeResult, topic string, rc *rawChannel, now time.Time) *Chan
 		InFlightCount: rc.InFlightCount, DeferredCount: rc.DeferredCount, RequeueCount: rc.RequeueCount,
 		TimeoutCount: rc.TimeoutCount, MessageCount: rc.MessageCount, ClientCount: rc.ClientCount,
 		Paused: rc.Paused, E2E: rc.E2E, Clients: []*ClientStats{}, Nodes: []*ChannelStats{},
+		ChannelPolicy: channelPolicyOf(rc.ChannelPolicyStats),
 	}
 	for _, c := range rc.Clients {
 		cc := *c
@@ -239,6 +249,7 @@ func aggregateTopics(perNode []*TopicStats) []*TopicStats {
 		if !agreed {
 			agg.RetentionTime, agg.RetentionBytes = "", nil
 		}
+		agg.TopicPolicy = mergeTopicPolicies(agg.Nodes)
 		agg.E2E = mergeE2E(e2es)
 		agg.Channels = aggregateChannels(chans)
 		out = append(out, agg)
@@ -294,6 +305,7 @@ func aggregateChannels(perNode []*ChannelStats) []*ChannelStats {
 			return agg.Clients[i].RemoteAddress < agg.Clients[j].RemoteAddress
 		})
 		agg.E2E = mergeE2E(e2es)
+		agg.ChannelPolicy = mergeChannelPolicies(agg.Nodes)
 		out = append(out, agg)
 	}
 	return out

@@ -194,14 +194,109 @@
         (b.attrs || "") + ">" + esc(b.label) + "</button>";
     }).join("") + "</div>";
   }
-  function runAction(question, method, path, body, done) {
+  // runAction asks, then sends; done (default: refresh the page) follows success, failed(err)
+  // a refusal, after the flash.
+  function runAction(question, method, path, body, done, failed) {
     confirmAction(question).then(function (ok) {
       if (!ok) return;
       api(method, path, body).then(function (resp) {
         flash(resp && resp.message ? resp.message : "Done: " + question.replace(/\?$/, ""), !!(resp && resp.message));
         if (done) done(); else refreshNow();
-      }).catch(function (err) { flash("Failed: " + err.message, true); });
+      }).catch(function (err) {
+        flash("Failed: " + err.message, true);
+        if (failed) failed(err);
+      });
     });
+  }
+
+  // ---------- message policies ----------
+  // A topic or channel that sets a policy carries its keys (absent otherwise, as in NSQ); in
+  // an aggregate a setting is null when the nodes differ on it, and the nodes table shows
+  // each node's. The *Text helpers return plain text: esc() it for markup.
+  var DIFFERS = "differs by node";
+  function hasTopicPolicy(t) { return !!t && t.rejected_count !== undefined; }
+  function hasChannelPolicy(c) { return !!c && c.dead_lettered_count !== undefined; }
+  function ttlText(v) { return v === null ? DIFFERS : v ? String(v) : "none"; }
+  function maxDepthText(depth, overflow) {
+    if (depth === null) return DIFFERS;
+    if (!depth) return "unbounded";
+    return fmtInt(depth) + ", then " + (overflow === null ? "overflow " + DIFFERS : overflow === "drop_oldest" ? "drop oldest" : String(overflow || "reject"));
+  }
+  function maxAttemptsText(v) { return v === null ? DIFFERS : v ? fmtInt(v) : "unlimited"; }
+  // dlqCell links a dead-letter topic to its page (markup).
+  function dlqCell(v) {
+    if (v === null) return esc(DIFFERS);
+    return v ? link(topicPath(v), v) : '<span class="muted">none</span>';
+  }
+  // fmtTime shows an RFC 3339 time from a node as "2024-05-01 12:00:00Z", anything else as it
+  // came (plain text; Date.parse alone would make a date of almost any string).
+  function fmtTime(s) {
+    s = String(s == null ? "–" : s);
+    var ms = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/.test(s) ? Date.parse(s) : NaN;
+    return isNaN(ms) ? s : new Date(ms).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+  }
+  // fmtNsTime shows a message timestamp (ns since the epoch) as a UTC time (plain text).
+  function fmtNsTime(ns) {
+    var d = new Date(Number(ns) / 1e6);
+    return ns && !isNaN(d.getTime()) ? d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z") : "–";
+  }
+  function plural(n, word) { return fmtInt(n) + " " + word + (n === 1 ? "" : "s"); }
+
+  // policyEditor keeps an admin's form for a topic's or channel's settings in el. Each field is
+  // filled with the current value (blank when the nodes differ or nothing is set); submit
+  // sends only the fields changed, a blank one as its field's clear value. The form is
+  // rebuilt when the settings change, unless someone is editing it, and after a save.
+  // fields: [{key, label, hint, clear, options}] (options: a select's values).
+  function policyEditor(el, id, fields, describe, send) {
+    var shown = null, initial = {}, rebuild = false;
+    function input(f) { return document.getElementById(id + "-" + f.key); }
+    function dirty() { return fields.some(function (f) { var i = input(f); return i && i.value !== initial[f.key]; }); }
+    function filled(f, v) {
+      if (v === null) return "";
+      if (f.options) return v ? String(v) : f.options[0];
+      return v === undefined || v === 0 ? "" : String(v);
+    }
+    function update(values) {
+      if (!settings.is_admin) return;
+      var key = JSON.stringify(fields.map(function (f) { return values[f.key]; }));
+      var form = document.getElementById(id);
+      if (form && !rebuild && (key === shown || form.contains(document.activeElement) || dirty())) return;
+      var open = !!(form && form.parentNode.open) || rebuild;
+      rebuild = false;
+      shown = key;
+      initial = {};
+      el.innerHTML = '<details class="policy-edit"' + (open ? " open" : "") + "><summary>Edit message policy</summary>" +
+        '<form id="' + id + '" class="inline">' + fields.map(function (f) {
+          var v = values[f.key];
+          initial[f.key] = filled(f, v);
+          var control;
+          if (f.options) {
+            control = '<select id="' + id + "-" + f.key + '">' + (v === null ? '<option value="" selected>(' + esc(DIFFERS) + ")</option>" : "") +
+              f.options.map(function (o) { return "<option" + (initial[f.key] === o ? " selected" : "") + ">" + esc(o) + "</option>"; }).join("") + "</select>";
+          } else {
+            control = '<input type="text" id="' + id + "-" + f.key + '" value="' + esc(initial[f.key]) + '" placeholder="' +
+              esc(v === null ? DIFFERS : f.hint) + '">';
+          }
+          return '<label class="field"><span>' + esc(f.label) + "</span>" + control + "</label>";
+        }).join("") + '<button type="submit" data-act="save-policy">Save</button>' +
+        '<p class="form-error" role="alert" hidden></p></form></details>';
+      document.getElementById(id).onsubmit = function (ev) {
+        ev.preventDefault();
+        var body = { action: "config" }, changed = [];
+        fields.forEach(function (f) {
+          var v = input(f).value.trim();
+          if (v === initial[f.key] || (f.options && v === "")) return;
+          body[f.key] = v === "" ? f.clear : v;
+          changed.push(f.key + "=" + (body[f.key] === "" ? '""' : body[f.key]));
+        });
+        if (!changed.length) { flash("Nothing changed."); return; }
+        var err = el.querySelector(".form-error");
+        err.hidden = true;
+        send("Set " + changed.join(", ") + " on " + describe + "?", body, function () { rebuild = true; refreshNow(); },
+          function (e) { err.textContent = e.message; err.hidden = false; });
+      };
+    }
+    return update;
   }
 
   // ---------- pages ----------
@@ -247,12 +342,18 @@
     var hp = "api/history?topic=" + encodeURIComponent(topic);
     app.innerHTML = "<h1>Topic " + esc(topic) + ' <span id="paused"></span></h1>' +
       '<div id="topic-actions"></div><div id="figures" class="figures"></div>' +
+      '<div id="policy"></div><div id="policy-edit"></div>' +
       '<div id="chart-main" class="chart"></div>' +
       '<p class="legend-note">In: published to the topic; out: finished on its channels; depth: topic and channel queues.</p>' +
       '<h2>Nodes</h2><div id="nodes-table"></div><h2>Channels</h2><div id="channels-table"></div>' +
       '<h2>End-to-end latency</h2><div id="e2e"></div>';
     var chart = historyChart(document.getElementById("chart-main"), "Topic " + topic);
     var paused = null;
+    var editPolicy = policyEditor(document.getElementById("policy-edit"), "topic-policy", [
+      { key: "ttl", label: "TTL", hint: "e.g. 10m (blank: none)", clear: "0" },
+      { key: "max_depth", label: "Max depth", hint: "messages (blank: unbounded)", clear: "0" },
+      { key: "overflow", label: "At max depth", options: ["reject", "drop_oldest"] }],
+      "topic " + topic, function (question, body, done, failed) { runAction(question, "POST", "api/" + topicPath(topic), body, done, failed); });
     app.onclick = function (ev) {
       var b = ev.target.closest("button[data-act]");
       if (!b) return;
@@ -284,26 +385,43 @@
           figure("backend_depth", "Disk", fmtInt(t.backend_depth)) + figure("message_count", "Messages", fmtInt(t.message_count)) +
           figure("in_flight_count", "In flight", fmtInt(t.in_flight_count)) + figure("channel_count", "Channels", fmtInt(list(t.channels).length)) +
           figure("rate_in", "In msg/s", fmtRate(lastNum(h["in"]))) + figure("rate_out", "Out msg/s", fmtRate(lastNum(h.out)));
+        var pol = hasTopicPolicy(t);
+        document.getElementById("policy").innerHTML = pol ? "<h2>Message policy</h2>" + '<div class="figures">' +
+          figure("ttl", "TTL", esc(ttlText(t.ttl))) + figure("max_depth", "Max depth", esc(maxDepthText(t.max_depth, t.overflow))) +
+          figure("expired_count", "Expired", fmtInt(t.expired_count)) + figure("dropped_count", "Dropped", fmtInt(t.dropped_count)) +
+          figure("rejected_count", "Rejected", fmtInt(t.rejected_count)) + "</div>" : "";
+        editPolicy(t);
         // A durable topic gets a Retention column: each node's own setting (nodes may differ, or
         // not all be durable).
         document.getElementById("nodes-table").innerHTML = table(
           [th("Node"), th("Hostname"), th("Depth", true), th("Memory", true), th("Disk", true), th("Messages", true), th("Channels", true)]
-            .concat(t.durable ? [th("Retention")] : [], [th("")]),
+            .concat(t.durable ? [th("Retention")] : [],
+              pol ? [th("TTL"), th("Max depth"), th("Expired", true), th("Dropped", true), th("Rejected", true)] : [], [th("")]),
           list(t.nodes).map(function (n) {
             return '<tr data-node="' + esc(n.node) + '">' + td("node", link(nodePath(n.node), n.node) + (n.paused ? badge("paused", "paused") : "")) +
               td("hostname", esc(n.hostname)) + td("depth", fmtInt(n.depth), true) + td("memory_depth", fmtInt(n.memory_depth), true) +
               td("backend_depth", fmtInt(n.backend_depth), true) + td("message_count", fmtInt(n.message_count), true) +
               td("channel_count", fmtInt(list(n.channels).length), true) +
               (t.durable ? td("retention", n.durable ? esc(retentionLimits(n) || "none") : '<span class="muted">not durable</span>') : "") +
+              (pol ? (hasTopicPolicy(n) ? td("ttl", esc(ttlText(n.ttl))) + td("max_depth", esc(maxDepthText(n.max_depth, n.overflow))) +
+                td("expired_count", fmtInt(n.expired_count), true) + td("dropped_count", fmtInt(n.dropped_count), true) +
+                td("rejected_count", fmtInt(n.rejected_count), true)
+                : td("ttl", '<span class="muted">no policy</span>') + td("max_depth", "") + td("expired_count", "–", true) +
+                td("dropped_count", "–", true) + td("rejected_count", "–", true)) : "") +
               "<td>" + (settings.is_admin && settings.lookup_mode ? '<button type="button" class="small danger" data-act="tombstone" data-node="' + esc(n.node) + '">Tombstone</button>' : "") + "</td></tr>";
           }), "No node carries this topic.");
+        // Channels with a policy add what it did: dead-lettered and expired messages.
+        var chPol = list(t.channels).some(hasChannelPolicy);
         document.getElementById("channels-table").innerHTML = table(
-          [th("Channel"), th("Depth", true), th("In flight", true), th("Deferred", true), th("Requeued", true), th("Timed out", true), th("Messages", true), th("Clients", true)],
+          [th("Channel"), th("Depth", true), th("In flight", true), th("Deferred", true), th("Requeued", true), th("Timed out", true), th("Messages", true), th("Clients", true)]
+            .concat(chPol ? [th("Dead-lettered", true), th("Expired", true)] : []),
           list(t.channels).map(function (c) {
+            var p = hasChannelPolicy(c);
             return '<tr data-channel="' + esc(c.channel_name) + '">' + td("channel_name", link(channelPath(topic, c.channel_name), c.channel_name) + (c.paused ? badge("paused", "paused") : "")) +
               td("depth", fmtInt(c.depth), true) + td("in_flight_count", fmtInt(c.in_flight_count), true) + td("deferred_count", fmtInt(c.deferred_count), true) +
               td("requeue_count", fmtInt(c.requeue_count), true) + td("timeout_count", fmtInt(c.timeout_count), true) +
-              td("message_count", fmtInt(c.message_count), true) + td("client_count", fmtInt(c.client_count), true) + "</tr>";
+              td("message_count", fmtInt(c.message_count), true) + td("client_count", fmtInt(c.client_count), true) +
+              (chPol ? td("dead_lettered_count", p ? fmtInt(c.dead_lettered_count) : "–", true) + td("expired_count", p ? fmtInt(c.expired_count) : "–", true) : "") + "</tr>";
           }), "No channels.");
         document.getElementById("e2e").innerHTML = e2eTable(t.e2e_processing_latency);
         return [t.message, h.message];
@@ -315,16 +433,42 @@
     var hp = "api/history?topic=" + encodeURIComponent(topic) + "&channel=" + encodeURIComponent(channel);
     app.innerHTML = "<h1>" + link(topicPath(topic), topic) + " / " + esc(channel) + ' <span id="paused"></span></h1>' +
       '<div id="channel-actions"></div><div id="figures" class="figures"></div>' +
+      '<div id="policy"></div><div id="policy-edit"></div>' +
       '<div id="chart-main" class="chart"></div>' +
       '<p class="legend-note">In: copied into the channel; out: finished (or emptied); depth: waiting in the channel.</p>' +
+      '<div id="dead-letters-section" hidden><h2>Dead letters</h2><div id="redrive-actions"></div>' +
+      '<p id="redrive-result" class="muted" role="status" hidden></p><div id="dead-letters"></div></div>' +
       '<h2>End-to-end latency</h2><div id="e2e"></div>' +
       '<h2>Nodes</h2><div id="nodes-table"></div><h2>Clients</h2><div id="clients-table"></div>';
     var chart = historyChart(document.getElementById("chart-main"), "Channel " + topic + "/" + channel);
-    var paused = null;
+    var paused = null, redrivable = null, deadLetterCount = 0;
+    var editPolicy = policyEditor(document.getElementById("policy-edit"), "channel-policy", [
+      { key: "max_attempts", label: "Max attempts", hint: "blank: unlimited", clear: "0" },
+      { key: "dead_letter_topic", label: "Dead-letter topic", hint: "blank: " + topic + ".dlq", clear: "" },
+      { key: "ttl", label: "TTL", hint: "e.g. 1h (blank: none)", clear: "0" }],
+      "channel " + topic + "/" + channel, function (question, body, done, failed) {
+        runAction(question, "POST", "api/" + channelPath(topic, channel), body, done, failed);
+      });
+    // redrive moves the channel's dead letters back into it on every node and says how many.
+    function redrive(name, path) {
+      confirmAction("Redrive " + plural(deadLetterCount, "dead letter") + " of channel " + name +
+        "? They are moved from the dead-letter topic back into the channel on every node.").then(function (ok) {
+        if (!ok) return;
+        api("POST", path, { action: "redrive" }).then(function (resp) {
+          var text = "Redrive moved " + plural(Number(resp.moved) || 0, "dead letter") + " back into " + name + ".";
+          flash(resp.message ? text + " " + resp.message : text, !!resp.message);
+          var el = document.getElementById("redrive-result");
+          el.textContent = text;
+          el.hidden = false;
+          refreshNow();
+        }).catch(function (err) { flash("Redrive failed: " + err.message, true); });
+      });
+    }
     app.onclick = function (ev) {
       var b = ev.target.closest("button[data-act]");
       if (!b) return;
       var act = b.getAttribute("data-act"), path = "api/" + channelPath(topic, channel), name = topic + "/" + channel;
+      if (act === "redrive") redrive(name, path);
       if (act === "pause-channel") runAction("Pause channel " + name + "?", "POST", path, { action: "pause" });
       if (act === "unpause-channel") runAction("Unpause channel " + name + "?", "POST", path, { action: "unpause" });
       if (act === "empty-channel") runAction("Empty channel " + name + "? Its queued messages are deleted.", "POST", path, { action: "empty" });
@@ -332,8 +476,13 @@
         function () { navigate(BASE + topicPath(topic)); });
     };
     return function refresh() {
-      return Promise.all([get("api/" + channelPath(topic, channel)), get(hp)]).then(function (r) {
-        var c = r[0], h = r[1];
+      // A node without dead letters (NSQ, say) answers none; a failure here leaves the rest of
+      // the page alone.
+      var dlp = get("api/" + channelPath(topic, channel) + "/dead_letters").catch(function (err) {
+        return { count: 0, dead_letters: [], nodes: [], message: "dead letters: " + err.message };
+      });
+      return Promise.all([get("api/" + channelPath(topic, channel)), get(hp), dlp]).then(function (r) {
+        var c = r[0], h = r[1], dl = r[2];
         setHistory(chart, h);
         document.getElementById("paused").innerHTML = c.paused ? badge("paused", "paused") : "";
         if (paused !== c.paused) {
@@ -349,14 +498,54 @@
           figure("timeout_count", "Timed out", fmtInt(c.timeout_count)) + figure("message_count", "Messages", fmtInt(c.message_count)) +
           figure("client_count", "Clients", fmtInt(c.client_count)) +
           figure("rate_in", "In msg/s", fmtRate(lastNum(h["in"]))) + figure("rate_out", "Out msg/s", fmtRate(lastNum(h.out)));
+        var pol = hasChannelPolicy(c);
+        document.getElementById("policy").innerHTML = pol ? "<h2>Message policy</h2>" + '<div class="figures">' +
+          figure("max_attempts", "Max attempts", esc(maxAttemptsText(c.max_attempts))) +
+          figure("dead_letter_topic", "Dead-letter topic", dlqCell(c.dead_letter_topic)) + figure("ttl", "TTL", esc(ttlText(c.ttl))) +
+          figure("dead_lettered_count", "Dead-lettered", fmtInt(c.dead_lettered_count)) + figure("expired_count", "Expired", fmtInt(c.expired_count)) +
+          '</div><p class="legend-note">What the channel enforces: where it sets nothing itself, the node\'s --max-attempts and the topic\'s TTL apply.</p>' : "";
+        editPolicy(c);
+        // Dead letters: shown where a policy is set or some are left from one.
+        deadLetterCount = Number(dl.count) || 0;
+        var rows = list(dl.dead_letters), perNode = {};
+        list(dl.nodes).forEach(function (n) { perNode[n.node] = n.count; });
+        var showDL = pol || deadLetterCount > 0;
+        document.getElementById("dead-letters-section").hidden = !showDL;
+        if (redrivable !== (deadLetterCount > 0)) {
+          redrivable = deadLetterCount > 0;
+          document.getElementById("redrive-actions").innerHTML = redrivable ? actionButtons([{ act: "redrive", label: "Redrive" }]) : "";
+        }
+        var notes = [];
+        if (deadLetterCount > rows.length) notes.push("Showing the newest " + fmtInt(rows.length) + " of " + plural(deadLetterCount, "dead letter") + ".");
+        list(dl.nodes).forEach(function (n) {
+          if (n.read < n.count) notes.push("Node " + n.node + " holds " + fmtInt(n.count) + "; only its oldest " + fmtInt(n.read) +
+            " were read (nsqd lists the oldest first), so its newer ones are not listed.");
+        });
+        document.getElementById("dead-letters").innerHTML = '<div class="figures">' + figure("dead_letter_count", "Dead letters", fmtInt(deadLetterCount)) + "</div>" +
+          notes.map(function (t) { return '<p class="legend-note">' + esc(t) + "</p>"; }).join("") +
+          table([th("Dead-lettered"), th("Node"), th("Reason"), th("Attempts", true), th("ID"), th("Original ID"), th("Published"), th("Body", true), th("Dead-letter topic")],
+            rows.map(function (d) {
+              return '<tr data-id="' + esc(d.id) + '">' + td("time", esc(fmtTime(d.time))) + td("node", esc(d.node)) + td("reason", esc(d.reason)) +
+                td("attempts", fmtInt(d.attempts), true) + td("id", esc(d.id)) + td("original_id", esc(d.original_id)) +
+                td("timestamp", esc(fmtNsTime(d.timestamp))) + td("body_size", esc(fmtInt(d.body_size) + " B"), true) +
+                td("dead_letter_topic", dlqCell(d.dead_letter_topic)) + "</tr>";
+            }), "No dead letters.");
         document.getElementById("e2e").innerHTML = e2eTable(c.e2e_processing_latency);
         document.getElementById("nodes-table").innerHTML = table(
-          [th("Node"), th("Depth", true), th("In flight", true), th("Deferred", true), th("Requeued", true), th("Timed out", true), th("Messages", true), th("Clients", true)],
+          [th("Node"), th("Depth", true), th("In flight", true), th("Deferred", true), th("Requeued", true), th("Timed out", true), th("Messages", true), th("Clients", true)]
+            .concat(pol ? [th("Max attempts"), th("Dead-letter topic"), th("TTL"), th("Dead-lettered", true), th("Expired", true)] : [],
+              showDL ? [th("Dead letters", true)] : []),
           list(c.nodes).map(function (n) {
+            var p = hasChannelPolicy(n);
             return '<tr data-node="' + esc(n.node) + '">' + td("node", link(nodePath(n.node), n.node) + (n.paused ? badge("paused", "paused") : "")) +
               td("depth", fmtInt(n.depth), true) + td("in_flight_count", fmtInt(n.in_flight_count), true) + td("deferred_count", fmtInt(n.deferred_count), true) +
               td("requeue_count", fmtInt(n.requeue_count), true) + td("timeout_count", fmtInt(n.timeout_count), true) +
-              td("message_count", fmtInt(n.message_count), true) + td("client_count", fmtInt(n.client_count), true) + "</tr>";
+              td("message_count", fmtInt(n.message_count), true) + td("client_count", fmtInt(n.client_count), true) +
+              (pol ? (p ? td("max_attempts", esc(maxAttemptsText(n.max_attempts))) + td("dead_letter_topic", dlqCell(n.dead_letter_topic)) +
+                td("ttl", esc(ttlText(n.ttl))) + td("dead_lettered_count", fmtInt(n.dead_lettered_count), true) + td("expired_count", fmtInt(n.expired_count), true)
+                : td("max_attempts", '<span class="muted">no policy</span>') + td("dead_letter_topic", "") + td("ttl", "") +
+                td("dead_lettered_count", "–", true) + td("expired_count", "–", true)) : "") +
+              (showDL ? td("dead_letters", fmtInt(perNode[n.node] || 0), true) : "") + "</tr>";
           }), "No node carries this channel.");
         var now = Date.now() / 1000;
         document.getElementById("clients-table").innerHTML = table(
@@ -371,7 +560,7 @@
               td("message_count", fmtInt(k.message_count), true) +
               td("connect_ts", esc(fmtTS(k.connect_ts)) + ' <span class="muted">(' + fmtDur(now - k.connect_ts) + ")</span>") + "</tr>";
           }), "No clients connected.");
-        return [c.message, h.message];
+        return [c.message, h.message, dl.message];
       });
     };
   };
@@ -444,7 +633,16 @@
         '<input type="text" id="create-topic" placeholder="topic" aria-label="topic" required>' +
         '<input type="text" id="create-channel" placeholder="channel (optional)" aria-label="channel">' +
         '<label><input type="checkbox" id="create-durable"> durable</label>' +
-        '<button type="submit" data-act="create">Create</button></form>' : "") +
+        '<button type="submit" data-act="create">Create</button>' +
+        '<details class="policy-edit wide"><summary>Message policy (optional)</summary><div class="inline">' +
+        '<label class="field"><span>Topic TTL</span><input type="text" id="create-ttl" placeholder="e.g. 10m"></label>' +
+        '<label class="field"><span>Max depth</span><input type="text" id="create-max-depth" placeholder="messages"></label>' +
+        '<label class="field"><span>At max depth</span><select id="create-overflow"><option value="">(default: reject)</option>' +
+        "<option>reject</option><option>drop_oldest</option></select></label>" +
+        '<label class="field"><span>Channel max attempts</span><input type="text" id="create-max-attempts" placeholder="e.g. 5"></label>' +
+        '<label class="field"><span>Dead-letter topic</span><input type="text" id="create-dead-letter-topic" placeholder="default: &lt;topic&gt;.dlq"></label>' +
+        '<label class="field"><span>Channel TTL</span><input type="text" id="create-channel-ttl" placeholder="e.g. 1h"></label>' +
+        "</div></details></form>" : "") +
       '<h2>Registrations</h2><div id="lookup-table"></div>';
     var form = document.getElementById("create-form");
     if (form) form.onsubmit = function (ev) {
@@ -454,7 +652,15 @@
       if (!t) return;
       var req = c ? { topic: t, channel: c } : { topic: t };
       if (durable) req.durable = true;
-      runAction("Create " + (durable ? "durable " : "") + "topic " + t + (c ? " and channel " + c : "") + "?", "POST", "api/topics", req);
+      // Optional settings: only those filled in are sent (nsqd checks them).
+      var settingsGiven = [];
+      [["ttl", "create-ttl"], ["max_depth", "create-max-depth"], ["overflow", "create-overflow"], ["max_attempts", "create-max-attempts"],
+        ["dead_letter_topic", "create-dead-letter-topic"], ["channel_ttl", "create-channel-ttl"]].forEach(function (f) {
+        var v = document.getElementById(f[1]).value.trim();
+        if (v) { req[f[0]] = v; settingsGiven.push(f[0] + "=" + v); }
+      });
+      runAction("Create " + (durable ? "durable " : "") + "topic " + t + (c ? " and channel " + c : "") +
+        (settingsGiven.length ? " with " + settingsGiven.join(", ") : "") + "?", "POST", "api/topics", req);
     };
     return function refresh() {
       return get("api/lookup").then(function (r) {
