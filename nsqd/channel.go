@@ -54,6 +54,7 @@ type Channel struct {
 	dropPending   int64         // overflow=drop_oldest: messages still to drop as they are read
 	diskDefer     diskDeferrals // deadlines of deferred messages in the disk queue
 	refilling     bool          // the refiller goroutine runs
+	watched       bool          // in the node's scan set (NSQD.watched)
 	nWaiting      int           // consumers whose waiting flag is set
 
 	// emptyGen is bumped before and after empty() clears the disk queue; a
@@ -122,6 +123,39 @@ func (c *Channel) startRefiller() {
 	c.refilling = true
 	c.wg.Add(1)
 	go c.refill()
+}
+
+// deferLocked defers m until at (ns since the epoch).
+func (c *Channel) deferLocked(m *Message, at int64) {
+	c.deferred.add(m, at)
+	c.watchLocked()
+}
+
+// watchLocked puts the channel in the node's scan set: called whenever it
+// gets a message in flight or deferred, or a TTL.
+func (c *Channel) watchLocked() {
+	if !c.watched {
+		c.watched = true
+		c.nsqd.watch(c)
+	}
+}
+
+// unwatchIfIdle takes the channel out of the scan set when nothing in it
+// has a deadline (scanLoop, after processing it).
+func (c *Channel) unwatchIfIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.watched {
+		return
+	}
+	if !c.exiting && (c.inFlight.len() > 0 || len(c.deferred) > 0) {
+		return
+	}
+	if e := c.eff.Load(); e != nil && e.ttl > 0 && !c.exiting {
+		return
+	}
+	c.watched = false
+	c.nsqd.unwatch(c)
 }
 
 // refill moves messages from the disk queue into memory while some
@@ -211,7 +245,7 @@ collect:
 			continue // redriven
 		}
 		if at, ok := c.diskDefer.deadlineOf(m.ID); ok && at > now {
-			c.deferred.add(m, at) // deferred before it went to disk
+			c.deferLocked(m, at) // deferred before it went to disk
 			continue
 		}
 		if eff != nil && eff.expired(m, now) {
@@ -279,7 +313,7 @@ func (c *Channel) put(ents []qentry) error {
 			}
 			e.m.deferBy = 0
 			if at > now {
-				c.deferred.add(e.m, at)
+				c.deferLocked(e.m, at)
 				continue
 			}
 		}
@@ -596,6 +630,7 @@ func (c *Channel) take(cl *client, dst []*Message) []*Message {
 	}
 	if len(dst) > 0 {
 		cl.inFlightCount.Add(int64(len(dst)))
+		c.watchLocked()
 	} else {
 		// still ready, nothing to send: wait for the next put
 		cl.pumpRunning = false
@@ -687,7 +722,7 @@ func (c *Channel) requeue(cl *client, id protocol.MessageID, delay time.Duration
 	var until int64
 	if delay > 0 {
 		until = time.Now().UnixNano() + int64(delay)
-		c.deferred.add(m, until)
+		c.deferLocked(m, until)
 	} else {
 		overflow = c.requeueLocked(m)
 	}

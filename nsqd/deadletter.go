@@ -512,7 +512,7 @@ func (c *Channel) restoreDisposed(items []deadItem) {
 	} else {
 		at := time.Now().Add(deadLetterRetry).UnixNano()
 		for _, it := range items {
-			c.deferred.add(it.m, at)
+			c.deferLocked(it.m, at)
 		}
 	}
 	c.mu.Unlock()

@@ -490,7 +490,7 @@ func (c *Channel) readLogBatch() (n int, dead []deadItem, drops []*Message, eff 
 			continue
 		}
 		if until > now {
-			c.deferred.add(m, until)
+			c.deferLocked(m, until)
 			continue
 		}
 		c.mem.push(m)

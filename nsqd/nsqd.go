@@ -64,6 +64,12 @@ type NSQD struct {
 
 	diskQueues map[string]bool // queues with go-diskqueue files at start; read-only after Start
 
+	// watched are the channels scanLoop visits: those with messages in
+	// flight or deferred, or a TTL to sweep. An idle channel costs the scan
+	// nothing.
+	watchMu sync.Mutex
+	watched map[*Channel]struct{}
+
 	persistMu sync.Mutex // serializes nsqd.dat writes
 
 	tcpListener   net.Listener
@@ -615,14 +621,33 @@ func (n *NSQD) topicList() []*Topic {
 	return list
 }
 
-// scanLoop fires in-flight timeouts and releases deferred messages. Each
-// channel keeps both ordered by deadline, so a pass costs O(channels) plus
-// the work actually due.
+// watch adds ch to the channels scanLoop visits.
+func (n *NSQD) watch(ch *Channel) {
+	n.watchMu.Lock()
+	if n.watched == nil {
+		n.watched = map[*Channel]struct{}{}
+	}
+	n.watched[ch] = struct{}{}
+	n.watchMu.Unlock()
+}
+
+func (n *NSQD) unwatch(ch *Channel) {
+	n.watchMu.Lock()
+	delete(n.watched, ch)
+	n.watchMu.Unlock()
+}
+
+// scanLoop fires in-flight timeouts and releases deferred messages of the
+// watched channels (each keeps both ordered by deadline, so a pass costs
+// O(watched channels) plus the work actually due), and once a second
+// sweeps expired messages and lets durable topics drop finished segments.
 func (n *NSQD) scanLoop() {
 	defer n.wg.Done()
 	tick := time.NewTicker(n.opts.QueueScanInterval)
 	defer tick.Stop()
 	var lastRetain time.Time
+	var chans []*Channel
+	var topics []*Topic
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -634,19 +659,37 @@ func (n *NSQD) scanLoop() {
 		if retain {
 			lastRetain = now
 		}
-		for _, t := range n.topicList() {
-			for _, ch := range t.channelList() {
-				ch.processDeadlines(now.UnixNano())
-				if retain {
-					ch.sweepExpired(now.UnixNano())
-				}
-			}
+		n.watchMu.Lock()
+		for ch := range n.watched {
+			chans = append(chans, ch)
+		}
+		n.watchMu.Unlock()
+		for _, ch := range chans {
+			ch.processDeadlines(now.UnixNano())
 			if retain {
-				t.sweepExpired(now.UnixNano())
+				ch.sweepExpired(now.UnixNano())
 			}
-			if retain && t.dur != nil && !t.isExiting() {
+			ch.unwatchIfIdle()
+		}
+		clear(chans)
+		chans = chans[:0]
+		if !retain {
+			continue
+		}
+		n.mu.RLock()
+		for _, t := range n.topics {
+			if t.dur != nil || t.policy.Load() != nil {
+				topics = append(topics, t)
+			}
+		}
+		n.mu.RUnlock()
+		for _, t := range topics {
+			t.sweepExpired(now.UnixNano())
+			if t.dur != nil && !t.isExiting() {
 				t.retain(now)
 			}
 		}
+		clear(topics)
+		topics = topics[:0]
 	}
 }

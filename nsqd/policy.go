@@ -277,6 +277,9 @@ func (c *Channel) applyPolicy(cp channelPolicy, tp topicPolicy) error {
 	}
 	c.mu.Lock()
 	c.eff.Store(eff)
+	if eff != nil && eff.ttl > 0 {
+		c.watchLocked()
+	}
 	c.kickAllLocked()
 	c.signalRefillLocked()
 	c.mu.Unlock()

@@ -346,6 +346,10 @@ func (t *Topic) getChannelFrom(name string, start channelStart) (ch *Channel, cr
 		ch.policy.Store(&cp)
 	}
 	ch.eff.Store(eff)
+	if eff != nil && eff.ttl > 0 {
+		ch.watched = true
+		t.nsqd.watch(ch)
+	}
 	if t.dur != nil {
 		if err := ch.attachDurable(t.dur, start, len(t.channels) > 0); err != nil {
 			t.mu.Unlock()
