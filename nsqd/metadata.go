@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/sluicemq/sluice/protocol"
@@ -202,8 +203,83 @@ func (n *NSQD) snapshotMetadata() metadata {
 	return md
 }
 
-// persistMetadata writes nsqd.dat atomically: temp file, fsync, rename.
+// metaWrites coalesces nsqd.dat writes: a caller waits for a write that
+// started after its call, and callers arriving during a write share the
+// next one (with 100,000 topics and channels created one by one, each
+// creation rewriting and syncing the whole file made creation quadratic).
+type metaWrites struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	req     uint64 // requests so far
+	written uint64 // requests covered by the last finished write
+	writing bool
+	err     error // of the last finished write
+
+	wake    chan struct{} // asks the background writer for a write
+	stop    chan struct{}
+	done    chan struct{}
+	running bool // the background writer was started (by Start)
+}
+
+func (m *metaWrites) init() {
+	m.cond = sync.NewCond(&m.mu)
+	m.wake = make(chan struct{}, 1)
+	m.stop = make(chan struct{})
+	m.done = make(chan struct{})
+}
+
+// persistMetadata writes nsqd.dat (see metaWrites) and returns the result
+// of the write that covered this call.
 func (n *NSQD) persistMetadata() error {
+	m := &n.meta
+	m.mu.Lock()
+	m.req++
+	mine := m.req
+	for m.written < mine {
+		if m.writing {
+			m.cond.Wait()
+			continue
+		}
+		m.writing = true
+		target := m.req
+		m.mu.Unlock()
+		err := n.writeMetadata()
+		m.mu.Lock()
+		m.writing = false
+		m.written, m.err = target, err
+		m.cond.Broadcast()
+	}
+	err := m.err
+	m.mu.Unlock()
+	return err
+}
+
+// metadataWriter writes nsqd.dat in the background after topology changes
+// (as NSQ does: a create is answered before nsqd.dat is rewritten), at
+// most every 100 ms. It runs from Start until exit has written the file a
+// last time.
+func (n *NSQD) metadataWriter() {
+	m := &n.meta
+	defer close(m.done)
+	for {
+		select {
+		case <-m.wake:
+		case <-m.stop:
+			return
+		}
+		if err := n.persistMetadata(); err != nil {
+			n.logger.Error("failed to persist metadata", "err", err)
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-m.stop:
+			return
+		}
+	}
+}
+
+// writeMetadata writes nsqd.dat atomically: temp file, fsync, rename.
+func (n *NSQD) writeMetadata() error {
 	n.persistMu.Lock()
 	defer n.persistMu.Unlock()
 	data, err := json.Marshal(n.snapshotMetadata())
@@ -233,12 +309,12 @@ func (n *NSQD) persistMetadata() error {
 	return nil
 }
 
-// persistMetadataOrLog writes nsqd.dat after a topology change; it is
-// called where the change itself already succeeded, so errors are logged
-// rather than returned.
+// persistMetadataOrLog has nsqd.dat rewritten soon after a topology change
+// (the background writer logs errors: the change itself succeeded).
 func (n *NSQD) persistMetadataOrLog() {
-	if err := n.persistMetadata(); err != nil {
-		n.logger.Error("failed to persist metadata", "err", err)
+	select {
+	case n.meta.wake <- struct{}{}:
+	default:
 	}
 }
 

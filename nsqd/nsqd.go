@@ -71,6 +71,7 @@ type NSQD struct {
 	watched map[*Channel]struct{}
 
 	persistMu sync.Mutex // serializes nsqd.dat writes
+	meta      metaWrites
 
 	tcpListener   net.Listener
 	httpListener  net.Listener
@@ -117,6 +118,7 @@ func New(opts *Options) (*NSQD, error) {
 			return nil, fmt.Errorf("--data-path %q is not a directory", opts.DataPath)
 		}
 	}
+	n.meta.init()
 	return n, nil
 }
 
@@ -246,6 +248,8 @@ func (n *NSQD) Start() error {
 		return fail(err)
 	}
 
+	n.meta.running = true
+	go n.metadataWriter()
 	n.acceptDone = make(chan struct{})
 	go n.serveTCP(n.tcpListener)
 	n.startHTTP()
@@ -320,6 +324,10 @@ func (n *NSQD) exit() {
 	}
 	if err := n.persistMetadata(); err != nil {
 		n.logger.Error("failed to persist metadata", "err", err)
+	}
+	if n.meta.running {
+		close(n.meta.stop)
+		<-n.meta.done
 	}
 	n.mu.Lock()
 	topics := make([]*Topic, 0, len(n.topics))

@@ -36,7 +36,9 @@ func TestMetadataFile(t *testing.T) {
 			return false
 		}
 		raw = b
-		return strings.Contains(string(b), `"paused":true,"channels":[{"name":"a","paused":true}]`)
+		// creations are persisted in the background (as in NSQ): wait for lonely too
+		return strings.Contains(string(b), `"paused":true,"channels":[{"name":"a","paused":true}]`) &&
+			strings.Contains(string(b), `"name":"lonely"`)
 	})
 	if !ok {
 		t.Fatalf("nsqd.dat never showed paused topic meta with paused channel a; last content %q", raw)
