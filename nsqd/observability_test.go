@@ -3,6 +3,7 @@ package nsqd_test
 import (
 	"encoding/json"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -161,5 +162,14 @@ func TestUnixSocketListener(t *testing.T) {
 	}
 	if err := json.Unmarshal(r.Body, &info); err != nil || info.TCPPort != -1 {
 		t.Fatalf("/info tcp_port: %s", r)
+	}
+}
+
+func TestStatsListsATopicWithoutChannelsWithAnEmptyChannelList(t *testing.T) {
+	h := testutil.StartNSQD(t, nil)
+	testutil.MustPost(t, h.URL("/topic/create?topic=bare"), nil)
+	r := testutil.HTTPDo(t, http.MethodGet, h.URL("/stats?format=json&topic=bare"), nil)
+	if !strings.Contains(string(r.Body), `"topic_name":"bare","channels":[]`) {
+		t.Fatalf("/stats: %s", r.Body)
 	}
 }

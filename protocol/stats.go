@@ -9,7 +9,6 @@ package protocol
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -36,7 +35,7 @@ type StatsResponse struct {
 type TopicStats struct {
 	TopicName string `json:"topic_name"`
 	// Channels is never encoded as null: a nil slice is written as [].
-	Channels     []ChannelStats `json:"channels"`
+	Channels     []ChannelStats `json:"channels"` // never nil in /stats (§9.5: [] not null); producers must set it
 	Depth        int64          `json:"depth"`         // memory + disk
 	BackendDepth int64          `json:"backend_depth"` // disk part of Depth
 	MessageCount int64          `json:"message_count"`
@@ -74,15 +73,6 @@ type ChannelPolicyStats struct {
 	TTL               string `json:"ttl"` // Go duration; "" when unset
 	DeadLetteredCount int64  `json:"dead_lettered_count"`
 	ExpiredCount      int64  `json:"expired_count"`
-}
-
-// MarshalJSON encodes t with a nil Channels written as [] (§9.5: never null).
-func (t TopicStats) MarshalJSON() ([]byte, error) {
-	type plain TopicStats // no methods: avoids recursion
-	if t.Channels == nil {
-		t.Channels = []ChannelStats{}
-	}
-	return json.Marshal(plain(t))
 }
 
 // ChannelStats is one channel of a topic in /stats.
