@@ -234,21 +234,31 @@ func waitHTTPReady(ctx context.Context, httpAddr string, exited <-chan error) er
 
 // httpPost calls an nsqd action endpoint such as /channel/create.
 func httpPost(ctx context.Context, httpAddr, path string, q url.Values) error {
-	u := "http://" + httpAddr + path + "?" + q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	status, body, err := httpPostStatus(ctx, httpAddr, path, q)
 	if err != nil {
 		return err
 	}
+	if status != http.StatusOK {
+		return fmt.Errorf("POST %s: %d %s %s", path, status, http.StatusText(status), body)
+	}
+	return nil
+}
+
+// httpPostStatus calls an nsqd endpoint and returns the HTTP status and
+// (the first 4 KiB of) the body, for callers that tell answers apart.
+func httpPostStatus(ctx context.Context, httpAddr, path string, q url.Values) (int, []byte, error) {
+	u := "http://" + httpAddr + path + "?" + q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	if err != nil {
+		return 0, nil, err
+	}
 	resp, err := httpClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("POST %s: %w", path, err)
+		return 0, nil, fmt.Errorf("POST %s: %w", path, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("POST %s: %s %s", path, resp.Status, body)
-	}
-	return nil
+	return resp.StatusCode, bytes.TrimSpace(body), nil
 }
 
 // CreateChannel creates topic and channel over HTTP.
@@ -302,6 +312,8 @@ type ChannelStats struct {
 	RequeueCount int64  `json:"requeue_count"`
 	TimeoutCount int64  `json:"timeout_count"`
 	ClientCount  int64  `json:"client_count"`
+	// Message policies (Sluice): nil when /stats has none of their keys.
+	*ChannelPolicyStats
 }
 
 // TopicStats is the part of a topic's /stats entry the bench reads.
@@ -310,6 +322,8 @@ type TopicStats struct {
 	Depth        int64          `json:"depth"`
 	MessageCount int64          `json:"message_count"`
 	Channels     []ChannelStats `json:"channels"`
+	// Message policies (Sluice): nil when /stats has none of their keys.
+	*TopicPolicyStats
 }
 
 // GetTopicStats fetches /stats for one topic (without clients).

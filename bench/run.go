@@ -31,8 +31,9 @@ type Report struct {
 	// Notes explain how to read the figures.
 	Notes   []string `json:"notes"`
 	Results []Result `json:"results"`
-	// Checks are the durable-topic goals evaluated on Results (see
-	// DurableChecks); absent when no durable scenario ran.
+	// Checks are the durable-topic and message-policy goals evaluated on
+	// Results (see DurableChecks, PolicyChecks); absent when no durable or
+	// policy scenario ran.
 	Checks []Check `json:"checks,omitempty"`
 }
 
@@ -47,6 +48,9 @@ func Run(ctx context.Context, o Options, targets []Target, scenarios []string, t
 			fmt.Sprintf("In-memory scenarios run nsqd with --mem-queue-size=%d (as NSQ's bench does); disk-* with --mem-queue-size=0.", o.LargeMemQueue),
 			"Latency is end-to-end: consumer receive time minus the send time stamped in the body; throttled runs stamp the scheduled send time.",
 		}}
+	if slices.ContainsFunc(expandScenarios(scenarios), isPolicyScenario) {
+		rep.Notes = append(rep.Notes, policyNote)
+	}
 	for _, t := range targets {
 		rep.Targets = append(rep.Targets, t.Launcher.Name())
 	}
@@ -88,26 +92,37 @@ func Run(ctx context.Context, o Options, targets []Target, scenarios []string, t
 			cancel()
 		}
 	}
-	rep.Checks = DurableChecks(rep.Results)
-	if table != nil && len(rep.Checks) > 0 {
-		fmt.Fprintln(table, "# durable-topic goals and comparisons (same run):")
-		for _, c := range rep.Checks {
-			fmt.Fprintln(table, "# "+c.String())
-		}
-	}
+	durable, policy := DurableChecks(rep.Results), PolicyChecks(rep.Results)
+	rep.Checks = append(durable, policy...)
+	printChecks(table, "durable-topic goals and comparisons (same run):", durable)
+	printChecks(table, "message-policy goals: every policy / no policy, same node, same run:", policy)
 	rep.Seconds = time.Since(rep.Started).Seconds()
 	return rep
 }
 
-// expandScenarios replaces ScenarioDurable by DurableScenarios, so that each
-// durable scenario runs on every target before the next one and has its own
-// --scenario-timeout.
+// printChecks writes checks under a title as comment lines of the table.
+func printChecks(table io.Writer, title string, checks []Check) {
+	if table == nil || len(checks) == 0 {
+		return
+	}
+	fmt.Fprintln(table, "# "+title)
+	for _, c := range checks {
+		fmt.Fprintln(table, "# "+c.String())
+	}
+}
+
+// expandScenarios replaces ScenarioDurable by DurableScenarios and
+// ScenarioPolicy by PolicyScenarios, so that each of them runs on every
+// target before the next one and has its own --scenario-timeout.
 func expandScenarios(scenarios []string) []string {
 	var out []string
 	for _, sc := range scenarios {
-		if sc == ScenarioDurable {
+		switch sc {
+		case ScenarioDurable:
 			out = append(out, DurableScenarios...)
-		} else {
+		case ScenarioPolicy:
+			out = append(out, PolicyScenarios...)
+		default:
 			out = append(out, sc)
 		}
 	}
@@ -137,6 +152,14 @@ func runOne(ctx context.Context, sc string, t Target, o Options) []Result {
 		return RunDurable(ctx, l, o)
 	case ScenarioDurableMPUB, ScenarioDurablePUB64, ScenarioDurablePUB1, ScenarioDurableConsume, ScenarioDurableReplay:
 		return []Result{RunDurableScenario(ctx, l, o, sc)}
+	case ScenarioPolicy:
+		var out []Result
+		for _, name := range PolicyScenarios {
+			out = append(out, RunPolicyScenario(ctx, l, o, name)...)
+		}
+		return out
+	case ScenarioPolicyMPUB, ScenarioPolicyConsume, ScenarioPolicyDurableMPUB, ScenarioPolicyDurableConsume:
+		return RunPolicyScenario(ctx, l, o, sc)
 	case ScenarioGoNSQMPUB:
 		return []Result{RunGoNSQMPUB(ctx, l, o)}
 	case ScenarioGoNSQConsume:
@@ -154,5 +177,5 @@ func runOne(ctx context.Context, sc string, t Target, o Options) []Result {
 
 // ValidScenario reports whether name is a known scenario.
 func ValidScenario(name string) bool {
-	return slices.Contains(AllScenarios, name) || slices.Contains(ExtraScenarios, name) || isDurableScenario(name)
+	return slices.Contains(AllScenarios, name) || slices.Contains(ExtraScenarios, name) || isDurableScenario(name) || isPolicyScenario(name)
 }

@@ -51,6 +51,9 @@ type Options struct {
 	FanoutMessages      int64 // published once, delivered to each channel
 	FanoutChannels      int
 
+	// Policy sizes the message-policy scenarios (per pass).
+	Policy PolicyOptions
+
 	// IdleConns connections are held; IdleHeartbeat is their negotiated
 	// heartbeat interval.
 	IdleConns     int
@@ -75,6 +78,8 @@ func DefaultOptions() Options {
 		DiskMessages: 300_000, Sync1Messages: 20_000,
 		DurableMPUBMessages: 2_000_000, DurablePUBMessages: 100_000, DurablePUB1Messages: 2_000, ReplayMessages: 1_000_000,
 		FanoutMessages: 200_000, FanoutChannels: 10,
+		Policy: PolicyOptions{MPUBMessages: 2_000_000, ConsumeMessages: 1_500_000,
+			DurableMPUBMessages: 1_000_000, DurableConsumeMessages: 1_000_000, Rounds: 3, MPUBRounds: 6},
 		IdleConns: 2_000, IdleHeartbeat: 5 * time.Second,
 		ScenarioTimeout: 3 * time.Minute, ProgressEvery: 5 * time.Second,
 	}
@@ -97,6 +102,8 @@ func FullOptions() Options {
 	o.DurablePUB1Messages = 5_000
 	o.ReplayMessages = 10_000_000
 	o.FanoutMessages = 500_000
+	o.Policy = PolicyOptions{MPUBMessages: 5_000_000, ConsumeMessages: 2_500_000,
+		DurableMPUBMessages: 2_500_000, DurableConsumeMessages: 2_500_000, Rounds: 3, MPUBRounds: 6}
 	o.IdleConns = 10_000
 	o.ScenarioTimeout = 15 * time.Minute
 	return o
@@ -117,7 +124,7 @@ const (
 
 // AllScenarios lists every scenario in run order.
 var AllScenarios = []string{ScenarioSink, ScenarioMPUB, ScenarioPUB, ScenarioConsume,
-	ScenarioLatencyRate, ScenarioLatencyMax, ScenarioDisk, ScenarioDiskSync1, ScenarioDurable, ScenarioFanout, ScenarioIdle}
+	ScenarioLatencyRate, ScenarioLatencyMax, ScenarioDisk, ScenarioDiskSync1, ScenarioDurable, ScenarioPolicy, ScenarioFanout, ScenarioIdle}
 
 func (o Options) loadDesc() string {
 	return fmt.Sprintf("%d conns, MPUB %d x %d B", o.Conns, o.Batch, o.BodySize)

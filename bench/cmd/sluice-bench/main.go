@@ -47,7 +47,7 @@ func run() error {
 	}
 	fs.Bool("full", false, "use the issue's sizes (2.5M backlog, 10,000 idle connections, ...) as defaults")
 	scenarios := fs.String("scenarios", strings.Join(bench.AllScenarios, ","),
-		"comma-separated scenarios to run (also "+strings.Join(append(slices.Clone(bench.DurableScenarios), bench.ExtraScenarios...), ", ")+")")
+		"comma-separated scenarios to run (also "+strings.Join(slices.Concat(bench.DurableScenarios, bench.PolicyScenarios, bench.ExtraScenarios), ", ")+")")
 	noInproc := fs.Bool("no-inproc", false, "do not measure the in-process Sluice nsqd")
 	sluiceProcess := fs.Bool("sluice-process", false, "measure Sluice's nsqd as a child process in every scenario (like --nsqd-bin targets) instead of in process")
 	sluiceBin := fs.String("sluice-bin", "", "Sluice nsqd binary for idle-conns (default: build ./apps/nsqd if it exists)")
@@ -83,6 +83,12 @@ func run() error {
 	fs.Int64Var(&o.ReplayMessages, "replay-msgs", o.ReplayMessages, "retained messages replayed by durable-replay")
 	fs.Int64Var(&o.FanoutMessages, "fanout-msgs", o.FanoutMessages, "messages published in the fanout scenario")
 	fs.IntVar(&o.FanoutChannels, "fanout-channels", o.FanoutChannels, "channels in the fanout scenario")
+	fs.Int64Var(&o.Policy.MPUBMessages, "policy-mpub-msgs", o.Policy.MPUBMessages, "messages per pass of policy-mpub")
+	fs.Int64Var(&o.Policy.ConsumeMessages, "policy-consume-msgs", o.Policy.ConsumeMessages, "backlog per pass of policy-consume")
+	fs.Int64Var(&o.Policy.DurableMPUBMessages, "policy-durable-mpub-msgs", o.Policy.DurableMPUBMessages, "messages per pass of policy-durable-mpub")
+	fs.Int64Var(&o.Policy.DurableConsumeMessages, "policy-durable-consume-msgs", o.Policy.DurableConsumeMessages, "backlog per pass of policy-durable-consume")
+	fs.IntVar(&o.Policy.Rounds, "policy-rounds", o.Policy.Rounds, "rounds of policy passes (none, each policy, reversed, none)")
+	fs.IntVar(&o.Policy.MPUBRounds, "policy-mpub-rounds", o.Policy.MPUBRounds, "rounds of policy passes of policy-mpub (its passes are short and vary most)")
 	fs.IntVar(&o.IdleConns, "idle-conns", o.IdleConns, "connections held by idle-conns")
 	fs.DurationVar(&o.IdleHeartbeat, "idle-heartbeat", o.IdleHeartbeat, "heartbeat interval negotiated by idle connections (>= 1s)")
 	fs.DurationVar(&o.ScenarioTimeout, "scenario-timeout", o.ScenarioTimeout, "time limit of each scenario on each target")
@@ -93,8 +99,8 @@ func run() error {
 	names := strings.Split(*scenarios, ",")
 	for _, n := range names {
 		if !bench.ValidScenario(n) {
-			return fmt.Errorf("unknown scenario %q (have %s; %s; %s)", n, strings.Join(bench.AllScenarios, ","),
-				strings.Join(bench.DurableScenarios, ","), strings.Join(bench.ExtraScenarios, ","))
+			return fmt.Errorf("unknown scenario %q (have %s; %s; %s; %s)", n, strings.Join(bench.AllScenarios, ","),
+				strings.Join(bench.DurableScenarios, ","), strings.Join(bench.PolicyScenarios, ","), strings.Join(bench.ExtraScenarios, ","))
 		}
 	}
 	if !*quiet {
