@@ -453,19 +453,15 @@ func (t *Topic) publishOwned(msgs []*Message) error {
 	if exiting {
 		return errExiting
 	}
-	seqs := make([]uint64, len(msgs))
-	ents := make([]store.Entry, len(msgs))
+	bodies := make([][]byte, len(msgs))
 	var bytes uint64
 	for i, m := range msgs {
-		ents[i] = store.Entry{TS: m.Timestamp, Body: m.Body, SeqOut: &seqs[i]}
+		bodies[i] = m.Body
 		bytes += uint64(len(m.Body))
 	}
-	r, err := t.nsqd.committer.Append(t.dur.log, ents)
+	seqs, err := t.dur.appendBodies(t.nsqd.committer, bodies, msgs[0].Timestamp)
 	if err != nil {
-		return &durableWriteError{err}
-	}
-	if err := r.Wait(t.dur.log); err != nil {
-		return &durableWriteError{err}
+		return err
 	}
 	for i, m := range msgs {
 		m.ID = protocol.NewMessageID(seqs[i])
@@ -474,6 +470,24 @@ func (t *Topic) publishOwned(msgs []*Message) error {
 	t.messageBytes.Add(bytes)
 	t.afterPut()
 	return nil
+}
+
+// appendBodies appends one message per body, all stamped ts, waits for
+// their commit and returns their sequence numbers.
+func (dt *durableTopic) appendBodies(cm *store.Committer, bodies [][]byte, ts int64) ([]uint64, error) {
+	seqs := make([]uint64, len(bodies))
+	ents := make([]store.Entry, len(bodies))
+	for i, b := range bodies {
+		ents[i] = store.Entry{TS: ts, Body: b, SeqOut: &seqs[i]}
+	}
+	r, err := cm.Append(dt.log, ents)
+	if err != nil {
+		return nil, &durableWriteError{err}
+	}
+	if err := r.Wait(dt.log); err != nil {
+		return nil, &durableWriteError{err}
+	}
+	return seqs, nil
 }
 
 // finishDisposed completes messages that left the channel for good.

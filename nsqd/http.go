@@ -433,25 +433,32 @@ func (n *NSQD) doTopicAction(fn func(*Topic) error, validate bool) httpv1.APIHan
 // channelParams validates topic and channel parameters in the order of §9.7
 // and returns the existing topic.
 func (n *NSQD) channelParams(r *http.Request) (*Topic, string, error) {
-	q, _ := httpv1.Query(r)
-	topicName, channelName := q.Get("topic"), q.Get("channel")
-	if topicName == "" {
-		return nil, "", errf(http.StatusBadRequest, "MISSING_ARG_TOPIC")
-	}
-	if !protocol.IsValidTopicName(topicName) {
-		return nil, "", errf(http.StatusBadRequest, "INVALID_ARG_TOPIC")
-	}
-	if channelName == "" {
-		return nil, "", errf(http.StatusBadRequest, "MISSING_ARG_CHANNEL")
-	}
-	if !protocol.IsValidChannelName(channelName) {
-		return nil, "", errf(http.StatusBadRequest, "INVALID_ARG_CHANNEL")
+	topicName, channelName, err := channelNames(r)
+	if err != nil {
+		return nil, "", err
 	}
 	t, ok := n.ExistingTopic(topicName)
 	if !ok {
 		return nil, "", errf(http.StatusNotFound, "TOPIC_NOT_FOUND")
 	}
 	return t, channelName, nil
+}
+
+// channelNames reads and checks the topic and channel parameters.
+func channelNames(r *http.Request) (topic, channel string, err error) {
+	q, _ := httpv1.Query(r)
+	topic, channel = q.Get("topic"), q.Get("channel")
+	switch {
+	case topic == "":
+		return "", "", errf(http.StatusBadRequest, "MISSING_ARG_TOPIC")
+	case !protocol.IsValidTopicName(topic):
+		return "", "", errf(http.StatusBadRequest, "INVALID_ARG_TOPIC")
+	case channel == "":
+		return "", "", errf(http.StatusBadRequest, "MISSING_ARG_CHANNEL")
+	case !protocol.IsValidChannelName(channel):
+		return "", "", errf(http.StatusBadRequest, "INVALID_ARG_CHANNEL")
+	}
+	return topic, channel, nil
 }
 
 func (n *NSQD) doChannelCreate(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {

@@ -136,20 +136,12 @@ type deadLetterJSON struct {
 }
 
 func (n *NSQD) doDeadLetters(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {
+	// the topic need not exist any more: its dead letters outlive it
+	topic, channel, err := channelNames(r)
+	if err != nil {
+		return nil, err
+	}
 	q, _ := httpv1.Query(r)
-	topic, channel := q.Get("topic"), q.Get("channel")
-	if topic == "" {
-		return nil, errf(http.StatusBadRequest, "MISSING_ARG_TOPIC")
-	}
-	if !protocol.IsValidTopicName(topic) {
-		return nil, errf(http.StatusBadRequest, "INVALID_ARG_TOPIC")
-	}
-	if channel == "" {
-		return nil, errf(http.StatusBadRequest, "MISSING_ARG_CHANNEL")
-	}
-	if !protocol.IsValidChannelName(channel) {
-		return nil, errf(http.StatusBadRequest, "INVALID_ARG_CHANNEL")
-	}
 	limit := -1
 	if v, ok := q["limit"]; ok {
 		l, err := strconv.Atoi(v[0])

@@ -204,17 +204,13 @@ func (ch *Channel) putRedriven(recs []*deadLetter) error {
 			o.dlog.readMu.Unlock()
 		}
 	}()
-	seqs := make([]uint64, len(recs))
-	ents := make([]store.Entry, len(recs))
+	bodies := make([][]byte, len(recs))
 	for i, r := range recs {
-		ents[i] = store.Entry{TS: now, Body: r.Body, SeqOut: &seqs[i]}
+		bodies[i] = r.Body
 	}
-	round, err := t.nsqd.committer.Append(t.dur.log, ents)
+	seqs, err := t.dur.appendBodies(t.nsqd.committer, bodies, now)
 	if err != nil {
-		return &durableWriteError{err}
-	}
-	if err := round.Wait(t.dur.log); err != nil {
-		return &durableWriteError{err}
+		return err
 	}
 	for _, o := range others {
 		var done []uint64

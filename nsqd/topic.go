@@ -252,11 +252,13 @@ func (t *Topic) pump() {
 			if t.deadLetterTarget.Load() && t.nsqd.deadLetters.isWithdrawn(t.name, m.ID, true) {
 				continue // redriven: no channel has it yet
 			}
-			t.mu.Lock()
-			if at, ok := t.diskDefer.deadlineOf(m.ID); ok {
-				m.deferBy = time.Duration(at - m.Timestamp)
+			if t.nsqd.opts.KeepDeferred {
+				t.mu.Lock()
+				if at, ok := t.diskDefer.deadlineOf(m.ID); ok {
+					m.deferBy = time.Duration(at - m.Timestamp)
+				}
+				t.mu.Unlock()
 			}
-			t.mu.Unlock()
 			if len(chans) == 0 {
 				// read for expiry or drop_oldest, or the last channel went
 				// away after the read: keep the message unless it goes

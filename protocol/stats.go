@@ -35,7 +35,7 @@ type StatsResponse struct {
 type TopicStats struct {
 	TopicName string `json:"topic_name"`
 	// Channels is never encoded as null: a nil slice is written as [].
-	Channels     []ChannelStats `json:"channels"` // never nil in /stats (§9.5: [] not null); producers must set it
+	Channels     []ChannelStats `json:"channels"`      // never nil in /stats (§9.5: [] not null); producers must set it
 	Depth        int64          `json:"depth"`         // memory + disk
 	BackendDepth int64          `json:"backend_depth"` // disk part of Depth
 	MessageCount int64          `json:"message_count"`
