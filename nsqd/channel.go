@@ -34,7 +34,6 @@ type Channel struct {
 	name      string
 	ephemeral bool
 	nsqd      *NSQD
-	logger    *slog.Logger
 
 	backend     *diskBackend // nil for ephemeral channels and channels of durable topics
 	dlog        *channelLog  // set for channels of durable topics
@@ -74,7 +73,7 @@ type Channel struct {
 	deadLetteredCount atomic.Uint64
 	expiredCount      atomic.Uint64
 
-	roomCh chan struct{} // wakes the refiller when memory has room
+	roomCh chan struct{} // wakes the refiller when memory has room; made when it starts
 	exitCh chan struct{}
 	wg     sync.WaitGroup
 }
@@ -86,11 +85,8 @@ func newChannel(topicName, name string, n *NSQD, durable bool) *Channel {
 		name:      name,
 		ephemeral: protocol.IsEphemeral(name),
 		nsqd:      n,
-		logger:    n.logger.With("topic", topicName, "channel", name),
 		memCap:    int(o.MemQueueSize),
 		inFlight:  newInFlight(),
-		clients:   make(map[uint64]*client),
-		roomCh:    make(chan struct{}, 1),
 		exitCh:    make(chan struct{}),
 	}
 	c.refillLimit = c.memCap
@@ -102,7 +98,7 @@ func newChannel(topicName, name string, n *NSQD, durable bool) *Channel {
 	}
 	if !c.ephemeral && !durable {
 		queue := topicName + ":" + name
-		c.backend = newDiskBackend(queue, o, c.logger, n.setHealth, n.hasDiskQueue(queue))
+		c.backend = newDiskBackend(queue, o, n.logger, n.setHealth, n.hasDiskQueue(queue))
 		c.backend.onOpen = c.startRefiller
 		c.diskDefer = n.takeDeferrals(queue)
 		if c.backend.isOpen() {
@@ -110,6 +106,12 @@ func newChannel(topicName, name string, n *NSQD, durable bool) *Channel {
 		}
 	}
 	return c
+}
+
+// log returns the channel's logger, made on use (an idle channel holds
+// none: with 100,000 channels each logger was ~100 bytes).
+func (c *Channel) log() *slog.Logger {
+	return c.nsqd.logger.With("topic", c.topicName, "channel", c.name)
 }
 
 // startRefiller starts the goroutine that moves messages from the disk
@@ -121,6 +123,7 @@ func (c *Channel) startRefiller() {
 		return
 	}
 	c.refilling = true
+	c.roomCh = make(chan struct{}, 1)
 	c.wg.Add(1)
 	go c.refill()
 }
@@ -216,7 +219,7 @@ collect:
 	for i, b := range batch {
 		m, err := decodeRecord(b)
 		if err != nil {
-			c.logger.Error("dropping corrupt message read from disk", "err", err)
+			c.log().Error("dropping corrupt message read from disk", "err", err)
 			continue
 		}
 		msgs = append(msgs, m)
@@ -381,6 +384,9 @@ func (c *Channel) addClient(cl *client, maxConsumers int) error {
 	if maxConsumers > 0 && len(c.clients) >= maxConsumers {
 		return errTooManyConsumers
 	}
+	if c.clients == nil {
+		c.clients = make(map[uint64]*client)
+	}
 	c.clients[cl.id] = cl
 	c.everHadClient = true
 	return nil
@@ -437,7 +443,7 @@ func (c *Channel) removeClient(cl *client) {
 	c.disposeDead(dead, eff)
 	if len(overflow) > 0 {
 		if err := c.backend.put(overflow); err != nil {
-			c.logger.Error("requeue to disk failed", "err", err)
+			c.log().Error("requeue to disk failed", "err", err)
 		}
 	}
 	if empty && c.ephemeral && !exiting {
@@ -617,7 +623,7 @@ func (c *Channel) take(cl *client, dst []*Message) []*Message {
 			}
 			m.Attempts++
 			if !c.inFlight.add(m, cl.id, now, cl.msgTimeout) {
-				c.logger.Warn("dropping duplicate message already in flight", "id", string(m.ID[:]))
+				c.log().Warn("dropping duplicate message already in flight", "id", string(m.ID[:]))
 				continue
 			}
 			if c.dlog != nil && c.dlog.persist {
@@ -801,7 +807,7 @@ func (c *Channel) processDeadlines(now int64) bool {
 	c.timeoutCount.Add(uint64(len(expired)))
 	if len(overflow) > 0 {
 		if err := c.backend.put(overflow); err != nil {
-			c.logger.Error("requeue to disk failed", "err", err)
+			c.log().Error("requeue to disk failed", "err", err)
 		}
 	}
 	return len(expired)+len(due) > 0

@@ -388,7 +388,7 @@ func (c *Channel) disposeDead(items []deadItem, eff *effectivePolicy) {
 	}
 	if eff.deadLetter != "" {
 		if err := c.publishDeadLetters(items, eff.deadLetter); err != nil {
-			c.logger.Error("dead-letter topic refused messages; they stay in the channel", "dead_letter_topic", eff.deadLetter, "messages", len(items), "err", err)
+			c.log().Error("dead-letter topic refused messages; they stay in the channel", "dead_letter_topic", eff.deadLetter, "messages", len(items), "err", err)
 			c.restoreDisposed(items)
 			return
 		}
@@ -426,7 +426,7 @@ func (c *Channel) publishDeadLetters(items []deadItem, dlq string) error {
 	if err := n.deadLetters.add(recs, c.dlog != nil); err != nil {
 		// the messages are on the dead-letter topic; only where they came
 		// from is not kept
-		c.logger.Error("failed to record dead letters", "err", err)
+		c.log().Error("failed to record dead letters", "err", err)
 	}
 	return nil
 }
@@ -532,7 +532,7 @@ func (c *Channel) restoreDisposed(items []deadItem) {
 	c.mu.Unlock()
 	if len(overflow) > 0 {
 		if err := c.backend.put(overflow); err != nil {
-			c.logger.Error("requeue to disk failed", "err", err)
+			c.log().Error("requeue to disk failed", "err", err)
 		}
 	}
 }

@@ -380,6 +380,7 @@ func (c *Channel) attachDurable(dt *durableTopic, start channelStart, hadChannel
 	c.dlog = dl
 	c.backend = nil
 	c.refillLimit = durableStaging
+	c.roomCh = make(chan struct{}, 1)
 	c.wg.Add(1)
 	go c.loadLoop()
 	return nil
@@ -405,7 +406,7 @@ func (c *Channel) loadLoop() {
 		changed := dl.dt.log.Changed()
 		n, err := c.loadFromLog()
 		if err != nil {
-			c.logger.Error("failed to read durable log", "err", err)
+			c.log().Error("failed to read durable log", "err", err)
 			select {
 			case <-time.After(time.Second):
 			case <-c.exitCh:

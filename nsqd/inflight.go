@@ -71,9 +71,9 @@ type inFlight struct {
 	lists []*msgList // one per distinct msg_timeout in use; usually one
 }
 
-func newInFlight() inFlight {
-	return inFlight{byID: make(map[protocol.MessageID]*Message)}
-}
+// newInFlight returns an empty set; its map is made by the first add (an
+// idle channel holds none).
+func newInFlight() inFlight { return inFlight{} }
 
 func (f *inFlight) len() int { return len(f.byID) }
 
@@ -97,6 +97,9 @@ func (f *inFlight) add(m *Message, client uint64, now int64, timeout time.Durati
 	m.clientID = client
 	m.deliveryTS = now
 	m.deadline = now + int64(timeout)
+	if f.byID == nil {
+		f.byID = make(map[protocol.MessageID]*Message)
+	}
 	f.byID[m.ID] = m
 	f.listFor(timeout).insertSorted(m)
 	return true

@@ -444,10 +444,18 @@ func (t *Topic) trimToDepth(p *topicPolicy) {
 
 // trimOwn drops the oldest of what the topic holds for a future channel.
 func (t *Topic) trimOwn(maxDepth int64) {
+	if t.trimOwnLocked(maxDepth) {
+		t.signal() // the pump drops the rest as it reads the disk queue
+	}
+}
+
+// trimOwnLocked is trimOwn's work under the topic lock; it reports whether
+// messages remain to drop from the disk queue.
+func (t *Topic) trimOwnLocked(maxDepth int64) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.channels) > 0 || t.exiting {
-		return
+		return false
 	}
 	if t.dur != nil {
 		end, floor := t.dur.log.End(), t.dur.topicCursor.Floor
@@ -459,7 +467,7 @@ func (t *Topic) trimOwn(maxDepth int64) {
 			}
 			t.droppedCount.Add(cut - floor)
 		}
-		return
+		return false
 	}
 	var backend int64
 	if t.backend != nil {
@@ -481,9 +489,7 @@ func (t *Topic) trimOwn(maxDepth int64) {
 	// the rest is on disk, behind what memory held: the pump drops it as it
 	// reads (topics queue to memory first, so memory holds the oldest)
 	t.dropPending = max(t.dropPending, excess)
-	if t.dropPending > 0 {
-		t.signal()
-	}
+	return t.dropPending > 0
 }
 
 // dropOldest removes the channel's n oldest queued messages: from memory

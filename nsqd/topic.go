@@ -32,6 +32,7 @@ type Topic struct {
 	paused   bool
 	held     bool // set while loading metadata: no distribution until every channel exists
 	exiting  bool
+	pumping  bool // the pump goroutine runs (it exits when it has nothing to hand on)
 
 	messageCount atomic.Uint64
 	messageBytes atomic.Uint64
@@ -77,15 +78,29 @@ func newTopic(name string, n *NSQD, cfg topicConfig) (*Topic, error) {
 		t.backend.onOpen = t.signal
 		t.diskDefer = n.takeDeferrals(name)
 	}
-	t.wg.Add(1)
-	go t.pump()
-	return t, nil
+	return t, nil // the pump starts when there is something to hand on
 }
 
 // isDurable reports whether the topic keeps its messages in a durable log.
 func (t *Topic) isDurable() bool { return t.dur != nil }
 
+// signal tells the pump that there may be work: it wakes it, or starts it
+// when it is not running. Called without t.mu held.
 func (t *Topic) signal() {
+	if t.dur != nil {
+		return // channels of durable topics read the log themselves
+	}
+	t.mu.Lock()
+	start := !t.pumping && !t.exiting
+	if start {
+		t.pumping = true
+		t.wg.Add(1)
+	}
+	t.mu.Unlock()
+	if start {
+		go t.pump()
+		return
+	}
 	select {
 	case t.wake <- struct{}{}:
 	default:
@@ -162,12 +177,13 @@ func (t *Topic) put(ents []qentry, bodyBytes uint64) error {
 		}
 	}
 	t.mu.Unlock()
-	t.signal()
 	for _, msgs := range overflow {
 		if err := t.backend.put(msgs); err != nil {
+			t.signal()
 			return err
 		}
 	}
+	t.signal() // after the disk writes: the pump looks at the disk depth
 	t.afterPut()
 	return nil
 }
@@ -211,14 +227,19 @@ func (t *Topic) distribute(ents []qentry, chans []*Channel) error {
 }
 
 // pump hands the topic's queued messages to its channels whenever it has
-// channels and is not paused.
+// channels and is not paused. It runs only while it has work: when nothing
+// it could hand on is queued, it exits, and signal starts it again (an idle
+// topic holds no goroutine).
 func (t *Topic) pump() {
 	defer t.wg.Done()
-	batch := make([]qentry, 0, 64)
+	var batch []qentry
 	for {
 		t.mu.Lock()
 		canDistribute := len(t.chanList) > 0 && !t.paused && !t.held && !t.exiting
 		if canDistribute && t.mem.len() > 0 {
+			if batch == nil {
+				batch = make([]qentry, 0, 64)
+			}
 			batch = batch[:0]
 			for len(batch) < cap(batch) {
 				e, ok := t.mem.popEntry()
@@ -235,8 +256,11 @@ func (t *Topic) pump() {
 		}
 		t.mu.Unlock()
 		var diskCh <-chan []byte
-		if t.backend != nil && (canDistribute || t.readsWithoutChannels()) {
+		if t.backend != nil && (canDistribute || t.readsWithoutChannels()) && t.backend.depth() > 0 {
 			diskCh = t.backend.readChan()
+		}
+		if diskCh == nil && t.pumpIdle() {
+			return
 		}
 		select {
 		case <-t.wake:
@@ -283,6 +307,26 @@ func (t *Topic) pump() {
 			return
 		}
 	}
+}
+
+// pumpIdle ends the pump's run when it has nothing to hand on: nothing it
+// may distribute in memory (checked again under the lock, which every
+// change to that takes before it signals). Disk messages were checked by
+// the caller: a put to disk signals after writing.
+func (t *Topic) pumpIdle() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	canDistribute := len(t.chanList) > 0 && !t.paused && !t.held && !t.exiting
+	if canDistribute && t.mem.len() > 0 {
+		return false
+	}
+	select {
+	case <-t.wake:
+		return false // a signal came meanwhile: look again
+	default:
+	}
+	t.pumping = false
+	return true
 }
 
 // readsWithoutChannels reports whether the pump should read the topic's
