@@ -668,14 +668,22 @@ func TestRedriveLeavesADeadLetterInFlightOnTheDeadLetterTopic(t *testing.T) {
 	testutil.MustPost(t, h.URL("/channel/create?topic=busy&channel=c&max_attempts=1"), nil)
 	testutil.MustPost(t, h.URL("/topic/create?topic=busy.dlq"), nil)
 	testutil.MustPost(t, h.URL("/channel/create?topic=busy.dlq&channel=inspect"), nil)
-	deadLetterAll(t, h, "busy", "c", "held")
+	deadLetterAll(t, h, "busy", "c", "one", "two")
 	x := testutil.DialV2(t, h.TCPAddr)
 	defer x.Close()
 	x.Subscribe("busy.dlq", "inspect")
 	x.Ready(1)
 	m := x.ExpectMessageWithin(5 * time.Second)
+	// max counts what can move: the one in flight is skipped, the other moves
+	if n := redrive(t, h, "topic=busy&channel=c&max=1"); n != 1 {
+		t.Fatalf("redrive max=1 with one of two in flight on the dead-letter topic moved %d", n)
+	}
 	if n := redrive(t, h, "topic=busy&channel=c"); n != 0 {
 		t.Fatalf("redrive moved a dead letter in flight on the dead-letter topic: %d", n)
+	}
+	moved := consumeN(t, h.TCPAddr, "busy", "c", 1)
+	if moved[0] == string(m.Body) {
+		t.Fatalf("redrive moved %q, the dead letter in flight", moved[0])
 	}
 	x.Finish(string(m.ID[:]))
 	testutil.WaitFor(t, 5*time.Second, func() bool { return listDeadLetters(t, h, "busy", "c").Count == 0 }, "record to go once finished")

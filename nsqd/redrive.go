@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/sluicemq/sluice/protocol"
@@ -29,43 +30,51 @@ import (
 
 // redrive moves up to max (all when < 0) of ch's dead letters back.
 func (n *NSQD) redrive(ch *Channel, max int) (int, error) {
+	// which records can move, per dead-letter topic; then the oldest max
+	// of those (a dead letter in flight does not use up max)
+	var movable []*deadLetter
 	recs := n.deadLetters.list(ch.topicName, ch.name)
-	if max >= 0 && len(recs) > max {
-		recs = recs[:max]
-	}
 	byTopic := map[string][]*deadLetter{}
-	var order []string
 	for _, r := range recs {
-		if _, ok := byTopic[r.DeadLetter]; !ok {
-			order = append(order, r.DeadLetter)
-		}
 		byTopic[r.DeadLetter] = append(byTopic[r.DeadLetter], r)
 	}
-	moved := 0
-	for _, name := range order {
-		recs := byTopic[name]
+	topics := map[string]*Topic{}
+	for name, recs := range byTopic {
 		dlq, ok := n.ExistingTopic(name)
 		if !ok {
 			// the dead-letter topic is gone, and its messages with it
 			n.deadLetters.forgetTarget(name)
 			continue
 		}
-		movable := dlq.redrivable(recs)
-		if len(movable) == 0 {
-			continue
-		}
-		if err := ch.putRedriven(movable); err != nil {
-			return moved, fmt.Errorf("put back into %s:%s: %w", ch.topicName, ch.name, err)
-		}
-		dlq.withdraw(movable)
-		keys := make([]dlKey, len(movable))
-		for i, r := range movable {
-			keys[i] = dlKey{r.DeadLetter, r.ID}
-		}
-		n.deadLetters.remove(keys)
-		moved += len(movable)
+		topics[name] = dlq
+		movable = append(movable, dlq.redrivable(recs)...)
 	}
-	return moved, nil
+	slices.SortFunc(movable, func(a, b *deadLetter) int {
+		if c := a.Time.Compare(b.Time); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	if max >= 0 && len(movable) > max {
+		movable = movable[:max]
+	}
+	if len(movable) == 0 {
+		return 0, nil
+	}
+	if err := ch.putRedriven(movable); err != nil {
+		return 0, fmt.Errorf("put back into %s:%s: %w", ch.topicName, ch.name, err)
+	}
+	byTopic = map[string][]*deadLetter{}
+	keys := make([]dlKey, len(movable))
+	for i, r := range movable {
+		byTopic[r.DeadLetter] = append(byTopic[r.DeadLetter], r)
+		keys[i] = dlKey{r.DeadLetter, r.ID}
+	}
+	for name, recs := range byTopic {
+		topics[name].withdraw(recs)
+	}
+	n.deadLetters.remove(keys)
+	return len(movable), nil
 }
 
 // redrivable returns the records whose messages are queued on t: not in
