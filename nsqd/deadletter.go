@@ -23,8 +23,9 @@ import (
 // new message of that topic, and where it came from is kept beside it in
 // the node's dead-letter registry, keyed by its ID on the dead-letter
 // topic. The registry lists dead letters (GET /channel/dead_letters) and
-// gives redrive what it moves back (the body is kept with the record, so
-// redrive works in both storage modes). A record goes when its message is
+// gives redrive what it moves back: the body is read from a durable
+// dead-letter topic's log, and kept with the record for a non-durable one
+// (whose disk queue cannot be read by ID). A record goes when its message is
 // finished on any channel of the dead-letter topic, when it is redriven,
 // and when the dead-letter topic is emptied or deleted.
 //
@@ -45,7 +46,19 @@ type deadLetter struct {
 	Time       time.Time `json:"time"`   // when it was dead-lettered
 	Timestamp  int64     `json:"timestamp"`
 	OriginalID string    `json:"original_id"`
-	Body       []byte    `json:"body,omitempty"`
+	Size       int       `json:"size,omitempty"` // body bytes
+	// Body is kept for a non-durable dead-letter topic, whose disk queue
+	// cannot be read by ID; a durable one's log holds it.
+	Body []byte `json:"body,omitempty"`
+}
+
+// bodySize is the dead letter's body size (records written before Size
+// existed have only Body).
+func (d *deadLetter) bodySize() int {
+	if d.Size > 0 {
+		return d.Size
+	}
+	return len(d.Body)
 }
 
 type deadLetterOp struct {
@@ -419,7 +432,10 @@ func (c *Channel) publishDeadLetters(items []deadItem, dlq string) error {
 		recs[i] = &deadLetter{
 			ID: string(msgs[i].ID[:]), DeadLetter: dlq, Topic: c.topicName, Channel: c.name,
 			Attempts: it.m.Attempts, Reason: it.reason, Time: now, Timestamp: it.m.Timestamp,
-			OriginalID: string(it.m.ID[:]), Body: it.m.Body,
+			OriginalID: string(it.m.ID[:]), Size: len(it.m.Body),
+		}
+		if t.dur == nil {
+			recs[i].Body = it.m.Body
 		}
 	}
 	t.deadLetterTarget.Store(true)

@@ -162,7 +162,7 @@ func (n *NSQD) doDeadLetters(_ http.ResponseWriter, r *http.Request, _ httproute
 		out.DeadLetters = append(out.DeadLetters, deadLetterJSON{
 			ID: d.ID, DeadLetterTopic: d.DeadLetter, Topic: d.Topic, Channel: d.Channel,
 			Attempts: d.Attempts, Reason: d.Reason, Time: d.Time.UTC().Format("2006-01-02T15:04:05.000000000Z07:00"),
-			Timestamp: d.Timestamp, OriginalID: d.OriginalID, BodySize: len(d.Body),
+			Timestamp: d.Timestamp, OriginalID: d.OriginalID, BodySize: d.bodySize(),
 		})
 	}
 	return out, nil

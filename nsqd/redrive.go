@@ -58,6 +58,7 @@ func (n *NSQD) redrive(ch *Channel, max int) (int, error) {
 	if max >= 0 && len(movable) > max {
 		movable = movable[:max]
 	}
+	movable = n.withBodies(movable, topics)
 	if len(movable) == 0 {
 		return 0, nil
 	}
@@ -75,6 +76,48 @@ func (n *NSQD) redrive(ch *Channel, max int) (int, error) {
 	}
 	n.deadLetters.remove(keys)
 	return len(movable), nil
+}
+
+// withBodies returns recs with their bodies, read from the log of a
+// durable dead-letter topic where the record does not keep one; a record
+// whose message the log no longer holds is left out (and logged).
+func (n *NSQD) withBodies(recs []*deadLetter, topics map[string]*Topic) []*deadLetter {
+	out := recs[:0]
+	for _, r := range recs {
+		if r.Body != nil || r.Size == 0 {
+			out = append(out, r)
+			continue
+		}
+		body, err := topics[r.DeadLetter].bodyAt(r.ID)
+		if err != nil {
+			n.logger.Error("cannot read dead letter for redrive", "dead_letter_topic", r.DeadLetter, "id", r.ID, "err", err)
+			continue
+		}
+		c := *r
+		c.Body = body
+		out = append(out, &c)
+	}
+	return out
+}
+
+// bodyAt reads the body of message id from a durable topic's log.
+func (t *Topic) bodyAt(id string) ([]byte, error) {
+	mid, ok := messageIDFrom(id)
+	if !ok || t.dur == nil {
+		return nil, fmt.Errorf("no log holds message %q", id)
+	}
+	seq, ok := seqOf(mid)
+	if !ok {
+		return nil, fmt.Errorf("message ID %q is not a log position", id)
+	}
+	recs, err := t.dur.log.NewReader(seq).Read(nil, 1)
+	if err != nil {
+		return nil, fmt.Errorf("read log at %d: %w", seq, err)
+	}
+	if len(recs) == 0 || recs[0].Seq != seq {
+		return nil, fmt.Errorf("log no longer holds %d", seq)
+	}
+	return recs[0].Body, nil
 }
 
 // redrivable returns the records whose messages are queued on t: not in
