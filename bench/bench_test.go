@@ -5,7 +5,6 @@ package bench_test
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -83,21 +82,9 @@ func TestScenariosAgainstSluice(t *testing.T) {
 // idle-conns needs nsqd as a separate process: Sluice's apps/nsqd is built
 // for it.
 func TestIdleConnsAgainstSluiceProcess(t *testing.T) {
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(root, "apps", "nsqd", "main.go")); err != nil {
-		t.Fatalf("apps/nsqd is missing; idle-conns needs the Sluice nsqd binary: %v", err)
-	}
-	bin := filepath.Join(t.TempDir(), "nsqd")
+	bin := sluiceNSQD(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./apps/nsqd")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build apps/nsqd: %v\n%s", err, out)
-	}
 	o := tinyOptions(t)
 	r := bench.RunIdle(ctx, &bench.BinaryLauncher{Label: "sluice-process", Path: bin}, o)
 	if r.Error != "" {

@@ -31,7 +31,14 @@ type NodeConfig struct {
 	Durable bool
 	// SyncEvery, when > 0, is --sync-every.
 	SyncEvery int64
+	// ReadyTimeout bounds the wait for a child process's GET /ping
+	// (0 = defaultReadyTimeout); a node that loads a large nsqd.dat needs
+	// longer.
+	ReadyTimeout time.Duration
 }
+
+// defaultReadyTimeout is how long a child nsqd may take to answer GET /ping.
+const defaultReadyTimeout = 15 * time.Second
 
 // Node is a running nsqd.
 type Node struct {
@@ -46,7 +53,10 @@ type Node struct {
 	// Shared is true for an nsqd the bench did not start: the scenario
 	// deletes its bench_* topics afterwards instead of stopping it.
 	Shared bool
-	stop   func() error
+	// ReadyAfter is, for a child process, the time from starting it until
+	// GET /ping answered 200 (to within the 20 ms poll); 0 otherwise.
+	ReadyAfter time.Duration
+	stop       func() error
 }
 
 // Stop shuts the node down and waits for it (for a child process, up to 30 s
@@ -134,6 +144,7 @@ func (b *BinaryLauncher) launchOnce(ctx context.Context, cfg NodeConfig) (*Node,
 	}
 	cmd := exec.Command(b.Path, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	started := time.Now()
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
 		return nil, fmt.Errorf("start %s: %w", b.Path, err)
@@ -156,7 +167,11 @@ func (b *BinaryLauncher) launchOnce(ctx context.Context, cfg NodeConfig) (*Node,
 			return errors.New("nsqd did not exit within 30s of SIGTERM; killed")
 		}
 	}
-	if err := waitHTTPReady(ctx, httpAddr, exited); err != nil {
+	readyTimeout := cfg.ReadyTimeout
+	if readyTimeout <= 0 {
+		readyTimeout = defaultReadyTimeout
+	}
+	if err := waitHTTPReady(ctx, httpAddr, exited, readyTimeout); err != nil {
 		_ = cmd.Process.Kill()
 		tail, _ := os.ReadFile(logPath)
 		if len(tail) > 2000 {
@@ -164,7 +179,7 @@ func (b *BinaryLauncher) launchOnce(ctx context.Context, cfg NodeConfig) (*Node,
 		}
 		return nil, fmt.Errorf("nsqd %s not ready: %w; log: %s", b.Path, err, bytes.TrimSpace(tail))
 	}
-	return &Node{TCPAddr: tcpAddr, HTTPAddr: httpAddr, PID: cmd.Process.Pid, stop: stop,
+	return &Node{TCPAddr: tcpAddr, HTTPAddr: httpAddr, PID: cmd.Process.Pid, stop: stop, ReadyAfter: time.Since(started),
 		Note: fmt.Sprintf("child process %s --mem-queue-size=%d%s", filepath.Base(b.Path), cfg.MemQueueSize, cfg.flagNote()+argsNote(b.Args))}, nil
 }
 
@@ -182,7 +197,7 @@ func (a *AddrLauncher) Name() string { return a.Label }
 
 // Launch implements Launcher.
 func (a *AddrLauncher) Launch(ctx context.Context, cfg NodeConfig) (*Node, error) {
-	if err := waitHTTPReady(ctx, a.HTTPAddr, nil); err != nil {
+	if err := waitHTTPReady(ctx, a.HTTPAddr, nil, defaultReadyTimeout); err != nil {
 		return nil, err
 	}
 	n := &Node{TCPAddr: a.TCPAddr, HTTPAddr: a.HTTPAddr, PID: a.PID, Shared: true,
@@ -206,9 +221,9 @@ func freePort() (int, error) {
 var httpClient = &http.Client{Timeout: 10 * time.Second}
 
 // waitHTTPReady polls GET /ping until it answers 200, the process exits or
-// 15 s pass.
-func waitHTTPReady(ctx context.Context, httpAddr string, exited <-chan error) error {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+// timeout passes.
+func waitHTTPReady(ctx context.Context, httpAddr string, exited <-chan error, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()

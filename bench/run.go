@@ -31,9 +31,9 @@ type Report struct {
 	// Notes explain how to read the figures.
 	Notes   []string `json:"notes"`
 	Results []Result `json:"results"`
-	// Checks are the durable-topic and message-policy goals evaluated on
-	// Results (see DurableChecks, PolicyChecks); absent when no durable or
-	// policy scenario ran.
+	// Checks are the durable-topic, message-policy and idle-channel goals
+	// evaluated on Results (see DurableChecks, PolicyChecks,
+	// IdleChannelsChecks); absent when none of those scenarios ran.
 	Checks []Check `json:"checks,omitempty"`
 }
 
@@ -92,10 +92,11 @@ func Run(ctx context.Context, o Options, targets []Target, scenarios []string, t
 			cancel()
 		}
 	}
-	durable, policy := DurableChecks(rep.Results), PolicyChecks(rep.Results)
-	rep.Checks = append(durable, policy...)
+	durable, policy, idle := DurableChecks(rep.Results), PolicyChecks(rep.Results), IdleChannelsChecks(rep.Results)
+	rep.Checks = slices.Concat(durable, policy, idle)
 	printChecks(table, "durable-topic goals and comparisons (same run):", durable)
 	printChecks(table, "message-policy goals: every policy / no policy, same node, same run:", policy)
+	printChecks(table, fmt.Sprintf("idle-channel goals (Sluice at %d channels or more; figures only otherwise):", idleChannelsGoalCount), idle)
 	rep.Seconds = time.Since(rep.Started).Seconds()
 	return rep
 }
@@ -171,6 +172,11 @@ func runOne(ctx context.Context, sc string, t Target, o Options) []Result {
 		r := RunIdle(ctx, t.Process, o)
 		r.Target = l.Name()
 		return []Result{r}
+	case ScenarioIdleChannels:
+		// Only a target that is itself a child process: unlike idle-conns,
+		// the in-process target is not replaced by its process launcher,
+		// so that the figures always come from the target as configured.
+		return []Result{RunIdleChannels(ctx, l, o)}
 	}
 	return []Result{{Scenario: sc, Target: l.Name(), Error: fmt.Sprintf("unknown scenario (have %v)", AllScenarios)}}
 }

@@ -59,6 +59,10 @@ type Options struct {
 	IdleConns     int
 	IdleHeartbeat time.Duration
 
+	// IdleChannels sizes idle-channels (topics and channels loaded from
+	// nsqd.dat, nothing connected).
+	IdleChannels IdleChannelsOptions
+
 	// ScenarioTimeout bounds each scenario on each target.
 	ScenarioTimeout time.Duration
 	// TempDir holds the nodes' data directories ("" = os.TempDir()).
@@ -81,6 +85,7 @@ func DefaultOptions() Options {
 		Policy: PolicyOptions{MPUBMessages: 2_000_000, ConsumeMessages: 1_500_000,
 			DurableMPUBMessages: 1_000_000, DurableConsumeMessages: 1_000_000, Rounds: 3, MPUBRounds: 6},
 		IdleConns: 2_000, IdleHeartbeat: 5 * time.Second,
+		IdleChannels:    IdleChannelsOptions{Topics: 1_000, ChannelsPerTopic: 10, Settle: 5 * time.Second, Window: 10 * time.Second},
 		ScenarioTimeout: 3 * time.Minute, ProgressEvery: 5 * time.Second,
 	}
 }
@@ -105,6 +110,7 @@ func FullOptions() Options {
 	o.Policy = PolicyOptions{MPUBMessages: 5_000_000, ConsumeMessages: 2_500_000,
 		DurableMPUBMessages: 2_500_000, DurableConsumeMessages: 2_500_000, Rounds: 3, MPUBRounds: 6}
 	o.IdleConns = 10_000
+	o.IdleChannels = IdleChannelsOptions{Topics: 10_000, ChannelsPerTopic: 10, Settle: 5 * time.Second, Window: 20 * time.Second}
 	o.ScenarioTimeout = 15 * time.Minute
 	return o
 }
@@ -124,7 +130,7 @@ const (
 
 // AllScenarios lists every scenario in run order.
 var AllScenarios = []string{ScenarioSink, ScenarioMPUB, ScenarioPUB, ScenarioConsume,
-	ScenarioLatencyRate, ScenarioLatencyMax, ScenarioDisk, ScenarioDiskSync1, ScenarioDurable, ScenarioPolicy, ScenarioFanout, ScenarioIdle}
+	ScenarioLatencyRate, ScenarioLatencyMax, ScenarioDisk, ScenarioDiskSync1, ScenarioDurable, ScenarioPolicy, ScenarioFanout, ScenarioIdle, ScenarioIdleChannels}
 
 func (o Options) loadDesc() string {
 	return fmt.Sprintf("%d conns, MPUB %d x %d B", o.Conns, o.Batch, o.BodySize)
