@@ -503,18 +503,28 @@ func (n *NSQD) doChannelCreate(_ http.ResponseWriter, r *http.Request, _ httprou
 	return nil, nil
 }
 
+// existingChannelParams is channelParams for an existing channel (404
+// CHANNEL_NOT_FOUND otherwise).
+func (n *NSQD) existingChannelParams(r *http.Request) (*Topic, *Channel, error) {
+	t, name, err := n.channelParams(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	ch, ok := t.existingChannel(name)
+	if !ok {
+		return nil, nil, errf(http.StatusNotFound, "CHANNEL_NOT_FOUND")
+	}
+	return t, ch, nil
+}
+
 func (n *NSQD) doChannelAction(fn func(*Topic, *Channel) error) httpv1.APIHandler {
 	return func(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {
-		t, name, err := n.channelParams(r)
+		t, ch, err := n.existingChannelParams(r)
 		if err != nil {
 			return nil, err
 		}
-		ch, ok := t.existingChannel(name)
-		if !ok {
-			return nil, errf(http.StatusNotFound, "CHANNEL_NOT_FOUND")
-		}
 		if err := fn(t, ch); err != nil {
-			n.logger.Error("channel action failed", "topic", t.name, "channel", name, "path", r.URL.Path, "err", err)
+			n.logger.Error("channel action failed", "topic", t.name, "channel", ch.name, "path", r.URL.Path, "err", err)
 			return nil, errf(http.StatusInternalServerError, "INTERNAL_ERROR")
 		}
 		return nil, nil

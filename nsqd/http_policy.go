@@ -87,13 +87,9 @@ func (n *NSQD) channelPolicyFromQuery(r *http.Request, t *Topic, base channelPol
 }
 
 func (n *NSQD) doChannelConfig(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {
-	t, name, err := n.channelParams(r)
+	t, ch, err := n.existingChannelParams(r)
 	if err != nil {
 		return nil, err
-	}
-	ch, ok := t.existingChannel(name)
-	if !ok {
-		return nil, errf(http.StatusNotFound, "CHANNEL_NOT_FOUND")
 	}
 	p, set, err := n.channelPolicyFromQuery(r, t, ch.channelPolicyOf())
 	if err != nil {
@@ -168,7 +164,7 @@ func (n *NSQD) doDeadLetters(_ http.ResponseWriter, r *http.Request, _ httproute
 	return out, nil
 }
 func (n *NSQD) doRedrive(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {
-	t, name, err := n.channelParams(r)
+	t, ch, err := n.existingChannelParams(r)
 	if err != nil {
 		return nil, err
 	}
@@ -181,10 +177,6 @@ func (n *NSQD) doRedrive(_ http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		}
 		max = m
 	}
-	ch, ok := t.existingChannel(name)
-	if !ok {
-		return nil, errf(http.StatusNotFound, "CHANNEL_NOT_FOUND")
-	}
 	moved, err := n.redrive(ch, max)
 	if err != nil {
 		if errors.Is(err, errExiting) {
@@ -192,7 +184,7 @@ func (n *NSQD) doRedrive(_ http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		}
 		return nil, errf(http.StatusInternalServerError, "INTERNAL_ERROR: "+err.Error())
 	}
-	n.logger.Info("redrive", "topic", t.name, "channel", name, "moved", moved)
+	n.logger.Info("redrive", "topic", t.name, "channel", ch.name, "moved", moved)
 	return struct {
 		Moved int `json:"moved"`
 	}{moved}, nil
