@@ -11,7 +11,7 @@ import (
 // replicated topic's name, or MetaGroup).
 type Envelope struct {
 	Group string
-	Msg   raftpb.Message
+	Msg   *raftpb.Message // protobuf structs must not be copied by value
 }
 
 // MetaGroup is the name of the group that agrees on placement. It cannot
