@@ -1,0 +1,770 @@
+package replica
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// Defaults of HostConfig.
+const (
+	DefaultTickInterval  = 100 * time.Millisecond
+	DefaultElectionTicks = 10 // an election timeout of 1 s at the default tick
+	DefaultHeartbeatTick = 1
+	// DefaultMaxSizePerMsg bounds the entries of one append message.
+	DefaultMaxSizePerMsg = 1 << 20
+	// DefaultMaxInflightMsgs bounds the append messages in flight per peer.
+	DefaultMaxInflightMsgs = 256
+	// DefaultMaxUncommittedBytes makes a leader refuse proposals (the
+	// producer gets an error) instead of queueing without bound when its
+	// followers cannot keep up.
+	DefaultMaxUncommittedBytes = 64 << 20
+)
+
+// Errors of Propose.
+var (
+	ErrNoGroup   = errors.New("no such replicated group on this node")
+	ErrNoLeader  = errors.New("the group has no leader this node can reach")
+	ErrStopped   = errors.New("replica host stopped")
+	ErrGroupDown = errors.New("the group stopped after a storage failure")
+)
+
+// GroupStorage is the durable Raft log and hard state of one group. The
+// host calls Save for every group with work in a round, then Sync on each,
+// then sends the round's messages: nothing is sent that depends on an
+// unsynced write.
+type GroupStorage interface {
+	raft.Storage
+	// Save writes hard state (unless empty), entries (replacing every
+	// entry at or after ents[0]'s index) and a snapshot (unless empty)
+	// without syncing. The raft.Storage methods see them at once.
+	Save(hs *raftpb.HardState, ents []*raftpb.Entry, snap *raftpb.Snapshot) error
+	// Sync makes everything saved so far durable.
+	Sync() error
+	// SetConfState durably records the membership in force once the
+	// entries up to the applied index are applied; InitialState returns
+	// it after a restart (raft does not apply a conf change again when
+	// restarted with Applied past it).
+	SetConfState(cs *raftpb.ConfState) error
+}
+
+// Command is one committed proposal, as the state machine sees it.
+type Command struct {
+	Index uint64 // the Raft index: the same on every replica
+	Data  []byte // what was proposed
+}
+
+// StateMachine is what a group's committed log is applied to. Every
+// replica applies the same commands in the same order. Its methods are
+// called from the host's loop, one group at a time.
+type StateMachine interface {
+	// Apply applies cmds (possibly none) and records that everything up to
+	// and including last has been applied; after a restart the group is
+	// added again with Applied set to what the machine recorded, and the
+	// commands after it are applied again.
+	Apply(last uint64, cmds []Command) error
+	// Restore replaces the machine's state with a snapshot's data.
+	Restore(snap *raftpb.Snapshot) error
+}
+
+// GroupConfig describes a group to add to a host.
+type GroupConfig struct {
+	Name    string
+	Storage GroupStorage
+	Machine StateMachine
+	// Bootstrap is the initial membership of a new group (every member
+	// must be given the same list); empty when the storage already holds
+	// the group.
+	Bootstrap []uint64
+	// Applied is the last index the state machine applied before a
+	// restart.
+	Applied uint64
+	// OnLeader, if set, is called from the host's loop when the group's
+	// leader changes (0: none known). It must not block.
+	OnLeader func(leader uint64)
+}
+
+// HostConfig configures a Host.
+type HostConfig struct {
+	ID        uint64 // this node's ID (see NodeID)
+	Transport Transport
+	Logger    *slog.Logger
+	// Tick is the Raft tick; elections time out after ElectionTicks
+	// ticks, leaders heartbeat every HeartbeatTicks.
+	Tick           time.Duration
+	ElectionTicks  int
+	HeartbeatTicks int
+}
+
+// Host drives every Raft group of one node: one loop persists the Ready
+// state of all groups with work (one Save each, then the syncs), sends
+// their messages batched per peer, applies their committed entries and
+// advances them; one ticker ticks them all.
+//
+// Lock order: Host.mu before group.mu. The loop never holds Host.mu while
+// it persists, sends or applies.
+type Host struct {
+	cfg    HostConfig
+	log    *slog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	wake   chan struct{}
+
+	mu     sync.Mutex
+	groups map[string]*group
+	dirty  map[*group]struct{}
+
+	proposalSeq atomic.Uint64
+}
+
+// group is one Raft group on this node. mu guards rn and the fields after
+// it; the loop is the only caller of Ready and Advance.
+type group struct {
+	name    string
+	storage GroupStorage
+	machine StateMachine
+	onLead  func(uint64)
+
+	mu       sync.Mutex
+	rn       *raft.RawNode
+	lead     uint64
+	applied  uint64
+	failed   error
+	pending  map[uint64]chan error // our proposals by sequence, until applied
+	removed  bool
+	confSt   *raftpb.ConfState
+	leadSeen atomic.Uint64
+}
+
+// NewHost returns a host; Start runs it.
+func NewHost(cfg HostConfig) *Host {
+	if cfg.Tick <= 0 {
+		cfg.Tick = DefaultTickInterval
+	}
+	if cfg.ElectionTicks <= 0 {
+		cfg.ElectionTicks = DefaultElectionTicks
+	}
+	if cfg.HeartbeatTicks <= 0 {
+		cfg.HeartbeatTicks = DefaultHeartbeatTick
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Host{
+		cfg:    cfg,
+		log:    cfg.Logger.With("component", "replica", "node", fmt.Sprintf("%x", cfg.ID)),
+		ctx:    ctx,
+		cancel: cancel,
+		wake:   make(chan struct{}, 1),
+		groups: make(map[string]*group),
+		dirty:  make(map[*group]struct{}),
+	}
+}
+
+// ID returns the node's ID.
+func (h *Host) ID() uint64 { return h.cfg.ID }
+
+// Start starts the host's loop. Close stops it.
+func (h *Host) Start() {
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		h.run()
+	}()
+}
+
+// Close stops the loop and fails every pending proposal with ErrStopped.
+// It does not close the groups' storage: their owners do.
+func (h *Host) Close() {
+	h.cancel()
+	h.wg.Wait()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, g := range h.groups {
+		g.mu.Lock()
+		g.failPendingLocked(ErrStopped)
+		g.mu.Unlock()
+	}
+}
+
+// AddGroup starts running a group on this node.
+func (h *Host) AddGroup(gc GroupConfig) error {
+	if gc.Name == "" || gc.Storage == nil || gc.Machine == nil {
+		return errors.New("replica: a group needs a name, a storage and a state machine")
+	}
+	rc := &raft.Config{
+		ID:                        h.cfg.ID,
+		ElectionTick:              h.cfg.ElectionTicks,
+		HeartbeatTick:             h.cfg.HeartbeatTicks,
+		Storage:                   gc.Storage,
+		Applied:                   gc.Applied,
+		MaxSizePerMsg:             DefaultMaxSizePerMsg,
+		MaxInflightMsgs:           DefaultMaxInflightMsgs,
+		MaxUncommittedEntriesSize: DefaultMaxUncommittedBytes,
+		CheckQuorum:               true,
+		PreVote:                   true,
+		Logger:                    raftLogger{h.log.With("group", gc.Name)},
+	}
+	rn, err := raft.NewRawNode(rc)
+	if err != nil {
+		return fmt.Errorf("replica: start group %q: %w", gc.Name, err)
+	}
+	if len(gc.Bootstrap) > 0 {
+		last, err := gc.Storage.LastIndex()
+		if err != nil {
+			return fmt.Errorf("replica: group %q: %w", gc.Name, err)
+		}
+		if last == 0 {
+			peers := make([]raft.Peer, len(gc.Bootstrap))
+			for i, id := range gc.Bootstrap {
+				peers[i] = raft.Peer{ID: id}
+			}
+			if err := rn.Bootstrap(peers); err != nil {
+				return fmt.Errorf("replica: bootstrap group %q: %w", gc.Name, err)
+			}
+		}
+	}
+	_, cs, err := gc.Storage.InitialState()
+	if err != nil {
+		return fmt.Errorf("replica: group %q: %w", gc.Name, err)
+	}
+	g := &group{
+		name:    gc.Name,
+		storage: gc.Storage,
+		machine: gc.Machine,
+		onLead:  gc.OnLeader,
+		rn:      rn,
+		applied: gc.Applied,
+		pending: make(map[uint64]chan error),
+	}
+	if cs != nil {
+		g.confSt = proto.CloneOf(cs)
+	}
+	h.mu.Lock()
+	if _, ok := h.groups[gc.Name]; ok {
+		h.mu.Unlock()
+		return fmt.Errorf("replica: group %q already runs on this node", gc.Name)
+	}
+	h.groups[gc.Name] = g
+	h.dirty[g] = struct{}{}
+	h.mu.Unlock()
+	h.signal()
+	return nil
+}
+
+// RemoveGroup stops running a group on this node and fails its pending
+// proposals. Its storage is left to its owner.
+func (h *Host) RemoveGroup(name string) {
+	h.mu.Lock()
+	g := h.groups[name]
+	delete(h.groups, name)
+	if g != nil {
+		delete(h.dirty, g)
+	}
+	h.mu.Unlock()
+	if g != nil {
+		g.mu.Lock()
+		g.removed = true
+		g.failPendingLocked(ErrNoGroup)
+		g.mu.Unlock()
+	}
+}
+
+func (h *Host) group(name string) *group {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.groups[name]
+}
+
+func (h *Host) markDirty(g *group) {
+	h.mu.Lock()
+	if !g.removed {
+		h.dirty[g] = struct{}{}
+	}
+	h.mu.Unlock()
+	h.signal()
+}
+
+func (h *Host) signal() {
+	select {
+	case h.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Receive steps messages from peers into their groups. Messages for a group
+// this node does not run are dropped.
+func (h *Host) Receive(msgs []Envelope) {
+	touched := false
+	for i := range msgs {
+		g := h.group(msgs[i].Group)
+		if g == nil || msgs[i].Msg == nil {
+			continue
+		}
+		g.mu.Lock()
+		if g.failed == nil {
+			// Step refuses messages addressed elsewhere, local message
+			// types and the like; none of that is worth more than a drop.
+			_ = g.rn.Step(msgs[i].Msg)
+		}
+		g.mu.Unlock()
+		h.mu.Lock()
+		if !g.removed {
+			h.dirty[g] = struct{}{}
+		}
+		h.mu.Unlock()
+		touched = true
+	}
+	if touched {
+		h.signal()
+	}
+}
+
+// proposal header: the proposing node and its sequence number, so the
+// proposer recognises its own entries when they are applied, whichever
+// leader committed them.
+const proposalHeader = 16
+
+// Propose submits data to a group and returns once it is committed (on a
+// majority of the group's disks) and applied on this node, or with an
+// error: ErrNoLeader when no leader is known, ctx's error when it ends
+// first. A proposal that failed or timed out may still be committed later
+// (its outcome is unknown to the caller), so a caller that retries can
+// produce a duplicate, never a loss. A follower forwards the proposal to
+// the leader.
+func (h *Host) Propose(ctx context.Context, name string, data []byte) error {
+	g := h.group(name)
+	if g == nil {
+		return ErrNoGroup
+	}
+	seq := h.proposalSeq.Add(1)
+	buf := make([]byte, proposalHeader+len(data))
+	binary.BigEndian.PutUint64(buf, h.cfg.ID)
+	binary.BigEndian.PutUint64(buf[8:], seq)
+	copy(buf[proposalHeader:], data)
+	done := make(chan error, 1)
+	g.mu.Lock()
+	if g.failed != nil {
+		g.mu.Unlock()
+		return fmt.Errorf("%w: %v", ErrGroupDown, g.failed)
+	}
+	if g.removed {
+		g.mu.Unlock()
+		return ErrNoGroup
+	}
+	g.pending[seq] = done
+	err := g.rn.Propose(buf)
+	if err != nil {
+		delete(g.pending, seq)
+	}
+	g.mu.Unlock()
+	if err != nil {
+		if errors.Is(err, raft.ErrProposalDropped) {
+			return ErrNoLeader
+		}
+		return fmt.Errorf("replica: propose to %q: %w", name, err)
+	}
+	h.markDirty(g)
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		g.mu.Lock()
+		delete(g.pending, seq)
+		g.mu.Unlock()
+		return ctx.Err()
+	case <-h.ctx.Done():
+		return ErrStopped
+	}
+}
+
+// ProposeConfChange submits a membership change to a group (through the
+// leader) without waiting for it.
+func (h *Host) ProposeConfChange(name string, cc raftpb.ConfChangeI) error {
+	g := h.group(name)
+	if g == nil {
+		return ErrNoGroup
+	}
+	g.mu.Lock()
+	err := g.rn.ProposeConfChange(cc)
+	g.mu.Unlock()
+	if errors.Is(err, raft.ErrProposalDropped) {
+		return ErrNoLeader
+	}
+	h.markDirty(g)
+	return err
+}
+
+// Campaign makes this node start an election in the group at once.
+func (h *Host) Campaign(name string) error {
+	g := h.group(name)
+	if g == nil {
+		return ErrNoGroup
+	}
+	g.mu.Lock()
+	err := g.rn.Campaign()
+	g.mu.Unlock()
+	h.markDirty(g)
+	return err
+}
+
+// GroupStatus is what a node knows of one group.
+type GroupStatus struct {
+	Leader  uint64
+	Term    uint64
+	Commit  uint64
+	Applied uint64
+	IsLead  bool
+	// Voters and Learners are the current membership.
+	Voters   []uint64
+	Learners []uint64
+	// Lag, on the leader only, is how many entries each member's log is
+	// behind the leader's (the leader at 0).
+	Lag map[uint64]uint64
+}
+
+// Status returns the group's status, or false when this node does not run
+// it.
+func (h *Host) Status(name string) (GroupStatus, bool) {
+	g := h.group(name)
+	if g == nil {
+		return GroupStatus{}, false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	st := g.rn.Status()
+	gs := GroupStatus{
+		Leader:   st.Lead,
+		Term:     st.HardState.GetTerm(),
+		Commit:   st.HardState.GetCommit(),
+		Applied:  g.applied,
+		IsLead:   st.RaftState == raft.StateLeader,
+		Voters:   append([]uint64(nil), g.confSt.GetVoters()...),
+		Learners: append([]uint64(nil), g.confSt.GetLearners()...),
+	}
+	if gs.IsLead {
+		last, _ := g.storage.LastIndex()
+		if li := st.Progress[h.cfg.ID].Match; li > last {
+			last = li
+		}
+		gs.Lag = make(map[uint64]uint64, len(st.Progress))
+		for id, pr := range st.Progress {
+			if id == h.cfg.ID || pr.Match >= last {
+				gs.Lag[id] = 0
+			} else {
+				gs.Lag[id] = last - pr.Match
+			}
+		}
+	}
+	return gs, true
+}
+
+// Leader returns the leader the group last reported (0: none), without
+// locking the group.
+func (h *Host) Leader(name string) uint64 {
+	g := h.group(name)
+	if g == nil {
+		return 0
+	}
+	return g.leadSeen.Load()
+}
+
+func (h *Host) run() {
+	t := time.NewTicker(h.cfg.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-t.C:
+			h.tickAll()
+		case <-h.wake:
+		}
+		h.processReady()
+	}
+}
+
+func (h *Host) tickAll() {
+	h.mu.Lock()
+	gs := make([]*group, 0, len(h.groups))
+	for _, g := range h.groups {
+		gs = append(gs, g)
+		h.dirty[g] = struct{}{}
+	}
+	h.mu.Unlock()
+	for _, g := range gs {
+		g.mu.Lock()
+		if g.failed == nil {
+			g.rn.Tick()
+		}
+		g.mu.Unlock()
+	}
+}
+
+type readyWork struct {
+	g  *group
+	rd raft.Ready
+}
+
+// processReady handles one round: the Ready of every dirty group is
+// persisted (all saves, then all syncs), its messages sent, its committed
+// entries applied, and the group advanced, in the order etcd's raft
+// requires.
+func (h *Host) processReady() {
+	for {
+		h.mu.Lock()
+		if len(h.dirty) == 0 {
+			h.mu.Unlock()
+			return
+		}
+		gs := make([]*group, 0, len(h.dirty))
+		for g := range h.dirty {
+			gs = append(gs, g)
+		}
+		clear(h.dirty)
+		h.mu.Unlock()
+
+		var work []readyWork
+		for _, g := range gs {
+			g.mu.Lock()
+			if g.failed == nil && !g.removed && g.rn.HasReady() {
+				work = append(work, readyWork{g: g, rd: g.rn.Ready()})
+			}
+			g.mu.Unlock()
+		}
+		if len(work) == 0 {
+			return
+		}
+		h.persist(work)
+		h.send(work)
+		for i := range work {
+			h.apply(&work[i])
+		}
+		for i := range work {
+			w := &work[i]
+			w.g.mu.Lock()
+			if w.g.failed == nil {
+				w.g.rn.Advance(w.rd)
+				if w.g.rn.HasReady() {
+					h.markDirty(w.g)
+				}
+			}
+			w.g.mu.Unlock()
+		}
+	}
+}
+
+func (h *Host) persist(work []readyWork) {
+	synced := make([]bool, len(work))
+	for i := range work {
+		w := &work[i]
+		rd := &w.rd
+		if rd.HardState == nil && len(rd.Entries) == 0 && rd.Snapshot == nil {
+			continue
+		}
+		if err := w.g.storage.Save(rd.HardState, rd.Entries, rd.Snapshot); err != nil {
+			h.fail(w.g, fmt.Errorf("save: %w", err))
+			continue
+		}
+		synced[i] = true
+	}
+	// One sync per group's storage; groups that share nothing sync in
+	// parallel so a round costs about one fsync however many groups it
+	// covers.
+	var wg sync.WaitGroup
+	for i := range work {
+		if !synced[i] {
+			continue
+		}
+		wg.Add(1)
+		go func(w *readyWork) {
+			defer wg.Done()
+			if err := w.g.storage.Sync(); err != nil {
+				h.fail(w.g, fmt.Errorf("sync: %w", err))
+			}
+		}(&work[i])
+	}
+	wg.Wait()
+}
+
+// fail stops a group whose storage failed: its log's state on disk is
+// unknown, so it must not vote, acknowledge or apply anything more until
+// the node restarts and recovers it.
+func (h *Host) fail(g *group, err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.failed == nil {
+		g.failed = err
+		h.log.Error("replicated group stopped after a storage failure", "group", g.name, "err", err)
+		g.failPendingLocked(fmt.Errorf("%w: %v", ErrGroupDown, err))
+	}
+}
+
+func (g *group) failPendingLocked(err error) {
+	for seq, ch := range g.pending {
+		ch <- err
+		delete(g.pending, seq)
+	}
+}
+
+func (h *Host) send(work []readyWork) {
+	var byPeer map[uint64][]Envelope
+	for i := range work {
+		w := &work[i]
+		if w.g.failedNow() {
+			continue
+		}
+		for _, m := range w.rd.Messages {
+			if byPeer == nil {
+				byPeer = make(map[uint64][]Envelope)
+			}
+			to := m.GetTo()
+			byPeer[to] = append(byPeer[to], Envelope{Group: w.g.name, Msg: m})
+		}
+	}
+	for to, msgs := range byPeer {
+		h.cfg.Transport.Send(to, msgs)
+	}
+}
+
+func (g *group) failedNow() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.failed != nil
+}
+
+func (h *Host) apply(w *readyWork) {
+	g, rd := w.g, &w.rd
+	if g.failedNow() {
+		return
+	}
+	if rd.SoftState != nil {
+		lead := rd.SoftState.Lead
+		if lead != g.leadSeen.Swap(lead) && g.onLead != nil {
+			g.onLead(lead)
+		}
+		// Our proposals in flight on a leader we lost stay pending until
+		// the caller's context ends: they may still be committed.
+	}
+	if rd.Snapshot != nil && rd.Snapshot.GetMetadata().GetIndex() > g.applied {
+		if err := g.machine.Restore(rd.Snapshot); err != nil {
+			h.fail(g, fmt.Errorf("restore snapshot: %w", err))
+			return
+		}
+		g.mu.Lock()
+		g.applied = rd.Snapshot.GetMetadata().GetIndex()
+		if cs := rd.Snapshot.GetMetadata().GetConfState(); cs != nil {
+			g.confSt = proto.CloneOf(cs)
+		}
+		g.mu.Unlock()
+	}
+	if len(rd.CommittedEntries) == 0 {
+		return
+	}
+	var cmds []Command
+	var mine []uint64
+	last := g.applied
+	for _, e := range rd.CommittedEntries {
+		idx := e.GetIndex()
+		if idx <= last {
+			continue
+		}
+		last = idx
+		switch e.GetType() {
+		case raftpb.EntryNormal:
+			d := e.GetData()
+			if len(d) < proposalHeader {
+				continue // a new leader's empty entry
+			}
+			if binary.BigEndian.Uint64(d) == h.cfg.ID {
+				mine = append(mine, binary.BigEndian.Uint64(d[8:]))
+			}
+			cmds = append(cmds, Command{Index: idx, Data: d[proposalHeader:]})
+		case raftpb.EntryConfChange, raftpb.EntryConfChangeV2:
+			// Apply what came before the change, then the change itself.
+			if err := g.machine.Apply(idx-1, cmds); err != nil {
+				h.fail(g, fmt.Errorf("apply: %w", err))
+				return
+			}
+			cmds = nil
+			if err := h.applyConfChange(g, e); err != nil {
+				h.fail(g, err)
+				return
+			}
+		}
+	}
+	if err := g.machine.Apply(last, cmds); err != nil {
+		h.fail(g, fmt.Errorf("apply: %w", err))
+		return
+	}
+	g.mu.Lock()
+	g.applied = last
+	for _, seq := range mine {
+		if ch, ok := g.pending[seq]; ok {
+			ch <- nil
+			delete(g.pending, seq)
+		}
+	}
+	g.mu.Unlock()
+}
+
+func (h *Host) applyConfChange(g *group, e *raftpb.Entry) error {
+	var cc raftpb.ConfChangeI
+	if e.GetType() == raftpb.EntryConfChange {
+		var c raftpb.ConfChange
+		if err := proto.Unmarshal(e.GetData(), &c); err != nil {
+			return fmt.Errorf("decode conf change at %d: %w", e.GetIndex(), err)
+		}
+		cc = &c
+	} else {
+		var c raftpb.ConfChangeV2
+		if err := proto.Unmarshal(e.GetData(), &c); err != nil {
+			return fmt.Errorf("decode conf change at %d: %w", e.GetIndex(), err)
+		}
+		cc = &c
+	}
+	g.mu.Lock()
+	cs := g.rn.ApplyConfChange(cc)
+	if cs != nil {
+		g.confSt = proto.CloneOf(cs)
+	}
+	g.mu.Unlock()
+	if cs != nil {
+		if err := g.storage.SetConfState(cs); err != nil {
+			return fmt.Errorf("record membership at %d: %w", e.GetIndex(), err)
+		}
+	}
+	return nil
+}
+
+// raftLogger sends the raft library's log to slog: its Info is chatty
+// (every election step), so it goes to Debug.
+type raftLogger struct{ l *slog.Logger }
+
+func (r raftLogger) Debug(v ...any)                   { r.l.Debug(fmt.Sprint(v...)) }
+func (r raftLogger) Debugf(format string, v ...any)   { r.l.Debug(fmt.Sprintf(format, v...)) }
+func (r raftLogger) Info(v ...any)                    { r.l.Debug(fmt.Sprint(v...)) }
+func (r raftLogger) Infof(format string, v ...any)    { r.l.Debug(fmt.Sprintf(format, v...)) }
+func (r raftLogger) Warning(v ...any)                 { r.l.Warn(fmt.Sprint(v...)) }
+func (r raftLogger) Warningf(format string, v ...any) { r.l.Warn(fmt.Sprintf(format, v...)) }
+func (r raftLogger) Error(v ...any)                   { r.l.Error(fmt.Sprint(v...)) }
+func (r raftLogger) Errorf(format string, v ...any)   { r.l.Error(fmt.Sprintf(format, v...)) }
+func (r raftLogger) Fatal(v ...any)                   { r.Panic(v...) }
+func (r raftLogger) Fatalf(format string, v ...any)   { r.Panicf(format, v...) }
+func (r raftLogger) Panic(v ...any)                   { s := fmt.Sprint(v...); r.l.Error(s); panic(s) }
+func (r raftLogger) Panicf(format string, v ...any) {
+	s := fmt.Sprintf(format, v...)
+	r.l.Error(s)
+	panic(s)
+}

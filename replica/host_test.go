@@ -1,0 +1,547 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// memStorage is a GroupStorage over raft.MemoryStorage for host tests: what
+// is saved survives a host's restart (the same object is handed to the new
+// host), as if every Save were synced. Crash behaviour of the real storage
+// is tested in the storage's own tests.
+type memStorage struct {
+	*raft.MemoryStorage
+	syncs int
+	cs    *raftpb.ConfState
+}
+
+func (m *memStorage) SetConfState(cs *raftpb.ConfState) error {
+	m.cs = proto.CloneOf(cs)
+	return nil
+}
+
+func (m *memStorage) InitialState() (*raftpb.HardState, *raftpb.ConfState, error) {
+	hs, cs, err := m.MemoryStorage.InitialState()
+	if m.cs != nil {
+		cs = m.cs
+	}
+	return hs, cs, err
+}
+
+func newMemStorage() *memStorage { return &memStorage{MemoryStorage: raft.NewMemoryStorage()} }
+
+func (m *memStorage) Save(hs *raftpb.HardState, ents []*raftpb.Entry, snap *raftpb.Snapshot) error {
+	if snap != nil && !raft.IsEmptySnap(snap) {
+		if err := m.ApplySnapshot(snap); err != nil {
+			return err
+		}
+		m.cs = proto.CloneOf(snap.GetMetadata().GetConfState())
+	}
+	if hs != nil && !raft.IsEmptyHardState(hs) {
+		if err := m.SetHardState(hs); err != nil {
+			return err
+		}
+	}
+	if len(ents) > 0 {
+		return m.Append(ents)
+	}
+	return nil
+}
+
+func (m *memStorage) Sync() error { m.syncs++; return nil }
+
+// modelMachine records what a node applied, in order. It survives a
+// restart of its host like a state machine on disk would.
+type modelMachine struct {
+	mu      sync.Mutex
+	applied uint64
+	cmds    []Command
+}
+
+func (m *modelMachine) Apply(last uint64, cmds []Command) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range cmds {
+		if c.Index <= m.applied {
+			return fmt.Errorf("command %d applied twice (applied %d)", c.Index, m.applied)
+		}
+		m.cmds = append(m.cmds, Command{Index: c.Index, Data: append([]byte(nil), c.Data...)})
+	}
+	if last > m.applied {
+		m.applied = last
+	}
+	return nil
+}
+
+func (m *modelMachine) Restore(snap *raftpb.Snapshot) error {
+	return errors.New("snapshots are not used in these tests")
+}
+
+func (m *modelMachine) snapshot() (uint64, []Command) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.applied, append([]Command(nil), m.cmds...)
+}
+
+// memNet is an in-process network between hosts that can cut links and
+// drop messages at random. Messages from one node to another arrive in
+// order or not at all, as over TCP.
+type memNet struct {
+	mu    sync.Mutex
+	nodes map[uint64]*memNode
+	cut   map[[2]uint64]bool
+	drop  float64
+	rng   *rand.Rand
+}
+
+type memNode struct {
+	id    uint64
+	net   *memNet
+	inbox chan []Envelope
+	host  *Host
+	done  chan struct{}
+	wg    sync.WaitGroup
+}
+
+func newMemNet(seed uint64) *memNet {
+	return &memNet{nodes: make(map[uint64]*memNode), cut: make(map[[2]uint64]bool), rng: rand.New(rand.NewPCG(seed, 7))}
+}
+
+func (n *memNet) Send(from, to uint64, msgs []Envelope) {
+	n.mu.Lock()
+	dst := n.nodes[to]
+	blocked := n.cut[[2]uint64{from, to}]
+	var keep []Envelope
+	if dst != nil && !blocked {
+		for _, e := range msgs {
+			if n.drop > 0 && n.rng.Float64() < n.drop {
+				continue
+			}
+			keep = append(keep, Envelope{Group: e.Group, Msg: proto.CloneOf(e.Msg)})
+		}
+	}
+	n.mu.Unlock()
+	if len(keep) == 0 {
+		return
+	}
+	select {
+	case dst.inbox <- keep:
+	default: // a full inbox drops, like a slow peer's queue
+	}
+}
+
+// isolate cuts every link to and from id (on) or restores them (off).
+func (n *memNet) isolate(id uint64, on bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for other := range n.nodes {
+		if other != id {
+			n.cut[[2]uint64{id, other}] = on
+			n.cut[[2]uint64{other, id}] = on
+		}
+	}
+}
+
+func (n *memNet) healAll() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	clear(n.cut)
+	n.drop = 0
+}
+
+type memTransport struct {
+	net  *memNet
+	from uint64
+}
+
+func (t memTransport) Send(to uint64, msgs []Envelope) { t.net.Send(t.from, to, msgs) }
+
+// testNode is one node of a test cluster: its host, and the storage and
+// state machine that outlive a restart.
+type testNode struct {
+	id      uint64
+	storage *memStorage
+	machine *modelMachine
+	node    *memNode
+}
+
+type testCluster struct {
+	t     *testing.T
+	net   *memNet
+	nodes []*testNode
+	group string
+}
+
+func quietLogger() *slog.Logger {
+	if os.Getenv("SLUICE_REPLICA_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func newTestCluster(t *testing.T, size int, seed uint64) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, net: newMemNet(seed), group: "orders"}
+	var ids []uint64
+	for i := 1; i <= size; i++ {
+		ids = append(ids, uint64(i))
+	}
+	for _, id := range ids {
+		tn := &testNode{id: id, storage: newMemStorage(), machine: &modelMachine{}}
+		c.nodes = append(c.nodes, tn)
+		c.start(tn, ids)
+	}
+	t.Cleanup(func() {
+		for _, tn := range c.nodes {
+			c.stop(tn)
+		}
+	})
+	return c
+}
+
+// start runs a host for tn on the network, with the group added
+// (bootstrapped with ids when its storage is new).
+func (c *testCluster) start(tn *testNode, ids []uint64) {
+	c.t.Helper()
+	mn := &memNode{id: tn.id, net: c.net, inbox: make(chan []Envelope, 1024), done: make(chan struct{})}
+	h := NewHost(HostConfig{
+		ID:             tn.id,
+		Transport:      memTransport{net: c.net, from: tn.id},
+		Logger:         quietLogger(),
+		Tick:           20 * time.Millisecond,
+		ElectionTicks:  10,
+		HeartbeatTicks: 1,
+	})
+	mn.host = h
+	applied, _ := tn.machine.snapshot()
+	if err := h.AddGroup(GroupConfig{Name: c.group, Storage: tn.storage, Machine: tn.machine, Bootstrap: ids, Applied: applied}); err != nil {
+		c.t.Fatal(err)
+	}
+	h.Start()
+	mn.wg.Add(1)
+	go func() {
+		defer mn.wg.Done()
+		for {
+			select {
+			case <-mn.done:
+				return
+			case msgs := <-mn.inbox:
+				h.Receive(msgs)
+			}
+		}
+	}()
+	c.net.mu.Lock()
+	c.net.nodes[tn.id] = mn
+	c.net.mu.Unlock()
+	tn.node = mn
+}
+
+// stop ends tn's host as a kill would: nothing more is sent or received.
+func (c *testCluster) stop(tn *testNode) {
+	mn := tn.node
+	if mn == nil {
+		return
+	}
+	c.net.mu.Lock()
+	delete(c.net.nodes, tn.id)
+	c.net.mu.Unlock()
+	close(mn.done)
+	mn.wg.Wait()
+	mn.host.Close()
+	tn.node = nil
+}
+
+func (c *testCluster) leader(timeout time.Duration) *testNode {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		for _, tn := range c.nodes {
+			if tn.node == nil {
+				continue
+			}
+			if st, ok := tn.node.host.Status(c.group); ok && st.IsLead {
+				return tn
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.t.Fatalf("no leader within %v", timeout)
+	return nil
+}
+
+// converged waits until every running node has applied the same commands.
+func (c *testCluster) converged(timeout time.Duration) []Command {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		var first []Command
+		same := true
+		for i, tn := range c.nodes {
+			_, cmds := tn.machine.snapshot()
+			if i == 0 {
+				first = cmds
+				continue
+			}
+			if len(cmds) != len(first) {
+				same = false
+			}
+		}
+		if same {
+			checkSameHistory(c.t, c.nodes)
+			return first
+		}
+		if time.Now().After(deadline) {
+			for _, tn := range c.nodes {
+				a, cmds := tn.machine.snapshot()
+				c.t.Logf("node %d: applied %d, %d commands", tn.id, a, len(cmds))
+			}
+			c.t.Fatalf("nodes did not converge within %v", timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// checkSameHistory is Raft's state machine safety: no two nodes applied a
+// different command at the same index, and each applied in index order.
+func checkSameHistory(t *testing.T, nodes []*testNode) {
+	t.Helper()
+	at := make(map[uint64]string)
+	for _, tn := range nodes {
+		_, cmds := tn.machine.snapshot()
+		var prev uint64
+		for _, cmd := range cmds {
+			if cmd.Index <= prev {
+				t.Fatalf("node %d applied index %d after %d", tn.id, cmd.Index, prev)
+			}
+			prev = cmd.Index
+			if d, ok := at[cmd.Index]; ok && d != string(cmd.Data) {
+				t.Fatalf("index %d: node %d applied %q, another node %q", cmd.Index, tn.id, cmd.Data, d)
+			}
+			at[cmd.Index] = string(cmd.Data)
+		}
+	}
+}
+
+func propose(h *Host, group, data string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return h.Propose(ctx, group, []byte(data))
+}
+
+func TestGroupOfThreeReplicatesProposalsFromEveryNodeInOneOrder(t *testing.T) {
+	c := newTestCluster(t, 3, 1)
+	c.leader(5 * time.Second)
+	var wg sync.WaitGroup
+	errs := make(chan error, 300)
+	for _, tn := range c.nodes {
+		for i := 0; i < 100; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := propose(tn.node.host, c.group, fmt.Sprintf("n%d-%d", tn.id, i), 5*time.Second); err != nil {
+					errs <- err
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("a proposal failed without faults: %v", err)
+	}
+	cmds := c.converged(5 * time.Second)
+	if len(cmds) != 300 {
+		t.Fatalf("applied %d commands, want 300", len(cmds))
+	}
+	seen := make(map[string]bool)
+	for _, cmd := range cmds {
+		if seen[string(cmd.Data)] {
+			t.Fatalf("%q applied twice", cmd.Data)
+		}
+		seen[string(cmd.Data)] = true
+	}
+	for _, tn := range c.nodes {
+		if tn.storage.syncs == 0 {
+			t.Fatalf("node %d never synced its log", tn.id)
+		}
+	}
+}
+
+func TestLeaderLossElectsAnotherAndLosesNothingAcknowledged(t *testing.T) {
+	c := newTestCluster(t, 3, 2)
+	old := c.leader(5 * time.Second)
+	for i := 0; i < 20; i++ {
+		if err := propose(old.node.host, c.group, fmt.Sprintf("before-%d", i), 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.stop(old)
+	start := time.Now()
+	next := c.leader(5 * time.Second)
+	if next == old {
+		t.Fatal("a stopped node is still leader")
+	}
+	t.Logf("new leader %d after %v", next.id, time.Since(start))
+	for _, tn := range c.nodes {
+		if tn.node == nil {
+			continue
+		}
+		if err := propose(tn.node.host, c.group, fmt.Sprintf("after-%d", tn.id), 5*time.Second); err != nil {
+			t.Fatalf("proposal on node %d after the leader's loss: %v", tn.id, err)
+		}
+	}
+	c.start(old, nil)
+	cmds := c.converged(10 * time.Second)
+	if len(cmds) != 22 {
+		t.Fatalf("applied %d commands, want 22", len(cmds))
+	}
+}
+
+func TestMinorityRefusesProposalsAndCatchesUpAfterHeal(t *testing.T) {
+	c := newTestCluster(t, 3, 3)
+	lead := c.leader(5 * time.Second)
+	c.net.isolate(lead.id, true)
+	start := time.Now()
+	err := propose(lead.node.host, c.group, "from-the-minority", 3*time.Second)
+	if err == nil {
+		t.Fatal("an isolated node acknowledged a proposal")
+	}
+	t.Logf("minority refused after %v: %v", time.Since(start), err)
+	// The majority elects its own leader and keeps committing.
+	var majority *testNode
+	for _, tn := range c.nodes {
+		if tn != lead {
+			majority = tn
+			break
+		}
+	}
+	if err := propose(majority.node.host, c.group, "from-the-majority", 5*time.Second); err != nil {
+		t.Fatalf("majority proposal: %v", err)
+	}
+	// The old leader stepped down (check-quorum): it refuses at once now.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, _ := lead.node.host.Status(c.group)
+		if !st.IsLead {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the isolated leader did not step down")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.net.isolate(lead.id, false)
+	cmds := c.converged(10 * time.Second)
+	found := false
+	for _, cmd := range cmds {
+		if string(cmd.Data) == "from-the-majority" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("the majority's acknowledged proposal is missing after the heal")
+	}
+}
+
+// TestRandomFaultsNeverLoseAcknowledgedProposals proposes from every node
+// while nodes are isolated, restarted and messages dropped, then heals and
+// checks the model: every acknowledged proposal was applied on every node,
+// and all nodes applied the same history. SLUICE_REPLICA_SEED replays a
+// run; SLUICE_LONG=1 runs longer.
+func TestRandomFaultsNeverLoseAcknowledgedProposals(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("SLUICE_REPLICA_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seed = v
+	}
+	t.Logf("seed %d (replay with SLUICE_REPLICA_SEED=%d)", seed, seed)
+	rounds := 12
+	if os.Getenv("SLUICE_LONG") != "" {
+		rounds = 120
+	}
+	rng := rand.New(rand.NewPCG(seed, 1))
+	c := newTestCluster(t, 3, seed)
+	c.leader(5 * time.Second)
+
+	var ackMu sync.Mutex
+	acked := make(map[string]bool)
+	var refused int
+	for round := 0; round < rounds; round++ {
+		// A fault for this round.
+		victim := c.nodes[rng.IntN(len(c.nodes))]
+		switch rng.IntN(4) {
+		case 0:
+			c.net.isolate(victim.id, true)
+		case 1:
+			c.stop(victim)
+		case 2:
+			c.net.mu.Lock()
+			c.net.drop = 0.2
+			c.net.mu.Unlock()
+		case 3: // no fault
+		}
+		var wg sync.WaitGroup
+		for _, tn := range c.nodes {
+			if tn.node == nil {
+				continue
+			}
+			h := tn.node.host
+			for i := 0; i < 10; i++ {
+				wg.Add(1)
+				data := fmt.Sprintf("r%d-n%d-%d", round, tn.id, i)
+				go func() {
+					defer wg.Done()
+					if err := propose(h, c.group, data, 2*time.Second); err == nil {
+						ackMu.Lock()
+						acked[data] = true
+						ackMu.Unlock()
+					} else {
+						ackMu.Lock()
+						refused++
+						ackMu.Unlock()
+					}
+				}()
+			}
+		}
+		wg.Wait()
+		c.net.healAll()
+		if victim.node == nil {
+			c.start(victim, nil)
+		}
+	}
+	cmds := c.converged(20 * time.Second)
+	applied := make(map[string]int)
+	for _, cmd := range cmds {
+		applied[string(cmd.Data)]++
+	}
+	for data := range acked {
+		if applied[data] == 0 {
+			t.Fatalf("acknowledged %q was never applied (seed %d)", data, seed)
+		}
+	}
+	for data, n := range applied {
+		if n > 1 {
+			t.Fatalf("%q applied %d times (seed %d)", data, n, seed)
+		}
+	}
+	if len(acked) == 0 {
+		t.Fatalf("no proposal was acknowledged in %d rounds (seed %d)", rounds, seed)
+	}
+	t.Logf("%d acknowledged, %d refused or timed out, %d applied", len(acked), refused, len(cmds))
+}
