@@ -14,7 +14,7 @@ import (
 // Placement at the same index. It has no I/O and no clock: the meta group's
 // state machine wraps it.
 type Placement struct {
-	Nodes  map[uint64]NodeInfo     `json:"nodes"`
+	Nodes  map[uint64]NodeInfo    `json:"nodes"`
 	Topics map[string]*Assignment `json:"topics"`
 }
 
