@@ -36,6 +36,10 @@ var (
 	ErrNoLeader  = errors.New("the group has no leader this node can reach")
 	ErrStopped   = errors.New("replica host stopped")
 	ErrGroupDown = errors.New("the group stopped after a storage failure")
+	// ErrLeaderChanged fails a proposal made under a leader the group has
+	// since lost: it may or may not be committed, and a retry may commit
+	// it twice (at-least-once, never a loss).
+	ErrLeaderChanged = errors.New("the group's leader changed before the proposal was committed")
 )
 
 // GroupStorage is the durable Raft log and hard state of one group. The
@@ -140,10 +144,17 @@ type group struct {
 	lead     uint64
 	applied  uint64
 	failed   error
-	pending  map[uint64]chan error // our proposals by sequence, until applied
+	pending  map[uint64]pendingProposal // our proposals by sequence, until applied
 	removed  bool
 	confSt   *raftpb.ConfState
 	leadSeen atomic.Uint64
+}
+
+// pendingProposal waits for its entry to be applied; lead is the leader
+// it was proposed under.
+type pendingProposal struct {
+	done chan error
+	lead uint64
 }
 
 // NewHost returns a host; Start runs it.
@@ -246,7 +257,7 @@ func (h *Host) AddGroup(gc GroupConfig) error {
 		onLead:  gc.OnLeader,
 		rn:      rn,
 		applied: gc.Applied,
-		pending: make(map[uint64]chan error),
+		pending: make(map[uint64]pendingProposal),
 	}
 	if cs != nil {
 		g.confSt = proto.CloneOf(cs)
@@ -363,7 +374,7 @@ func (h *Host) Propose(ctx context.Context, name string, data []byte) error {
 		g.mu.Unlock()
 		return ErrNoGroup
 	}
-	g.pending[seq] = done
+	g.pending[seq] = pendingProposal{done: done, lead: g.rn.BasicStatus().Lead}
 	err := g.rn.Propose(buf)
 	if err != nil {
 		delete(g.pending, seq)
@@ -612,8 +623,8 @@ func (h *Host) fail(g *group, err error) {
 }
 
 func (g *group) failPendingLocked(err error) {
-	for seq, ch := range g.pending {
-		ch <- err
+	for seq, p := range g.pending {
+		p.done <- err
 		delete(g.pending, seq)
 	}
 }
@@ -651,11 +662,21 @@ func (h *Host) apply(w *readyWork) {
 	}
 	if rd.SoftState != nil {
 		lead := rd.SoftState.Lead
-		if lead != g.leadSeen.Swap(lead) && g.onLead != nil {
-			g.onLead(lead)
+		if lead != g.leadSeen.Swap(lead) {
+			// Proposals made under another leader may have been lost
+			// with it: fail them so their callers can retry.
+			g.mu.Lock()
+			for seq, p := range g.pending {
+				if p.lead != lead {
+					p.done <- ErrLeaderChanged
+					delete(g.pending, seq)
+				}
+			}
+			g.mu.Unlock()
+			if g.onLead != nil {
+				g.onLead(lead)
+			}
 		}
-		// Our proposals in flight on a leader we lost stay pending until
-		// the caller's context ends: they may still be committed.
 	}
 	if rd.Snapshot != nil && rd.Snapshot.GetMetadata().GetIndex() > g.applied {
 		if err := g.machine.Restore(rd.Snapshot); err != nil {
@@ -711,8 +732,8 @@ func (h *Host) apply(w *readyWork) {
 	g.mu.Lock()
 	g.applied = last
 	for _, seq := range mine {
-		if ch, ok := g.pending[seq]; ok {
-			ch <- nil
+		if p, ok := g.pending[seq]; ok {
+			p.done <- nil
 			delete(g.pending, seq)
 		}
 	}

@@ -27,6 +27,10 @@ type NodeInfo struct {
 type Assignment struct {
 	Replicas int      `json:"replicas"`
 	Members  []uint64 `json:"members"` // sorted
+	// Generation counts the replacements so far: a group of generation 0
+	// is bootstrapped by its first members, a member that joins later
+	// starts empty and receives the log from the leader.
+	Generation int `json:"generation,omitempty"`
 	// Retention settings of the topic, as given at creation.
 	RetentionTime  string `json:"retention_time,omitempty"`
 	RetentionBytes int64  `json:"retention_bytes,omitempty"`
@@ -152,6 +156,7 @@ func (p *Placement) Apply(index uint64, data []byte) error {
 			}
 		}
 		slices.Sort(a.Members)
+		a.Generation++
 		return nil
 	default:
 		return fmt.Errorf("%w: unknown op %q", ErrBadPlacementCmd, c.Op)

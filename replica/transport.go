@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"context"
 	"hash/fnv"
 
 	"go.etcd.io/raft/v3/raftpb"
@@ -46,3 +47,26 @@ func NodeID(addr string) uint64 {
 	}
 	return id
 }
+
+// Requester sends a request to a peer over the same connection as its Raft
+// messages and waits for the answer: the control plane of replication
+// (joining the meta group, handing a topic to its members, forwarding a
+// publish from a node that holds no replica).
+type Requester interface {
+	// Request sends body as a request of kind to node to and returns the
+	// peer's answer, a *RemoteError when the peer's handler failed, or an
+	// error when the request could not be delivered or ctx ended first.
+	Request(ctx context.Context, to uint64, kind string, body []byte) ([]byte, error)
+}
+
+// RequestHandler answers requests from peers.
+type RequestHandler interface {
+	// HandleRequest answers one request. Its error reaches the caller as a
+	// *RemoteError carrying the error's text.
+	HandleRequest(ctx context.Context, from uint64, kind string, body []byte) ([]byte, error)
+}
+
+// RemoteError is a peer's handler's error, as its caller receives it.
+type RemoteError struct{ Msg string }
+
+func (e *RemoteError) Error() string { return e.Msg }

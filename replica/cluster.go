@@ -1,0 +1,673 @@
+package replica
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/sluicemq/sluice/store"
+)
+
+// Defaults of ClusterConfig.
+const (
+	DefaultReplicaTimeout = 5 * time.Minute
+	DefaultDutyInterval   = time.Second
+	// MetaVoters is how many nodes vote in the meta group; every other
+	// node that takes part holds the placement as a learner.
+	MetaVoters = 3
+	// reservationTTL bounds how long a meta bootstrap reservation holds a
+	// node that never hears the bootstrap.
+	reservationTTL = 30 * time.Second
+	requestTimeout = 3 * time.Second
+	// publishAttemptTimeout bounds one attempt of a publish.
+	publishAttemptTimeout = 3 * time.Second
+)
+
+// TopicHost is the node's side of its replicated topics (nsqd): the
+// cluster tells it which replicas it holds and who leads them.
+type TopicHost interface {
+	// OpenTopic opens this node's replica of topic: the state machine its
+	// group applies to, and the last index that machine applied.
+	OpenTopic(topic string, a Assignment) (StateMachine, uint64, error)
+	// CloseTopic closes the replica; deleted says its data goes too (the
+	// topic was deleted or moved off this node).
+	CloseTopic(topic string, deleted bool)
+	// LeaderChanged says who leads topic's group now (0: nobody known).
+	// It is called from the host's loop and must not block.
+	LeaderChanged(topic string, leader uint64)
+}
+
+// ClusterConfig configures a Cluster.
+type ClusterConfig struct {
+	Self     uint64
+	SelfAddr string // broadcast_address:tcp_port
+	// Dir holds the meta group and the topics' Raft logs.
+	Dir         string
+	FS          store.FS
+	OpenStorage func(dir string) (GroupStorage, error)
+	Transport   Transport
+	Requester   Requester
+	// Peers returns the live nodes as discovered (through nsqlookupd); it
+	// may include this node.
+	Peers  func() map[uint64]string
+	Topics TopicHost
+	Logger *slog.Logger
+
+	Tick           time.Duration
+	ElectionTicks  int
+	ReplicaTimeout time.Duration
+	DutyInterval   time.Duration
+}
+
+// Cluster is a node's part in replication: the meta group (placement),
+// the groups of the replicated topics this node holds, and the requests
+// between nodes. Nothing runs until a replicated topic is asked for (or a
+// peer invites this node), so a node that never uses replication costs
+// nothing.
+type Cluster struct {
+	cfg  ClusterConfig
+	log  *slog.Logger
+	host *Host
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	kick   chan struct{}
+
+	metaMu sync.Mutex // serialises forming and joining the meta group
+	resMu  sync.Mutex // guards the reservation file
+
+	mu          sync.Mutex // guards the fields below
+	meta        *metaMachine
+	metaStorage GroupStorage
+	topics      map[string]*localTopic
+	lastSeen    map[uint64]time.Time
+	invited     map[uint64]time.Time
+}
+
+type localTopic struct {
+	topic   string
+	group   string
+	created uint64
+	storage GroupStorage
+}
+
+// NewCluster returns a cluster; Start runs it.
+func NewCluster(cfg ClusterConfig) *Cluster {
+	if cfg.ReplicaTimeout <= 0 {
+		cfg.ReplicaTimeout = DefaultReplicaTimeout
+	}
+	if cfg.DutyInterval <= 0 {
+		cfg.DutyInterval = DefaultDutyInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Cluster{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "replica"),
+		ctx:      ctx,
+		cancel:   cancel,
+		kick:     make(chan struct{}, 1),
+		topics:   make(map[string]*localTopic),
+		lastSeen: make(map[uint64]time.Time),
+		invited:  make(map[uint64]time.Time),
+	}
+	c.host = NewHost(HostConfig{ID: cfg.Self, Transport: cfg.Transport, Logger: cfg.Logger,
+		Tick: cfg.Tick, ElectionTicks: cfg.ElectionTicks})
+	return c
+}
+
+// Host returns the cluster's Raft host: the Receiver of its transport.
+func (c *Cluster) Host() *Host { return c.host }
+
+func (c *Cluster) metaDir() string { return filepath.Join(c.cfg.Dir, "meta") }
+
+// Start restores the meta group and the topics' groups this node had, and
+// starts the host and the cluster's duties.
+func (c *Cluster) Start() error {
+	if err := c.cfg.FS.MkdirAll(c.metaDir()); err != nil {
+		return fmt.Errorf("replica: %w", err)
+	}
+	c.host.Start()
+	if b, err := readFile(c.cfg.FS, filepath.Join(c.metaDir(), "joined.json")); err == nil {
+		var j joinedFile
+		if err := json.Unmarshal(b, &j); err != nil {
+			return fmt.Errorf("replica: decode joined.json: %w", err)
+		}
+		if err := c.startMeta(j.Initial); err != nil {
+			return err
+		}
+	} else if !errors.Is(err, errNoFile) {
+		return err
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.run()
+	}()
+	return nil
+}
+
+// Close stops the duties and the host and closes every group's storage.
+// The topics' state machines are closed by their owner.
+func (c *Cluster) Close() {
+	c.cancel()
+	c.wg.Wait()
+	c.host.Close()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, lt := range c.topics {
+		closeStorage(lt.storage)
+	}
+	clear(c.topics)
+	if c.metaStorage != nil {
+		closeStorage(c.metaStorage)
+		c.metaStorage = nil
+	}
+}
+
+func closeStorage(s GroupStorage) {
+	if cl, ok := s.(io.Closer); ok {
+		cl.Close()
+	}
+}
+
+// joinedFile marks that this node takes part in the meta group; Initial
+// is the bootstrap membership when this node was one of the first voters.
+type joinedFile struct {
+	Initial []uint64 `json:"initial,omitempty"`
+}
+
+// startMeta runs the meta group on this node (bootstrapped with initial
+// when its log is empty and initial is set; else it waits for the leader).
+func (c *Cluster) startMeta(initial []uint64) error {
+	c.mu.Lock()
+	running := c.meta != nil
+	c.mu.Unlock()
+	if running {
+		return nil
+	}
+	if err := store.WriteFileAtomic(c.cfg.FS, filepath.Join(c.metaDir(), "joined.json"), mustJSON(joinedFile{Initial: initial})); err != nil {
+		return fmt.Errorf("replica: mark meta membership: %w", err)
+	}
+	mm, err := openMetaMachine(c.cfg.FS, filepath.Join(c.metaDir(), "state.json"), c.log, c.reconcileSoon)
+	if err != nil {
+		return fmt.Errorf("replica: %w", err)
+	}
+	st, err := c.cfg.OpenStorage(filepath.Join(c.metaDir(), "raft"))
+	if err != nil {
+		return fmt.Errorf("replica: open meta log: %w", err)
+	}
+	if err := c.host.AddGroup(GroupConfig{Name: MetaGroup, Storage: st, Machine: mm, Bootstrap: initial, Applied: mm.appliedIndex()}); err != nil {
+		closeStorage(st)
+		return err
+	}
+	c.mu.Lock()
+	c.meta, c.metaStorage = mm, st
+	c.mu.Unlock()
+	c.reconcileSoon()
+	return nil
+}
+
+func (c *Cluster) metaMachine() *metaMachine {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.meta
+}
+
+func (c *Cluster) reconcileSoon() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Cluster) run() {
+	t := time.NewTicker(c.cfg.DutyInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+			c.duties()
+		case <-c.kick:
+		}
+		c.reconcile()
+	}
+}
+
+// reconcile opens the groups of the topics placed on this node and closes
+// those no longer placed here.
+func (c *Cluster) reconcile() {
+	mm := c.metaMachine()
+	if mm == nil {
+		return
+	}
+	p := mm.view()
+	c.mu.Lock()
+	var closing []*localTopic
+	for topic, lt := range c.topics {
+		a, ok := p.Topics[topic]
+		if !ok || !a.Has(c.cfg.Self) || a.Created != lt.created {
+			closing = append(closing, lt)
+			delete(c.topics, topic)
+		}
+	}
+	var opening []string
+	for topic, a := range p.Topics {
+		if _, ok := c.topics[topic]; !ok && a.Has(c.cfg.Self) {
+			opening = append(opening, topic)
+		}
+	}
+	c.mu.Unlock()
+	for _, lt := range closing {
+		c.host.RemoveGroup(lt.group)
+		closeStorage(lt.storage)
+		c.cfg.Topics.CloseTopic(lt.topic, true)
+		if err := c.cfg.FS.RemoveAll(c.groupDir(lt.group)); err != nil {
+			c.log.Warn("remove a replica's log", "topic", lt.topic, "err", err)
+		}
+	}
+	slices.Sort(opening)
+	for _, topic := range opening {
+		if err := c.openTopic(topic, *p.Topics[topic]); err != nil {
+			c.log.Error("open replicated topic", "topic", topic, "err", err)
+		}
+	}
+}
+
+func (c *Cluster) groupDir(group string) string { return filepath.Join(c.cfg.Dir, "groups", group) }
+
+func (c *Cluster) openTopic(topic string, a Assignment) error {
+	group := GroupName(topic, a.Created)
+	st, err := c.cfg.OpenStorage(c.groupDir(group))
+	if err != nil {
+		return fmt.Errorf("open log of %s: %w", group, err)
+	}
+	sm, applied, err := c.cfg.Topics.OpenTopic(topic, a)
+	if err != nil {
+		closeStorage(st)
+		return err
+	}
+	var boot []uint64
+	if a.Generation == 0 {
+		boot = a.Members
+	}
+	gc := GroupConfig{Name: group, Storage: st, Machine: sm, Bootstrap: boot, Applied: applied,
+		OnLeader: func(l uint64) { c.cfg.Topics.LeaderChanged(topic, l) }}
+	if err := c.host.AddGroup(gc); err != nil {
+		closeStorage(st)
+		c.cfg.Topics.CloseTopic(topic, false)
+		return err
+	}
+	c.mu.Lock()
+	c.topics[topic] = &localTopic{topic: topic, group: group, created: a.Created, storage: st}
+	c.mu.Unlock()
+	return nil
+}
+
+// Assignment returns where topic is replicated, when it is.
+func (c *Cluster) Assignment(topic string) (Assignment, bool) {
+	mm := c.metaMachine()
+	if mm == nil {
+		return Assignment{}, false
+	}
+	return mm.assignment(topic)
+}
+
+// TopicStatus returns the status of this node's replica of topic.
+func (c *Cluster) TopicStatus(topic string) (GroupStatus, bool) {
+	c.mu.Lock()
+	lt := c.topics[topic]
+	c.mu.Unlock()
+	if lt == nil {
+		return GroupStatus{}, false
+	}
+	return c.host.Status(lt.group)
+}
+
+// Addr returns the address of a node as the placement knows it.
+func (c *Cluster) Addr(node uint64) string {
+	if node == c.cfg.Self {
+		return c.cfg.SelfAddr
+	}
+	if mm := c.metaMachine(); mm != nil {
+		mm.mu.Lock()
+		defer mm.mu.Unlock()
+		if n, ok := mm.p.Nodes[node]; ok {
+			return n.Addr
+		}
+	}
+	if a, ok := c.cfg.Peers()[node]; ok {
+		return a
+	}
+	return ""
+}
+
+// CreateTopic makes topic replicated on replicas nodes (forming the meta
+// group first if the cluster has none) and returns its assignment once the
+// meta group committed it. Creating a topic that exists with the same
+// replicas returns its assignment.
+func (c *Cluster) CreateTopic(ctx context.Context, topic string, a Assignment) (Assignment, error) {
+	if err := c.ensureMeta(ctx); err != nil {
+		return Assignment{}, err
+	}
+	mm := c.metaMachine()
+	if old, ok := mm.assignment(topic); ok {
+		if old.Replicas != a.Replicas {
+			return old, fmt.Errorf("%w: %q has %d replicas", ErrTopicExists, topic, old.Replicas)
+		}
+		return old, nil
+	}
+	c.inviteLive(ctx)
+	var members []uint64
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		p := mm.view()
+		var live []uint64
+		for id := range c.liveNodes() {
+			if _, joined := p.Nodes[id]; joined {
+				live = append(live, id)
+			}
+		}
+		m, err := ChooseMembers(live, p.Load(), a.Replicas, c.cfg.Self)
+		if err == nil {
+			members = m
+			break
+		}
+		if time.Now().After(deadline) {
+			return Assignment{}, err
+		}
+		select {
+		case <-ctx.Done():
+			return Assignment{}, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	a.Members = members
+	if err := c.host.Propose(ctx, MetaGroup, EncodeCreateCmd(topic, a)); err != nil {
+		return Assignment{}, fmt.Errorf("replica: create %q: %w", topic, err)
+	}
+	got, ok := mm.assignment(topic)
+	if !ok {
+		return Assignment{}, fmt.Errorf("replica: create %q was not applied", topic)
+	}
+	if got.Replicas != a.Replicas {
+		return got, fmt.Errorf("%w: %q has %d replicas", ErrTopicExists, topic, got.Replicas)
+	}
+	if got.Has(c.cfg.Self) {
+		// Answer once the new group can take publishes here.
+		c.reconcileSoon()
+		for {
+			if st, ok := c.TopicStatus(topic); ok && st.Leader != 0 {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return got, nil
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	return got, nil
+}
+
+// DeleteTopic removes a replicated topic from every node.
+func (c *Cluster) DeleteTopic(ctx context.Context, topic string) error {
+	if c.metaMachine() == nil {
+		return ErrUnknownTopic
+	}
+	return c.host.Propose(ctx, MetaGroup, EncodeDeleteCmd(topic))
+}
+
+// Publish commits data (a publish command of the topic's state machine)
+// through topic's group: directly when this node holds a replica (a
+// follower forwards to the leader), else through a member. It returns
+// once a majority of the replicas has it on disk. While the group has no
+// leader (an election, a topic just created) it retries until ctx ends,
+// and then returns the last error.
+func (c *Cluster) Publish(ctx context.Context, topic string, data []byte) error {
+	var body []byte
+	for {
+		// An attempt whose forward was lost on the way (a full peer
+		// queue) is given up after a while and made again.
+		actx, cancel := context.WithTimeout(ctx, publishAttemptTimeout)
+		err := c.publishOnce(actx, topic, data, &body)
+		cancel()
+		if err == nil || ctx.Err() != nil || errors.Is(err, ErrStopped) || errors.Is(err, ErrGroupDown) {
+			return err
+		}
+		if _, known := c.Assignment(topic); !known && errors.Is(err, ErrUnknownTopic) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (c *Cluster) publishOnce(ctx context.Context, topic string, data []byte, body *[]byte) error {
+	c.mu.Lock()
+	lt := c.topics[topic]
+	c.mu.Unlock()
+	if lt != nil {
+		return c.host.Propose(ctx, lt.group, data)
+	}
+	a, ok := c.Assignment(topic)
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownTopic, topic)
+	}
+	if *body == nil {
+		b := make([]byte, 2+len(topic)+len(data))
+		binary.BigEndian.PutUint16(b, uint16(len(topic)))
+		copy(b[2:], topic)
+		copy(b[2+len(topic):], data)
+		*body = b
+	}
+	var err error
+	for _, m := range a.Members {
+		if _, err = c.cfg.Requester.Request(ctx, m, "publish", *body); err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("replica: forward to %q's replicas: %w", topic, err)
+}
+
+// Propose proposes data to the group of topic held on this node (channel
+// state changes). It returns once applied here.
+func (c *Cluster) Propose(ctx context.Context, topic string, data []byte) error {
+	c.mu.Lock()
+	lt := c.topics[topic]
+	c.mu.Unlock()
+	if lt == nil {
+		return fmt.Errorf("%w: %q on this node", ErrUnknownTopic, topic)
+	}
+	return c.host.Propose(ctx, lt.group, data)
+}
+
+// liveNodes returns the nodes discovered now, this node included.
+func (c *Cluster) liveNodes() map[uint64]string {
+	live := make(map[uint64]string)
+	for id, addr := range c.cfg.Peers() {
+		live[id] = addr
+	}
+	live[c.cfg.Self] = c.cfg.SelfAddr
+	return live
+}
+
+// inviteLive asks every live node that has not joined the meta group to
+// join it (each at most every 10 s).
+func (c *Cluster) inviteLive(ctx context.Context) {
+	mm := c.metaMachine()
+	if mm == nil {
+		return
+	}
+	p := mm.view()
+	now := time.Now()
+	var wg sync.WaitGroup
+	for id := range c.liveNodes() {
+		if _, ok := p.Nodes[id]; ok || id == c.cfg.Self {
+			continue
+		}
+		c.mu.Lock()
+		recent := now.Sub(c.invited[id]) < 10*time.Second
+		if !recent {
+			c.invited[id] = now
+		}
+		c.mu.Unlock()
+		if recent {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+			defer cancel()
+			if _, err := c.cfg.Requester.Request(rctx, id, "meta.invite", nil); err != nil {
+				c.log.Debug("invite a node to the meta group", "node", fmt.Sprintf("%x", id), "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// duties runs about once a second: liveness, the meta leader's work, and
+// the topic leaders' membership changes.
+func (c *Cluster) duties() {
+	now := time.Now()
+	c.mu.Lock()
+	for id := range c.liveNodes() {
+		c.lastSeen[id] = now
+	}
+	c.mu.Unlock()
+	mm := c.metaMachine()
+	if mm == nil {
+		return
+	}
+	p := mm.view()
+	if _, ok := p.Nodes[c.cfg.Self]; !ok {
+		ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
+		err := c.host.Propose(ctx, MetaGroup, EncodeNodeCmd(c.cfg.Self, c.cfg.SelfAddr))
+		cancel()
+		if err != nil {
+			c.log.Debug("register in the meta group", "err", err)
+		}
+	}
+	if st, ok := c.host.Status(MetaGroup); ok && st.IsLead {
+		c.metaLeaderDuties(p, st, now)
+	}
+	c.topicLeaderDuties(p)
+}
+
+func (c *Cluster) metaLeaderDuties(p *Placement, st GroupStatus, now time.Time) {
+	if len(p.Topics) > 0 {
+		c.inviteLive(c.ctx)
+	}
+	// Bring the voters up to MetaVoters from the learners.
+	if len(st.Voters) < MetaVoters && len(st.Learners) > 0 {
+		l := slices.Min(st.Learners)
+		cc := &raftpb.ConfChange{Type: raftpb.ConfChangeAddNode.Enum(), NodeId: &l}
+		if err := c.host.ProposeConfChange(MetaGroup, cc); err != nil {
+			c.log.Debug("promote a meta learner", "err", err)
+		}
+	}
+	// Replace members gone longer than the replica timeout, one per round.
+	c.mu.Lock()
+	var live []uint64
+	for id := range p.Nodes {
+		if seen, ok := c.lastSeen[id]; ok && now.Sub(seen) < c.cfg.ReplicaTimeout {
+			live = append(live, id)
+		}
+	}
+	gone := func(id uint64) bool {
+		seen, ok := c.lastSeen[id]
+		return ok && now.Sub(seen) >= c.cfg.ReplicaTimeout
+	}
+	c.mu.Unlock()
+	topics := make([]string, 0, len(p.Topics))
+	for t := range p.Topics {
+		topics = append(topics, t)
+	}
+	slices.Sort(topics)
+	load := p.Load()
+	for _, topic := range topics {
+		a := p.Topics[topic]
+		for _, m := range a.Members {
+			if !gone(m) {
+				continue
+			}
+			r := ChooseReplacement(a, live, load)
+			if r == 0 {
+				break
+			}
+			c.log.Info("replacing a lost replica", "topic", topic, "lost", c.Addr(m), "new", c.Addr(r))
+			ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
+			err := c.host.Propose(ctx, MetaGroup, EncodeReplaceCmd(topic, m, r))
+			cancel()
+			if err != nil {
+				c.log.Warn("replace a lost replica", "topic", topic, "err", err)
+			}
+			return
+		}
+	}
+}
+
+// topicLeaderDuties makes each topic group this node leads match its
+// assignment: a member missing from the group is added, then a voter no
+// longer a member removed, one change at a time.
+func (c *Cluster) topicLeaderDuties(p *Placement) {
+	c.mu.Lock()
+	lts := make([]*localTopic, 0, len(c.topics))
+	for _, lt := range c.topics {
+		lts = append(lts, lt)
+	}
+	c.mu.Unlock()
+	for _, lt := range lts {
+		st, ok := c.host.Status(lt.group)
+		if !ok || !st.IsLead {
+			continue
+		}
+		a, ok := p.Topics[lt.topic]
+		if !ok || a.Created != lt.created {
+			continue
+		}
+		var cc *raftpb.ConfChange
+		for _, m := range a.Members {
+			if !slices.Contains(st.Voters, m) {
+				cc = &raftpb.ConfChange{Type: raftpb.ConfChangeAddNode.Enum(), NodeId: &m}
+				break
+			}
+		}
+		if cc == nil {
+			for _, v := range st.Voters {
+				if !a.Has(v) {
+					cc = &raftpb.ConfChange{Type: raftpb.ConfChangeRemoveNode.Enum(), NodeId: &v}
+					break
+				}
+			}
+		}
+		if cc != nil {
+			if err := c.host.ProposeConfChange(lt.group, cc); err != nil {
+				c.log.Debug("change a topic group's membership", "topic", lt.topic, "err", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,373 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluicemq/sluice/store"
+)
+
+// reqNet carries requests between in-process clusters over memNet's links.
+type reqNet struct {
+	net      *memNet
+	mu       sync.Mutex
+	handlers map[uint64]RequestHandler
+}
+
+type memRequester struct {
+	rn   *reqNet
+	from uint64
+}
+
+func (r memRequester) Request(ctx context.Context, to uint64, kind string, body []byte) ([]byte, error) {
+	r.rn.net.mu.Lock()
+	_, up := r.rn.net.nodes[to]
+	cut := r.rn.net.cut[[2]uint64{r.from, to}]
+	r.rn.net.mu.Unlock()
+	r.rn.mu.Lock()
+	h := r.rn.handlers[to]
+	r.rn.mu.Unlock()
+	if !up || cut || h == nil {
+		return nil, fmt.Errorf("node %d unreachable", to)
+	}
+	type answer struct {
+		b   []byte
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		b, err := h.HandleRequest(ctx, r.from, kind, append([]byte(nil), body...))
+		if err != nil {
+			err = &RemoteError{Msg: err.Error()}
+		}
+		done <- answer{b, err}
+	}()
+	select {
+	case a := <-done:
+		return a.b, a.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// fakeTopics is a TopicHost whose topics are model machines.
+type fakeTopics struct {
+	mu       sync.Mutex
+	machines map[string]*modelMachine
+	closed   map[string]bool
+	leaders  map[string]uint64
+}
+
+func newFakeTopics() *fakeTopics {
+	return &fakeTopics{machines: make(map[string]*modelMachine), closed: make(map[string]bool), leaders: make(map[string]uint64)}
+}
+
+func (f *fakeTopics) OpenTopic(topic string, a Assignment) (StateMachine, uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m := f.machines[topic]
+	if m == nil {
+		m = &modelMachine{}
+		f.machines[topic] = m
+	}
+	delete(f.closed, topic)
+	applied, _ := m.snapshot()
+	return m, applied, nil
+}
+
+func (f *fakeTopics) CloseTopic(topic string, deleted bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed[topic] = true
+	if deleted {
+		delete(f.machines, topic)
+	}
+}
+
+func (f *fakeTopics) LeaderChanged(topic string, leader uint64) {
+	f.mu.Lock()
+	f.leaders[topic] = leader
+	f.mu.Unlock()
+}
+
+func (f *fakeTopics) machine(topic string) *modelMachine {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.machines[topic]
+}
+
+type clusterNode struct {
+	id      uint64
+	fs      *store.MemFS
+	topics  *fakeTopics
+	cluster *Cluster
+	mn      *memNode
+	stores  map[string]*memStorage // by dir, survive restarts
+}
+
+type testCl struct {
+	t     *testing.T
+	net   *memNet
+	rn    *reqNet
+	nodes map[uint64]*clusterNode
+	// hidden nodes are left out of every node's view of the live nodes,
+	// as nsqlookupd drops a node whose connection ended
+	hidden map[uint64]bool
+	mu     sync.Mutex
+}
+
+func newTestCl(t *testing.T, n int) *testCl {
+	t.Helper()
+	net := newMemNet(1)
+	tc := &testCl{t: t, net: net, rn: &reqNet{net: net, handlers: make(map[uint64]RequestHandler)},
+		nodes: make(map[uint64]*clusterNode), hidden: make(map[uint64]bool)}
+	for i := 1; i <= n; i++ {
+		cn := &clusterNode{id: uint64(i * 100), fs: store.NewMemFS(), topics: newFakeTopics(), stores: make(map[string]*memStorage)}
+		tc.nodes[cn.id] = cn
+	}
+	for _, cn := range tc.nodes {
+		tc.start(cn)
+	}
+	t.Cleanup(func() {
+		for _, cn := range tc.nodes {
+			tc.stop(cn)
+		}
+	})
+	return tc
+}
+
+func (tc *testCl) peers() map[uint64]string {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	out := make(map[uint64]string)
+	for id := range tc.nodes {
+		if !tc.hidden[id] {
+			out[id] = fmt.Sprintf("127.0.0.1:%d", id)
+		}
+	}
+	return out
+}
+
+func (tc *testCl) start(cn *clusterNode) {
+	tc.t.Helper()
+	open := func(dir string) (GroupStorage, error) {
+		tc.mu.Lock()
+		defer tc.mu.Unlock()
+		s := cn.stores[dir]
+		if s == nil {
+			s = newMemStorage()
+			cn.stores[dir] = s
+		}
+		return s, nil
+	}
+	cl := NewCluster(ClusterConfig{
+		Self: cn.id, SelfAddr: fmt.Sprintf("127.0.0.1:%d", cn.id), Dir: "/data/replicated", FS: cn.fs,
+		OpenStorage: open, Transport: memTransport{net: tc.net, from: cn.id},
+		Requester: memRequester{rn: tc.rn, from: cn.id}, Peers: tc.peers, Topics: cn.topics,
+		Logger: quietLogger(), Tick: 20 * time.Millisecond, ElectionTicks: 10,
+		ReplicaTimeout: time.Second, DutyInterval: 100 * time.Millisecond,
+	})
+	mn := &memNode{id: cn.id, net: tc.net, inbox: make(chan []Envelope, 1024), done: make(chan struct{}), host: cl.Host()}
+	mn.wg.Add(1)
+	go func() {
+		defer mn.wg.Done()
+		for {
+			select {
+			case <-mn.done:
+				return
+			case msgs := <-mn.inbox:
+				cl.Host().Receive(msgs)
+			}
+		}
+	}()
+	tc.net.mu.Lock()
+	tc.net.nodes[cn.id] = mn
+	tc.net.mu.Unlock()
+	tc.rn.mu.Lock()
+	tc.rn.handlers[cn.id] = cl
+	tc.rn.mu.Unlock()
+	if err := cl.Start(); err != nil {
+		tc.t.Fatal(err)
+	}
+	cn.cluster, cn.mn = cl, mn
+}
+
+func (tc *testCl) stop(cn *clusterNode) {
+	if cn.cluster == nil {
+		return
+	}
+	tc.net.mu.Lock()
+	delete(tc.net.nodes, cn.id)
+	tc.net.mu.Unlock()
+	tc.rn.mu.Lock()
+	delete(tc.rn.handlers, cn.id)
+	tc.rn.mu.Unlock()
+	close(cn.mn.done)
+	cn.mn.wg.Wait()
+	cn.cluster.Close()
+	cn.cluster = nil
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func applied(m *modelMachine) []string {
+	if m == nil {
+		return nil
+	}
+	_, cmds := m.snapshot()
+	out := make([]string, len(cmds))
+	for i, c := range cmds {
+		out[i] = string(c.Data)
+	}
+	return out
+}
+
+func TestReplicatedTopicFormsMetaGroupAndReplicatesPublishesFromAnyNode(t *testing.T) {
+	tc := newTestCl(t, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	creator := tc.nodes[200]
+	a, err := creator.cluster.CreateTopic(ctx, "orders", Assignment{Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Members) != 3 || !a.Has(200) {
+		t.Fatalf("assignment %+v: want 3 members including the creator", a)
+	}
+	// Creating again with the same replicas is idempotent; with others
+	// it is refused.
+	if b, err := tc.nodes[100].cluster.CreateTopic(ctx, "orders", Assignment{Replicas: 3}); err != nil || !slices.Equal(b.Members, a.Members) {
+		t.Fatalf("create again: %+v %v", b, err)
+	}
+	if _, err := tc.nodes[100].cluster.CreateTopic(ctx, "orders", Assignment{Replicas: 2}); !errors.Is(err, ErrTopicExists) {
+		t.Fatalf("create with other replicas: %v", err)
+	}
+	var want []string
+	for id, cn := range tc.nodes {
+		for i := 0; i < 5; i++ {
+			msg := fmt.Sprintf("from-%d-%d", id, i)
+			if err := cn.cluster.Publish(ctx, "orders", []byte(msg)); err != nil {
+				t.Fatalf("publish on node %d (member %v): %v", id, a.Has(id), err)
+			}
+			want = append(want, msg)
+		}
+	}
+	slices.Sort(want)
+	for _, m := range a.Members {
+		cn := tc.nodes[m]
+		waitFor(t, fmt.Sprintf("node %d applies all", m), 10*time.Second, func() bool {
+			return len(applied(cn.topics.machine("orders"))) == len(want)
+		})
+		got := applied(cn.topics.machine("orders"))
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Fatalf("node %d applied %v, want %v", m, got, want)
+		}
+	}
+	for id, cn := range tc.nodes {
+		if !a.Has(id) && cn.topics.machine("orders") != nil {
+			t.Fatalf("node %d holds no replica but opened the topic", id)
+		}
+	}
+	// Every node, member or not, learnt the placement.
+	for id, cn := range tc.nodes {
+		waitFor(t, fmt.Sprintf("node %d knows the placement", id), 10*time.Second, func() bool {
+			got, ok := cn.cluster.Assignment("orders")
+			return ok && slices.Equal(got.Members, a.Members)
+		})
+	}
+}
+
+func TestLostReplicaIsReplacedAndTheNewOneHoldsEveryMessage(t *testing.T) {
+	tc := newTestCl(t, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, err := tc.nodes[100].cluster.CreateTopic(ctx, "orders", Assignment{Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spare uint64
+	for id := range tc.nodes {
+		if !a.Has(id) {
+			spare = id
+		}
+	}
+	for i := 0; i < 20; i++ {
+		if err := tc.nodes[100].cluster.Publish(ctx, "orders", []byte(fmt.Sprintf("m%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Lose a member other than the creator for good.
+	var lost uint64
+	for _, m := range a.Members {
+		if m != 100 {
+			lost = m
+			break
+		}
+	}
+	tc.stop(tc.nodes[lost])
+	tc.mu.Lock()
+	tc.hidden[lost] = true
+	tc.mu.Unlock()
+	for i := 20; i < 30; i++ {
+		if err := tc.nodes[100].cluster.Publish(ctx, "orders", []byte(fmt.Sprintf("m%d", i))); err != nil {
+			t.Fatalf("publish with one replica lost: %v", err)
+		}
+	}
+	waitFor(t, "the lost replica is replaced in the placement", 15*time.Second, func() bool {
+		got, _ := tc.nodes[100].cluster.Assignment("orders")
+		return got.Has(spare) && !got.Has(lost)
+	})
+	waitFor(t, "the new replica holds every message", 15*time.Second, func() bool {
+		return len(applied(tc.nodes[spare].topics.machine("orders"))) == 30
+	})
+	waitFor(t, "the group's voters are the new members", 15*time.Second, func() bool {
+		st, ok := tc.nodes[spare].cluster.TopicStatus("orders")
+		return ok && len(st.Voters) == 3 && !slices.Contains(st.Voters, lost) && slices.Contains(st.Voters, spare)
+	})
+}
+
+func TestMetaFormationSurvivesRestartOfEveryNode(t *testing.T) {
+	tc := newTestCl(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := tc.nodes[300].cluster.CreateTopic(ctx, "orders", Assignment{Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tc.nodes[300].cluster.Publish(ctx, "orders", []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	for _, cn := range tc.nodes {
+		tc.stop(cn)
+	}
+	for _, cn := range tc.nodes {
+		tc.start(cn)
+	}
+	for _, cn := range tc.nodes {
+		if _, ok := cn.cluster.Assignment("orders"); !ok {
+			t.Fatalf("node %d lost the placement across a restart", cn.id)
+		}
+	}
+	if err := tc.nodes[100].cluster.Publish(ctx, "orders", []byte("after")); err != nil {
+		t.Fatalf("publish after restarting every node: %v", err)
+	}
+	for _, cn := range tc.nodes {
+		waitFor(t, fmt.Sprintf("node %d applies both", cn.id), 10*time.Second, func() bool {
+			return slices.Equal(applied(cn.topics.machine("orders")), []string{"before", "after"})
+		})
+	}
+}
