@@ -58,7 +58,7 @@ type GroupStorage interface {
 	// entries up to the applied index are applied; InitialState returns
 	// it after a restart (raft does not apply a conf change again when
 	// restarted with Applied past it).
-	SetConfState(cs *raftpb.ConfState) error
+	SetConfState(index uint64, cs *raftpb.ConfState) error
 }
 
 // Command is one committed proposal, as the state machine sees it.
@@ -762,7 +762,7 @@ func (h *Host) applyConfChange(g *group, e *raftpb.Entry) error {
 	}
 	g.mu.Unlock()
 	if cs != nil {
-		if err := g.storage.SetConfState(cs); err != nil {
+		if err := g.storage.SetConfState(e.GetIndex(), cs); err != nil {
 			return fmt.Errorf("record membership at %d: %w", e.GetIndex(), err)
 		}
 	}

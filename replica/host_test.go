@@ -28,7 +28,7 @@ type memStorage struct {
 	cs    *raftpb.ConfState
 }
 
-func (m *memStorage) SetConfState(cs *raftpb.ConfState) error {
+func (m *memStorage) SetConfState(_ uint64, cs *raftpb.ConfState) error {
 	m.cs = proto.CloneOf(cs)
 	return nil
 }

@@ -1,0 +1,153 @@
+package replica
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/sluicemq/sluice/store"
+)
+
+// diskNode runs a host over the real Storage on a MemFS, which keeps only
+// what was synced when it crashes.
+type diskNode struct {
+	id      uint64
+	fs      *store.MemFS
+	storage *Storage
+	machine *modelMachine
+	mn      *memNode
+}
+
+func startDiskNode(t *testing.T, net *memNet, dn *diskNode, ids []uint64) {
+	t.Helper()
+	st, err := OpenStorage(dn.fs, "/raft", StorageOptions{SegmentSize: 4096, Logger: quietLogger()})
+	if err != nil {
+		t.Fatalf("node %d: open storage: %v", dn.id, err)
+	}
+	dn.storage = st
+	h := NewHost(HostConfig{ID: dn.id, Transport: memTransport{net: net, from: dn.id}, Logger: quietLogger(),
+		Tick: 20 * time.Millisecond, ElectionTicks: 10})
+	applied, _ := dn.machine.snapshot()
+	if err := h.AddGroup(GroupConfig{Name: "orders", Storage: st, Machine: dn.machine, Bootstrap: ids, Applied: applied}); err != nil {
+		t.Fatal(err)
+	}
+	h.Start()
+	mn := &memNode{id: dn.id, net: net, inbox: make(chan []Envelope, 1024), done: make(chan struct{}), host: h}
+	mn.wg.Add(1)
+	go func() {
+		defer mn.wg.Done()
+		for {
+			select {
+			case <-mn.done:
+				return
+			case msgs := <-mn.inbox:
+				h.Receive(msgs)
+			}
+		}
+	}()
+	net.mu.Lock()
+	net.nodes[dn.id] = mn
+	net.mu.Unlock()
+	dn.mn = mn
+}
+
+func stopDiskNode(net *memNet, dn *diskNode) {
+	if dn.mn == nil {
+		return
+	}
+	net.mu.Lock()
+	delete(net.nodes, dn.id)
+	net.mu.Unlock()
+	close(dn.mn.done)
+	dn.mn.wg.Wait()
+	dn.mn.host.Close()
+	dn.storage.Close()
+	dn.mn = nil
+}
+
+func TestGroupOnDiskSurvivesACrashThatDropsUnsyncedWrites(t *testing.T) {
+	net := newMemNet(5)
+	ids := []uint64{1, 2, 3}
+	var nodes []*diskNode
+	for _, id := range ids {
+		dn := &diskNode{id: id, fs: store.NewMemFS(), machine: &modelMachine{}}
+		nodes = append(nodes, dn)
+		startDiskNode(t, net, dn, ids)
+	}
+	t.Cleanup(func() {
+		for _, dn := range nodes {
+			stopDiskNode(net, dn)
+		}
+	})
+	leaderOf := func() *diskNode {
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			for _, dn := range nodes {
+				if dn.mn != nil {
+					if st, ok := dn.mn.host.Status("orders"); ok && st.IsLead {
+						return dn
+					}
+				}
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Fatal("no leader")
+		return nil
+	}
+	var acked []string
+	publish := func(from *diskNode, n int, tag string) {
+		for i := 0; i < n; i++ {
+			d := fmt.Sprintf("%s-%d", tag, i)
+			if err := propose(from.mn.host, "orders", d, 5*time.Second); err != nil {
+				t.Fatalf("propose %s: %v", d, err)
+			}
+			acked = append(acked, d)
+		}
+	}
+	publish(leaderOf(), 40, "a")
+	// Crash the leader: its file system keeps only what was synced.
+	victim := leaderOf()
+	stopDiskNode(net, victim)
+	victim.fs.Crash()
+	publish(leaderOf(), 40, "b")
+	startDiskNode(t, net, victim, nil)
+	if len(victim.storage.Recovery().Cut) > 0 {
+		t.Logf("recovery cut: %v", victim.storage.Recovery().Cut)
+	}
+	publish(leaderOf(), 20, "c")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		done := true
+		for _, dn := range nodes {
+			if _, cmds := dn.machine.snapshot(); len(cmds) != len(acked) {
+				done = false
+			}
+		}
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			for _, dn := range nodes {
+				_, cmds := dn.machine.snapshot()
+				t.Logf("node %d applied %d", dn.id, len(cmds))
+			}
+			t.Fatalf("nodes did not all apply the %d acknowledged proposals", len(acked))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, dn := range nodes {
+		got := applied(dn.machine)
+		slices.Sort(got)
+		want := slices.Clone(acked)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Fatalf("node %d applied a different set", dn.id)
+		}
+		// The membership survived the restart (conf.state).
+		st, _ := dn.mn.host.Status("orders")
+		if len(st.Voters) != 3 {
+			t.Fatalf("node %d voters %v after restart, want 3", dn.id, st.Voters)
+		}
+	}
+}
