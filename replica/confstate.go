@@ -22,7 +22,6 @@ import (
 
 const confFile = "conf.state"
 
-
 // SetConfState records durably (before it returns) the membership cs
 // that the conf change at index made.
 func (s *Storage) SetConfState(index uint64, cs *pb.ConfState) error {
