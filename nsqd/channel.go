@@ -47,6 +47,7 @@ type Channel struct {
 	clients       map[uint64]*client
 	waiters       []*client
 	paused        bool
+	standby       bool // a replicated topic's follower: delivers nothing
 	exiting       bool
 	everHadClient bool
 	active        int           // consumers pumping or waiting: demand for disk messages
@@ -269,7 +270,7 @@ func (c *Channel) wantRefillLocked() bool {
 	if c.dropPending > 0 {
 		return true
 	}
-	if c.paused {
+	if c.paused || c.standby {
 		return false
 	}
 	if c.active > 0 {
@@ -453,7 +454,7 @@ func (c *Channel) removeClient(cl *client) {
 
 // readyLocked reports whether cl may be sent another message.
 func (c *Channel) readyLocked(cl *client) bool {
-	if c.paused || c.exiting || cl.state.Load() != stateSubscribed || c.clients[cl.id] != cl {
+	if c.paused || c.standby || c.exiting || cl.state.Load() != stateSubscribed || c.clients[cl.id] != cl {
 		return false
 	}
 	rdy := cl.readyCount.Load()
@@ -819,6 +820,18 @@ func (c *Channel) setPaused(paused bool) {
 	c.paused = paused
 	if !paused {
 		c.kickAllLocked()
+	}
+	c.mu.Unlock()
+}
+
+// setStandby stops (on) or resumes delivery for a replicated topic whose
+// group this node stops or starts leading.
+func (c *Channel) setStandby(on bool) {
+	c.mu.Lock()
+	c.standby = on
+	if !on {
+		c.kickAllLocked()
+		c.signalRefillLocked()
 	}
 	c.mu.Unlock()
 }

@@ -39,12 +39,14 @@ const durableStaging = 32768
 type topicConfig struct {
 	durable   bool
 	retention store.Retention
+	replicas  int // > 0: a replicated topic (durable)
 }
 
 // topicSettings is topic.json in a durable topic's folder.
 type topicSettings struct {
 	RetentionTime  string `json:"retention_time,omitempty"`
 	RetentionBytes int64  `json:"retention_bytes,omitempty"`
+	Replicas       int    `json:"replicas,omitempty"` // a replicated topic's
 }
 
 // durableTopic is the store side of a durable topic.
@@ -53,6 +55,7 @@ type durableTopic struct {
 	log       *store.Log
 	journal   *store.Journal
 	retention store.Retention
+	replicas  int                      // a replicated topic's replicas (topic.json); 0 otherwise
 	restored  map[string]*store.Cursor // cursors read at open, taken by channels as they are created
 	paused    atomic.Bool              // mirrors Topic.paused for the channels' loaders
 
@@ -95,11 +98,13 @@ func (n *NSQD) openDurableTopic(name string, cfg topicConfig) (*durableTopic, er
 	fs := store.OSFS{}
 	settingsPath := filepath.Join(dir, "topic.json")
 	retention := cfg.retention
+	replicas := cfg.replicas
 	if data, err := os.ReadFile(settingsPath); err == nil {
 		var ts topicSettings
 		if err := json.Unmarshal(data, &ts); err != nil {
 			return nil, fmt.Errorf("read durable topic settings %s: %w", settingsPath, err)
 		}
+		replicas = ts.Replicas
 		retention.Bytes = ts.RetentionBytes
 		retention.Time = 0
 		if ts.RetentionTime != "" {
@@ -115,7 +120,7 @@ func (n *NSQD) openDurableTopic(name string, cfg topicConfig) (*durableTopic, er
 		if err := fs.MkdirAll(dir); err != nil {
 			return nil, fmt.Errorf("create durable topic folder: %w", err)
 		}
-		if err := n.writeTopicSettings(dir, retention); err != nil {
+		if err := n.writeTopicSettings(dir, retention, replicas); err != nil {
 			return nil, err
 		}
 		for _, parent := range []string{n.durableRoot(), dataPathOf(n.opts)} {
@@ -152,7 +157,7 @@ func (n *NSQD) openDurableTopic(name string, cfg topicConfig) (*durableTopic, er
 		j.Close()
 		return nil, err
 	}
-	dt := &durableTopic{dir: dir, log: l, journal: j, retention: retention, restored: cursors}
+	dt := &durableTopic{dir: dir, log: l, journal: j, retention: retention, replicas: replicas, restored: cursors}
 	if tc, ok := cursors[store.TopicCursor]; ok {
 		dt.topicCursor = tc
 		delete(cursors, store.TopicCursor)
@@ -163,8 +168,8 @@ func (n *NSQD) openDurableTopic(name string, cfg topicConfig) (*durableTopic, er
 	return dt, nil
 }
 
-func (n *NSQD) writeTopicSettings(dir string, r store.Retention) error {
-	ts := topicSettings{RetentionBytes: r.Bytes}
+func (n *NSQD) writeTopicSettings(dir string, r store.Retention, replicas int) error {
+	ts := topicSettings{RetentionBytes: r.Bytes, Replicas: replicas}
 	if r.Time > 0 {
 		ts.RetentionTime = r.Time.String()
 	}
@@ -226,17 +231,9 @@ func (t *Topic) putDurable(ents []qentry) error {
 	if len(ents) > len(scratch) {
 		sents = make([]store.Entry, 0, len(ents))
 	}
-	for _, e := range ents {
-		if e.m != nil {
-			m := e.m
-			se := store.Entry{TS: m.Timestamp, Body: m.Body}
-			if m.deferBy > 0 {
-				se.DeliverAt = m.Timestamp + int64(m.deferBy)
-			}
-			sents = append(sents, se)
-			continue
-		}
-		sents = append(sents, store.Entry{TS: e.b.ts, Packed: e.b.data[e.off:], Count: int(e.end - e.idx)})
+	sents = storeEntries(ents, sents)
+	if t.repl != nil {
+		return t.repl.publish(sents)
 	}
 	r, err := t.nsqd.committer.Append(t.dur.log, sents)
 	clear(sents)
@@ -249,6 +246,23 @@ func (t *Topic) putDurable(ents []qentry) error {
 	}
 	t.nsqd.setHealth(nil)
 	return nil
+}
+
+// storeEntries appends the log entries of ents to sents.
+func storeEntries(ents []qentry, sents []store.Entry) []store.Entry {
+	for _, e := range ents {
+		if e.m != nil {
+			m := e.m
+			se := store.Entry{TS: m.Timestamp, Body: m.Body}
+			if m.deferBy > 0 {
+				se.DeliverAt = m.Timestamp + int64(m.deferBy)
+			}
+			sents = append(sents, se)
+			continue
+		}
+		sents = append(sents, store.Entry{TS: e.b.ts, Packed: e.b.data[e.off:], Count: int(e.end - e.idx)})
+	}
+	return sents
 }
 
 // retain removes finished segments and compacts the journal when it has
@@ -581,6 +595,34 @@ func (c *Channel) emptyDurable() error {
 		return dl.dt.journal.SetState(c.name, snap, true)
 	}
 	return nil
+}
+
+// takeCursor replaces the channel's progress by the replicated topic
+// leader's: what it holds in memory goes (it is reloaded from the log when
+// this node leads), and the journal keeps the new cursor.
+func (c *Channel) takeCursor(cur *store.Cursor) {
+	dl := c.dlog
+	if dl == nil {
+		return
+	}
+	dl.readMu.Lock()
+	defer dl.readMu.Unlock()
+	c.mu.Lock()
+	dl.cursor = cur
+	dl.reader.Seek(cur.Floor)
+	c.mem = msgQueue{}
+	c.inFlight = newInFlight()
+	c.deferred = nil
+	for _, cl := range c.clients {
+		cl.inFlightCount.Store(0)
+	}
+	snap := cur.Clone()
+	c.mu.Unlock()
+	if dl.persist {
+		if err := dl.dt.journal.SetState(c.name, snap, false); err != nil {
+			c.log().Error("journal a replicated cursor", "err", err)
+		}
+	}
 }
 
 // closeDurable records the attempts and deadlines of what the channel holds

@@ -2,6 +2,7 @@ package nsqd
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -40,6 +41,10 @@ func publishError(err error) error {
 	var dl *depthLimitError
 	if errors.As(err, &dl) {
 		return errf(http.StatusServiceUnavailable, "PUB_FAILED: "+dl.Error())
+	}
+	var re *replicationError
+	if errors.As(err, &re) {
+		return errf(http.StatusServiceUnavailable, "PUB_FAILED: "+re.Error())
 	}
 	return errf(http.StatusServiceUnavailable, "EXITING")
 }
@@ -337,6 +342,9 @@ func (n *NSQD) doTopicCreate(_ http.ResponseWriter, r *http.Request, _ httproute
 	if cfg.durable && protocol.IsEphemeral(name) {
 		return nil, errf(http.StatusBadRequest, "INVALID_ARG_DURABLE: ephemeral topics are never durable")
 	}
+	if cfg.replicas > 0 {
+		return nil, n.doReplicatedCreate(r.Context(), name, cfg, policy, setPolicy)
+	}
 	t, err := n.getTopicWith(name, cfg)
 	if err != nil {
 		if errors.Is(err, errExiting) {
@@ -361,7 +369,8 @@ func (n *NSQD) topicConfigFromQuery(q url.Values) (*topicConfig, error) {
 	_, hasD := q["durable"]
 	_, hasT := q["retention_time"]
 	_, hasB := q["retention_bytes"]
-	if !hasD && !hasT && !hasB {
+	_, hasR := q["replicas"]
+	if !hasD && !hasT && !hasB && !hasR {
 		return nil, nil
 	}
 	cfg := n.defaultTopicConfig(q.Get("topic"))
@@ -387,6 +396,16 @@ func (n *NSQD) topicConfigFromQuery(q url.Values) (*topicConfig, error) {
 		}
 		cfg.retention.Bytes = b
 	}
+	if hasR {
+		r, err := strconv.Atoi(q.Get("replicas"))
+		if err != nil || r < 1 || r > maxReplicas {
+			return nil, errf(http.StatusBadRequest, fmt.Sprintf("INVALID_ARG_REPLICAS: replicas must be an integer from 1 to %d, got %q", maxReplicas, q.Get("replicas")))
+		}
+		if hasD && !cfg.durable {
+			return nil, errf(http.StatusBadRequest, "INVALID_ARG_REPLICAS: replicated topics are durable (durable=false given)")
+		}
+		cfg.durable, cfg.replicas = true, r
+	}
 	if (hasT || hasB) && !cfg.durable {
 		return nil, errf(http.StatusBadRequest, "INVALID_ARG_RETENTION: retention_time and retention_bytes apply to durable topics only")
 	}
@@ -398,6 +417,16 @@ func (n *NSQD) doTopicDelete(_ http.ResponseWriter, r *http.Request, _ httproute
 	name := q.Get("topic")
 	if name == "" {
 		return nil, errf(http.StatusBadRequest, "MISSING_ARG_TOPIC")
+	}
+	if n.cluster != nil {
+		if _, ok := n.cluster.Assignment(name); ok {
+			ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+			defer cancel()
+			if err := n.cluster.DeleteTopic(ctx, name); err != nil {
+				return nil, errf(http.StatusServiceUnavailable, "REPLICATION_FAILED: "+err.Error())
+			}
+			return nil, nil
+		}
 	}
 	if err := n.DeleteTopic(name); err != nil {
 		return nil, errf(http.StatusNotFound, "TOPIC_NOT_FOUND")

@@ -30,6 +30,7 @@ import (
 	"github.com/sluicemq/sluice/internal/config"
 	"github.com/sluicemq/sluice/internal/lookupclient"
 	"github.com/sluicemq/sluice/protocol"
+	"github.com/sluicemq/sluice/replica"
 )
 
 // Version is the version nsqd reports everywhere.
@@ -52,6 +53,11 @@ type NSQD struct {
 	clientsMu sync.Mutex
 	clients   map[uint64]*client
 	clientSeq atomic.Uint64
+
+	// replicaHandler serves "  R1" peer connections; nil (the default)
+	// answers them E_BAD_PROTOCOL like any unknown magic. See replica.go.
+	replicaHandler atomic.Pointer[func(net.Conn)]
+	replicaConns   map[net.Conn]struct{} // being served by replicaHandler; guarded by clientsMu
 
 	healthErr atomic.Pointer[string]
 
@@ -81,6 +87,16 @@ type NSQD struct {
 
 	lookup *lookupclient.Client
 
+	// Replication (replicated.go, replicated_node.go): set by Start when
+	// nsqd has nsqlookupd addresses; nil otherwise.
+	cluster       *replica.Cluster
+	replTransport *replica.TCPTransport
+	replMux       *replica.RequestMux
+	discovery     *replica.Discovery
+	nodeID        uint64
+	fwdMu         sync.Mutex        // guards forwarders
+	forwarders    map[string]*Topic // stand-ins of topics replicated elsewhere
+
 	ctx        context.Context
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup // scanner, lookup, statsd, HTTP servers
@@ -103,6 +119,8 @@ func New(opts *Options) (*NSQD, error) {
 		startTime: time.Now(),
 		topics:    make(map[string]*Topic),
 		clients:   make(map[uint64]*client),
+
+		replicaConns: make(map[net.Conn]struct{}),
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if opts.TLSCert != "" {
@@ -256,6 +274,9 @@ func (n *NSQD) Start() error {
 	n.wg.Add(1)
 	go n.scanLoop()
 	n.startLookup()
+	if err := n.startReplication(); err != nil {
+		n.logger.Error("replication is off on this node", "err", err)
+	}
 	n.startStatsd()
 	attrs := []any{"version", Version, "tcp", n.tcpListener.Addr().String()}
 	if a := n.HTTPAddr(); a != nil {
@@ -313,10 +334,14 @@ func (n *NSQD) exit() {
 	for _, c := range n.clients {
 		c.closeConn()
 	}
+	for conn := range n.replicaConns {
+		conn.Close()
+	}
 	n.clientsMu.Unlock()
 	// every connection has requeued its in-flight messages before the queues
 	// are flushed to disk
 	n.connWG.Wait()
+	n.stopReplication() // before the topics its groups apply to close
 	for _, s := range n.httpServers {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		s.Shutdown(ctx)
@@ -413,6 +438,11 @@ func (n *NSQD) newBatch(data []byte, count int) *msgBatch {
 // GetTopic returns the named topic, creating it (and, at run time, the
 // channels lookupd knows for it) when it does not exist.
 func (n *NSQD) GetTopic(name string) (*Topic, error) {
+	if n.cluster != nil {
+		if _, local := n.ExistingTopic(name); !local && n.replicatedElsewhere(name) {
+			return n.forwarder(name), nil
+		}
+	}
 	return n.getTopicWith(name, nil)
 }
 
@@ -606,6 +636,9 @@ func (n *NSQD) subscribe(c *client, topicName, channelName string) (*Channel, er
 	t, err := n.GetTopic(topicName)
 	if err != nil {
 		return nil, err
+	}
+	if t.fwd {
+		return nil, &errReplicatedElsewhere{topic: topicName}
 	}
 	ch, err := n.GetChannel(t, channelName)
 	if err != nil {

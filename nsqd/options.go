@@ -95,6 +95,10 @@ type Options struct {
 	// keep deadlines.
 	KeepDeferred bool `flag:"keep-deferred" cfg:"keep_deferred"`
 
+	// ReplicaTimeout is how long a replicated topic's replica may be gone
+	// before another live node replaces it (Sluice).
+	ReplicaTimeout time.Duration `flag:"replica-timeout" cfg:"replica_timeout"`
+
 	// LookupdPingInterval is how often nsqd PINGs each nsqlookupd (fixed 15s
 	// in NSQ; settable for tests).
 	LookupdPingInterval time.Duration `flag:"-" cfg:"-"`
@@ -132,6 +136,7 @@ func NewOptions() *Options {
 		SyncTimeout:     2 * time.Second,
 
 		DurableSegmentBytes: 16 << 20,
+		ReplicaTimeout:      5 * time.Minute,
 
 		QueueScanInterval:        100 * time.Millisecond,
 		QueueScanRefreshInterval: 5 * time.Second,
@@ -203,6 +208,9 @@ func (o *Options) validate() error {
 	}
 	if o.RetentionBytes < 0 {
 		return fmt.Errorf("--retention-bytes must be >= 0, got %d", o.RetentionBytes)
+	}
+	if o.ReplicaTimeout < time.Second {
+		return fmt.Errorf("--replica-timeout must be at least 1s, got %s", o.ReplicaTimeout)
 	}
 	if o.MaxAttempts < 0 || o.MaxAttempts > maxAttemptsLimit {
 		return fmt.Errorf("--max-attempts must be 0 (unlimited) or from 1 to %d, got %d", maxAttemptsLimit, o.MaxAttempts)

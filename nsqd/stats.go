@@ -71,6 +71,7 @@ func (t *Topic) stats(f StatsFilter, now time.Time) (protocol.TopicStats, bool) 
 	if t.dur != nil {
 		rt, rb := t.dur.retention.Time.String(), t.dur.retention.Bytes
 		ts.Durable, ts.RetentionTime, ts.RetentionBytes = true, &rt, &rb
+		ts.TopicReplicaStats = t.nsqd.replicaStats(t)
 	}
 	if p := t.policy.Load(); p != nil && p.isSet() {
 		ps := &protocol.TopicPolicyStats{MaxDepth: p.maxDepth, Overflow: p.overflowMode(),

@@ -12,7 +12,8 @@ import (
 	"github.com/sluicemq/sluice/protocol"
 )
 
-// serveTCP accepts V2 connections until the listener closes.
+// serveTCP accepts V2 (and, with replication on, R1) connections until the
+// listener closes.
 func (n *NSQD) serveTCP(ln net.Listener) {
 	defer close(n.acceptDone)
 	for {
@@ -45,6 +46,12 @@ func (n *NSQD) handleConn(conn net.Conn) {
 	if _, err := io.ReadFull(conn, magic[:]); err != nil {
 		conn.Close()
 		return
+	}
+	if string(magic[:]) == protocol.MagicR1 {
+		if h := n.replicaHandler.Load(); h != nil {
+			n.serveReplicaConn(conn, *h)
+			return
+		}
 	}
 	if string(magic[:]) != protocol.MagicV2 {
 		conn.SetWriteDeadline(time.Now().Add(time.Second))
@@ -368,6 +375,10 @@ func (c *client) sub(p [][]byte) ([]byte, error) {
 			return nil, protocol.Fatalf(protocol.ErrSubFailed, "SUB failed consumers for %s:%s exceeds limit of %d",
 				topicName, channelName, c.nsqd.opts.MaxChannelConsumers)
 		}
+		var re *errReplicatedElsewhere
+		if errors.As(err, &re) {
+			return nil, protocol.Fatalf(protocol.ErrSubFailed, "SUB failed: %v", re)
+		}
 		var pr *policyRefusal
 		if errors.As(err, &pr) {
 			return nil, protocol.Fatalf(protocol.ErrSubFailed, "SUB failed to create channel %s:%s: %v", topicName, channelName, pr.err)
@@ -498,6 +509,10 @@ func publishFailure(code, cmd string, err error) *protocol.Error {
 	var dl *depthLimitError
 	if errors.As(err, &dl) {
 		return protocol.Softf(code, "%s failed: %s", cmd, dl.Error())
+	}
+	var re *replicationError
+	if errors.As(err, &re) {
+		return protocol.Softf(code, "%s failed: %s", cmd, re.Error())
 	}
 	return protocol.Fatalf(code, "%s failed %s", cmd, err)
 }

@@ -23,7 +23,11 @@ type Topic struct {
 	logger    *slog.Logger
 	backend   *diskBackend  // nil for ephemeral and durable topics
 	dur       *durableTopic // nil unless durable
-	memCap    int
+	repl      *replTopic    // nil unless replicated (then dur is set too)
+	// fwd marks a stand-in for a topic replicated on other nodes only:
+	// it is in no topic list, and its publishes go to the replicas.
+	fwd    bool
+	memCap int
 
 	mu       sync.RWMutex // guards the fields below
 	channels map[string]*Channel
@@ -71,6 +75,15 @@ func newTopic(name string, n *NSQD, cfg topicConfig) (*Topic, error) {
 			return nil, err
 		}
 		t.dur = dt
+		if dt.replicas > 0 {
+			r, err := newReplTopic(t, dt.replicas)
+			if err != nil {
+				dt.close(n, false)
+				return nil, err
+			}
+			t.repl = r
+			r.start()
+		}
 		return t, nil // channels read the log themselves: no pump
 	}
 	if !t.ephemeral {
@@ -126,6 +139,9 @@ func (t *Topic) putBatch(b *msgBatch, bodyBytes uint64) error {
 // put publishes entries. They go to every channel at once when possible,
 // otherwise into the topic's own queue.
 func (t *Topic) put(ents []qentry, bodyBytes uint64) error {
+	if t.fwd {
+		return t.nsqd.forwardPublish(t.name, ents)
+	}
 	count := 0
 	for i := range ents {
 		count += ents[i].len()
@@ -388,6 +404,9 @@ func (t *Topic) getChannelFrom(name string, start channelStart) (ch *Channel, cr
 	}
 	ch = newChannel(t.name, name, t.nsqd, t.dur != nil)
 	ch.topic = t
+	if t.repl != nil {
+		ch.standby = !t.repl.leading.Load()
+	}
 	if cp != defaultChannelPolicy() {
 		ch.policy.Store(&cp)
 	}
@@ -576,6 +595,9 @@ func (t *Topic) shutdown(deleted bool) error {
 	t.mu.RUnlock()
 	close(t.exitCh)
 	t.wg.Wait()
+	if t.repl != nil {
+		t.repl.close()
+	}
 	var firstErr error
 	for _, ch := range chans {
 		if err := ch.close(deleted); err != nil && err != errExiting && firstErr == nil {

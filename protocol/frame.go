@@ -11,6 +11,10 @@ import (
 const (
 	MagicV2 = "  V2" // nsqd client protocol
 	MagicV1 = "  V1" // nsqlookupd registration protocol
+	// MagicR1 opens a peer connection carrying Raft messages between the
+	// nsqds of a replicated cluster (replica/DESIGN.md, "Transport"). An
+	// nsqd without replication answers it E_BAD_PROTOCOL, as NSQ does.
+	MagicR1 = "  R1"
 )
 
 // FrameType is the type field of an nsqd V2 frame.

@@ -51,6 +51,17 @@ type TopicStats struct {
 	RetentionBytes *int64  `json:"retention_bytes,omitempty"` // 0 = none kept by size
 	// Message policies (Sluice): present only on topics that set one.
 	*TopicPolicyStats
+	// Replication (Sluice): present only on replicated topics.
+	*TopicReplicaStats
+}
+
+// TopicReplicaStats are the keys of a replicated topic.
+type TopicReplicaStats struct {
+	Replicas int    `json:"replicas"`
+	Leader   string `json:"leader"` // broadcast_address:tcp_port; "" while there is none
+	// ReplicaLag, on the leader only: entries each replica's log is
+	// behind the leader's, by broadcast_address:tcp_port (the leader at 0).
+	ReplicaLag map[string]uint64 `json:"replica_lag,omitempty"`
 }
 
 // TopicPolicyStats are the policy keys of a topic that sets a TTL or a

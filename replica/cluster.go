@@ -59,9 +59,13 @@ type ClusterConfig struct {
 	Requester   Requester
 	// Peers returns the live nodes as discovered (through nsqlookupd); it
 	// may include this node.
-	Peers  func() map[uint64]string
-	Topics TopicHost
-	Logger *slog.Logger
+	Peers func() map[uint64]string
+	// Refresh, if set, makes Peers current before the meta group is
+	// formed (a stale view could form it with too few nodes); it reports
+	// whether the view is fresh.
+	Refresh func(ctx context.Context) bool
+	Topics  TopicHost
+	Logger  *slog.Logger
 
 	Tick           time.Duration
 	ElectionTicks  int

@@ -60,6 +60,9 @@ func (c *Cluster) ensureMeta(ctx context.Context) error {
 	if c.metaMachine() != nil {
 		return nil
 	}
+	if c.cfg.Refresh != nil && !c.cfg.Refresh(ctx) {
+		return fmt.Errorf("%w: no nsqlookupd answered: the live nodes are unknown", ErrMetaForming)
+	}
 	peers := c.liveNodes()
 	ids := make([]uint64, 0, len(peers))
 	for id := range peers {

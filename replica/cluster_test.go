@@ -213,7 +213,7 @@ func (tc *testCl) stop(cn *clusterNode) {
 	cn.cluster = nil
 }
 
-func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
+func waitUntil(t *testing.T, what string, timeout time.Duration, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !ok() {
@@ -269,7 +269,7 @@ func TestReplicatedTopicFormsMetaGroupAndReplicatesPublishesFromAnyNode(t *testi
 	slices.Sort(want)
 	for _, m := range a.Members {
 		cn := tc.nodes[m]
-		waitFor(t, fmt.Sprintf("node %d applies all", m), 10*time.Second, func() bool {
+		waitUntil(t, fmt.Sprintf("node %d applies all", m), 10*time.Second, func() bool {
 			return len(applied(cn.topics.machine("orders"))) == len(want)
 		})
 		got := applied(cn.topics.machine("orders"))
@@ -285,7 +285,7 @@ func TestReplicatedTopicFormsMetaGroupAndReplicatesPublishesFromAnyNode(t *testi
 	}
 	// Every node, member or not, learnt the placement.
 	for id, cn := range tc.nodes {
-		waitFor(t, fmt.Sprintf("node %d knows the placement", id), 10*time.Second, func() bool {
+		waitUntil(t, fmt.Sprintf("node %d knows the placement", id), 10*time.Second, func() bool {
 			got, ok := cn.cluster.Assignment("orders")
 			return ok && slices.Equal(got.Members, a.Members)
 		})
@@ -328,14 +328,14 @@ func TestLostReplicaIsReplacedAndTheNewOneHoldsEveryMessage(t *testing.T) {
 			t.Fatalf("publish with one replica lost: %v", err)
 		}
 	}
-	waitFor(t, "the lost replica is replaced in the placement", 15*time.Second, func() bool {
+	waitUntil(t, "the lost replica is replaced in the placement", 15*time.Second, func() bool {
 		got, _ := tc.nodes[100].cluster.Assignment("orders")
 		return got.Has(spare) && !got.Has(lost)
 	})
-	waitFor(t, "the new replica holds every message", 15*time.Second, func() bool {
+	waitUntil(t, "the new replica holds every message", 15*time.Second, func() bool {
 		return len(applied(tc.nodes[spare].topics.machine("orders"))) == 30
 	})
-	waitFor(t, "the group's voters are the new members", 15*time.Second, func() bool {
+	waitUntil(t, "the group's voters are the new members", 15*time.Second, func() bool {
 		st, ok := tc.nodes[spare].cluster.TopicStatus("orders")
 		return ok && len(st.Voters) == 3 && !slices.Contains(st.Voters, lost) && slices.Contains(st.Voters, spare)
 	})
@@ -366,7 +366,7 @@ func TestMetaFormationSurvivesRestartOfEveryNode(t *testing.T) {
 		t.Fatalf("publish after restarting every node: %v", err)
 	}
 	for _, cn := range tc.nodes {
-		waitFor(t, fmt.Sprintf("node %d applies both", cn.id), 10*time.Second, func() bool {
+		waitUntil(t, fmt.Sprintf("node %d applies both", cn.id), 10*time.Second, func() bool {
 			return slices.Equal(applied(cn.topics.machine("orders")), []string{"before", "after"})
 		})
 	}

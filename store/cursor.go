@@ -136,3 +136,11 @@ func (c *Cursor) Clone() *Cursor {
 	}
 	return out
 }
+
+// EncodeCursorState appends the state of channel name's cursor c to dst,
+// in the form of a journal state record's payload: how a replicated
+// topic's leader hands its channels' progress to the other replicas.
+func EncodeCursorState(dst []byte, name string, c *Cursor) []byte { return appendState(dst, name, c) }
+
+// DecodeCursorState decodes what EncodeCursorState wrote.
+func DecodeCursorState(p []byte) (string, *Cursor, error) { return decodeState(p) }

@@ -52,6 +52,7 @@ func newFlagSet(opts *nsqd.Options, level *slog.LevelVar) *flag.FlagSet {
 	fs.Int64Var(&opts.RetentionBytes, "retention-bytes", opts.RetentionBytes, "durable topics: keep the newest finished segments up to this many bytes, for replay (0 = none) (Sluice)")
 	fs.Int64Var(&opts.DurableSegmentBytes, "durable-segment-bytes", opts.DurableSegmentBytes, "durable topics: segment file size before rolling (Sluice)")
 	fs.BoolVar(&opts.KeepDeferred, "keep-deferred", opts.KeepDeferred, "deferred messages (DPUB, REQ with a delay) wait for their deadline also after a restart and when written to disk, instead of being delivered when read back (Sluice)")
+	fs.DurationVar(&opts.ReplicaTimeout, "replica-timeout", opts.ReplicaTimeout, "replicated topics: how long a replica may be gone before another live node replaces it (Sluice)")
 	fs.IntVar(&opts.MaxAttempts, "max-attempts", opts.MaxAttempts, "default max_attempts of channels: a message about to be delivered more often goes to the channel's dead-letter topic (<topic>.dlq) (0 = unlimited) (Sluice)")
 	fs.IntVar(&opts.QueueScanWorkerPoolMax, "queue-scan-worker-pool-max", opts.QueueScanWorkerPoolMax, "accepted for compatibility; Sluice scans deadline queues without workers")
 	fs.IntVar(&opts.QueueScanSelectionCount, "queue-scan-selection-count", opts.QueueScanSelectionCount, "accepted for compatibility; every channel is checked each scan")

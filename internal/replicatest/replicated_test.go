@@ -1,0 +1,314 @@
+// Package replicatest holds the integration tests of replicated topics
+// (issue 11): nsqlookupd and several nsqd on 127.0.0.1, NSQ clients
+// (go-nsq) unchanged, publishing to every node and consuming through
+// nsqlookupd.
+package replicatest
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nsqio/go-nsq"
+
+	"github.com/sluicemq/sluice/internal/testutil"
+	"github.com/sluicemq/sluice/lookupd"
+	"github.com/sluicemq/sluice/nsqd"
+)
+
+func startLookupd(t *testing.T) *lookupd.Daemon {
+	t.Helper()
+	opts := lookupd.NewOptions()
+	opts.TCPAddress, opts.HTTPAddress = "127.0.0.1:0", "127.0.0.1:0"
+	opts.BroadcastAddress = "127.0.0.1"
+	opts.Logger = testutil.TestLogger()
+	d, err := lookupd.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Exit)
+	return d
+}
+
+type cluster struct {
+	t       *testing.T
+	lookupd *lookupd.Daemon
+	nodes   []*testutil.NSQDHandle
+}
+
+func startCluster(t *testing.T, n int) *cluster {
+	t.Helper()
+	c := &cluster{t: t, lookupd: startLookupd(t)}
+	for range n {
+		c.nodes = append(c.nodes, testutil.StartNSQD(t, func(o *nsqd.Options) {
+			o.NSQLookupdTCPAddresses = []string{c.lookupd.TCPAddr().String()}
+			o.LookupdPingInterval = time.Second
+		}))
+	}
+	testutil.WaitFor(t, 10*time.Second, func() bool { return c.registered() == n }, "%d nodes on nsqlookupd", n)
+	return c
+}
+
+func (c *cluster) registered() int {
+	var body struct {
+		Producers []json.RawMessage `json:"producers"`
+	}
+	req, _ := http.NewRequest("GET", "http://"+c.lookupd.HTTPAddr().String()+"/nodes", nil)
+	req.Header.Set("Accept", "application/vnd.nsq; version=1.0")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	json.NewDecoder(resp.Body).Decode(&body)
+	return len(body.Producers)
+}
+
+// topicStats is the part of a replicated topic's /stats this test reads.
+type topicStats struct {
+	TopicName  string            `json:"topic_name"`
+	Durable    bool              `json:"durable"`
+	Replicas   *int              `json:"replicas"`
+	Leader     *string           `json:"leader"`
+	ReplicaLag map[string]uint64 `json:"replica_lag"`
+	Depth      int64             `json:"depth"`
+	Channels   []struct {
+		ChannelName string `json:"channel_name"`
+		Depth       int64  `json:"depth"`
+		InFlight    int64  `json:"in_flight_count"`
+	} `json:"channels"`
+}
+
+func statsOf(t *testing.T, h *testutil.NSQDHandle, topic string) (topicStats, bool) {
+	t.Helper()
+	resp, err := http.Get(h.URL("/stats?format=json&topic=" + topic))
+	if err != nil {
+		return topicStats{}, false
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Topics []topicStats `json:"topics"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatalf("decode /stats: %v", err)
+	}
+	for _, ts := range body.Topics {
+		if ts.TopicName == topic {
+			return ts, true
+		}
+	}
+	return topicStats{}, false
+}
+
+// leader returns the node that leads topic, as every live node reports it.
+func (c *cluster) leader(topic string, live []*testutil.NSQDHandle, timeout time.Duration) *testutil.NSQDHandle {
+	c.t.Helper()
+	var lead *testutil.NSQDHandle
+	testutil.WaitFor(c.t, timeout, func() bool {
+		lead = nil
+		var addr string
+		for _, h := range live {
+			ts, ok := statsOf(c.t, h, topic)
+			if !ok || ts.Leader == nil || *ts.Leader == "" {
+				return false
+			}
+			if addr == "" {
+				addr = *ts.Leader
+			} else if addr != *ts.Leader {
+				return false
+			}
+		}
+		for _, h := range live {
+			if h.TCPAddr == addr {
+				lead = h
+			}
+		}
+		return lead != nil
+	}, "one leader of %s known to every live replica", topic)
+	return lead
+}
+
+// collector counts deliveries per body.
+type collector struct {
+	mu     sync.Mutex
+	counts map[string]int
+	total  int
+}
+
+func (c *collector) HandleMessage(m *nsq.Message) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.counts == nil {
+		c.counts = make(map[string]int)
+	}
+	c.counts[string(m.Body)]++
+	c.total++
+	return nil
+}
+
+func (c *collector) distinct() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.counts)
+}
+
+func (c *collector) report() (distinct, dups int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.counts), c.total - len(c.counts)
+}
+
+func (c *collector) has(body string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.counts[body] > 0
+}
+
+func (c *cluster) consumer(topic, channel string, h nsq.Handler) *nsq.Consumer {
+	c.t.Helper()
+	cfg := testutil.NewConfig()
+	cfg.LookupdPollInterval = 500 * time.Millisecond
+	cfg.MaxInFlight = 50
+	cons, err := nsq.NewConsumer(topic, channel, cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cons.SetLogger(testutil.GoNSQLogger())
+	cons.AddHandler(h)
+	if err := cons.ConnectToNSQLookupd(c.lookupd.HTTPAddr().String()); err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { testutil.StopConsumer(c.t, cons) })
+	return cons
+}
+
+func TestReplicatedTopicCommitsOnEveryReplicaAndOnlyTheLeaderDelivers(t *testing.T) {
+	c := startCluster(t, 3)
+	testutil.MustPost(t, c.nodes[1].URL("/topic/create?topic=orders&replicas=3"), nil)
+	lead := c.leader("orders", c.nodes, 15*time.Second)
+	for _, h := range c.nodes {
+		ts, _ := statsOf(t, h, "orders")
+		if ts.Replicas == nil || *ts.Replicas != 3 || !ts.Durable {
+			t.Fatalf("node %s: /stats replicas=%v durable=%v, want 3 and true", h.TCPAddr, ts.Replicas, ts.Durable)
+		}
+		if h == lead && len(ts.ReplicaLag) != 3 {
+			t.Fatalf("leader's replica_lag %v, want one key per replica", ts.ReplicaLag)
+		}
+		if h != lead && ts.ReplicaLag != nil {
+			t.Fatalf("follower %s shows replica_lag", h.TCPAddr)
+		}
+	}
+	// A topic that is not replicated keeps NSQ's /stats shape.
+	testutil.MustPost(t, c.nodes[0].URL("/topic/create?topic=plain"), nil)
+	if ts, _ := statsOf(t, c.nodes[0], "plain"); ts.Replicas != nil || ts.Leader != nil {
+		t.Fatal("a topic that is not replicated shows replication keys")
+	}
+
+	col := &collector{}
+	c.consumer("orders", "audit", col)
+	const perNode = 100
+	var acked []string
+	for i, h := range c.nodes {
+		p := testutil.NewProducer(t, h.TCPAddr, nil)
+		for j := range perNode {
+			body := fmt.Sprintf("n%d-%d", i, j)
+			if err := p.Publish("orders", []byte(body)); err != nil {
+				t.Fatalf("publish to %s: %v", h.TCPAddr, err)
+			}
+			acked = append(acked, body)
+		}
+	}
+	testutil.WaitFor(t, 20*time.Second, func() bool { return col.distinct() == len(acked) }, "%d delivered", len(acked))
+	for _, b := range acked {
+		if !col.has(b) {
+			t.Fatalf("acknowledged %q never delivered", b)
+		}
+	}
+	if _, dups := col.report(); dups != 0 {
+		t.Fatalf("%d duplicates without any fault", dups)
+	}
+	// Every replica holds every message; only the leader delivered.
+	for _, h := range c.nodes {
+		testutil.WaitFor(t, 10*time.Second, func() bool {
+			ts, _ := statsOf(t, h, "orders")
+			return ts.Depth == 0 || h != lead
+		}, "leader drained")
+	}
+}
+
+func TestPublishWithoutAMajorityIsRefusedNeverAcknowledged(t *testing.T) {
+	c := startCluster(t, 3)
+	testutil.MustPost(t, c.nodes[0].URL("/topic/create?topic=orders&replicas=3"), nil)
+	c.leader("orders", c.nodes, 15*time.Second)
+	p := testutil.NewProducer(t, c.nodes[2].TCPAddr, nil)
+	if err := p.Publish("orders", []byte("with-majority")); err != nil {
+		t.Fatal(err)
+	}
+	c.nodes[0].Exit()
+	c.nodes[1].Exit()
+	start := time.Now()
+	err := p.Publish("orders", []byte("without-majority"))
+	if err == nil {
+		t.Fatal("a publish with 2 of 3 replicas stopped was acknowledged")
+	}
+	took := time.Since(start)
+	t.Logf("refused after %v: %v", took, err)
+	if !strings.Contains(err.Error(), "E_PUB_FAILED") {
+		t.Fatalf("error %q, want E_PUB_FAILED", err)
+	}
+	if took > 12*time.Second {
+		t.Fatalf("refusal took %v, want it within a few seconds", took)
+	}
+}
+
+func TestLeaderLossElectsAnotherAndConsumersCarryOn(t *testing.T) {
+	c := startCluster(t, 3)
+	testutil.MustPost(t, c.nodes[0].URL("/topic/create?topic=orders&replicas=3"), nil)
+	lead := c.leader("orders", c.nodes, 15*time.Second)
+	col := &collector{}
+	c.consumer("orders", "work", col)
+	var acked []string
+	publishTo := func(h *testutil.NSQDHandle, prefix string, n int) {
+		p := testutil.NewProducer(t, h.TCPAddr, nil)
+		for i := range n {
+			body := fmt.Sprintf("%s-%d", prefix, i)
+			if err := p.Publish("orders", []byte(body)); err != nil {
+				t.Fatalf("publish to %s: %v", h.TCPAddr, err)
+			}
+			acked = append(acked, body)
+		}
+		p.Stop()
+	}
+	var survivors []*testutil.NSQDHandle
+	for _, h := range c.nodes {
+		if h != lead {
+			survivors = append(survivors, h)
+		}
+	}
+	publishTo(survivors[0], "before", 200)
+	testutil.WaitFor(t, 20*time.Second, func() bool { return col.distinct() == 200 }, "200 delivered before the loss")
+	time.Sleep(500 * time.Millisecond) // the leader replicates the channel's progress
+	lead.Exit()
+	start := time.Now()
+	next := c.leader("orders", survivors, 15*time.Second)
+	t.Logf("new leader %s after %v", next.TCPAddr, time.Since(start))
+	publishTo(survivors[1], "after", 100)
+	testutil.WaitFor(t, 30*time.Second, func() bool { return col.distinct() == 300 }, "all 300 delivered")
+	for _, b := range acked {
+		if !col.has(b) {
+			t.Fatalf("acknowledged %q never delivered", b)
+		}
+	}
+	_, dups := col.report()
+	t.Logf("duplicates after the leader's loss: %d", dups)
+	if dups > 200 {
+		t.Fatalf("%d duplicates: finished messages were delivered again", dups)
+	}
+}

@@ -1,0 +1,318 @@
+package nsqd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/sluicemq/sluice/replica"
+	"github.com/sluicemq/sluice/store"
+)
+
+// A replicated topic (replicas=N) is a durable topic whose log is fed by
+// its Raft group instead of by its publishers: a publish is proposed to
+// the group and answered once committed (on a majority of the replicas'
+// disks); every replica applies the committed publishes to its own durable
+// log in the same order, so message IDs are the same everywhere. Only the
+// leader delivers: the channels of a follower stand by (they accept SUB and
+// RDY and send nothing). The leader hands its channels' cursors to the
+// group every cursorInterval, so a new leader does not deliver again what
+// was finished before the change, beyond what was in flight.
+
+// cursorInterval is how often a leader replicates its channels' progress.
+const cursorInterval = 200 * time.Millisecond
+
+// publishTimeout bounds how long a publish to a replicated topic waits for
+// its commit before the producer gets E_PUB_FAILED.
+const publishTimeout = 8 * time.Second
+
+// replTopic is the replicated side of a durable topic. It is the state
+// machine of the topic's group.
+type replTopic struct {
+	t        *Topic
+	replicas int
+
+	leader  atomic.Uint64 // node ID of the group's leader; 0 when none
+	leading atomic.Bool
+
+	mu          sync.Mutex // guards the fields below
+	applied     appliedMark
+	skip        uint64 // messages of entries applied again that the log already has
+	markWritten time.Time
+	sentCursors map[string]string // channel -> the cursor state last proposed
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// appliedMark is applied.json in the topic's folder: the last Raft index
+// applied and the log's end once it was (both synced when written).
+type appliedMark struct {
+	Index uint64 `json:"index"`
+	End   uint64 `json:"end"`
+}
+
+func appliedPath(dir string) string { return filepath.Join(dir, "applied.json") }
+
+// newReplTopic makes t replicated. Its channels stand by until this node
+// leads the group.
+func newReplTopic(t *Topic, replicas int) (*replTopic, error) {
+	r := &replTopic{t: t, replicas: replicas, stop: make(chan struct{}), sentCursors: make(map[string]string)}
+	b, err := os.ReadFile(appliedPath(t.dur.dir))
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(b, &r.applied); err != nil {
+			return nil, fmt.Errorf("read %s: %w", appliedPath(t.dur.dir), err)
+		}
+	case errors.Is(err, os.ErrNotExist):
+		r.applied.End = t.dur.log.Start()
+	default:
+		return nil, fmt.Errorf("read applied mark: %w", err)
+	}
+	if end := t.dur.log.End(); end > r.applied.End {
+		// Entries after the mark were applied before a crash: applying
+		// them again must not append their messages twice.
+		r.skip = end - r.applied.End
+	}
+	return r, nil
+}
+
+func (r *replTopic) start() {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.cursorLoop()
+	}()
+}
+
+func (r *replTopic) close() {
+	select {
+	case <-r.stop:
+		return
+	default:
+	}
+	close(r.stop)
+	r.wg.Wait()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.writeMarkLocked()
+}
+
+func (r *replTopic) writeMarkLocked() {
+	data, _ := json.Marshal(r.applied)
+	if err := store.WriteFileAtomic(store.OSFS{}, appliedPath(r.t.dur.dir), data); err != nil {
+		r.t.logger.Error("write the applied mark of a replicated topic", "err", err)
+		return
+	}
+	r.markWritten = time.Now()
+}
+
+// Apply implements replica.StateMachine.
+func (r *replTopic) Apply(last uint64, cmds []replica.Command) error {
+	t := r.t
+	var rounds []*store.Round
+	for _, cmd := range cmds {
+		if len(cmd.Data) == 0 {
+			continue
+		}
+		switch cmd.Data[0] {
+		case cmdPublish:
+			ents, err := decodePublish(cmd.Data)
+			if err != nil {
+				// Every replica refuses it alike: nothing is appended.
+				t.logger.Error("replicated publish refused", "index", cmd.Index, "err", err)
+				continue
+			}
+			r.mu.Lock()
+			ents, r.skip = skipMessages(ents, r.skip)
+			r.mu.Unlock()
+			if len(ents) == 0 {
+				continue
+			}
+			round, err := t.nsqd.committer.Append(t.dur.log, ents)
+			if err != nil {
+				return fmt.Errorf("append replicated publish: %w", err)
+			}
+			rounds = append(rounds, round)
+		case cmdChannel:
+			name, start, err := decodeChannelCmd(cmd.Data)
+			if err != nil {
+				t.logger.Error("replicated channel refused", "index", cmd.Index, "err", err)
+				continue
+			}
+			r.applyChannel(name, start)
+		case cmdCursors:
+			if r.leading.Load() {
+				continue // the leader is where they come from
+			}
+			states, err := decodeCursors(cmd.Data)
+			if err != nil {
+				t.logger.Error("replicated cursors refused", "index", cmd.Index, "err", err)
+				continue
+			}
+			r.applyCursors(states)
+		case cmdDeleteChannel:
+			name := string(cmd.Data[1:])
+			if ch, ok := t.existingChannel(name); ok {
+				t.nsqd.removeChannel(t, ch)
+			}
+		}
+	}
+	for _, round := range rounds {
+		if err := round.Wait(t.dur.log); err != nil {
+			t.nsqd.setHealth(err)
+			return fmt.Errorf("sync replicated publish: %w", err)
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if last > r.applied.Index {
+		r.applied = appliedMark{Index: last, End: t.dur.log.End()}
+		if time.Since(r.markWritten) > time.Second {
+			r.writeMarkLocked()
+		}
+	}
+	return nil
+}
+
+// Restore implements replica.StateMachine. Topic groups are not compacted
+// yet, so no snapshot is ever sent to them.
+func (r *replTopic) Restore(snap *raftpb.Snapshot) error {
+	return errors.New("replicated topics do not take snapshots yet")
+}
+
+// applyChannel creates a channel the group agreed on.
+func (r *replTopic) applyChannel(name string, start channelStart) {
+	t := r.t
+	ch, created, err := t.getChannelFrom(name, start)
+	if err != nil {
+		t.logger.Error("create a replicated channel", "channel", name, "err", err)
+		return
+	}
+	if created {
+		ch.setStandby(!r.leading.Load())
+		t.nsqd.notifyRegister(t.name, name)
+		t.nsqd.persistMetadataOrLog()
+	}
+}
+
+// applyCursors takes the leader's progress of each channel.
+func (r *replTopic) applyCursors(states map[string]*store.Cursor) {
+	t := r.t
+	for name, cur := range states {
+		ch, ok := t.existingChannel(name)
+		if !ok {
+			var err error
+			if ch, _, err = t.getChannelFrom(name, channelStart{}); err != nil {
+				continue
+			}
+			ch.setStandby(!r.leading.Load())
+			t.nsqd.notifyRegister(t.name, name)
+			t.nsqd.persistMetadataOrLog()
+		}
+		ch.takeCursor(cur)
+	}
+}
+
+// cursorLoop proposes the channels' cursors while this node leads.
+func (r *replTopic) cursorLoop() {
+	tick := time.NewTicker(cursorInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-tick.C:
+		}
+		if !r.leading.Load() {
+			continue
+		}
+		changed := make(map[string]*store.Cursor)
+		enc := make(map[string]string)
+		for _, ch := range r.t.channelList() {
+			if ch.ephemeral || ch.dlog == nil {
+				continue
+			}
+			ch.mu.Lock()
+			cur := ch.dlog.cursor.Clone()
+			ch.mu.Unlock()
+			s := string(store.EncodeCursorState(nil, ch.name, cur))
+			r.mu.Lock()
+			same := r.sentCursors[ch.name] == s
+			r.mu.Unlock()
+			if !same {
+				changed[ch.name] = cur
+				enc[ch.name] = s
+			}
+		}
+		if len(changed) == 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := r.t.nsqd.cluster.Propose(ctx, r.t.name, encodeCursors(changed))
+		cancel()
+		if err != nil {
+			r.t.logger.Debug("replicate channel progress", "err", err)
+			continue
+		}
+		r.mu.Lock()
+		for k, v := range enc {
+			r.sentCursors[k] = v
+		}
+		r.mu.Unlock()
+	}
+}
+
+// setLeader records the group's leader; the channels deliver only while
+// this node leads.
+func (r *replTopic) setLeader(leader, self uint64) {
+	r.leader.Store(leader)
+	leading := leader == self && leader != 0
+	if r.leading.Swap(leading) == leading {
+		return
+	}
+	r.t.logger.Info("replicated topic leadership", "leading", leading)
+	r.mu.Lock()
+	clear(r.sentCursors)
+	r.mu.Unlock()
+	for _, ch := range r.t.channelList() {
+		ch.setStandby(!leading)
+	}
+}
+
+// publish proposes ents to the group and waits for the commit.
+func (r *replTopic) publish(ents []store.Entry) error {
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	if err := r.t.nsqd.cluster.Publish(ctx, r.t.name, encodePublish(ents)); err != nil {
+		return &replicationError{topic: r.t.name, err: err}
+	}
+	return nil
+}
+
+// replicationError is a publish the replicated topic's group did not commit.
+type replicationError struct {
+	topic string
+	err   error
+}
+
+func (e *replicationError) Error() string {
+	cause := e.err.Error()
+	switch {
+	case errors.Is(e.err, context.DeadlineExceeded):
+		cause = "no majority of its replicas answered in time"
+	case errors.Is(e.err, replica.ErrNoLeader):
+		cause = "it has no leader this node can reach"
+	}
+	return fmt.Sprintf("replicated topic %s: not committed: %s", e.topic, cause)
+}
+
+func (e *replicationError) Unwrap() error { return e.err }
