@@ -418,11 +418,11 @@ func (n *NSQD) doTopicDelete(_ http.ResponseWriter, r *http.Request, _ httproute
 	if name == "" {
 		return nil, errf(http.StatusBadRequest, "MISSING_ARG_TOPIC")
 	}
-	if n.cluster != nil {
-		if _, ok := n.cluster.Assignment(name); ok {
+	if n.cluster.Load() != nil {
+		if _, ok := n.cluster.Load().Assignment(name); ok {
 			ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 			defer cancel()
-			if err := n.cluster.DeleteTopic(ctx, name); err != nil {
+			if err := n.cluster.Load().DeleteTopic(ctx, name); err != nil {
 				return nil, errf(http.StatusServiceUnavailable, "REPLICATION_FAILED: "+err.Error())
 			}
 			return nil, nil

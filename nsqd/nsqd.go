@@ -89,7 +89,7 @@ type NSQD struct {
 
 	// Replication (replicated.go, replicated_node.go): set by Start when
 	// nsqd has nsqlookupd addresses; nil otherwise.
-	cluster       *replica.Cluster
+	cluster       atomic.Pointer[replica.Cluster]
 	replTransport *replica.TCPTransport
 	replMux       *replica.RequestMux
 	discovery     *replica.Discovery
@@ -438,7 +438,7 @@ func (n *NSQD) newBatch(data []byte, count int) *msgBatch {
 // GetTopic returns the named topic, creating it (and, at run time, the
 // channels lookupd knows for it) when it does not exist.
 func (n *NSQD) GetTopic(name string) (*Topic, error) {
-	if n.cluster != nil {
+	if n.cluster.Load() != nil {
 		if _, local := n.ExistingTopic(name); !local && n.replicatedElsewhere(name) {
 			return n.forwarder(name), nil
 		}
@@ -579,6 +579,9 @@ func (n *NSQD) getChannelFrom(t *Topic, name string, start channelStart) (*Chann
 		n.notifyRegister(t.name, name)
 		if !ch.ephemeral {
 			n.persistMetadataOrLog()
+			if t.repl != nil {
+				t.repl.announce(encodeChannelCmd(name, start))
+			}
 		}
 	}
 	return ch, nil
@@ -591,6 +594,9 @@ func (n *NSQD) DeleteChannel(t *Topic, name string) error {
 		return errChannelNotFound
 	}
 	n.removeChannel(t, ch)
+	if t.repl != nil && !ch.ephemeral {
+		t.repl.announce(append([]byte{cmdDeleteChannel}, name...))
+	}
 	return nil
 }
 

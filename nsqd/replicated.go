@@ -137,6 +137,10 @@ func (r *replTopic) Apply(last uint64, cmds []replica.Command) error {
 			if len(ents) == 0 {
 				continue
 			}
+			for i := range ents {
+				t.messageCount.Add(uint64(ents[i].Messages()))
+				t.messageBytes.Add(uint64(len(ents[i].Body) + len(ents[i].Packed) - 4*int(ents[i].Count)))
+			}
 			round, err := t.nsqd.committer.Append(t.dur.log, ents)
 			if err != nil {
 				return fmt.Errorf("append replicated publish: %w", err)
@@ -256,8 +260,12 @@ func (r *replTopic) cursorLoop() {
 		if len(changed) == 0 {
 			continue
 		}
+		cl := r.t.nsqd.cluster.Load()
+		if cl == nil {
+			continue
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		err := r.t.nsqd.cluster.Propose(ctx, r.t.name, encodeCursors(changed))
+		err := cl.Propose(ctx, r.t.name, encodeCursors(changed))
 		cancel()
 		if err != nil {
 			r.t.logger.Debug("replicate channel progress", "err", err)
@@ -269,6 +277,37 @@ func (r *replTopic) cursorLoop() {
 		}
 		r.mu.Unlock()
 	}
+}
+
+// announce proposes a channel's creation or deletion to the group, so
+// every replica has the channels any of them has. It retries for a while
+// in the background (a group without a leader, a proposal lost with one).
+func (r *replTopic) announce(cmd []byte) {
+	cl := r.t.nsqd.cluster.Load()
+	if cl == nil {
+		return
+	}
+	select {
+	case <-r.stop:
+		return
+	default:
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		go func() {
+			select {
+			case <-r.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		if err := cl.Publish(ctx, r.t.name, cmd); err != nil {
+			r.t.logger.Warn("replicate a channel change", "err", err)
+		}
+	}()
 }
 
 // setLeader records the group's leader; the channels deliver only while
@@ -290,9 +329,13 @@ func (r *replTopic) setLeader(leader, self uint64) {
 
 // publish proposes ents to the group and waits for the commit.
 func (r *replTopic) publish(ents []store.Entry) error {
+	cl := r.t.nsqd.cluster.Load()
+	if cl == nil {
+		return &replicationError{topic: r.t.name, err: errReplicationOff}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
-	if err := r.t.nsqd.cluster.Publish(ctx, r.t.name, encodePublish(ents)); err != nil {
+	if err := cl.Publish(ctx, r.t.name, encodePublish(ents)); err != nil {
 		return &replicationError{topic: r.t.name, err: err}
 	}
 	return nil

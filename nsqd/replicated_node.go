@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sluicemq/sluice/protocol"
@@ -39,6 +41,9 @@ func (n *NSQD) startReplication() error {
 	self := n.selfAddr()
 	n.nodeID = replica.NodeID(self)
 	logger := n.logger.With("component", "replica")
+	if err := n.checkReplicaIdentity(self); err != nil {
+		return err
+	}
 	mux := replica.NewRequestMux(nil, n.nodeID)
 	refresh := make(chan struct{}, 1)
 	tr := replica.NewTCPTransport(replica.TCPConfig{Self: n.nodeID, Receiver: mux, Logger: logger,
@@ -74,13 +79,16 @@ func (n *NSQD) startReplication() error {
 	mux.SetHandler(cl)
 	mux.SetNext(cl.Host())
 	n.SetReplicaHandler(tr.ServeConn)
+	n.replTransport, n.replMux, n.discovery = tr, mux, disc
+	n.cluster.Store(cl)
 	if err := cl.Start(); err != nil {
+		n.cluster.Store(nil)
 		n.SetReplicaHandler(nil)
+		cl.Close()
 		mux.Close()
 		tr.Close()
 		return fmt.Errorf("start replication: %w", err)
 	}
-	n.cluster, n.replTransport, n.replMux, n.discovery = cl, tr, mux, disc
 	n.wg.Add(2)
 	go func() {
 		defer n.wg.Done()
@@ -109,11 +117,12 @@ func (n *NSQD) startReplication() error {
 
 // stopReplication stops the cluster before the topics close.
 func (n *NSQD) stopReplication() {
-	if n.cluster == nil {
+	cl := n.cluster.Load()
+	if cl == nil {
 		return
 	}
 	n.SetReplicaHandler(nil)
-	n.cluster.Close()
+	cl.Close()
 	n.replMux.Close()
 	n.replTransport.Close()
 }
@@ -181,10 +190,10 @@ func (rt replicaTopics) LeaderChanged(topic string, leader uint64) {
 // replicatedElsewhere reports whether topic is replicated on other nodes
 // only: publishes here are forwarded to them.
 func (n *NSQD) replicatedElsewhere(topic string) bool {
-	if n.cluster == nil {
+	if n.cluster.Load() == nil {
 		return false
 	}
-	a, ok := n.cluster.Assignment(topic)
+	a, ok := n.cluster.Load().Assignment(topic)
 	return ok && !a.Has(n.nodeID)
 }
 
@@ -214,14 +223,22 @@ func (n *NSQD) dropForwarder(name string) {
 // forwardPublish hands a publish to a topic replicated elsewhere to its
 // replicas and waits for the commit.
 func (n *NSQD) forwardPublish(name string, ents []qentry) error {
+	cl := n.cluster.Load()
+	if cl == nil {
+		return &replicationError{topic: name, err: errReplicationOff}
+	}
 	sents := storeEntries(ents, nil)
 	ctx, cancel := context.WithTimeout(n.ctx, publishTimeout)
 	defer cancel()
-	if err := n.cluster.Publish(ctx, name, encodePublish(sents)); err != nil {
+	if err := cl.Publish(ctx, name, encodePublish(sents)); err != nil {
 		return &replicationError{topic: name, err: err}
 	}
 	return nil
 }
+
+// errReplicationOff says this node runs no replication (no nsqlookupd, or
+// it failed to start).
+var errReplicationOff = errors.New("replication is off on this node")
 
 // errReplicatedElsewhere refuses SUB and channel actions on a node that
 // holds no replica of the topic.
@@ -233,7 +250,7 @@ func (e *errReplicatedElsewhere) Error() string {
 
 // createReplicated makes topic replicated on replicas nodes.
 func (n *NSQD) createReplicated(ctx context.Context, topic string, replicas int, retention store.Retention) error {
-	if n.cluster == nil {
+	if n.cluster.Load() == nil {
 		return errors.New("replication needs --lookupd-tcp-address: nodes find each other through nsqlookupd")
 	}
 	if t, ok := n.ExistingTopic(topic); ok && t.repl == nil {
@@ -243,7 +260,7 @@ func (n *NSQD) createReplicated(ctx context.Context, topic string, replicas int,
 	if retention.Time > 0 {
 		a.RetentionTime = retention.Time.String()
 	}
-	got, err := n.cluster.CreateTopic(ctx, topic, a)
+	got, err := n.cluster.Load().CreateTopic(ctx, topic, a)
 	if err != nil {
 		return err
 	}
@@ -265,21 +282,21 @@ func (n *NSQD) createReplicated(ctx context.Context, topic string, replicas int,
 
 // replicaStats returns the replication keys of a replicated topic's /stats.
 func (n *NSQD) replicaStats(t *Topic) *protocol.TopicReplicaStats {
-	if t.repl == nil || n.cluster == nil {
+	if t.repl == nil || n.cluster.Load() == nil {
 		return nil
 	}
 	rs := &protocol.TopicReplicaStats{Replicas: t.repl.replicas}
-	st, ok := n.cluster.TopicStatus(t.name)
+	st, ok := n.cluster.Load().TopicStatus(t.name)
 	if !ok {
 		return rs
 	}
 	if st.Leader != 0 {
-		rs.Leader = n.cluster.Addr(st.Leader)
+		rs.Leader = n.cluster.Load().Addr(st.Leader)
 	}
 	if st.IsLead {
 		rs.ReplicaLag = make(map[string]uint64, len(st.Lag))
 		for id, lag := range st.Lag {
-			rs.ReplicaLag[n.cluster.Addr(id)] = lag
+			rs.ReplicaLag[n.cluster.Load().Addr(id)] = lag
 		}
 	}
 	return rs
@@ -287,7 +304,7 @@ func (n *NSQD) replicaStats(t *Topic) *protocol.TopicReplicaStats {
 
 // doReplicatedCreate is /topic/create with replicas=.
 func (n *NSQD) doReplicatedCreate(ctx context.Context, name string, cfg *topicConfig, policy topicPolicy, setPolicy bool) error {
-	if n.cluster == nil {
+	if n.cluster.Load() == nil {
 		return errf(http.StatusBadRequest, "INVALID_ARG_REPLICAS: replication needs --lookupd-tcp-address (nodes find each other through nsqlookupd)")
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -309,4 +326,32 @@ func (n *NSQD) doReplicatedCreate(ctx context.Context, name string, cfg *topicCo
 		}
 	}
 	return nil
+}
+
+// checkReplicaIdentity keeps the replication state of one identity: a
+// node's identity is its broadcast_address:tcp_port, so when the data path
+// was last used under another one, its Raft state (votes, logs) belongs to
+// a node the cluster still knows under that address, and must not be
+// reused under this one. It is set aside, and the node joins as a new one
+// (the topics it held are replaced on other nodes after --replica-timeout).
+func (n *NSQD) checkReplicaIdentity(self string) error {
+	dir := filepath.Join(dataPathOf(n.opts), replicationDirName)
+	idPath := filepath.Join(dir, "node.id")
+	old, err := os.ReadFile(idPath)
+	switch {
+	case err == nil && string(old) != self:
+		aside := fmt.Sprintf("%s.%s.%d", dir, strings.NewReplacer(":", "_", "/", "_").Replace(string(old)), time.Now().Unix())
+		n.logger.Warn("this data path held replicas under another address; set aside", "old", string(old), "new", self, "moved_to", aside)
+		if err := os.Rename(dir, aside); err != nil {
+			return fmt.Errorf("set aside the replication state of %s: %w", old, err)
+		}
+	case err != nil && !errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("read %s: %w", idPath, err)
+	case err == nil:
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	return store.WriteFileAtomic(store.OSFS{}, idPath, []byte(self))
 }

@@ -161,8 +161,10 @@ func (t *Topic) put(ents []qentry, bodyBytes uint64) error {
 		if err := t.putDurable(ents); err != nil {
 			return err
 		}
-		t.messageCount.Add(uint64(count))
-		t.messageBytes.Add(bodyBytes)
+		if t.repl == nil { // a replicated topic counts what it applies
+			t.messageCount.Add(uint64(count))
+			t.messageBytes.Add(bodyBytes)
+		}
 		t.afterPut()
 		return nil
 	}

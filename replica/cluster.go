@@ -376,6 +376,9 @@ func (c *Cluster) CreateTopic(ctx context.Context, topic string, a Assignment) (
 		}
 		return old, nil
 	}
+	if err := c.registerSelf(ctx); err != nil {
+		return Assignment{}, fmt.Errorf("replica: create %q: %w", topic, err)
+	}
 	c.inviteLive(ctx)
 	var members []uint64
 	deadline := time.Now().Add(5 * time.Second)
@@ -409,6 +412,7 @@ func (c *Cluster) CreateTopic(ctx context.Context, topic string, a Assignment) (
 	if !ok {
 		return Assignment{}, fmt.Errorf("replica: create %q was not applied", topic)
 	}
+	c.waitPlacementKnown(ctx, mm.appliedIndex())
 	if got.Replicas != a.Replicas {
 		return got, fmt.Errorf("%w: %q has %d replicas", ErrTopicExists, topic, got.Replicas)
 	}
@@ -427,6 +431,47 @@ func (c *Cluster) CreateTopic(ctx context.Context, topic string, a Assignment) (
 		}
 	}
 	return got, nil
+}
+
+// waitPlacementKnown waits (a few seconds at most) until every live node
+// (invited into the meta group just before) has applied the placement up
+// to index, so that a
+// publish to any of them right after a creation finds the topic
+// replicated rather than creating a plain topic of the same name.
+func (c *Cluster) waitPlacementKnown(ctx context.Context, index uint64) {
+	deadline := time.Now().Add(5 * time.Second)
+	for id := range c.liveNodes() {
+		if id == c.cfg.Self {
+			continue
+		}
+		for time.Now().Before(deadline) {
+			info, err := c.askMetaInfo(ctx, id)
+			if err == nil && info.Applied >= index {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// registerSelf records this node's address in the placement, if it is not
+// there yet.
+func (c *Cluster) registerSelf(ctx context.Context) error {
+	mm := c.metaMachine()
+	if mm == nil {
+		return ErrMetaForming
+	}
+	mm.mu.Lock()
+	_, ok := mm.p.Nodes[c.cfg.Self]
+	mm.mu.Unlock()
+	if ok {
+		return nil
+	}
+	return c.host.Propose(ctx, MetaGroup, EncodeNodeCmd(c.cfg.Self, c.cfg.SelfAddr))
 }
 
 // DeleteTopic removes a replicated topic from every node.

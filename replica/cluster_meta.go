@@ -33,6 +33,7 @@ type metaInfo struct {
 	Joined   bool     `json:"joined"`
 	Voters   []uint64 `json:"voters,omitempty"`
 	Learners []uint64 `json:"learners,omitempty"`
+	Applied  uint64   `json:"applied,omitempty"` // the placement's index on that node
 }
 
 type reservation struct {
@@ -212,6 +213,9 @@ func (c *Cluster) HandleRequest(ctx context.Context, from uint64, kind string, b
 		info := metaInfo{}
 		if st, ok := c.host.Status(MetaGroup); ok {
 			info = metaInfo{Joined: true, Voters: st.Voters, Learners: st.Learners}
+			if mm := c.metaMachine(); mm != nil {
+				info.Applied = mm.appliedIndex()
+			}
 		}
 		return mustJSON(info), nil
 	case "meta.reserve":
@@ -234,15 +238,6 @@ func (c *Cluster) HandleRequest(ctx context.Context, from uint64, kind string, b
 		}
 		return nil, c.startMeta(members)
 	case "meta.form", "meta.invite":
-		if kind == "meta.invite" {
-			// Join in the background: the inviter does not wait for it.
-			go func() {
-				if err := c.ensureMeta(c.ctx); err != nil {
-					c.log.Debug("join the meta group", "err", err)
-				}
-			}()
-			return nil, nil
-		}
 		return nil, c.ensureMeta(ctx)
 	case "meta.join":
 		var j joinRequest

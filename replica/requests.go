@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"go.etcd.io/raft/v3/raftpb"
 )
@@ -38,7 +39,26 @@ type RequestMux struct {
 	mu      sync.Mutex
 	seq     uint64
 	pending map[uint64]chan reply
+	// served remembers the requests being or recently answered, by
+	// requester and number: a request is sent again until answered (the
+	// transport may drop it), and must run only once.
+	served map[servedKey]*servedReq
 }
+
+type servedKey struct{ from, id uint64 }
+
+type servedReq struct {
+	at   time.Time
+	done bool
+	resp *raftpb.Message
+}
+
+// resendEvery is how often an unanswered request is sent again;
+// servedTTL how long an answer is kept for a request sent again.
+const (
+	resendEvery = 300 * time.Millisecond
+	servedTTL   = time.Minute
+)
 
 type reply struct {
 	body []byte
@@ -49,7 +69,10 @@ type reply struct {
 // and SetNext complete it before the transport receives anything.
 func NewRequestMux(tr Transport, self uint64) *RequestMux {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &RequestMux{tr: tr, self: self, ctx: ctx, cancel: cancel, pending: make(map[uint64]chan reply)}
+	// Numbers start from the clock, so a restarted node never reuses one
+	// a peer may still remember an answer for.
+	return &RequestMux{tr: tr, self: self, ctx: ctx, cancel: cancel, pending: make(map[uint64]chan reply),
+		served: make(map[servedKey]*servedReq), seq: uint64(time.Now().UnixNano())}
 }
 
 // SetHandler sets what answers requests from peers.
@@ -94,14 +117,20 @@ func (m *RequestMux) Request(ctx context.Context, to uint64, kind string, body [
 	payload = append(payload, byte(len(kind)))
 	payload = append(payload, kind...)
 	payload = append(payload, body...)
-	m.tr.Send(to, []Envelope{{Group: requestGroup, Msg: &raftpb.Message{From: &m.self, To: &to, Index: &id, Context: payload}}})
-	select {
-	case r := <-ch:
-		return r.body, r.err
-	case <-ctx.Done():
-		return nil, fmt.Errorf("request %s to %x: %w", kind, to, ctx.Err())
-	case <-m.ctx.Done():
-		return nil, ErrStopped
+	msg := &raftpb.Message{From: &m.self, To: &to, Index: &id, Context: payload}
+	resend := time.NewTicker(resendEvery)
+	defer resend.Stop()
+	for {
+		m.tr.Send(to, []Envelope{{Group: requestGroup, Msg: msg}})
+		select {
+		case r := <-ch:
+			return r.body, r.err
+		case <-ctx.Done():
+			return nil, fmt.Errorf("request %s to %x: %w", kind, to, ctx.Err())
+		case <-m.ctx.Done():
+			return nil, ErrStopped
+		case <-resend.C:
+		}
 	}
 }
 
@@ -135,6 +164,27 @@ func (m *RequestMux) serve(msg *raftpb.Message) {
 		return
 	default:
 	}
+	key := servedKey{from, id}
+	now := time.Now()
+	m.mu.Lock()
+	if sr, ok := m.served[key]; ok {
+		// Sent again: answer again if done; if it still runs, its answer
+		// will go out when it is.
+		resp, done := sr.resp, sr.done
+		m.mu.Unlock()
+		if done {
+			m.tr.Send(from, []Envelope{{Group: responseGroup, Msg: resp}})
+		}
+		return
+	}
+	for k, sr := range m.served {
+		if sr.done && now.Sub(sr.at) > servedTTL {
+			delete(m.served, k)
+		}
+	}
+	sr := &servedReq{at: now}
+	m.served[key] = sr
+	m.mu.Unlock()
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
@@ -145,6 +195,9 @@ func (m *RequestMux) serve(msg *raftpb.Message) {
 			resp.Reject = &reject
 			resp.Context = []byte(err.Error())
 		}
+		m.mu.Lock()
+		sr.done, sr.resp, sr.at = true, resp, time.Now()
+		m.mu.Unlock()
 		m.tr.Send(from, []Envelope{{Group: responseGroup, Msg: resp}})
 	}()
 }

@@ -1,6 +1,7 @@
 // Command sluice runs a whole local cluster in one process: nsqlookupd, an
-// nsqd registered with it, and nsqadmin reading from the lookupd. Data lives
-// under --data-path (./sluice-data by default). Ctrl-C or SIGTERM shuts down
+// nsqd registered with it (or --nodes of them, for replicated topics), and
+// nsqadmin reading from the lookupd. Data lives under --data-path
+// (./sluice-data by default; node-<i> folders in it with several nodes). Ctrl-C or SIGTERM shuts down
 // cleanly: nsqd flushes every queue to disk, and the next start delivers it.
 package main
 
@@ -14,6 +15,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strconv"
 	"syscall"
 
 	"github.com/sluicemq/sluice/admin"
@@ -41,6 +44,7 @@ type options struct {
 	adminHTTP        string
 	memQueueSize     int64
 	durable          bool
+	nodes            int
 }
 
 func run(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
@@ -56,6 +60,7 @@ func run(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writ
 	fs.StringVar(&o.lookupdHTTP, "nsqlookupd-http-address", "0.0.0.0:4161", "nsqlookupd HTTP listen address")
 	fs.StringVar(&o.adminHTTP, "nsqadmin-http-address", "0.0.0.0:4171", "nsqadmin HTTP listen address (empty disables nsqadmin)")
 	fs.Int64Var(&o.memQueueSize, "mem-queue-size", 10000, "nsqd: messages per topic/channel kept in memory")
+	fs.IntVar(&o.nodes, "nodes", 1, "how many nsqd nodes to run (node i listens on the nsqd ports plus 1000*i); with 3 or more, POST /topic/create?topic=T&replicas=3 makes a replicated topic")
 	fs.BoolVar(&o.durable, "durable", false, "nsqd: make every non-ephemeral topic durable (OK to a publish only once it is fsynced)")
 	fs.Var(config.LevelFlag{Var: level}, "log-level", "set log verbosity: debug, info, warn, error, or fatal")
 	version := fs.Bool("version", false, "print version string")
@@ -68,6 +73,10 @@ func run(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writ
 	if *version {
 		fmt.Fprintln(stdout, config.VersionLine(name))
 		return 0
+	}
+	if o.nodes < 1 || o.nodes > 9 {
+		fmt.Fprintf(stderr, "%s: --nodes must be from 1 to 9, got %d\n", name, o.nodes)
+		return 2
 	}
 	c, err := start(o, stdout, stderr, level)
 	if err != nil {
@@ -83,7 +92,7 @@ func run(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writ
 // cluster is the three daemons; exit stops them in reverse dependency order.
 type cluster struct {
 	lookupd *lookupd.Daemon
-	nsqd    *nsqd.NSQD
+	nsqds   []*nsqd.NSQD
 	admin   *admin.Admin
 }
 
@@ -91,12 +100,31 @@ func (c *cluster) exit() {
 	if c.admin != nil {
 		c.admin.Exit()
 	}
-	if c.nsqd != nil {
-		c.nsqd.Exit() // flushes queues to disk
+	for _, n := range c.nsqds {
+		n.Exit() // flushes queues to disk
 	}
 	if c.lookupd != nil {
 		c.lookupd.Exit()
 	}
+}
+
+// offsetPort adds off to the port of a listen address (port 0 stays 0).
+func offsetPort(addr string, off int) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return "", fmt.Errorf("port %q: %w", port, err)
+	}
+	if p == 0 || off == 0 {
+		return addr, nil
+	}
+	if p+off > 65535 {
+		return "", fmt.Errorf("port %d+%d is past 65535", p, off)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p+off)), nil
 }
 
 // dialable turns a listen address into one a local client can dial
@@ -135,31 +163,51 @@ func start(o options, stdout, stderr io.Writer, level *slog.LevelVar) (*cluster,
 	c.lookupd = l
 	lookupdTCP, lookupdHTTP := dialable(l.TCPAddr()), dialable(l.HTTPAddr())
 
-	if err := os.MkdirAll(o.dataPath, 0o755); err != nil {
-		return nil, fmt.Errorf("nsqd: create data path: %w", err)
-	}
-	no := nsqd.NewOptions()
-	no.TCPAddress, no.HTTPAddress = o.nsqdTCP, o.nsqdHTTP
-	no.BroadcastAddress = o.broadcastAddress
-	no.NSQLookupdTCPAddresses = []string{lookupdTCP}
-	no.DataPath = o.dataPath
-	no.MemQueueSize = o.memQueueSize
-	no.Durable = o.durable
-	no.Logger = config.NewLogger(stderr, "[nsqd] ", level)
-	no.LogLevelVar = level
-	no.LogLevel = config.LevelFlag{Var: level}.String()
-	n, err := nsqd.New(no)
-	if err != nil {
-		return nil, fmt.Errorf("nsqd: %w", err)
-	}
-	if err := n.Start(); err != nil {
-		return nil, fmt.Errorf("nsqd: %w", err)
-	}
-	c.nsqd = n
-
 	fmt.Fprintln(stdout, config.VersionLine(name))
 	fmt.Fprintf(stdout, "nsqlookupd tcp=%s http=%s\n", lookupdTCP, lookupdHTTP)
-	fmt.Fprintf(stdout, "nsqd tcp=%s http=%s data=%s\n", dialable(n.TCPAddr()), dialable(n.HTTPAddr()), o.dataPath)
+	for i := 0; i < o.nodes; i++ {
+		dataPath := o.dataPath
+		if o.nodes > 1 {
+			dataPath = filepath.Join(o.dataPath, fmt.Sprintf("node-%d", i))
+		}
+		if err := os.MkdirAll(dataPath, 0o755); err != nil {
+			return nil, fmt.Errorf("nsqd: create data path: %w", err)
+		}
+		no := nsqd.NewOptions()
+		var err error
+		if no.TCPAddress, err = offsetPort(o.nsqdTCP, 1000*i); err != nil {
+			return nil, fmt.Errorf("--nsqd-tcp-address: %w", err)
+		}
+		if no.HTTPAddress, err = offsetPort(o.nsqdHTTP, 1000*i); err != nil {
+			return nil, fmt.Errorf("--nsqd-http-address: %w", err)
+		}
+		no.HTTPSAddress = ""
+		no.BroadcastAddress = o.broadcastAddress
+		no.NSQLookupdTCPAddresses = []string{lookupdTCP}
+		no.DataPath = dataPath
+		no.MemQueueSize = o.memQueueSize
+		no.Durable = o.durable
+		prefix := "[nsqd] "
+		if o.nodes > 1 {
+			prefix = fmt.Sprintf("[nsqd-%d] ", i)
+		}
+		no.Logger = config.NewLogger(stderr, prefix, level)
+		no.LogLevelVar = level
+		no.LogLevel = config.LevelFlag{Var: level}.String()
+		n, err := nsqd.New(no)
+		if err != nil {
+			return nil, fmt.Errorf("nsqd: %w", err)
+		}
+		if err := n.Start(); err != nil {
+			return nil, fmt.Errorf("nsqd: %w", err)
+		}
+		c.nsqds = append(c.nsqds, n)
+		label := "nsqd"
+		if o.nodes > 1 {
+			label = fmt.Sprintf("nsqd-%d", i)
+		}
+		fmt.Fprintf(stdout, "%s tcp=%s http=%s data=%s\n", label, dialable(n.TCPAddr()), dialable(n.HTTPAddr()), dataPath)
+	}
 
 	if o.adminHTTP != "" {
 		ao := admin.NewOptions()

@@ -259,3 +259,32 @@ func TestBadFlags(t *testing.T) {
 		t.Errorf("last stderr line %q", last)
 	}
 }
+
+func TestNodesRunsALocalClusterThatReplicatesATopic(t *testing.T) {
+	bin := buildBinary(t)
+	p := startSluice(t, bin, t.TempDir(), "--nodes=3")
+	for i := 0; i < 3; i++ {
+		if p.addrs[fmt.Sprintf("nsqd-%d.tcp", i)] == "" {
+			t.Fatalf("no address of nsqd-%d in the output: %v", i, p.addrs)
+		}
+	}
+	testutil.MustPost(t, "http://"+p.addrs["nsqd-0.http"]+"/topic/create?topic=orders&replicas=3", nil)
+	prod := testutil.NewProducer(t, p.addrs["nsqd-2.tcp"], nil)
+	for i := range 10 {
+		if err := prod.Publish("orders", fmt.Appendf(nil, "m%d", i)); err != nil {
+			t.Fatalf("publish to a replica: %v", err)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		addr := p.addrs[fmt.Sprintf("nsqd-%d.http", i)]
+		testutil.WaitFor(t, 10*time.Second, func() bool {
+			resp, err := http.Get("http://" + addr + "/stats?format=json&topic=orders")
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return strings.Contains(string(b), `"replicas":3`) && strings.Contains(string(b), `"message_count":10`)
+		}, "nsqd-%d holds the replicated topic's 10 messages", i)
+	}
+}

@@ -312,3 +312,104 @@ func TestLeaderLossElectsAnotherAndConsumersCarryOn(t *testing.T) {
 		t.Fatalf("%d duplicates: finished messages were delivered again", dups)
 	}
 }
+
+func TestChannelCreatedOnAFollowerExistsOnEveryReplica(t *testing.T) {
+	c := startCluster(t, 3)
+	testutil.MustPost(t, c.nodes[0].URL("/topic/create?topic=orders&replicas=3"), nil)
+	lead := c.leader("orders", c.nodes, 15*time.Second)
+	var follower *testutil.NSQDHandle
+	for _, h := range c.nodes {
+		if h != lead {
+			follower = h
+		}
+	}
+	testutil.MustPost(t, follower.URL("/channel/create?topic=orders&channel=audit"), nil)
+	for _, h := range c.nodes {
+		testutil.WaitFor(t, 10*time.Second, func() bool {
+			ts, _ := statsOf(t, h, "orders")
+			for _, ch := range ts.Channels {
+				if ch.ChannelName == "audit" {
+					return true
+				}
+			}
+			return false
+		}, "channel audit on %s", h.TCPAddr)
+	}
+	// Published after the channel exists, delivered by the leader on it.
+	p := testutil.NewProducer(t, follower.TCPAddr, nil)
+	for i := range 20 {
+		if err := p.Publish("orders", fmt.Appendf(nil, "m%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	col := &collector{}
+	c.consumer("orders", "audit", col)
+	testutil.WaitFor(t, 15*time.Second, func() bool { return col.distinct() == 20 }, "20 delivered on audit")
+}
+
+func TestReplicasParameterIsValidated(t *testing.T) {
+	c := startCluster(t, 1)
+	for _, q := range []string{"replicas=0", "replicas=abc", "replicas=8", "replicas=3&durable=false"} {
+		r := testutil.HTTPPost(t, c.nodes[0].URL("/topic/create?topic=orders&"+q), nil)
+		if r.Status != 400 || !strings.Contains(r.String(), "INVALID_ARG_REPLICAS") {
+			t.Fatalf("%s: %d %s, want 400 naming replicas", q, r.Status, r)
+		}
+	}
+	// One node cannot hold three replicas: refused, and nothing is created.
+	r := testutil.HTTPPost(t, c.nodes[0].URL("/topic/create?topic=orders&replicas=3"), nil)
+	if r.Status == 200 {
+		t.Fatal("replicas=3 on a one-node cluster was accepted")
+	}
+	t.Logf("replicas=3 on one node: %d %s", r.Status, r)
+	if _, ok := statsOf(t, c.nodes[0], "orders"); ok {
+		t.Fatal("a refused replicated topic was created")
+	}
+	// Without nsqlookupd there is no replication.
+	solo := testutil.StartNSQD(t, nil)
+	r = testutil.HTTPPost(t, solo.URL("/topic/create?topic=orders&replicas=1"), nil)
+	if r.Status != 400 || !strings.Contains(r.String(), "lookupd") {
+		t.Fatalf("replicas without nsqlookupd: %d %s, want 400 saying replication needs nsqlookupd", r.Status, r)
+	}
+}
+
+func TestNodeWithoutAReplicaForwardsPublishesAndRefusesSubscribers(t *testing.T) {
+	c := startCluster(t, 4)
+	testutil.MustPost(t, c.nodes[0].URL("/topic/create?topic=orders&replicas=3"), nil)
+	testutil.WaitFor(t, 15*time.Second, func() bool {
+		ts, _ := statsOf(t, c.nodes[0], "orders")
+		return ts.Leader != nil && *ts.Leader != ""
+	}, "a leader of orders")
+	var outside *testutil.NSQDHandle
+	testutil.WaitFor(t, 10*time.Second, func() bool {
+		outside = nil
+		holders := 0
+		for _, h := range c.nodes {
+			if _, ok := statsOf(t, h, "orders"); ok {
+				holders++
+			} else {
+				outside = h
+			}
+		}
+		return holders == 3 && outside != nil
+	}, "3 replicas and one node without")
+	col := &collector{}
+	c.consumer("orders", "work", col)
+	time.Sleep(time.Second) // the consumer finds the replicas through nsqlookupd
+	p := testutil.NewProducer(t, outside.TCPAddr, nil)
+	for i := range 30 {
+		if err := p.Publish("orders", fmt.Appendf(nil, "fwd%d", i)); err != nil {
+			t.Fatalf("publish through a node without a replica: %v", err)
+		}
+	}
+	testutil.WaitFor(t, 15*time.Second, func() bool { return col.distinct() == 30 }, "30 forwarded messages delivered")
+	if _, ok := statsOf(t, outside, "orders"); ok {
+		t.Fatal("the node without a replica lists the topic")
+	}
+	conn := testutil.DialV2(t, outside.TCPAddr)
+	conn.Identify(map[string]any{"heartbeat_interval": 5000})
+	conn.Send("SUB orders direct", nil)
+	f := conn.MustFrame()
+	if !strings.Contains(f.String(), "E_SUB_FAILED") || !strings.Contains(f.String(), "replicated on other nodes") {
+		t.Fatalf("SUB on a node without a replica: %s, want E_SUB_FAILED saying where the topic is", f)
+	}
+}
