@@ -43,14 +43,29 @@ type replTopic struct {
 	leader  atomic.Uint64 // node ID of the group's leader; 0 when none
 	leading atomic.Bool
 
-	mu          sync.Mutex // guards the fields below
-	applied     appliedMark
-	skip        uint64 // messages of entries applied again that the log already has
+	// Apply appends committed publishes without waiting for their fsync
+	// (the Raft log, synced on a majority, is the durable copy): marks
+	// carries each applied batch's round, in order, to markLoop, which
+	// waits for it and only then advances the applied mark on disk, so a
+	// restart applies again everything the topic log may have lost.
+	marks    chan pendingMark
+	marksWG  sync.WaitGroup
+	nextEnd  uint64 // the topic log's end once every applied publish is written; host loop only
+	memIndex atomic.Uint64
+
+	mu          sync.Mutex  // guards the fields below
+	applied     appliedMark // synced
+	skip        uint64      // messages of entries applied again that the log already has
 	markWritten time.Time
 	sentCursors map[string]string // channel -> the cursor state last proposed
 
 	stop chan struct{}
 	wg   sync.WaitGroup
+}
+
+type pendingMark struct {
+	round *store.Round // nil when the batch appended nothing
+	mark  appliedMark
 }
 
 // appliedMark is applied.json in the topic's folder: the last Raft index
@@ -82,6 +97,9 @@ func newReplTopic(t *Topic, replicas int) (*replTopic, error) {
 		// them again must not append their messages twice.
 		r.skip = end - r.applied.End
 	}
+	r.nextEnd = t.dur.log.End()
+	r.memIndex.Store(r.applied.Index)
+	r.marks = make(chan pendingMark, 4096)
 	return r, nil
 }
 
@@ -91,7 +109,39 @@ func (r *replTopic) start() {
 		defer r.wg.Done()
 		r.cursorLoop()
 	}()
+	r.marksWG.Add(1)
+	go func() {
+		defer r.marksWG.Done()
+		r.markLoop()
+	}()
 }
+
+// markLoop advances the applied mark as the topic log's rounds are synced.
+func (r *replTopic) markLoop() {
+	for pm := range r.marks {
+		if pm.round != nil {
+			if err := pm.round.Wait(r.t.dur.log); err != nil {
+				// The mark stays where it is: a restart applies these
+				// entries again from the Raft log.
+				r.t.nsqd.setHealth(err)
+				r.t.logger.Error("sync a replicated publish to the topic log", "err", err)
+				continue
+			}
+		}
+		r.mu.Lock()
+		if pm.mark.Index > r.applied.Index {
+			r.applied = pm.mark
+			if time.Since(r.markWritten) > time.Second {
+				r.writeMarkLocked()
+			}
+		}
+		r.mu.Unlock()
+	}
+}
+
+// appliedIndex is the last index applied (in memory): where the group
+// resumes when it is added again while the topic stays open.
+func (r *replTopic) appliedIndex() uint64 { return r.memIndex.Load() }
 
 func (r *replTopic) close() {
 	select {
@@ -101,6 +151,8 @@ func (r *replTopic) close() {
 	}
 	close(r.stop)
 	r.wg.Wait()
+	close(r.marks) // the group no longer applies: its host stopped first
+	r.marksWG.Wait()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.writeMarkLocked()
@@ -118,7 +170,7 @@ func (r *replTopic) writeMarkLocked() {
 // Apply implements replica.StateMachine.
 func (r *replTopic) Apply(last uint64, cmds []replica.Command) error {
 	t := r.t
-	var rounds []*store.Round
+	var round *store.Round
 	for _, cmd := range cmds {
 		if len(cmd.Data) == 0 {
 			continue
@@ -138,14 +190,15 @@ func (r *replTopic) Apply(last uint64, cmds []replica.Command) error {
 				continue
 			}
 			for i := range ents {
+				r.nextEnd += uint64(ents[i].Messages())
 				t.messageCount.Add(uint64(ents[i].Messages()))
 				t.messageBytes.Add(uint64(len(ents[i].Body) + len(ents[i].Packed) - 4*int(ents[i].Count)))
 			}
-			round, err := t.nsqd.committer.Append(t.dur.log, ents)
+			rd, err := t.nsqd.committer.Append(t.dur.log, ents)
 			if err != nil {
 				return fmt.Errorf("append replicated publish: %w", err)
 			}
-			rounds = append(rounds, round)
+			round = rd // rounds complete in order: the last covers the others
 		case cmdChannel:
 			name, start, err := decodeChannelCmd(cmd.Data)
 			if err != nil {
@@ -170,19 +223,9 @@ func (r *replTopic) Apply(last uint64, cmds []replica.Command) error {
 			}
 		}
 	}
-	for _, round := range rounds {
-		if err := round.Wait(t.dur.log); err != nil {
-			t.nsqd.setHealth(err)
-			return fmt.Errorf("sync replicated publish: %w", err)
-		}
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if last > r.applied.Index {
-		r.applied = appliedMark{Index: last, End: t.dur.log.End()}
-		if time.Since(r.markWritten) > time.Second {
-			r.writeMarkLocked()
-		}
+	if last > r.memIndex.Load() {
+		r.memIndex.Store(last)
+		r.marks <- pendingMark{round: round, mark: appliedMark{Index: last, End: r.nextEnd}}
 	}
 	return nil
 }

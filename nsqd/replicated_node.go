@@ -137,10 +137,7 @@ func (rt replicaTopics) OpenTopic(topic string, a replica.Assignment) (replica.S
 		if t.repl == nil {
 			return nil, 0, fmt.Errorf("topic %s exists on this node and is not replicated", topic)
 		}
-		t.repl.mu.Lock()
-		applied := t.repl.applied.Index
-		t.repl.mu.Unlock()
-		return t.repl, applied, nil
+		return t.repl, t.repl.appliedIndex(), nil
 	}
 	cfg := topicConfig{durable: true, retention: n.nodeRetention(), replicas: a.Replicas}
 	if a.RetentionTime != "" {
@@ -159,10 +156,7 @@ func (rt replicaTopics) OpenTopic(topic string, a replica.Assignment) (replica.S
 	if t.repl == nil {
 		return nil, 0, fmt.Errorf("topic %s was created on this node meanwhile, not replicated", topic)
 	}
-	t.repl.mu.Lock()
-	applied := t.repl.applied.Index
-	t.repl.mu.Unlock()
-	return t.repl, applied, nil
+	return t.repl, t.repl.appliedIndex(), nil
 }
 
 // CloseTopic removes this node's replica of topic.

@@ -139,6 +139,10 @@ type group struct {
 	machine StateMachine
 	onLead  func(uint64)
 
+	// applyMu is held while the machine applies: RemoveGroup takes it so
+	// that once it returns the machine is never called again.
+	applyMu sync.Mutex
+
 	mu       sync.Mutex
 	rn       *raft.RawNode
 	lead     uint64
@@ -289,6 +293,8 @@ func (h *Host) RemoveGroup(name string) {
 		g.removed = true
 		g.failPendingLocked(ErrNoGroup)
 		g.mu.Unlock()
+		g.applyMu.Lock() // an apply in progress ends first
+		g.applyMu.Unlock()
 	}
 }
 
@@ -526,6 +532,13 @@ func (h *Host) tickAll() {
 type readyWork struct {
 	g  *group
 	rd raft.Ready
+	// lead: the group's leader made this Ready. A leader's messages go out
+	// before its own entries are synced (the Raft thesis' parallel append,
+	// as etcd's server does): its term and vote were synced when it was
+	// elected, its appends do not depend on its own disk, and an entry
+	// counts toward the commit only once the leader itself reports it
+	// synced (after persist, at Advance).
+	lead bool
 }
 
 // processReady handles one round: the Ready of every dirty group is
@@ -550,15 +563,17 @@ func (h *Host) processReady() {
 		for _, g := range gs {
 			g.mu.Lock()
 			if g.failed == nil && !g.removed && g.rn.HasReady() {
-				work = append(work, readyWork{g: g, rd: g.rn.Ready()})
+				lead := g.rn.BasicStatus().RaftState == raft.StateLeader
+				work = append(work, readyWork{g: g, rd: g.rn.Ready(), lead: lead})
 			}
 			g.mu.Unlock()
 		}
 		if len(work) == 0 {
 			return
 		}
+		h.send(work, true)
 		h.persist(work)
-		h.send(work)
+		h.send(work, false)
 		for i := range work {
 			h.apply(&work[i])
 		}
@@ -629,7 +644,10 @@ func (g *group) failPendingLocked(err error) {
 	}
 }
 
-func (h *Host) send(work []readyWork) {
+// send sends, before the round's syncs (early), the messages that depend on
+// nothing being synced: a leader's, and proposals a follower forwards to
+// its leader; after them, the rest.
+func (h *Host) send(work []readyWork, early bool) {
 	var byPeer map[uint64][]Envelope
 	for i := range work {
 		w := &work[i]
@@ -637,6 +655,9 @@ func (h *Host) send(work []readyWork) {
 			continue
 		}
 		for _, m := range w.rd.Messages {
+			if (w.lead || m.GetType() == raftpb.MessageType_MsgProp) != early {
+				continue
+			}
 			if byPeer == nil {
 				byPeer = make(map[uint64][]Envelope)
 			}
@@ -649,6 +670,12 @@ func (h *Host) send(work []readyWork) {
 	}
 }
 
+func (g *group) isRemoved() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.removed
+}
+
 func (g *group) failedNow() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -657,7 +684,9 @@ func (g *group) failedNow() bool {
 
 func (h *Host) apply(w *readyWork) {
 	g, rd := w.g, &w.rd
-	if g.failedNow() {
+	g.applyMu.Lock()
+	defer g.applyMu.Unlock()
+	if g.failedNow() || g.isRemoved() {
 		return
 	}
 	if rd.SoftState != nil {
