@@ -7,6 +7,7 @@ package replicatest
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -411,5 +412,94 @@ func TestNodeWithoutAReplicaForwardsPublishesAndRefusesSubscribers(t *testing.T)
 	f := conn.MustFrame()
 	if !strings.Contains(f.String(), "E_SUB_FAILED") || !strings.Contains(f.String(), "replicated on other nodes") {
 		t.Fatalf("SUB on a node without a replica: %s, want E_SUB_FAILED saying where the topic is", f)
+	}
+}
+
+// freeAddrs returns n "127.0.0.1:port" addresses free a moment ago.
+func freeAddrs(t *testing.T, n int) []string {
+	t.Helper()
+	var out []string
+	var lns []net.Listener
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		out = append(out, ln.Addr().String())
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return out
+}
+
+func TestEveryReplicaRestartedKeepsTheTopicAndItsProgress(t *testing.T) {
+	l := startLookupd(t)
+	addrs := freeAddrs(t, 6)
+	var nodes []*testutil.NSQDHandle
+	for i := range 3 {
+		nodes = append(nodes, testutil.StartNSQD(t, func(o *nsqd.Options) {
+			o.TCPAddress, o.HTTPAddress = addrs[2*i], addrs[2*i+1]
+			o.NSQLookupdTCPAddresses = []string{l.TCPAddr().String()}
+			o.LookupdPingInterval = time.Second
+		}))
+	}
+	c := &cluster{t: t, lookupd: l, nodes: nodes}
+	testutil.WaitFor(t, 10*time.Second, func() bool { return c.registered() == 3 }, "3 nodes")
+	testutil.MustPost(t, nodes[0].URL("/topic/create?topic=orders&replicas=3"), nil)
+	testutil.MustPost(t, nodes[0].URL("/channel/create?topic=orders&channel=work"), nil)
+	c.leader("orders", nodes, 15*time.Second)
+	p := testutil.NewProducer(t, nodes[1].TCPAddr, nil)
+	for i := range 100 {
+		if err := p.Publish("orders", fmt.Appendf(nil, "m%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.Stop()
+	// Finish 60 on the leader; leave the other 40 in flight.
+	lead := c.leader("orders", nodes, 15*time.Second)
+	col := &collector{}
+	conn := testutil.DialV2(t, lead.TCPAddr)
+	conn.Identify(map[string]any{"heartbeat_interval": 5000})
+	conn.Subscribe("orders", "work")
+	conn.Ready(100)
+	for i := range 100 {
+		m := conn.ExpectMessageWithin(10 * time.Second)
+		if i < 60 {
+			conn.Finish(m.ID)
+			col.HandleMessage(&nsq.Message{Body: m.Body})
+		}
+	}
+	time.Sleep(600 * time.Millisecond) // the leader replicates the channel's progress
+	conn.Close()
+	for _, h := range nodes {
+		h.Exit()
+	}
+	for i, h := range nodes {
+		nodes[i] = testutil.RestartNSQD(t, h)
+	}
+	c.nodes = nodes
+	c.leader("orders", nodes, 20*time.Second)
+	rest := &collector{}
+	c.consumer("orders", "work", rest)
+	testutil.WaitFor(t, 20*time.Second, func() bool { return rest.distinct() == 40 }, "the 40 unfinished delivered after the restart")
+	for i := range 100 {
+		body := fmt.Sprintf("m%d", i)
+		if !col.has(body) && !rest.has(body) {
+			t.Fatalf("%s lost across the restart of every replica", body)
+		}
+	}
+	time.Sleep(time.Second)
+	distinct, dups := rest.report()
+	redelivered := 0
+	for i := range 100 {
+		if col.has(fmt.Sprintf("m%d", i)) && rest.has(fmt.Sprintf("m%d", i)) {
+			redelivered++
+		}
+	}
+	t.Logf("after the restart: %d delivered, %d duplicates, %d finished before and delivered again", distinct, dups, redelivered)
+	if redelivered > 0 {
+		t.Fatalf("%d messages finished before the restart were delivered again", redelivered)
 	}
 }
