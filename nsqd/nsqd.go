@@ -49,9 +49,11 @@ type NSQD struct {
 	mu     sync.RWMutex // guards topics
 	topics map[string]*Topic
 
-	clientsMu sync.Mutex
-	clients   map[uint64]*client
-	clientSeq atomic.Uint64
+	clientsMu  sync.Mutex
+	clients    map[uint64]*client
+	clientSeq  atomic.Uint64
+	connTimers *connTimers // heartbeats and read timeouts of every connection
+	idle       *idlePoller // idle connections without a goroutine; nil where unsupported
 
 	healthErr atomic.Pointer[string]
 
@@ -84,7 +86,7 @@ type NSQD struct {
 	ctx        context.Context
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup // scanner, lookup, statsd, HTTP servers
-	connWG     sync.WaitGroup // client connection goroutines
+	connWG     sync.WaitGroup // client connections (one goroutine each)
 	acceptDone chan struct{}  // closed when the TCP accept loop has returned
 	started    atomic.Bool
 	exiting    atomic.Bool
@@ -104,6 +106,7 @@ func New(opts *Options) (*NSQD, error) {
 		topics:    make(map[string]*Topic),
 		clients:   make(map[uint64]*client),
 	}
+	n.connTimers = newConnTimers(time.Now())
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if opts.TLSCert != "" {
 		cfg, err := buildTLSConfig(opts)
@@ -251,6 +254,17 @@ func (n *NSQD) Start() error {
 	n.meta.running = true
 	go n.metadataWriter()
 	n.acceptDone = make(chan struct{})
+	if p, err := newIdlePoller(o.TLSRequired == TLSNotRequired); err != nil {
+		n.logger.Info("idle connections keep a goroutine each", "reason", err)
+	} else {
+		n.idle = p
+		go p.run() // stopped by exit once every connection has ended
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.connTimers.run(n.ctx)
+	}()
 	go n.serveTCP(n.tcpListener)
 	n.startHTTP()
 	n.wg.Add(1)
@@ -317,6 +331,7 @@ func (n *NSQD) exit() {
 	// every connection has requeued its in-flight messages before the queues
 	// are flushed to disk
 	n.connWG.Wait()
+	n.idle.stop()
 	for _, s := range n.httpServers {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		s.Shutdown(ctx)
