@@ -29,6 +29,9 @@ func tinyOptions(t testing.TB) bench.Options {
 	o.FanoutChannels = 3
 	o.IdleConns = 50
 	o.IdleHeartbeat = time.Second
+	o.IdleConnsSettle = time.Second
+	o.IdleConnsWindow = 2 * time.Second
+	o.IdleConnsPerSource = 20 // three source addresses: 127.0.0.1, .2 and .3
 	o.LargeMemQueue = 100_000
 	o.ScenarioTimeout = time.Minute
 	o.TempDir = t.TempDir()
@@ -95,6 +98,19 @@ func TestIdleConnsAgainstSluiceProcess(t *testing.T) {
 	}
 	if hb, _ := r.Extra["heartbeats_answered"].(int64); hb < int64(o.IdleConns) {
 		t.Fatalf("%d heartbeats answered, want at least %d", hb, o.IdleConns)
+	}
+	if s, _ := r.Extra["source_addresses"].(int); s != 3 {
+		t.Fatalf("connections came from %d source addresses, want 3", s)
+	}
+	// heartbeats go on while the daemon idles: 50 connections, a 1 s
+	// interval, a 2 s window
+	if hb, _ := r.Extra["heartbeats_in_window"].(int64); hb < int64(o.IdleConns) {
+		t.Fatalf("%d heartbeats answered in the CPU window, want at least %d", hb, o.IdleConns)
+	}
+	for _, k := range []string{"rss_per_conn_bytes", "idle_cpu_percent", "projected_1m_conns_gib", "per_conn_bytes", "goroutines"} {
+		if _, ok := r.Extra[k]; !ok {
+			t.Errorf("no %s in %v", k, r.Extra)
+		}
 	}
 	t.Log(r.TableLine())
 }

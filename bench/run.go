@@ -31,9 +31,10 @@ type Report struct {
 	// Notes explain how to read the figures.
 	Notes   []string `json:"notes"`
 	Results []Result `json:"results"`
-	// Checks are the durable-topic, message-policy and idle-channel goals
-	// evaluated on Results (see DurableChecks, PolicyChecks,
-	// IdleChannelsChecks); absent when none of those scenarios ran.
+	// Checks are the durable-topic, message-policy, idle-channel and
+	// idle-connection goals evaluated on Results (see DurableChecks,
+	// PolicyChecks, IdleChannelsChecks, IdleConnsChecks); absent when none
+	// of those scenarios ran.
 	Checks []Check `json:"checks,omitempty"`
 }
 
@@ -93,10 +94,12 @@ func Run(ctx context.Context, o Options, targets []Target, scenarios []string, t
 		}
 	}
 	durable, policy, idle := DurableChecks(rep.Results), PolicyChecks(rep.Results), IdleChannelsChecks(rep.Results)
-	rep.Checks = slices.Concat(durable, policy, idle)
+	conns := IdleConnsChecks(rep.Results)
+	rep.Checks = slices.Concat(durable, policy, idle, conns)
 	printChecks(table, "durable-topic goals and comparisons (same run):", durable)
 	printChecks(table, "message-policy goals: every policy / no policy, same node, same run:", policy)
 	printChecks(table, fmt.Sprintf("idle-channel goals (Sluice at %d channels or more; figures only otherwise):", idleChannelsGoalCount), idle)
+	printChecks(table, "idle-connection goals (Sluice at "+idleConnsGoalCountText+" connections or more; figures only otherwise):", conns)
 	rep.Seconds = time.Since(rep.Started).Seconds()
 	return rep
 }

@@ -55,9 +55,16 @@ type Options struct {
 	Policy PolicyOptions
 
 	// IdleConns connections are held; IdleHeartbeat is their negotiated
-	// heartbeat interval.
-	IdleConns     int
-	IdleHeartbeat time.Duration
+	// heartbeat interval. After every connection has answered a heartbeat
+	// the daemon settles for IdleConnsSettle, then its CPU time is measured
+	// over IdleConnsWindow, then its RSS. IdleConnsPerSource connections
+	// come from each source address (0: the ephemeral port range less a
+	// margin, about 27,000).
+	IdleConns          int
+	IdleHeartbeat      time.Duration
+	IdleConnsSettle    time.Duration
+	IdleConnsWindow    time.Duration
+	IdleConnsPerSource int
 
 	// IdleChannels sizes idle-channels (topics and channels loaded from
 	// nsqd.dat, nothing connected).
@@ -84,7 +91,7 @@ func DefaultOptions() Options {
 		FanoutMessages: 200_000, FanoutChannels: 10,
 		Policy: PolicyOptions{MPUBMessages: 2_000_000, ConsumeMessages: 1_500_000,
 			DurableMPUBMessages: 1_000_000, DurableConsumeMessages: 1_000_000, Rounds: 3, MPUBRounds: 6},
-		IdleConns: 2_000, IdleHeartbeat: 5 * time.Second,
+		IdleConns: 2_000, IdleHeartbeat: 5 * time.Second, IdleConnsSettle: 10 * time.Second, IdleConnsWindow: 10 * time.Second,
 		IdleChannels:    IdleChannelsOptions{Topics: 1_000, ChannelsPerTopic: 10, Settle: 5 * time.Second, Window: 10 * time.Second},
 		ScenarioTimeout: 3 * time.Minute, ProgressEvery: 5 * time.Second,
 	}
@@ -109,7 +116,8 @@ func FullOptions() Options {
 	o.FanoutMessages = 500_000
 	o.Policy = PolicyOptions{MPUBMessages: 5_000_000, ConsumeMessages: 2_500_000,
 		DurableMPUBMessages: 2_500_000, DurableConsumeMessages: 2_500_000, Rounds: 3, MPUBRounds: 6}
-	o.IdleConns = 10_000
+	o.IdleConns = 18_000 // the count: this machine allows 20,000 open files per process
+	o.IdleConnsWindow = 20 * time.Second
 	o.IdleChannels = IdleChannelsOptions{Topics: 10_000, ChannelsPerTopic: 10, Settle: 5 * time.Second, Window: 20 * time.Second}
 	o.ScenarioTimeout = 15 * time.Minute
 	return o

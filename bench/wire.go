@@ -54,9 +54,21 @@ func Dial(ctx context.Context, addr string) (*Conn, error) {
 // DialSmall is Dial with small buffers, for scenarios that hold thousands of
 // mostly idle connections.
 func DialSmall(ctx context.Context, addr string) (*Conn, error) {
-	var d net.Dialer
+	return DialSmallFrom(ctx, addr, nil)
+}
+
+// DialSmallFrom is DialSmall from the source address local (nil: the
+// kernel's choice).
+func DialSmallFrom(ctx context.Context, addr string, local *net.TCPAddr) (*Conn, error) {
+	d := net.Dialer{}
+	if local != nil {
+		d.LocalAddr = local
+	}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
+		if local != nil {
+			return nil, fmt.Errorf("dial %s from %s: %w", addr, local.IP, err)
+		}
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	return newConn(nc, 512)

@@ -52,7 +52,6 @@ func TestHotPathsAllocatePerBatchNotPerMessage(t *testing.T) {
 	server, other := net.Pipe()
 	defer other.Close()
 	cl := &client{id: 1, nsqd: n, conn: server, msgTimeout: opts.MsgTimeout}
-	cl.identity.Store(&clientIdentity{})
 	if err := ch.addClient(cl, 0); err != nil {
 		t.Fatal(err)
 	}

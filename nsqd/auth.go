@@ -46,33 +46,36 @@ type authResponse struct {
 	} `json:"authorizations"`
 }
 
-func (c *client) authCmd(p [][]byte, beforeBlock func()) ([]byte, error) {
+func (c *client) authCmd(nparams int) ([]byte, error) {
 	if c.state.Load() != stateInit {
 		return nil, protocol.Fatalf(protocol.ErrInvalid, "cannot AUTH in current state")
 	}
-	if len(p) != 1 {
+	if nparams != 1 {
 		return nil, protocol.Fatalf(protocol.ErrInvalid, "AUTH invalid number of parameters")
 	}
-	secret, err := c.readSizedBody(beforeBlock, "AUTH", protocol.ErrBadBody, c.nsqd.opts.MaxBodySize,
+	secret, err := c.readSizedBody("AUTH", protocol.ErrBadBody, c.nsqd.opts.MaxBodySize,
 		"failed to read body size", "body too big", "invalid body size", "failed to read body")
 	if err != nil {
 		return nil, err
 	}
-	if c.auth.authed {
+	if c.auth != nil && c.auth.authed {
 		return nil, protocol.Fatalf(protocol.ErrInvalid, "AUTH already set")
 	}
 	if len(c.nsqd.opts.AuthHTTPAddresses) == 0 {
 		return nil, protocol.Fatalf(protocol.ErrAuthDisabled, "AUTH disabled")
 	}
+	if c.auth == nil {
+		c.auth = &authState{}
+	}
 	c.auth.secret = secret
 	if err := c.queryAuth(); err != nil {
-		c.nsqd.logger.Warn("auth failed", "client", c.remoteAddr, "err", err)
+		c.nsqd.logger.Warn("auth failed", "client", c.remoteAddr(), "err", err)
 		return nil, protocol.Fatalf(protocol.ErrAuthFailed, "AUTH failed")
 	}
 	if len(c.auth.authorizations) == 0 {
 		return nil, protocol.Fatalf(protocol.ErrUnauthorized, "AUTH no authorizations found")
 	}
-	id := *c.identity.Load()
+	id := c.ident()
 	id.authed, id.authIdentity, id.authURL = true, c.auth.identity, c.auth.identityURL
 	c.identity.Store(&id)
 	return jsonBytes(struct {
@@ -87,12 +90,12 @@ func (c *client) checkAuth(cmd, topic, channel string) error {
 	if len(c.nsqd.opts.AuthHTTPAddresses) == 0 {
 		return nil
 	}
-	if !c.auth.authed {
+	if c.auth == nil || !c.auth.authed {
 		return protocol.Fatalf(protocol.ErrAuthFirst, "AUTH required before %s", cmd)
 	}
 	if time.Now().After(c.auth.expires) {
 		if err := c.queryAuth(); err != nil {
-			c.nsqd.logger.Warn("auth refresh failed", "client", c.remoteAddr, "err", err)
+			c.nsqd.logger.Warn("auth refresh failed", "client", c.remoteAddr(), "err", err)
 			return protocol.Fatalf(protocol.ErrAuthFailed, "AUTH failed")
 		}
 	}
@@ -115,10 +118,10 @@ func (c *client) checkAuth(cmd, topic, channel string) error {
 func (c *client) queryAuth() error {
 	addrs := c.nsqd.opts.AuthHTTPAddresses
 	remoteIP := ""
-	if host, _, err := net.SplitHostPort(c.remoteAddr); err == nil {
+	if host, _, err := net.SplitHostPort(c.remoteAddr()); err == nil {
 		remoteIP = host
 	}
-	id := c.identity.Load()
+	id := c.ident()
 	commonName := ""
 	if id.tls != nil && len(id.tls.PeerCertificates) > 0 {
 		commonName = id.tls.PeerCertificates[0].Subject.CommonName
@@ -147,7 +150,7 @@ func (c *client) queryAuth() error {
 			continue
 		}
 		state.secret = c.auth.secret
-		c.auth = state
+		c.auth = &state
 		return nil
 	}
 	return lastErr

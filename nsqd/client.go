@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unique"
 
 	"github.com/sluicemq/sluice/protocol"
 )
@@ -21,29 +22,38 @@ const (
 
 // client is one V2 connection. Its reader goroutine (the connection's
 // owner) parses and executes commands; a pump goroutine exists only while
-// there are messages to send it (see Channel). Idle connections therefore
-// cost one goroutine, a small read buffer and no write buffer.
+// there are messages to send it (see Channel). Heartbeats and the read
+// timeout are driven by the daemon's connTimers wheel, not by a timer of
+// the connection's own.
+//
+// What an idle connection costs is kept small on purpose (issue 12: 4 KiB
+// per idle consumer, socket included): state used by few connections
+// (publishing, AUTH, identity) hangs off pointers that stay nil until
+// needed, no buffer is held between commands, and an idle connection has
+// no goroutine: it is parked in the idle poller (see serve, idlePoller).
 //
 // Fields are guarded as noted; counters read by /stats are atomics.
 type client struct {
-	id         uint64
-	nsqd       *NSQD
-	conn       net.Conn
-	remoteAddr string
-	connectTS  int64
+	id        uint64
+	nsqd      *NSQD
+	conn      net.Conn
+	connectTS int64
 
 	// set by the reader goroutine during IDENTIFY/AUTH/SUB; read by others
 	// only after SUB (which publishes them through Channel.mu).
 	msgTimeout    time.Duration
-	sampleRate    int32
-	heartbeat     time.Duration
 	outputBufSize int
 	outputBufTO   time.Duration
+	sampleRate    int32
 	channel       *Channel
 
-	identity atomic.Pointer[clientIdentity] // IDENTIFY/TLS/auth facts for stats
+	heartbeatNs atomic.Int64 // negotiated heartbeat interval; 0: none
+
+	identity atomic.Pointer[clientIdentity] // IDENTIFY/TLS/auth facts for stats; nil until one is set
+	pubState atomic.Pointer[publisherState] // nil until the first publish
 
 	state         atomic.Int32
+	closed        atomic.Bool // set once, by closeConn; writers check it under writeMu
 	readyCount    atomic.Int64
 	inFlightCount atomic.Int64
 	messageCount  atomic.Uint64
@@ -55,52 +65,98 @@ type client struct {
 	waiting     bool
 	listed      bool // scratch mark while the channel compacts its waiters
 
-	pubMu     sync.Mutex // guards pubCounts
-	pubCounts map[string]uint64
+	// reader goroutine only
+	pendingKick bool  // the consumer may take more: kick the channel before blocking
+	dirty       bool  // this goroutine ran more than NOPs: its stack may have grown
+	keepSince   bool  // a fresh reader goroutine continues the previous one's wait
+	woken       bool  // started by the idle poller: the socket has something to read
+	fd          int32 // the socket's descriptor, for the idle poller; -1: cannot park
+	shedAt      int64 // read deadline armed to shed the goroutine when idle (unix ns); 0: none
+	auth        *authState
+	rd          connReader
 
-	auth authState // reader goroutine only
+	// connection timers (see connTimers): readSince is written by the
+	// reader; the rest is guarded by connTimers.mu
+	readSince atomic.Int64 // unix ns the current read began waiting; 0 while not reading
+	beating   atomic.Bool  // a heartbeat write is under way
+	timerLink wheelLink[client]
+	nextBeat  int64
 
-	rd            connReader // reader goroutine only
+	writeMu sync.Mutex // guards the write side below
+	w       io.Writer  // conn, TLS or compressor
+	flusher interface{ Flush() error }
+	wbuf    []byte
+}
+
+// publisherState is what a connection that publishes keeps; most consumers
+// never need it.
+type publisherState struct {
+	mu     sync.Mutex // guards counts
+	counts map[string]uint64
+
 	scratchBodies [][]byte   // reader goroutine only: MPUB parsing
 	scratchMsgs   []*Message // reader goroutine only: publishing
-
-	writeMu   sync.Mutex // guards the write side below
-	w         io.Writer  // conn, TLS or compressor
-	flusher   interface{ Flush() error }
-	wbuf      []byte
-	hbTimer   *time.Timer
-	closed    atomic.Bool // set once, by closeConn; writers check it under writeMu
-	closeOnce sync.Once
 }
 
-// clientIdentity holds what /stats reports about who the client is.
+// publisher returns the connection's publisher state, creating it on the
+// reader goroutine's first publish.
+func (c *client) publisher() *publisherState {
+	p := c.pubState.Load()
+	if p == nil {
+		p = &publisherState{}
+		c.pubState.Store(p)
+	}
+	return p
+}
+
+// heartbeat is the negotiated heartbeat interval (0: heartbeats disabled).
+func (c *client) heartbeat() time.Duration { return time.Duration(c.heartbeatNs.Load()) }
+
+// clientIdentity holds what /stats reports about who the client is. The
+// names a client gives in IDENTIFY are interned: thousands of connections
+// from one host, with one client library, share one copy of each.
 type clientIdentity struct {
-	clientID, hostname, userAgent string
-	deflate, snappy               bool
+	clientID, hostname, userAgent unique.Handle[string]
+	deflate, snappy, authed       bool
 	tls                           *tls.ConnectionState
-	authed                        bool
 	authIdentity, authURL         string
 }
+
+// ident returns a copy of what is known about who the client is; before
+// IDENTIFY its client_id and hostname are its remote host, as in NSQ.
+func (c *client) ident() clientIdentity {
+	if id := c.identity.Load(); id != nil {
+		return *id
+	}
+	addr := c.remoteAddr()
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	h := unique.Make(host)
+	return clientIdentity{clientID: h, hostname: h, userAgent: unique.Make("")}
+}
+
+// remoteAddr is the peer's address, as /stats and the logs show it.
+func (c *client) remoteAddr() string { return c.conn.RemoteAddr().String() }
 
 func newClient(id uint64, conn net.Conn, n *NSQD) *client {
 	c := &client{
 		id:            id,
 		nsqd:          n,
 		conn:          conn,
-		remoteAddr:    conn.RemoteAddr().String(),
 		connectTS:     time.Now().Unix(),
 		msgTimeout:    n.opts.MsgTimeout,
-		heartbeat:     n.opts.ClientTimeout / 2,
 		outputBufSize: 16 * 1024,
 		outputBufTO:   n.opts.OutputBufferTimeout,
 		w:             conn,
 	}
-	host, _, err := net.SplitHostPort(c.remoteAddr)
-	if err != nil {
-		host = c.remoteAddr
-	}
-	c.identity.Store(&clientIdentity{clientID: host, hostname: host})
+	c.heartbeatNs.Store(int64(n.opts.ClientTimeout / 2))
 	c.rd.src = conn
+	c.fd = -1
+	if n.idle != nil {
+		c.fd = pollFD(conn)
+	}
 	return c
 }
 
@@ -116,6 +172,19 @@ type connReader struct {
 	lastFill int
 	fullRead bool // the last read filled all the space it was given
 	small    [64]byte
+}
+
+// readHook is told about every read a connReader makes from its source.
+// atLineStart is true when no part of a command is buffered: the
+// connection is between commands.
+type readHook interface {
+	// beforeRead runs before a read that may block; an error is returned
+	// instead of reading.
+	beforeRead(atLineStart bool) error
+	// afterRead sees the outcome of that read. For a read that brought no
+	// data it returns nil to have the read made again, or the error to
+	// return; otherwise err (nil when n > 0).
+	afterRead(atLineStart bool, n int, err error) error
 }
 
 var readBufPool = sync.Pool{New: func() any { b := make([]byte, 16*1024); return &b }}
@@ -134,15 +203,19 @@ func (r *connReader) maybeRelease() {
 	if r.buf == nil || r.r != r.w {
 		return
 	}
-	if r.isSmall() {
-		r.buf, r.r, r.w = nil, 0, 0
-		return
+	if r.isSmall() || r.lastFill < quietRead {
+		r.release()
 	}
-	if r.lastFill < quietRead {
+}
+
+// release drops the buffer, giving a pooled one back; nothing may be
+// buffered.
+func (r *connReader) release() {
+	if r.buf != nil && !r.isSmall() {
 		b := r.buf[:cap(r.buf)]
 		readBufPool.Put(&b)
-		r.buf, r.r, r.w = nil, 0, 0
 	}
+	r.buf, r.r, r.w = nil, 0, 0
 }
 
 func (r *connReader) isSmall() bool { return len(r.buf) == len(r.small) }
@@ -152,9 +225,9 @@ func (r *connReader) isSmall() bool { return len(r.buf) == len(r.small) }
 // more); the pooled buffer is taken when that fills up, or when the last
 // read filled all the space it had: a busy consumer's FINs then arrive
 // 16 KiB per read rather than 64 bytes (profiled: the 64-byte reads were
-// about 30 % of nsqd's CPU while draining a backlog).
-func (r *connReader) fill(beforeBlock func()) error {
-	beforeBlock()
+// about 30 % of nsqd's CPU while draining a backlog). atLineStart tells h
+// whether the connection is between commands.
+func (r *connReader) fill(h readHook, atLineStart bool) error {
 	if r.buf == nil {
 		r.buf, r.r, r.w = r.small[:], 0, 0
 	}
@@ -170,23 +243,30 @@ func (r *connReader) fill(beforeBlock func()) error {
 	} else if r.w == len(r.buf) {
 		return errLineTooLong
 	}
-	space := len(r.buf) - r.w
-	n, err := r.src.Read(r.buf[r.w:])
-	r.w += n
-	r.lastFill = n
-	r.fullRead = n == space
-	if n > 0 {
-		return nil
+	for {
+		if err := h.beforeRead(atLineStart); err != nil {
+			return err
+		}
+		space := len(r.buf) - r.w
+		n, err := r.src.Read(r.buf[r.w:])
+		r.w += n
+		r.lastFill = n
+		r.fullRead = n == space
+		if n > 0 {
+			return h.afterRead(atLineStart, n, nil)
+		}
+		if err == nil {
+			err = io.ErrNoProgress
+		}
+		if err = h.afterRead(atLineStart, 0, err); err != nil {
+			return err
+		}
 	}
-	if err == nil {
-		err = io.ErrNoProgress
-	}
-	return err
 }
 
 // readLine returns the next line without its LF. The slice is valid until
-// the next read. beforeBlock runs before every read from the source.
-func (r *connReader) readLine(beforeBlock func()) ([]byte, error) {
+// the next read.
+func (r *connReader) readLine(h readHook) ([]byte, error) {
 	scanned := 0
 	for {
 		if r.buf != nil {
@@ -200,7 +280,7 @@ func (r *connReader) readLine(beforeBlock func()) ([]byte, error) {
 			scanned = r.w - r.r
 			r.maybeRelease()
 		}
-		if err := r.fill(beforeBlock); err != nil {
+		if err := r.fill(h, r.r == r.w); err != nil {
 			return nil, err
 		}
 	}
@@ -208,7 +288,7 @@ func (r *connReader) readLine(beforeBlock func()) ([]byte, error) {
 
 // readFull fills p from the buffer and then the source; large remainders
 // are read straight into p.
-func (r *connReader) readFull(p []byte, beforeBlock func()) error {
+func (r *connReader) readFull(p []byte, h readHook) error {
 	n := 0
 	for n < len(p) {
 		if r.buf != nil && r.r < r.w {
@@ -218,16 +298,21 @@ func (r *connReader) readFull(p []byte, beforeBlock func()) error {
 			continue
 		}
 		if len(p)-n >= directRead {
-			beforeBlock()
+			if err := h.beforeRead(false); err != nil {
+				return err
+			}
 			m, err := r.src.Read(p[n:])
 			n += m
-			if m == 0 && err != nil {
+			if m == 0 && err == nil {
+				err = io.ErrNoProgress
+			}
+			if err = h.afterRead(false, m, err); m == 0 && err != nil {
 				return err
 			}
 			continue
 		}
 		r.maybeRelease()
-		if err := r.fill(beforeBlock); err != nil {
+		if err := r.fill(h, false); err != nil {
 			return err
 		}
 	}
@@ -236,9 +321,9 @@ func (r *connReader) readFull(p []byte, beforeBlock func()) error {
 }
 
 // readInt32 reads a big-endian int32.
-func (r *connReader) readInt32(beforeBlock func()) (int32, error) {
+func (r *connReader) readInt32(h readHook) (int32, error) {
 	var b [4]byte
-	if err := r.readFull(b[:], beforeBlock); err != nil {
+	if err := r.readFull(b[:], h); err != nil {
 		return 0, err
 	}
 	return int32(uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])), nil
@@ -278,15 +363,15 @@ func (c *client) writeFrameLocked(t protocol.FrameType, data []byte) error {
 		default:
 			frame = protocol.AppendFrame(make([]byte, 0, protocol.FrameHeaderSize+len(data)), t, data)
 		}
-		if c.heartbeat > 0 {
-			c.conn.SetWriteDeadline(time.Now().Add(c.heartbeat))
+		if hb := c.heartbeat(); hb > 0 {
+			c.conn.SetWriteDeadline(time.Now().Add(hb))
 		}
 		_, err := c.w.Write(frame)
 		if err == nil && c.flusher != nil {
 			err = c.flusher.Flush()
 		}
 		if err != nil {
-			c.closeConnLocked()
+			c.closeConn()
 		}
 		return err
 	}
@@ -305,8 +390,8 @@ func (c *client) grabBufLocked() {
 func (c *client) flushLocked(release bool) error {
 	var err error
 	if len(c.wbuf) > 0 {
-		if c.heartbeat > 0 {
-			c.conn.SetWriteDeadline(time.Now().Add(c.heartbeat))
+		if hb := c.heartbeat(); hb > 0 {
+			c.conn.SetWriteDeadline(time.Now().Add(hb))
 		}
 		_, err = c.w.Write(c.wbuf)
 		if err == nil && c.flusher != nil {
@@ -320,7 +405,7 @@ func (c *client) flushLocked(release bool) error {
 		writeBufPool.Put(&b)
 	}
 	if err != nil {
-		c.closeConnLocked()
+		c.closeConn()
 	}
 	return err
 }
@@ -373,29 +458,58 @@ func (c *client) pump(ch *Channel) {
 	c.flush()
 }
 
-// startHeartbeats (re)arms the heartbeat timer.
-func (c *client) startHeartbeats() {
-	c.writeMu.Lock()
-	defer c.writeMu.Unlock()
-	if c.hbTimer != nil {
-		c.hbTimer.Stop()
-		c.hbTimer = nil
+// tryHeartbeat writes a heartbeat frame on the connTimers goroutine when
+// that cannot block: the writer is free, nothing is buffered, and the
+// connection is a plain socket with room for the frame (an idle
+// connection's case). It reports false when the caller must send it from a
+// goroutine of its own (sendHeartbeat), so that a peer that does not read
+// cannot hold up the wheel.
+func (c *client) tryHeartbeat() bool {
+	if c.fd < 0 || !c.writeMu.TryLock() {
+		return false
 	}
-	if c.heartbeat <= 0 || c.closed.Load() {
-		return
+	if c.closed.Load() || len(c.wbuf) > 0 || c.w != io.Writer(c.conn) {
+		c.writeMu.Unlock()
+		return false
 	}
-	c.hbTimer = time.AfterFunc(c.heartbeat, c.sendHeartbeat)
-}
-
-func (c *client) sendHeartbeat() {
-	if err := c.writeFrame(protocol.FrameTypeResponse, protocol.Heartbeat); err != nil {
-		return
-	}
-	c.writeMu.Lock()
-	if !c.closed.Load() && c.hbTimer != nil {
-		c.hbTimer.Reset(c.heartbeat)
+	// The last write's deadline has passed by now and would fail this
+	// one; a write that cannot block needs none (the next blocking write
+	// sets its own).
+	c.conn.SetWriteDeadline(time.Time{})
+	n, ok := writeNow(c.conn, heartbeatFrame)
+	switch {
+	case ok && n == len(heartbeatFrame):
+		c.writeMu.Unlock()
+		c.beating.Store(false)
+		return true
+	case ok && n > 0:
+		// part of the frame is out: the rest must follow before any other
+		// write, so writeMu goes with it
+		go c.finishHeartbeat(heartbeatFrame[n:])
+		return true
 	}
 	c.writeMu.Unlock()
+	return false
+}
+
+// finishHeartbeat writes the rest of a heartbeat frame that tryHeartbeat
+// began; writeMu is held, and released here.
+func (c *client) finishHeartbeat(rest []byte) {
+	defer c.beating.Store(false)
+	defer c.writeMu.Unlock()
+	if hb := c.heartbeat(); hb > 0 {
+		c.conn.SetWriteDeadline(time.Now().Add(hb))
+	}
+	if _, err := c.w.Write(rest); err != nil {
+		c.closeConn()
+	}
+}
+
+// sendHeartbeat writes one heartbeat frame, waiting for the writer and the
+// socket as any write does; connTimers runs it on a goroutine of its own.
+func (c *client) sendHeartbeat() {
+	defer c.beating.Store(false)
+	c.writeFrame(protocol.FrameTypeResponse, protocol.Heartbeat)
 }
 
 // closeConn closes the connection; the reader goroutine then cleans up. It
@@ -403,26 +517,34 @@ func (c *client) sendHeartbeat() {
 // cannot hold up a channel deletion or shutdown: closing the socket fails
 // that write at once.
 func (c *client) closeConn() {
-	c.closeOnce.Do(func() {
-		c.closed.Store(true)
+	if c.closed.CompareAndSwap(false, true) {
+		if c.nsqd.idle.unpark(c) {
+			go c.serve() // finds the socket closed and cleans up
+		}
 		c.conn.Close()
-	})
-}
-
-// closeConnLocked is closeConn for callers holding writeMu; it also stops
-// the heartbeat timer, which writeMu guards.
-func (c *client) closeConnLocked() {
-	c.closeConn()
-	if c.hbTimer != nil {
-		c.hbTimer.Stop()
 	}
 }
 
 func (c *client) notePublish(topic string, n int) {
-	c.pubMu.Lock()
-	if c.pubCounts == nil {
-		c.pubCounts = make(map[string]uint64, 1)
+	p := c.publisher()
+	p.mu.Lock()
+	if p.counts == nil {
+		p.counts = make(map[string]uint64, 1)
 	}
-	c.pubCounts[topic] += uint64(n)
-	c.pubMu.Unlock()
+	p.counts[topic] += uint64(n)
+	p.mu.Unlock()
+}
+
+// pubCounts calls fn for every topic the connection has published to, with
+// its count.
+func (c *client) pubCounts(fn func(topic string, n uint64)) {
+	p := c.pubState.Load()
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for t, n := range p.counts {
+		fn(t, n)
+	}
 }

@@ -28,11 +28,17 @@ func (s *countingSource) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// nopHook is a readHook that does nothing.
+type nopHook struct{}
+
+func (nopHook) beforeRead(bool) error                    { return nil }
+func (nopHook) afterRead(_ bool, _ int, err error) error { return err }
+
 func readAllLines(t *testing.T, r *connReader) int {
 	t.Helper()
 	lines := 0
 	for {
-		if _, err := r.readLine(func() {}); err != nil {
+		if _, err := r.readLine(nopHook{}); err != nil {
 			if err != io.EOF {
 				t.Fatal(err)
 			}
@@ -61,7 +67,7 @@ func TestQuietConnectionKeepsOnlyTheSmallBuffer(t *testing.T) {
 	src := &countingSource{data: bytes.Repeat([]byte("NOP\n"), 100), max: 4}
 	r := &connReader{src: src}
 	for i := 0; i < 100; i++ {
-		if _, err := r.readLine(func() {}); err != nil {
+		if _, err := r.readLine(nopHook{}); err != nil {
 			t.Fatal(err)
 		}
 		if r.buf != nil && !r.isSmall() {

@@ -52,10 +52,9 @@ func FuzzClientStream(f *testing.F) {
 	f.Fuzz(func(t *testing.T, input []byte) {
 		server, client := net.Pipe()
 		done := make(chan struct{})
+		n.connWG.Add(1) // the connection's; done when it ends
 		go func() {
 			defer close(done)
-			n.connWG.Add(1)
-			defer n.connWG.Done()
 			n.handleConn(server)
 		}()
 		go io.Copy(io.Discard, client)
@@ -63,10 +62,26 @@ func FuzzClientStream(f *testing.F) {
 		client.Write([]byte(protocol.MagicV2))
 		client.Write(input)
 		client.Close()
+		deadline := time.After(5 * time.Second)
 		select {
 		case <-done:
-		case <-time.After(5 * time.Second):
+		case <-deadline:
 			t.Fatal("connection handler did not finish after the input ended")
+		}
+		// the connection may have moved on to another goroutine (an idle
+		// reader is shed): it must still end
+		for {
+			n.clientsMu.Lock()
+			left := len(n.clients)
+			n.clientsMu.Unlock()
+			if left == 0 {
+				break
+			}
+			select {
+			case <-deadline:
+				t.Fatalf("%d connections still open after the input ended", left)
+			case <-time.After(time.Millisecond):
+			}
 		}
 	})
 

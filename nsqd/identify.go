@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"time"
+	"unique"
 
 	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/snappy"
@@ -50,12 +51,12 @@ type identifyResponse struct {
 	OutputBufferTimeout int64  `json:"output_buffer_timeout"`
 }
 
-func (c *client) identify(beforeBlock func()) ([]byte, error) {
+func (c *client) identify() ([]byte, error) {
 	if c.state.Load() != stateInit {
 		return nil, protocol.Fatalf(protocol.ErrInvalid, "cannot IDENTIFY in current state")
 	}
 	o := c.nsqd.opts
-	body, err := c.readSizedBody(beforeBlock, "IDENTIFY", protocol.ErrBadBody, o.MaxBodySize,
+	body, err := c.readSizedBody("IDENTIFY", protocol.ErrBadBody, o.MaxBodySize,
 		"failed to read body size", "body too big", "invalid body size", "failed to read body")
 	if err != nil {
 		return nil, err
@@ -65,7 +66,7 @@ func (c *client) identify(beforeBlock func()) ([]byte, error) {
 		return nil, protocol.Fatalf(protocol.ErrBadBody, "IDENTIFY failed to decode JSON body")
 	}
 
-	heartbeat := c.heartbeat
+	heartbeat := c.heartbeat()
 	switch hb := req.HeartbeatInterval; {
 	case hb == -1:
 		heartbeat = 0
@@ -120,16 +121,17 @@ func (c *client) identify(beforeBlock func()) ([]byte, error) {
 	}
 
 	c.writeMu.Lock() // the heartbeat timer and the writers read these
-	c.heartbeat, c.outputBufSize, c.outputBufTO = heartbeat, bufSize, bufTO
+	c.heartbeatNs.Store(int64(heartbeat))
+	c.outputBufSize, c.outputBufTO = bufSize, bufTO
 	if heartbeat == 0 {
 		c.conn.SetWriteDeadline(time.Time{}) // no deadlines without heartbeats (§3.16)
 	}
 	c.writeMu.Unlock()
 	c.msgTimeout, c.sampleRate = msgTimeout, req.SampleRate
-	id := *c.identity.Load()
-	id.clientID, id.hostname, id.userAgent = req.ClientID, req.Hostname, req.UserAgent
+	id := c.ident()
+	id.clientID, id.hostname, id.userAgent = unique.Make(req.ClientID), unique.Make(req.Hostname), unique.Make(req.UserAgent)
 	c.identity.Store(&id)
-	c.startHeartbeats()
+	c.nsqd.connTimers.start(c)
 
 	if !req.FeatureNegotiation {
 		return protocol.OK, nil
@@ -168,7 +170,7 @@ func (c *client) identify(beforeBlock func()) ([]byte, error) {
 				sw := snappy.NewBufferedWriter(w)
 				return sw, sw
 			})
-		id := *c.identity.Load()
+		id := c.ident()
 		id.snappy = true
 		c.identity.Store(&id)
 	}
@@ -178,7 +180,7 @@ func (c *client) identify(beforeBlock func()) ([]byte, error) {
 				fw, _ := flate.NewWriter(w, level)
 				return fw, fw
 			})
-		id := *c.identity.Load()
+		id := c.ident()
 		id.deflate = true
 		c.identity.Store(&id)
 	}
@@ -225,10 +227,11 @@ func (c *client) upgradeTLSLocked() error {
 		return err
 	}
 	c.conn.SetDeadline(time.Time{})
+	c.shedAt = 0 // the handshake's deadlines replaced any shed deadline
 	state := tconn.ConnectionState()
 	c.w = tconn
 	c.rd.src = tconn
-	id := *c.identity.Load()
+	id := c.ident()
 	id.tls = &state
 	c.identity.Store(&id)
 	return c.writeFrameLocked(protocol.FrameTypeResponse, protocol.OK)
@@ -238,6 +241,7 @@ func (c *client) upgradeTLSLocked() error {
 // compressor on the write side, on top of TLS when it is active; writeMu
 // held.
 func (c *client) upgradeCompressionLocked(reader func(io.Reader) io.Reader, writer func(io.Writer) (io.Writer, interface{ Flush() error })) {
+	c.clearShedDeadline() // a decompressor keeps a read error for good
 	under := c.rd.src
 	if pre := c.rd.takeBuffered(); len(pre) > 0 {
 		under = io.MultiReader(bytes.NewReader(pre), under)

@@ -50,9 +50,11 @@ type NSQD struct {
 	mu     sync.RWMutex // guards topics
 	topics map[string]*Topic
 
-	clientsMu sync.Mutex
-	clients   map[uint64]*client
-	clientSeq atomic.Uint64
+	clientsMu  sync.Mutex
+	clients    map[uint64]*client
+	clientSeq  atomic.Uint64
+	connTimers *connTimers // heartbeats and read timeouts of every connection
+	idle       *idlePoller // idle connections without a goroutine; nil where unsupported
 
 	// replicaHandler serves "  R1" peer connections; nil (the default)
 	// answers them E_BAD_PROTOCOL like any unknown magic. See replica.go.
@@ -100,7 +102,7 @@ type NSQD struct {
 	ctx        context.Context
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup // scanner, lookup, statsd, HTTP servers
-	connWG     sync.WaitGroup // client connection goroutines
+	connWG     sync.WaitGroup // client connections (one goroutine each)
 	acceptDone chan struct{}  // closed when the TCP accept loop has returned
 	started    atomic.Bool
 	exiting    atomic.Bool
@@ -122,6 +124,7 @@ func New(opts *Options) (*NSQD, error) {
 
 		replicaConns: make(map[net.Conn]struct{}),
 	}
+	n.connTimers = newConnTimers(time.Now())
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if opts.TLSCert != "" {
 		cfg, err := buildTLSConfig(opts)
@@ -269,6 +272,17 @@ func (n *NSQD) Start() error {
 	n.meta.running = true
 	go n.metadataWriter()
 	n.acceptDone = make(chan struct{})
+	if p, err := newIdlePoller(o.TLSRequired == TLSNotRequired); err != nil {
+		n.logger.Info("idle connections keep a goroutine each", "reason", err)
+	} else {
+		n.idle = p
+		go p.run() // stopped by exit once every connection has ended
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.connTimers.run(n.ctx)
+	}()
 	go n.serveTCP(n.tcpListener)
 	n.startHTTP()
 	n.wg.Add(1)
@@ -341,6 +355,7 @@ func (n *NSQD) exit() {
 	// every connection has requeued its in-flight messages before the queues
 	// are flushed to disk
 	n.connWG.Wait()
+	n.idle.stop()
 	n.stopReplication() // before the topics its groups apply to close
 	for _, s := range n.httpServers {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

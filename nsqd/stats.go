@@ -155,12 +155,12 @@ func (c *Channel) stats(includeClients bool, now time.Time) protocol.ChannelStat
 
 // stats describes the connection; topic limits pub_counts to one topic.
 func (c *client) stats(topic string) protocol.ClientStats {
-	id := c.identity.Load()
+	id := c.ident()
 	s := protocol.ClientStats{
-		ClientID:        id.clientID,
-		Hostname:        id.hostname,
+		ClientID:        id.clientID.Value(),
+		Hostname:        id.hostname.Value(),
 		Version:         "V2",
-		RemoteAddress:   c.remoteAddr,
+		RemoteAddress:   c.remoteAddr(),
 		State:           int(c.state.Load()),
 		ReadyCount:      c.readyCount.Load(),
 		InFlightCount:   c.inFlightCount.Load(),
@@ -171,7 +171,7 @@ func (c *client) stats(topic string) protocol.ClientStats {
 		SampleRate:      int(c.sampleRate),
 		Deflate:         id.deflate,
 		Snappy:          id.snappy,
-		UserAgent:       id.userAgent,
+		UserAgent:       id.userAgent.Value(),
 		Authed:          id.authed,
 		AuthIdentity:    id.authIdentity,
 		AuthIdentityURL: id.authURL,
@@ -183,13 +183,11 @@ func (c *client) stats(topic string) protocol.ClientStats {
 		s.TLSNegotiatedProtocol = id.tls.NegotiatedProtocol
 		s.TLSNegotiatedProtocolIsMutual = true
 	}
-	c.pubMu.Lock()
-	for t, n := range c.pubCounts {
+	c.pubCounts(func(t string, n uint64) {
 		if topic == "" || t == topic {
 			s.PubCounts = append(s.PubCounts, protocol.PubCount{Topic: t, Count: int64(n)})
 		}
-	}
-	c.pubMu.Unlock()
+	})
 	sort.Slice(s.PubCounts, func(i, j int) bool { return s.PubCounts[i].Topic < s.PubCounts[j].Topic })
 	return s
 }
@@ -213,9 +211,8 @@ func (n *NSQD) producerStats(topic string) []protocol.ClientStats {
 	n.clientsMu.Lock()
 	var pubs []*client
 	for _, c := range n.clients {
-		c.pubMu.Lock()
-		has := len(c.pubCounts) > 0
-		c.pubMu.Unlock()
+		has := false
+		c.pubCounts(func(string, uint64) { has = true })
 		if has {
 			pubs = append(pubs, c)
 		}

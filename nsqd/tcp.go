@@ -31,20 +31,19 @@ func (n *NSQD) serveTCP(ln net.Listener) {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		n.connWG.Add(1)
-		go func() {
-			defer n.connWG.Done()
-			n.handleConn(conn)
-		}()
+		n.connWG.Add(1) // done when the connection ends (handleConn, serve)
+		go n.handleConn(conn)
 	}
 }
 
-// handleConn owns one client connection from magic to close.
+// handleConn owns one client connection from magic to close; connWG has
+// been incremented for it.
 func (n *NSQD) handleConn(conn net.Conn) {
 	var magic [4]byte
 	conn.SetReadDeadline(time.Now().Add(n.opts.ClientTimeout))
 	if _, err := io.ReadFull(conn, magic[:]); err != nil {
 		conn.Close()
+		n.connWG.Done()
 		return
 	}
 	if string(magic[:]) == protocol.MagicR1 {
@@ -57,26 +56,19 @@ func (n *NSQD) handleConn(conn net.Conn) {
 		conn.SetWriteDeadline(time.Now().Add(time.Second))
 		conn.Write(protocol.AppendFrame(nil, protocol.FrameTypeError, []byte(protocol.ErrBadProtocol)))
 		conn.Close()
+		n.connWG.Done()
 		return
 	}
+	conn.SetReadDeadline(time.Time{}) // from now on connTimers times reads out
 	c := newClient(n.clientSeq.Add(1), conn, n)
 	if !n.addClient(c) {
 		conn.Close()
+		n.connWG.Done()
 		return
 	}
-	c.startHeartbeats()
-	if err := c.ioLoop(); !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-		n.logger.Debug("client closed", "client", c.remoteAddr, "err", err)
-	}
-	c.closeConn()
-	c.writeMu.Lock()
-	c.closeConnLocked() // stops the heartbeat timer
-	c.writeMu.Unlock()
-	if ch := c.subscribedChannel(); ch != nil {
-		ch.removeClient(c)
-	}
-	n.removeClient(c)
-	c.rd.buf = nil
+	n.connTimers.start(c)
+	c.dirty = true // this goroutine's stack holds the accept and the handshake
+	c.serve()
 }
 
 func (c *client) subscribedChannel() *Channel {
@@ -86,57 +78,58 @@ func (c *client) subscribedChannel() *Channel {
 	return nil
 }
 
-// ioLoop reads and executes commands in order until the connection ends or
-// a fatal error is sent.
+// ioLoop reads and executes commands in order until the connection ends, a
+// fatal error is sent, or it is time to shed the goroutine (errShed). Its
+// frame is on every idle connection's stack: keep it small (see serve).
 func (c *client) ioLoop() error {
-	pendingKick := false
-	beforeBlock := func() {
-		if pendingKick && c.channel != nil {
-			pendingKick = false
-			c.channel.kick(c)
-		}
-		if c.heartbeat > 0 {
-			c.conn.SetReadDeadline(time.Now().Add(2 * c.heartbeat))
-		} else {
-			c.conn.SetReadDeadline(time.Time{})
-		}
-	}
-	var params [protocol.MaxParams][]byte
 	for {
-		line, err := c.rd.readLine(beforeBlock)
+		line, err := c.rd.readLine(c)
 		if err != nil {
 			return err
 		}
-		p := protocol.SplitParams(line, params[:0])
-		resp, kick, perr := c.exec(p, beforeBlock)
-		if kick {
-			pendingKick = true
-		}
-		if perr != nil {
-			var pe *protocol.Error
-			if !errors.As(perr, &pe) {
-				return perr // I/O failure while reading a body
-			}
-			if werr := c.writeFrame(protocol.FrameTypeError, []byte(pe.Error())); werr != nil {
-				return werr
-			}
-			if pe.Fatal {
-				return fmt.Errorf("fatal protocol error: %w", pe)
-			}
-			continue
-		}
-		if resp != nil {
-			if err := c.writeFrame(protocol.FrameTypeResponse, resp); err != nil {
-				return err
-			}
+		if err := c.execLine(line); err != nil {
+			return err
 		}
 	}
+}
+
+// execLine executes one command line and sends its response or error
+// frame; it returns an error when the connection must end.
+//
+//go:noinline
+func (c *client) execLine(line []byte) error {
+	var params [protocol.MaxParams][]byte
+	p := protocol.SplitParams(line, params[:0])
+	if !c.dirty && (len(p) != 1 || string(p[0]) != "NOP") {
+		c.dirty = true
+	}
+	resp, kick, perr := c.exec(p)
+	if kick {
+		c.pendingKick = true
+	}
+	if perr != nil {
+		var pe *protocol.Error
+		if !errors.As(perr, &pe) {
+			return perr // I/O failure while reading a body
+		}
+		if werr := c.writeFrame(protocol.FrameTypeError, []byte(pe.Error())); werr != nil {
+			return werr
+		}
+		if pe.Fatal {
+			return fmt.Errorf("fatal protocol error: %w", pe)
+		}
+		return nil
+	}
+	if resp != nil {
+		return c.writeFrame(protocol.FrameTypeResponse, resp)
+	}
+	return nil
 }
 
 // exec runs one command. It returns a response to send (nil for none),
 // whether the consumer may now be able to take more messages, and an error:
 // a *protocol.Error to send, or an I/O error that ends the connection.
-func (c *client) exec(p [][]byte, beforeBlock func()) (resp []byte, kick bool, err error) {
+func (c *client) exec(p [][]byte) (resp []byte, kick bool, err error) {
 	cmd := p[0]
 	if c.nsqd.opts.TLSRequired != TLSNotRequired && !c.tlsActive() && !bytes.Equal(cmd, []byte("IDENTIFY")) {
 		return nil, false, protocol.Fatalf(protocol.ErrInvalid, "cannot %s in current state (TLS required)", cmd)
@@ -149,39 +142,49 @@ func (c *client) exec(p [][]byte, beforeBlock func()) (resp []byte, kick bool, e
 	case "REQ":
 		return nil, true, c.req(p)
 	case "PUB":
-		resp, err = c.pub(p, beforeBlock)
+		resp, err = c.pub(p)
 		return resp, false, err
 	case "MPUB":
-		resp, err = c.mpub(p, beforeBlock)
+		resp, err = c.mpub(p)
 		return resp, false, err
 	case "DPUB":
-		resp, err = c.dpub(p, beforeBlock)
+		resp, err = c.dpub(p)
 		return resp, false, err
 	case "NOP":
 		return nil, false, nil
 	case "TOUCH":
 		return nil, false, c.touch(p)
 	case "SUB":
-		runOffStack(func() { resp, err = c.sub(p) })
+		q := cloneParams(p) // p lives in ioLoop's frame; the closure must not keep it
+		runOffStack(func() { resp, err = c.sub(q) })
 		return resp, true, err
 	case "CLS":
 		resp, err = c.cls()
 		return resp, false, err
 	case "IDENTIFY":
-		runOffStack(func() { resp, err = c.identify(beforeBlock) })
+		runOffStack(func() { resp, err = c.identify() })
 		return resp, false, err
 	case "AUTH":
-		runOffStack(func() { resp, err = c.authCmd(p, beforeBlock) })
+		nparams := len(p)
+		runOffStack(func() { resp, err = c.authCmd(nparams) })
 		return resp, false, err
 	}
 	return nil, false, protocol.Fatalf(protocol.ErrInvalid, "invalid command %s", cmd)
 }
 
+// cloneParams copies a command's parameters off the read buffer.
+func cloneParams(p [][]byte) [][]byte {
+	q := make([][]byte, len(p))
+	for i, b := range p {
+		q[i] = bytes.Clone(b)
+	}
+	return q
+}
+
 // runOffStack runs fn on a short-lived goroutine and waits for it. The
 // once-per-connection commands (IDENTIFY, AUTH, SUB) go through JSON, TLS
 // and topic creation, whose deep call chains would otherwise grow the
-// connection goroutine's stack for good; keeping them off it lets an idle
-// connection's goroutine stay at its minimum stack size.
+// connection goroutine's stack.
 func runOffStack(fn func()) {
 	done := make(chan struct{})
 	go func() {
@@ -191,13 +194,16 @@ func runOffStack(fn func()) {
 	<-done
 }
 
-func (c *client) tlsActive() bool { return c.identity.Load().tls != nil }
+func (c *client) tlsActive() bool {
+	id := c.identity.Load()
+	return id != nil && id.tls != nil
+}
 
 // readBody reads an int32 size and then that many bytes, checking the size
 // against max before allocating anything. texts names the command for the
 // error messages; code is the error code of size problems.
-func (c *client) readSizedBody(beforeBlock func(), cmd, code string, max int64, sizeErr, tooBig, invalid, bodyErr string) ([]byte, error) {
-	size, err := c.rd.readInt32(beforeBlock)
+func (c *client) readSizedBody(cmd, code string, max int64, sizeErr, tooBig, invalid, bodyErr string) ([]byte, error) {
+	size, err := c.rd.readInt32(c)
 	if err != nil {
 		return nil, protocol.Fatalf(code, "%s %s", cmd, sizeErr)
 	}
@@ -208,14 +214,14 @@ func (c *client) readSizedBody(beforeBlock func(), cmd, code string, max int64, 
 		return nil, protocol.Fatalf(code, "%s %s %d", cmd, invalid, size)
 	}
 	body := make([]byte, size)
-	if err := c.rd.readFull(body, beforeBlock); err != nil {
+	if err := c.rd.readFull(body, c); err != nil {
 		return nil, protocol.Fatalf(code, "%s %s", cmd, bodyErr)
 	}
 	return body, nil
 }
 
-func (c *client) readMessageBody(cmd string, beforeBlock func()) ([]byte, error) {
-	size, err := c.rd.readInt32(beforeBlock)
+func (c *client) readMessageBody(cmd string) ([]byte, error) {
+	size, err := c.rd.readInt32(c)
 	if err != nil {
 		return nil, protocol.Fatalf(protocol.ErrBadMessage, "%s failed to read message body size", cmd)
 	}
@@ -226,13 +232,13 @@ func (c *client) readMessageBody(cmd string, beforeBlock func()) ([]byte, error)
 		return nil, protocol.Fatalf(protocol.ErrBadMessage, "%s message too big %d > %d", cmd, size, max)
 	}
 	body := make([]byte, size)
-	if err := c.rd.readFull(body, beforeBlock); err != nil {
+	if err := c.rd.readFull(body, c); err != nil {
 		return nil, protocol.Fatalf(protocol.ErrBadMessage, "%s failed to read message body", cmd)
 	}
 	return body, nil
 }
 
-func (c *client) pub(p [][]byte, beforeBlock func()) ([]byte, error) {
+func (c *client) pub(p [][]byte) ([]byte, error) {
 	if len(p) < 2 {
 		return nil, protocol.Fatalf(protocol.ErrInvalid, "PUB insufficient number of parameters")
 	}
@@ -240,7 +246,7 @@ func (c *client) pub(p [][]byte, beforeBlock func()) ([]byte, error) {
 	if !protocol.IsValidTopicName(topicName) {
 		return nil, protocol.Fatalf(protocol.ErrBadTopic, "PUB topic name %q is not valid", topicName)
 	}
-	body, err := c.readMessageBody("PUB", beforeBlock)
+	body, err := c.readMessageBody("PUB")
 	if err != nil {
 		return nil, err
 	}
@@ -250,7 +256,7 @@ func (c *client) pub(p [][]byte, beforeBlock func()) ([]byte, error) {
 	return c.publish("PUB", protocol.ErrPubFailed, topicName, [][]byte{body}, 0)
 }
 
-func (c *client) dpub(p [][]byte, beforeBlock func()) ([]byte, error) {
+func (c *client) dpub(p [][]byte) ([]byte, error) {
 	if len(p) < 3 {
 		return nil, protocol.Fatalf(protocol.ErrInvalid, "DPUB insufficient number of parameters")
 	}
@@ -266,7 +272,7 @@ func (c *client) dpub(p [][]byte, beforeBlock func()) ([]byte, error) {
 	if ms > maxMs {
 		return nil, protocol.Fatalf(protocol.ErrInvalid, "DPUB timeout %d out of range 0-%d", ms, maxMs)
 	}
-	body, err := c.readMessageBody("DPUB", beforeBlock)
+	body, err := c.readMessageBody("DPUB")
 	if err != nil {
 		return nil, err
 	}
@@ -276,7 +282,7 @@ func (c *client) dpub(p [][]byte, beforeBlock func()) ([]byte, error) {
 	return c.publish("DPUB", protocol.ErrDPubFailed, topicName, [][]byte{body}, time.Duration(ms)*time.Millisecond)
 }
 
-func (c *client) mpub(p [][]byte, beforeBlock func()) ([]byte, error) {
+func (c *client) mpub(p [][]byte) ([]byte, error) {
 	if len(p) < 2 {
 		return nil, protocol.Fatalf(protocol.ErrInvalid, "MPUB insufficient number of parameters")
 	}
@@ -294,7 +300,7 @@ func (c *client) mpub(p [][]byte, beforeBlock func()) ([]byte, error) {
 		}
 	}
 	o := c.nsqd.opts
-	size, err := c.rd.readInt32(beforeBlock)
+	size, err := c.rd.readInt32(c)
 	if err != nil {
 		return nil, protocol.Fatalf(protocol.ErrBadBody, "MPUB failed to read body size")
 	}
@@ -305,15 +311,16 @@ func (c *client) mpub(p [][]byte, beforeBlock func()) ([]byte, error) {
 		return nil, protocol.Fatalf(protocol.ErrBadBody, "MPUB body too big %d > %d", size, o.MaxBodySize)
 	}
 	body := make([]byte, size)
-	if err := c.rd.readFull(body, beforeBlock); err != nil {
+	if err := c.rd.readFull(body, c); err != nil {
 		return nil, protocol.Fatalf(protocol.ErrBadMessage, "MPUB failed to read message body")
 	}
-	bodies, perr := protocol.ParseMPUB(body, o.MaxMsgSize, o.MaxBodySize, c.scratchBodies[:0])
+	ps := c.publisher()
+	bodies, perr := protocol.ParseMPUB(body, o.MaxMsgSize, o.MaxBodySize, ps.scratchBodies[:0])
 	if perr != nil {
 		return nil, perr
 	}
 	clear(bodies)
-	c.scratchBodies = bodies[:0]
+	ps.scratchBodies = bodies[:0]
 	t, err := c.nsqd.GetTopic(topicName)
 	if err != nil {
 		return nil, publishFailure(protocol.ErrMPubFailed, "MPUB", err)
@@ -333,10 +340,11 @@ func (c *client) publish(cmd, failCode, topicName string, bodies [][]byte, defer
 	if err != nil {
 		return nil, publishFailure(failCode, cmd, err)
 	}
-	msgs := c.nsqd.newMessages(bodies, deferBy, c.scratchMsgs[:0])
+	ps := c.publisher()
+	msgs := c.nsqd.newMessages(bodies, deferBy, ps.scratchMsgs[:0])
 	err = t.putMessages(msgs)
 	clear(msgs)
-	c.scratchMsgs = msgs[:0]
+	ps.scratchMsgs = msgs[:0]
 	if err != nil {
 		return nil, publishFailure(failCode, cmd, err)
 	}
@@ -348,7 +356,7 @@ func (c *client) sub(p [][]byte) ([]byte, error) {
 	if c.state.Load() != stateInit {
 		return nil, protocol.Fatalf(protocol.ErrInvalid, "cannot SUB in current state")
 	}
-	if c.heartbeat <= 0 {
+	if c.heartbeat() <= 0 {
 		return nil, protocol.Fatalf(protocol.ErrInvalid, "cannot SUB with heartbeats disabled")
 	}
 	if len(p) < 3 {

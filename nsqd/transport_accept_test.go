@@ -80,6 +80,21 @@ func TestTransports(t *testing.T) {
 			if !tc.tls && (cl.TLSVersion != "" || cl.TLSCipherSuite != "") {
 				t.Errorf("plain consumer stats tls_version=%q tls_cipher_suite=%q, want empty", cl.TLSVersion, cl.TLSCipherSuite)
 			}
+
+			// Both connections go idle (a plain one is parked, see
+			// client.serve) and then work on, on the same connections.
+			time.Sleep(1200 * time.Millisecond)
+			if err := p.Publish(topic, []byte(tc.name+"-after-idle")); err != nil {
+				t.Fatalf("publish after idling: %v", err)
+			}
+			testutil.WaitFor(t, 10*time.Second, func() bool { return got.Len() >= n+1 }, "the message published after idling")
+			s = testutil.GetStats(t, h.HTTPAddr, "&topic="+topic)
+			if cs := s.Channel(topic, "c"); cs == nil || len(cs.Clients) != 1 || cs.Clients[0].RemoteAddress != cl.RemoteAddress {
+				t.Errorf("consumer after idling: %+v, want the same connection %s", cs, cl.RemoteAddress)
+			}
+			if len(s.Producers) != 1 || len(s.Producers[0].PubCounts) != 1 || s.Producers[0].PubCounts[0].Count != n+1 {
+				t.Errorf("producers after idling: %+v, want one connection with all %d publishes", s.Producers, n+1)
+			}
 		})
 	}
 	t.Run("https listener", func(t *testing.T) {

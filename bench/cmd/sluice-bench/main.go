@@ -45,7 +45,7 @@ func run() error {
 	if slices.ContainsFunc(os.Args[1:], isFullFlag) {
 		o = bench.FullOptions()
 	}
-	fs.Bool("full", false, "use the issue's sizes (2.5M backlog, 10,000 idle connections, ...) as defaults")
+	fs.Bool("full", false, "use the issue's sizes (2.5M backlog, 18,000 idle connections, ...) as defaults")
 	scenarios := fs.String("scenarios", strings.Join(bench.AllScenarios, ","),
 		"comma-separated scenarios to run (also "+strings.Join(slices.Concat(bench.DurableScenarios, bench.PolicyScenarios, bench.ExtraScenarios), ", ")+")")
 	noInproc := fs.Bool("no-inproc", false, "do not measure the in-process Sluice nsqd")
@@ -91,6 +91,10 @@ func run() error {
 	fs.IntVar(&o.Policy.MPUBRounds, "policy-mpub-rounds", o.Policy.MPUBRounds, "rounds of policy passes of policy-mpub (its passes are short and vary most)")
 	fs.IntVar(&o.IdleConns, "idle-conns", o.IdleConns, "connections held by idle-conns")
 	fs.DurationVar(&o.IdleHeartbeat, "idle-heartbeat", o.IdleHeartbeat, "heartbeat interval negotiated by idle connections (>= 1s)")
+	fs.DurationVar(&o.IdleConnsSettle, "idle-conns-settle", o.IdleConnsSettle, "idle-conns: wait after every connection answered a heartbeat, before measuring")
+	fs.DurationVar(&o.IdleConnsWindow, "idle-conns-window", o.IdleConnsWindow, "idle-conns: window over which nsqd's CPU time is measured (RSS is read at its end)")
+	fs.IntVar(&o.IdleConnsPerSource, "idle-conns-per-source", o.IdleConnsPerSource,
+		"idle-conns: connections per source address before the next (127.0.0.2, ...); 0 = the ephemeral port range less 1,000")
 	fs.IntVar(&o.IdleChannels.Topics, "idle-topics", o.IdleChannels.Topics, "topics in the nsqd.dat of idle-channels")
 	fs.IntVar(&o.IdleChannels.ChannelsPerTopic, "idle-channels", o.IdleChannels.ChannelsPerTopic, "channels per topic in the nsqd.dat of idle-channels")
 	fs.DurationVar(&o.IdleChannels.Settle, "idle-settle", o.IdleChannels.Settle, "idle-channels: wait after nsqd answers /ping before measuring CPU")
