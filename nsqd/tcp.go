@@ -49,6 +49,7 @@ func (n *NSQD) handleConn(conn net.Conn) {
 	if string(magic[:]) == protocol.MagicR1 {
 		if h := n.replicaHandler.Load(); h != nil {
 			n.serveReplicaConn(conn, *h)
+			n.connWG.Done()
 			return
 		}
 	}
