@@ -145,13 +145,14 @@ func (a *Admin) reqCtx(r *http.Request) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(r.Context(), a.opts.HTTPClientRequestTimeout+a.opts.HTTPClientConnectTimeout)
 }
 
-// createTopicChannel handles POST /api/topics {"topic","channel","durable"} plus optional
-// message policy settings: "ttl", "max_depth", "overflow" for the topic and
+// createTopicChannel handles POST /api/topics {"topic","channel","durable","replicas"} plus
+// optional message policy settings: "ttl", "max_depth", "overflow" for the topic and
 // "max_attempts", "dead_letter_topic", "channel_ttl" for the channel. nsqlookupd only
 // registers names, so a topic that is durable or has settings is created on the nsqd nodes
 // themselves (every node), and so is its channel: one created later by a consumer's SUB
 // would not have the settings. A value nsqd refuses everywhere is a 400 with nsqd's
-// message, and nothing after it is created.
+// message, and nothing after it is created. With replicas (1 to 7) the topic is replicated
+// and created through one node only (see createReplicated).
 func (a *Admin) createTopicChannel(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {
 	var body struct {
 		Topic   string `json:"topic"`
@@ -181,6 +182,20 @@ func (a *Admin) createTopicChannel(_ http.ResponseWriter, r *http.Request, _ htt
 	}
 	if channelSettings > 0 && body.Channel == "" {
 		return nil, httpv1.Err{Code: http.StatusBadRequest, Text: "MISSING_CHANNEL: max_attempts, dead_letter_topic and channel_ttl need a channel"}
+	}
+	replicas, err := replicasParam(raw)
+	if err != nil {
+		return nil, err
+	}
+	if replicas > 0 {
+		if d, given := raw["durable"]; given && string(d) != "null" && !body.Durable {
+			return nil, httpv1.Err{Code: http.StatusBadRequest, Text: "INVALID_ARG_REPLICAS: replicated topics are durable (durable=false given)"}
+		}
+		if protocol.IsEphemeral(body.Topic) {
+			return nil, httpv1.Err{Code: http.StatusBadRequest, Text: "INVALID_ARG_REPLICAS: ephemeral topics are never replicated"}
+		}
+		return a.createReplicated(r, replicatedCreate{topic: body.Topic, channel: body.Channel, replicas: replicas,
+			topicQ: tq, channelQ: nodeCQ, topicSettings: topicSettings, channelSettings: channelSettings})
 	}
 	if body.Durable {
 		if protocol.IsEphemeral(body.Topic) {
@@ -345,6 +360,10 @@ func (a *Admin) tombstoneTopicProducer(_ http.ResponseWriter, r *http.Request, p
 	// the address comes from the URL and must not make the admin POST to arbitrary hosts.
 	if !a.knownNode(ctx, node) {
 		return nil, httpv1.Err{Code: http.StatusNotFound, Text: "NODE_NOT_FOUND"}
+	}
+	if a.replicatedOn(ctx, node, body.Topic) {
+		return nil, httpv1.Err{Code: http.StatusBadRequest, Text: "REPLICATED_TOPIC: topic " + body.Topic + " is replicated, and nsqd deletes a " +
+			"replicated topic on every replica: one replica cannot be tombstoned (nsqd replaces a replica gone longer than --replica-timeout)"}
 	}
 	var errs []error
 	attempts := 1

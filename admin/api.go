@@ -177,13 +177,16 @@ func (a *Admin) getChannel(_ http.ResponseWriter, r *http.Request, ps httprouter
 	results, serrs := a.cluster.stats(ctx, producers, topic, channel, true)
 	errs = append(errs, serrs...)
 	now := time.Now()
-	var perNode []*ChannelStats
+	var topics []*TopicStats
 	for _, res := range results {
-		for _, t := range topicsOf(res, now) {
-			for _, c := range t.Channels {
-				if t.TopicName == topic && c.ChannelName == channel {
-					perNode = append(perNode, c)
-				}
+		topics = append(topics, topicsOf(res, now)...)
+	}
+	markStandby(topics) // a replicated topic's followers' channels stand by
+	var perNode []*ChannelStats
+	for _, t := range topics {
+		for _, c := range t.Channels {
+			if t.TopicName == topic && c.ChannelName == channel {
+				perNode = append(perNode, c)
 			}
 		}
 	}
@@ -347,8 +350,12 @@ func (a *Admin) getCounter(_ http.ResponseWriter, r *http.Request, _ httprouter.
 	errs = append(errs, serrs...)
 	stats := map[string]counterStat{}
 	var total int64
+	standby := standbyReplicas(results) // a replicated topic's channels count once, on its leader
 	for _, res := range results {
 		for _, t := range res.Stats.Topics {
+			if standby[nodeTopic{res.Node, t.TopicName}] {
+				continue
+			}
 			for _, c := range t.Channels {
 				stats[t.TopicName+":"+c.ChannelName+":"+res.Node] = counterStat{res.Node, t.TopicName, c.ChannelName, c.MessageCount}
 				total += c.MessageCount
@@ -395,6 +402,8 @@ type overviewTopic struct {
 	NodeCount     int        `json:"node_count"`
 	RateIn        *float64   `json:"rate_in"`
 	Sparkline     []*float64 `json:"sparkline"`
+	// Replicated topics only: replicas, leader, leader_node, replica_lag (see TopicReplica).
+	*TopicReplica
 }
 
 // sparklinePoints is how many recent points the topics page plots per topic.
@@ -433,7 +442,7 @@ func (a *Admin) getOverview(_ http.ResponseWriter, r *http.Request, _ httprouter
 		if t, ok := byName[name]; ok {
 			row.Depth, row.InFlightCount, row.MessageCount = t.Depth, t.InFlight, t.MessageCount
 			row.ClientCount, row.Paused, row.NodeCount = t.ClientCount, t.Paused, len(t.Nodes)
-			row.Durable = t.Durable
+			row.Durable, row.TopicReplica = t.Durable, t.TopicReplica
 			for _, c := range t.Channels {
 				row.Channels = append(row.Channels, c.ChannelName)
 				row.ChannelDepth += c.Depth

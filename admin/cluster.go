@@ -348,7 +348,8 @@ func (c *cluster) stats(ctx context.Context, nodes []*Producer, topic, channel s
 			return err
 		}
 		i := index[addr]
-		results[i] = &nodeResult{Node: addr, Hostname: nodes[i].Hostname, Stats: &st, At: time.Now()}
+		results[i] = &nodeResult{Node: addr, Addr: nodeAddr(nodes[i].BroadcastAddress, nodes[i].TCPPort),
+			Hostname: nodes[i].Hostname, Stats: &st, At: time.Now()}
 		return nil
 	})
 	var out []*nodeResult

@@ -37,6 +37,18 @@
 // {"action":"redrive"} moves them back into the channel on every node and answers
 // {"moved":N}.
 //
+// Replicated topics (Sluice's nsqd): the topic answers (and /api/overview's rows) carry
+// replicas, leader (null in an aggregate when the replicas disagree), leader_node (the
+// leader's node in the admin) and replica_lag (the leader's report), and each node's entry
+// its address (broadcast_address:tcp_port) and role ("leader" or "follower"); channels
+// carry their node's role. Only the leader delivers, so a replicated topic's figures are
+// its leader's, counted once (connections add up over every replica), and so are the
+// sampled rates; see TopicReplica. Topics that are not replicated have none of these keys.
+// POST /api/topics {"topic":"T","replicas":3} (an integer from 1 to 7, else 400
+// INVALID_ARG_REPLICAS) sends POST /topic/create?topic=T&replicas=3 to one nsqd, which
+// places the topic on 3 nodes; its refusal (503 REPLICATION_FAILED, 409 TOPIC_EXISTS)
+// comes back in nsqd's words. A channel given is created on one replica.
+//
 // Security: the mutating calls (POST and DELETE under /api) accept a body only when it is
 // declared Content-Type: application/json (415 otherwise; a DELETE without a body needs no
 // Content-Type) and refuse requests the browser marks Sec-Fetch-Site: cross-site (403), so a

@@ -22,6 +22,9 @@ import (
 // Rates are computed per node from two consecutive answers of that node, using the times
 // the answers arrived, then summed over nodes; a counter that went down (restart, delete)
 // contributes 0 for that interval. A rate is NaN when no node has a previous answer yet.
+// A replicated topic counts once: only the replica standing for it (its leader, see
+// countedReplica) adds its rates and depth; the others' counters are kept all the same, so
+// a follower that becomes leader goes on from its own previous answer.
 //
 // Memory is bounded whatever the cluster does: each series keeps at most capacity points,
 // series and nodes not seen within the window are dropped, and at most maxSeries series
@@ -105,6 +108,7 @@ func (h *History) record(now time.Time, results []*nodeResult) {
 		}
 		return p
 	}
+	standby := standbyReplicas(results)
 	for _, r := range results {
 		prev := h.nodes[r.Node]
 		cur := &nodeCounters{at: r.At, leaves: map[SeriesKey]leafCounters{}}
@@ -129,6 +133,14 @@ func (h *History) record(now time.Time, results []*nodeResult) {
 			tk := SeriesKey{Topic: t.TopicName}
 			tp := get(tk)
 			tin, _, ok := rate(tk, t.MessageCount, 0)
+			if standby[nodeTopic{r.Node, t.TopicName}] {
+				for _, c := range t.Channels {
+					ck := SeriesKey{Topic: t.TopicName, Channel: c.ChannelName}
+					get(ck)
+					rate(ck, c.MessageCount, processed(c))
+				}
+				continue
+			}
 			tp.in += tin
 			tp.inOK = tp.inOK || ok
 			cluster.in += tin
@@ -138,8 +150,7 @@ func (h *History) record(now time.Time, results []*nodeResult) {
 			for _, c := range t.Channels {
 				ck := SeriesKey{Topic: t.TopicName, Channel: c.ChannelName}
 				cp := get(ck)
-				processed := max(c.MessageCount-c.Depth-c.InFlightCount-c.DeferredCount, 0)
-				cin, cout, ok := rate(ck, c.MessageCount, processed)
+				cin, cout, ok := rate(ck, c.MessageCount, processed(c))
 				cp.in += cin
 				cp.out += cout
 				cp.inOK = cp.inOK || ok
@@ -175,6 +186,11 @@ func (h *History) record(now time.Time, results []*nodeResult) {
 		s.lastIn, s.lastOut, s.lastDepth, s.hasLast = in, out, p.depth, true
 	}
 	h.prune(now)
+}
+
+// processed is how many messages have left channel c for good (see History: out).
+func processed(c *rawChannel) int64 {
+	return max(c.MessageCount-c.Depth-c.InFlightCount-c.DeferredCount, 0)
 }
 
 // prune drops points older than the window or beyond capacity, series not seen within the

@@ -76,6 +76,11 @@ type ChannelStats struct {
 	E2E           *E2ELatency     `json:"e2e_processing_latency"`
 	// Message policies (Sluice): present only when a node enforces one; see ChannelPolicy.
 	*ChannelPolicy
+	// Role is, per node of a replicated topic, the node's role for the topic: "leader" or
+	// "follower" (whose channel stands by); absent otherwise. See TopicReplica.
+	Role string `json:"role,omitempty"`
+
+	standby bool // a follower's: not counted in the aggregate (markStandby)
 }
 
 // TopicStats is a topic on one node (Node set) or aggregated over nodes (Node "*").
@@ -101,6 +106,11 @@ type TopicStats struct {
 	RetentionBytes *int64 `json:"retention_bytes,omitempty"`
 	// Message policies (Sluice): present only when a node sets one; see TopicPolicy.
 	*TopicPolicy
+	// Replicated topics (Sluice): present only when a node reports the topic replicated;
+	// see TopicReplica.
+	*TopicReplica
+
+	standby bool // a follower's: not counted in the aggregate (markStandby)
 }
 
 // nodeStats is the JSON body of nsqd's GET /stats?format=json (§9.5).
@@ -126,6 +136,8 @@ type rawTopic struct {
 	RetentionBytes *int64  `json:"retention_bytes"`
 	// nil unless the node reports the policy keys
 	*protocol.TopicPolicyStats
+	// nil unless the topic is replicated
+	*protocol.TopicReplicaStats
 }
 
 type rawChannel struct {
@@ -148,6 +160,7 @@ type rawChannel struct {
 // nodeResult is one node's /stats answer as fetched by the admin.
 type nodeResult struct {
 	Node     string // broadcast_address:http_port
+	Addr     string // broadcast_address:tcp_port: the node's name among replicas
 	Hostname string
 	Stats    *nodeStats
 	At       time.Time // when the answer arrived
@@ -163,13 +176,17 @@ func topicsOf(r *nodeResult, now time.Time) []*TopicStats {
 			MessageCount: rt.MessageCount, Paused: rt.Paused, E2E: rt.E2E,
 			Channels: []*ChannelStats{}, Nodes: []*TopicStats{},
 			Durable: rt.Durable, RetentionBytes: rt.RetentionBytes,
-			TopicPolicy: topicPolicyOf(rt.TopicPolicyStats),
+			TopicPolicy:  topicPolicyOf(rt.TopicPolicyStats),
+			TopicReplica: topicReplicaOf(rt.TopicReplicaStats, r.Addr),
 		}
 		if rt.RetentionTime != nil {
 			ts.RetentionTime = *rt.RetentionTime
 		}
 		for _, rc := range rt.Channels {
 			cs := channelOf(r, rt.TopicName, rc, now)
+			if ts.TopicReplica != nil {
+				cs.Role = ts.Role
+			}
 			ts.Channels = append(ts.Channels, cs)
 			ts.InFlight += cs.InFlightCount
 			ts.ClientCount += cs.ClientCount
@@ -207,7 +224,10 @@ func connectedFor(connectTS int64, now time.Time) time.Duration {
 
 // aggregateTopics merges per-node topic stats into one TopicStats per topic (Node "*"),
 // each with its per-node breakdown in Nodes and its channels aggregated; sorted by name.
+// A replicated topic's figures are one replica's, its connections every replica's (see
+// TopicReplica).
 func aggregateTopics(perNode []*TopicStats) []*TopicStats {
+	markStandby(perNode)
 	byName := map[string]*TopicStats{}
 	var names []string
 	for _, t := range perNode {
@@ -236,20 +256,24 @@ func aggregateTopics(perNode []*TopicStats) []*TopicStats {
 				}
 				agg.Durable = true
 			}
+			agg.ClientCount += t.ClientCount
+			agg.Paused = agg.Paused || t.Paused
+			chans = append(chans, t.Channels...)
+			if t.standby {
+				continue
+			}
 			agg.Depth += t.Depth
 			agg.MemoryDepth += t.MemoryDepth
 			agg.BackendDepth += t.BackendDepth
 			agg.MessageCount += t.MessageCount
 			agg.InFlight += t.InFlight
-			agg.ClientCount += t.ClientCount
-			agg.Paused = agg.Paused || t.Paused
 			e2es = append(e2es, t.E2E)
-			chans = append(chans, t.Channels...)
 		}
 		if !agreed {
 			agg.RetentionTime, agg.RetentionBytes = "", nil
 		}
 		agg.TopicPolicy = mergeTopicPolicies(agg.Nodes)
+		agg.TopicReplica = mergeTopicReplicas(agg.Nodes)
 		agg.E2E = mergeE2E(e2es)
 		agg.Channels = aggregateChannels(chans)
 		out = append(out, agg)
@@ -258,6 +282,8 @@ func aggregateTopics(perNode []*TopicStats) []*TopicStats {
 }
 
 // aggregateChannels merges per-node channel stats into one ChannelStats per (topic, channel).
+// The channels of a replicated topic's followers (marked by markStandby) add their
+// connections only.
 func aggregateChannels(perNode []*ChannelStats) []*ChannelStats {
 	type key struct{ topic, channel string }
 	byKey := map[key]*ChannelStats{}
@@ -285,6 +311,12 @@ func aggregateChannels(perNode []*ChannelStats) []*ChannelStats {
 		sort.Slice(agg.Nodes, func(i, j int) bool { return agg.Nodes[i].Node < agg.Nodes[j].Node })
 		var e2es []*E2ELatency
 		for _, c := range agg.Nodes {
+			agg.ClientCount += c.ClientCount
+			agg.Paused = agg.Paused || c.Paused
+			agg.Clients = append(agg.Clients, c.Clients...)
+			if c.standby {
+				continue
+			}
 			agg.Depth += c.Depth
 			agg.MemoryDepth += c.MemoryDepth
 			agg.BackendDepth += c.BackendDepth
@@ -293,9 +325,6 @@ func aggregateChannels(perNode []*ChannelStats) []*ChannelStats {
 			agg.RequeueCount += c.RequeueCount
 			agg.TimeoutCount += c.TimeoutCount
 			agg.MessageCount += c.MessageCount
-			agg.ClientCount += c.ClientCount
-			agg.Paused = agg.Paused || c.Paused
-			agg.Clients = append(agg.Clients, c.Clients...)
 			e2es = append(e2es, c.E2E)
 		}
 		sort.Slice(agg.Clients, func(i, j int) bool {

@@ -21,6 +21,9 @@ import (
 // upstream is the admin's HTTP client for nsqd and nsqlookupd (V1 format, §8.1 and §11).
 type upstream struct {
 	client *http.Client
+	// long is like client with a longer bound, for the calls nsqd answers only once the nodes
+	// have agreed (the replicated create, see replicaCreateTimeout).
+	long *http.Client
 }
 
 func newUpstream(o *Options) (*upstream, error) {
@@ -54,10 +57,19 @@ func newUpstream(o *Options) (*upstream, error) {
 		ResponseHeaderTimeout: o.HTTPClientRequestTimeout,
 		IdleConnTimeout:       90 * time.Second,
 	}
-	return &upstream{client: &http.Client{Transport: transport, Timeout: o.HTTPClientRequestTimeout}}, nil
+	longTimeout := max(o.HTTPClientRequestTimeout, replicaCreateTimeout)
+	longTransport := transport.Clone()
+	longTransport.ResponseHeaderTimeout = longTimeout
+	return &upstream{
+		client: &http.Client{Transport: transport, Timeout: o.HTTPClientRequestTimeout},
+		long:   &http.Client{Transport: longTransport, Timeout: longTimeout},
+	}, nil
 }
 
-func (u *upstream) close() { u.client.CloseIdleConnections() }
+func (u *upstream) close() {
+	u.client.CloseIdleConnections()
+	u.long.CloseIdleConnections()
+}
 
 // statusError is a non-200 answer from an upstream daemon.
 type statusError struct {
@@ -73,12 +85,16 @@ func (e *statusError) Error() string {
 // do sends one request to http://addr+path and decodes a JSON answer into out (when non-nil).
 // A 403 carrying "https_port" (nsqd --tls-required) is retried once over HTTPS.
 func (u *upstream) do(ctx context.Context, method, addr, path string, out any) error {
+	return u.doWith(ctx, u.client, method, addr, path, out)
+}
+
+func (u *upstream) doWith(ctx context.Context, client *http.Client, method, addr, path string, out any) error {
 	if err := checkNodeAddr(addr); err != nil {
 		return err
 	}
 	endpoint := "http://" + addr + path
 	for attempt := 0; ; attempt++ {
-		body, code, err := u.roundTrip(ctx, method, endpoint)
+		body, code, err := roundTrip(ctx, client, method, endpoint)
 		if err != nil {
 			return err
 		}
@@ -119,13 +135,13 @@ func checkNodeAddr(addr string) error {
 	return nil
 }
 
-func (u *upstream) roundTrip(ctx context.Context, method, endpoint string) ([]byte, int, error) {
+func roundTrip(ctx context.Context, client *http.Client, method, endpoint string) ([]byte, int, error) {
 	req, err := http.NewRequestWithContext(ctx, method, endpoint, nil)
 	if err != nil {
 		return nil, 0, fmt.Errorf("build request %s %s: %w", method, endpoint, err)
 	}
 	req.Header.Set("Accept", "application/vnd.nsq; version=1.0")
-	resp, err := u.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		// *url.Error repeats the whole URL; the caller already names the node.
 		var ue *url.Error
@@ -145,6 +161,11 @@ func (u *upstream) roundTrip(ctx context.Context, method, endpoint string) ([]by
 // post sends a POST action with query parameters and expects 200.
 func (u *upstream) post(ctx context.Context, addr, path string, params url.Values) error {
 	return u.do(ctx, http.MethodPost, addr, path+"?"+params.Encode(), nil)
+}
+
+// postLong is post with the long client.
+func (u *upstream) postLong(ctx context.Context, addr, path string, params url.Values) error {
+	return u.doWith(ctx, u.long, http.MethodPost, addr, path+"?"+params.Encode(), nil)
 }
 
 // isNotFound tells whether err is an upstream 404.

@@ -88,6 +88,8 @@
     return limits ? "keeps finished messages " + limits : "finished messages removed at once";
   }
   function badge(text, cls) { return '<span class="badge ' + (cls || "") + '">' + esc(text) + "</span>"; }
+  // Replicated topics: see replica.js.
+  var R = window.SluiceReplica({ esc: esc, badge: badge, fmtInt: fmtInt, link: link, nodePath: nodePath, figure: figure, td: td, th: th });
   function e2eTable(e2e) {
     var ps = list(e2e && e2e.percentiles);
     if (!ps.length) return '<p class="muted">No end-to-end latency percentiles (nsqd --e2e-processing-latency-percentile not set).</p>';
@@ -319,18 +321,20 @@
           figure("in_flight_count", "In flight", fmtInt(o.in_flight_count)) +
           figure("rate_in", "In msg/s", fmtRate(lastNum(h["in"]))) + figure("rate_out", "Out msg/s", fmtRate(lastNum(h.out)));
         destroyCharts(function (u) { return u !== chart; });
+        var replicated = list(o.topics).some(R.is);
         var rows = list(o.topics).map(function (t) {
           return '<tr data-topic="' + esc(t.topic_name) + '">' +
-            td("topic_name", link(topicPath(t.topic_name), t.topic_name) + (t.paused ? badge("paused", "paused") : "") + (t.durable ? badge("durable", "durable") : "")) +
+            td("topic_name", link(topicPath(t.topic_name), t.topic_name) + (t.paused ? badge("paused", "paused") : "") +
+              (t.durable ? badge("durable", "durable") : "") + R.badge(t)) +
             td("depth", fmtInt(t.depth), true) + td("channel_depth", fmtInt(t.channel_depth), true) +
             td("in_flight_count", fmtInt(t.in_flight_count), true) + td("message_count", fmtInt(t.message_count), true) +
             td("rate_in", fmtRate(t.rate_in), true) + '<td><div class="spark"></div></td>' +
             td("channels", list(t.channels).map(function (c) { return link(channelPath(t.topic_name, c), c); }).join(", ") || '<span class="muted">none</span>') +
-            "</tr>";
+            (replicated ? td("replication", R.listCell(t)) : "") + "</tr>";
         });
         var el = document.getElementById("topics-table");
         el.innerHTML = table([th("Topic"), th("Depth", true), th("Channel depth", true), th("In flight", true), th("Messages", true),
-          th("In msg/s", true), th("Rate"), th("Channels")], rows, "No topics.");
+          th("In msg/s", true), th("Rate"), th("Channels")].concat(replicated ? [th("Replication")] : []), rows, "No topics.");
         var sparks = el.querySelectorAll(".spark");
         list(o.topics).forEach(function (t, i) { sparkline(sparks[i], list(t.sparkline)); });
         return [o.message, h.message];
@@ -341,7 +345,7 @@
   pages.topic = function (topic) {
     var hp = "api/history?topic=" + encodeURIComponent(topic);
     app.innerHTML = "<h1>Topic " + esc(topic) + ' <span id="paused"></span></h1>' +
-      '<div id="topic-actions"></div><div id="figures" class="figures"></div>' +
+      '<div id="topic-actions"></div><div id="figures" class="figures"></div><div id="replication"></div>' +
       '<div id="policy"></div><div id="policy-edit"></div>' +
       '<div id="chart-main" class="chart"></div>' +
       '<p class="legend-note">In: published to the topic; out: finished on its channels; depth: topic and channel queues.</p>' +
@@ -373,7 +377,7 @@
         var t = r[0], h = r[1];
         setHistory(chart, h);
         document.getElementById("paused").innerHTML = (t.paused ? badge("paused", "paused") : "") +
-          (t.durable ? badge("durable", "durable") + badge(retentionText(t), "retention") : "");
+          (t.durable ? badge("durable", "durable") + badge(retentionText(t), "retention") : "") + R.badge(t);
         if (paused !== t.paused) {
           paused = t.paused;
           document.getElementById("topic-actions").innerHTML = actionButtons([
@@ -385,6 +389,7 @@
           figure("backend_depth", "Disk", fmtInt(t.backend_depth)) + figure("message_count", "Messages", fmtInt(t.message_count)) +
           figure("in_flight_count", "In flight", fmtInt(t.in_flight_count)) + figure("channel_count", "Channels", fmtInt(list(t.channels).length)) +
           figure("rate_in", "In msg/s", fmtRate(lastNum(h["in"]))) + figure("rate_out", "Out msg/s", fmtRate(lastNum(h.out)));
+        document.getElementById("replication").innerHTML = R.section(t, list(t.nodes));
         var pol = hasTopicPolicy(t);
         document.getElementById("policy").innerHTML = pol ? "<h2>Message policy</h2>" + '<div class="figures">' +
           figure("ttl", "TTL", esc(ttlText(t.ttl))) + figure("max_depth", "Max depth", esc(maxDepthText(t.max_depth, t.overflow))) +
@@ -395,20 +400,22 @@
         // not all be durable).
         document.getElementById("nodes-table").innerHTML = table(
           [th("Node"), th("Hostname"), th("Depth", true), th("Memory", true), th("Disk", true), th("Messages", true), th("Channels", true)]
-            .concat(t.durable ? [th("Retention")] : [],
+            .concat(R.nodeHeaders(t), t.durable ? [th("Retention")] : [],
               pol ? [th("TTL"), th("Max depth"), th("Expired", true), th("Dropped", true), th("Rejected", true)] : [], [th("")]),
           list(t.nodes).map(function (n) {
-            return '<tr data-node="' + esc(n.node) + '">' + td("node", link(nodePath(n.node), n.node) + (n.paused ? badge("paused", "paused") : "")) +
+            return '<tr data-node="' + esc(n.node) + '"' + (n.role ? ' data-role="' + esc(n.role) + '"' : "") + ">" +
+              td("node", link(nodePath(n.node), n.node) + (n.paused ? badge("paused", "paused") : "") + R.roleBadge(n)) +
               td("hostname", esc(n.hostname)) + td("depth", fmtInt(n.depth), true) + td("memory_depth", fmtInt(n.memory_depth), true) +
               td("backend_depth", fmtInt(n.backend_depth), true) + td("message_count", fmtInt(n.message_count), true) +
-              td("channel_count", fmtInt(list(n.channels).length), true) +
+              td("channel_count", fmtInt(list(n.channels).length), true) + R.nodeCells(t, n) +
               (t.durable ? td("retention", n.durable ? esc(retentionLimits(n) || "none") : '<span class="muted">not durable</span>') : "") +
               (pol ? (hasTopicPolicy(n) ? td("ttl", esc(ttlText(n.ttl))) + td("max_depth", esc(maxDepthText(n.max_depth, n.overflow))) +
                 td("expired_count", fmtInt(n.expired_count), true) + td("dropped_count", fmtInt(n.dropped_count), true) +
                 td("rejected_count", fmtInt(n.rejected_count), true)
                 : td("ttl", '<span class="muted">no policy</span>') + td("max_depth", "") + td("expired_count", "–", true) +
                 td("dropped_count", "–", true) + td("rejected_count", "–", true)) : "") +
-              "<td>" + (settings.is_admin && settings.lookup_mode ? '<button type="button" class="small danger" data-act="tombstone" data-node="' + esc(n.node) + '">Tombstone</button>' : "") + "</td></tr>";
+              // A replica cannot be tombstoned: nsqd deletes a replicated topic on every replica.
+              "<td>" + (settings.is_admin && settings.lookup_mode && !n.role ? '<button type="button" class="small danger" data-act="tombstone" data-node="' + esc(n.node) + '">Tombstone</button>' : "") + "</td></tr>";
           }), "No node carries this topic.");
         // Channels with a policy add what it did: dead-lettered and expired messages.
         var chPol = list(t.channels).some(hasChannelPolicy);
@@ -432,7 +439,7 @@
   pages.channel = function (topic, channel) {
     var hp = "api/history?topic=" + encodeURIComponent(topic) + "&channel=" + encodeURIComponent(channel);
     app.innerHTML = "<h1>" + link(topicPath(topic), topic) + " / " + esc(channel) + ' <span id="paused"></span></h1>' +
-      '<div id="channel-actions"></div><div id="figures" class="figures"></div>' +
+      '<div id="channel-actions"></div><div id="figures" class="figures"></div><div id="replica-note"></div>' +
       '<div id="policy"></div><div id="policy-edit"></div>' +
       '<div id="chart-main" class="chart"></div>' +
       '<p class="legend-note">In: copied into the channel; out: finished (or emptied); depth: waiting in the channel.</p>' +
@@ -498,6 +505,7 @@
           figure("timeout_count", "Timed out", fmtInt(c.timeout_count)) + figure("message_count", "Messages", fmtInt(c.message_count)) +
           figure("client_count", "Clients", fmtInt(c.client_count)) +
           figure("rate_in", "In msg/s", fmtRate(lastNum(h["in"]))) + figure("rate_out", "Out msg/s", fmtRate(lastNum(h.out)));
+        document.getElementById("replica-note").innerHTML = R.channelNote(c);
         var pol = hasChannelPolicy(c);
         document.getElementById("policy").innerHTML = pol ? "<h2>Message policy</h2>" + '<div class="figures">' +
           figure("max_attempts", "Max attempts", esc(maxAttemptsText(c.max_attempts))) +
@@ -537,7 +545,8 @@
               showDL ? [th("Dead letters", true)] : []),
           list(c.nodes).map(function (n) {
             var p = hasChannelPolicy(n);
-            return '<tr data-node="' + esc(n.node) + '">' + td("node", link(nodePath(n.node), n.node) + (n.paused ? badge("paused", "paused") : "")) +
+            return '<tr data-node="' + esc(n.node) + '"' + (n.role ? ' data-role="' + esc(n.role) + '"' : "") + ">" +
+              td("node", link(nodePath(n.node), n.node) + (n.paused ? badge("paused", "paused") : "") + R.roleBadge(n)) +
               td("depth", fmtInt(n.depth), true) + td("in_flight_count", fmtInt(n.in_flight_count), true) + td("deferred_count", fmtInt(n.deferred_count), true) +
               td("requeue_count", fmtInt(n.requeue_count), true) + td("timeout_count", fmtInt(n.timeout_count), true) +
               td("message_count", fmtInt(n.message_count), true) + td("client_count", fmtInt(n.client_count), true) +
@@ -603,12 +612,12 @@
         var rows = [];
         list(n.topics).forEach(function (t) {
           rows.push('<tr data-topic="' + esc(t.topic_name) + '">' + td("topic_name", link(topicPath(t.topic_name), t.topic_name) +
-            (t.paused ? badge("paused", "paused") : "") + (t.durable ? badge("durable", "durable") : "")) +
+            (t.paused ? badge("paused", "paused") : "") + (t.durable ? badge("durable", "durable") : "") + R.badge(t) + R.roleBadge(t)) +
             "<td></td>" + td("depth", fmtInt(t.depth), true) + td("in_flight_count", fmtInt(t.in_flight_count), true) +
             td("message_count", fmtInt(t.message_count), true) + td("client_count", fmtInt(t.client_count), true) + "</tr>");
           list(t.channels).forEach(function (c) {
             rows.push('<tr data-topic="' + esc(t.topic_name) + '" data-channel="' + esc(c.channel_name) + '"><td></td>' +
-              td("channel_name", link(channelPath(t.topic_name, c.channel_name), c.channel_name) + (c.paused ? badge("paused", "paused") : "")) +
+              td("channel_name", link(channelPath(t.topic_name, c.channel_name), c.channel_name) + (c.paused ? badge("paused", "paused") : "") + R.roleBadge(c)) +
               td("depth", fmtInt(c.depth), true) + td("in_flight_count", fmtInt(c.in_flight_count), true) +
               td("message_count", fmtInt(c.message_count), true) + td("client_count", fmtInt(c.client_count), true) + "</tr>");
           });
@@ -633,6 +642,7 @@
         '<input type="text" id="create-topic" placeholder="topic" aria-label="topic" required>' +
         '<input type="text" id="create-channel" placeholder="channel (optional)" aria-label="channel">' +
         '<label><input type="checkbox" id="create-durable"> durable</label>' +
+        '<label class="replicas">replicas <input type="text" id="create-replicas" inputmode="numeric" placeholder="1–7, optional"></label>' +
         '<button type="submit" data-act="create">Create</button>' +
         '<details class="policy-edit wide"><summary>Message policy (optional)</summary><div class="inline">' +
         '<label class="field"><span>Topic TTL</span><input type="text" id="create-ttl" placeholder="e.g. 10m"></label>' +
@@ -649,9 +659,13 @@
       ev.preventDefault();
       var t = document.getElementById("create-topic").value.trim(), c = document.getElementById("create-channel").value.trim();
       var durable = document.getElementById("create-durable").checked;
+      var replicas = document.getElementById("create-replicas").value.trim();
       if (!t) return;
       var req = c ? { topic: t, channel: c } : { topic: t };
       if (durable) req.durable = true;
+      // Replicated (always durable): the admin asks one nsqd, which places the topic on that many
+      // nodes; the admin checks the value.
+      if (replicas) req.replicas = /^\d+$/.test(replicas) ? Number(replicas) : replicas;
       // Optional settings: only those filled in are sent (nsqd checks them).
       var settingsGiven = [];
       [["ttl", "create-ttl"], ["max_depth", "create-max-depth"], ["overflow", "create-overflow"], ["max_attempts", "create-max-attempts"],
@@ -659,7 +673,8 @@
         var v = document.getElementById(f[1]).value.trim();
         if (v) { req[f[0]] = v; settingsGiven.push(f[0] + "=" + v); }
       });
-      runAction("Create " + (durable ? "durable " : "") + "topic " + t + (c ? " and channel " + c : "") +
+      runAction("Create " + (durable && !replicas ? "durable " : "") + "topic " + t + (replicas ? " replicated on " + replicas + " nodes" : "") +
+        (c ? " and channel " + c : "") +
         (settingsGiven.length ? " with " + settingsGiven.join(", ") : "") + "?", "POST", "api/topics", req);
     };
     return function refresh() {
