@@ -343,7 +343,7 @@ func (n *NSQD) doTopicCreate(_ http.ResponseWriter, r *http.Request, _ httproute
 		return nil, errf(http.StatusBadRequest, "INVALID_ARG_DURABLE: ephemeral topics are never durable")
 	}
 	if cfg.replicas > 0 {
-		return nil, n.doReplicatedCreate(r.Context(), name, cfg, policy, setPolicy)
+		return nil, n.doReplicatedCreate(r.Context(), name, cfg, q, setPolicy)
 	}
 	t, err := n.getTopicWith(name, cfg)
 	if err != nil {

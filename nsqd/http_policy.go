@@ -63,6 +63,13 @@ func (n *NSQD) doTopicConfig(_ http.ResponseWriter, r *http.Request, _ httproute
 	if !set {
 		return nil, errf(http.StatusBadRequest, "MISSING_ARG_POLICY: give ttl, max_depth or overflow")
 	}
+	if t.repl != nil {
+		// validated above; every replica applies it through the group
+		if err := t.repl.proposePolicy(r.Context(), "", q); err != nil {
+			return nil, errf(http.StatusServiceUnavailable, "REPLICATION_FAILED: "+err.Error())
+		}
+		return nil, nil
+	}
 	if err := n.applyTopicPolicy(t, p); err != nil {
 		return nil, errf(http.StatusInternalServerError, "INTERNAL_ERROR: "+err.Error())
 	}
@@ -97,6 +104,13 @@ func (n *NSQD) doChannelConfig(_ http.ResponseWriter, r *http.Request, _ httprou
 	}
 	if !set {
 		return nil, errf(http.StatusBadRequest, "MISSING_ARG_POLICY: give max_attempts, dead_letter_topic or ttl")
+	}
+	if t.repl != nil && !ch.ephemeral {
+		q, _ := httpv1.Query(r)
+		if err := t.repl.proposePolicy(r.Context(), ch.name, q); err != nil {
+			return nil, errf(http.StatusServiceUnavailable, "REPLICATION_FAILED: "+err.Error())
+		}
+		return nil, nil
 	}
 	if err := n.applyChannelPolicy(t, ch, p); err != nil {
 		return nil, err

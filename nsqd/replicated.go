@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -216,6 +217,8 @@ func (r *replTopic) Apply(last uint64, cmds []replica.Command) error {
 				continue
 			}
 			r.applyCursors(states)
+		case cmdPolicy:
+			r.applyPolicy(cmd)
 		case cmdDeleteChannel:
 			name := string(cmd.Data[1:])
 			if ch, ok := t.existingChannel(name); ok {
@@ -249,6 +252,55 @@ func (r *replTopic) applyChannel(name string, start channelStart) {
 		t.nsqd.notifyRegister(t.name, name)
 		t.nsqd.persistMetadataOrLog()
 	}
+}
+
+// applyPolicy sets a topic or channel policy the group agreed on. It was
+// validated where it was proposed; a value this replica refuses (the same
+// on every replica) is logged and changes nothing.
+func (r *replTopic) applyPolicy(cmd replica.Command) {
+	t := r.t
+	channel, q, err := decodePolicyCmd(cmd.Data)
+	if err != nil {
+		t.logger.Error("replicated policy refused", "index", cmd.Index, "err", err)
+		return
+	}
+	if channel == "" {
+		p, err := parseTopicPolicy(q, t.topicPolicyOf())
+		if err == nil {
+			err = t.nsqd.applyTopicPolicy(t, p)
+		}
+		if err != nil {
+			t.logger.Error("replicated topic policy refused", "index", cmd.Index, "err", err)
+		}
+		return
+	}
+	ch, ok := t.existingChannel(channel)
+	if !ok {
+		t.logger.Warn("replicated policy for a channel this replica does not have", "channel", channel)
+		return
+	}
+	p, err := parseChannelPolicy(q, ch.channelPolicyOf(), t.name)
+	if err == nil {
+		err = t.nsqd.applyChannelPolicy(t, ch, p)
+	}
+	if err != nil {
+		t.logger.Error("replicated channel policy refused", "index", cmd.Index, "channel", channel, "err", err)
+	}
+}
+
+// proposePolicy commits a policy change through the group (every replica
+// applies it, this one included) and waits for it.
+func (r *replTopic) proposePolicy(ctx context.Context, channel string, q url.Values) error {
+	cl := r.t.nsqd.cluster.Load()
+	if cl == nil {
+		return &replicationError{topic: r.t.name, err: errReplicationOff}
+	}
+	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	if err := cl.Publish(ctx, r.t.name, encodePolicyCmd(channel, q)); err != nil {
+		return &replicationError{topic: r.t.name, err: err}
+	}
+	return nil
 }
 
 // applyCursors takes the leader's progress of each channel.

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/sluicemq/sluice/store"
@@ -18,12 +19,53 @@ import (
 //	channel:  [2][start kind len u8][start kind][start time i64][name]
 //	cursors:  [3] then per channel [len u32][a journal state record of the cursor]
 //	delete:   [4][name]   (a channel deleted)
+//	policy:   [5][channel name len u8][channel name][policy query]
+//	          (the topic's policy when the name is empty, a channel's
+//	          otherwise; the query holds /topic/config's or
+//	          /channel/config's policy parameters)
 const (
 	cmdPublish       = 1
 	cmdChannel       = 2
 	cmdCursors       = 3
 	cmdDeleteChannel = 4
+	cmdPolicy        = 5
 )
+
+// policyKeys are the parameters a policy command carries.
+var (
+	topicPolicyKeys   = []string{"ttl", "max_depth", "overflow"}
+	channelPolicyKeys = []string{"max_attempts", "dead_letter_topic", "ttl"}
+)
+
+// encodePolicyCmd encodes the policy parameters of q for channel ("" for
+// the topic).
+func encodePolicyCmd(channel string, q url.Values) []byte {
+	keys := topicPolicyKeys
+	if channel != "" {
+		keys = channelPolicyKeys
+	}
+	only := url.Values{}
+	for _, k := range keys {
+		if v, ok := q[k]; ok {
+			only[k] = v
+		}
+	}
+	b := []byte{cmdPolicy, byte(len(channel))}
+	b = append(b, channel...)
+	return append(b, only.Encode()...)
+}
+
+func decodePolicyCmd(b []byte) (string, url.Values, error) {
+	if len(b) < 2 || b[0] != cmdPolicy || len(b) < 2+int(b[1]) {
+		return "", nil, errBadCommand
+	}
+	channel := string(b[2 : 2+int(b[1])])
+	q, err := url.ParseQuery(string(b[2+int(b[1]):]))
+	if err != nil {
+		return "", nil, fmt.Errorf("%w: %v", errBadCommand, err)
+	}
+	return channel, q, nil
+}
 
 var errBadCommand = errors.New("malformed replicated topic command")
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -297,7 +298,7 @@ func (n *NSQD) replicaStats(t *Topic) *protocol.TopicReplicaStats {
 }
 
 // doReplicatedCreate is /topic/create with replicas=.
-func (n *NSQD) doReplicatedCreate(ctx context.Context, name string, cfg *topicConfig, policy topicPolicy, setPolicy bool) error {
+func (n *NSQD) doReplicatedCreate(ctx context.Context, name string, cfg *topicConfig, query url.Values, setPolicy bool) error {
 	if n.cluster.Load() == nil {
 		return errf(http.StatusBadRequest, "INVALID_ARG_REPLICAS: replication needs --lookupd-tcp-address (nodes find each other through nsqlookupd)")
 	}
@@ -313,9 +314,14 @@ func (n *NSQD) doReplicatedCreate(ctx context.Context, name string, cfg *topicCo
 		return errf(http.StatusServiceUnavailable, "REPLICATION_FAILED: "+err.Error())
 	}
 	if setPolicy {
-		if t, ok := n.ExistingTopic(name); ok {
-			if err := n.applyTopicPolicy(t, policy); err != nil {
-				return errf(http.StatusInternalServerError, "INTERNAL_ERROR: "+err.Error())
+		if t, ok := n.ExistingTopic(name); ok && t.repl != nil {
+			if err := t.repl.proposePolicy(ctx, "", query); err != nil {
+				return errf(http.StatusServiceUnavailable, "REPLICATION_FAILED: "+err.Error())
+			}
+		} else if _, ok := n.cluster.Load().Assignment(name); ok {
+			// created on other nodes: one of them commits the policy
+			if err := n.cluster.Load().Publish(ctx, name, encodePolicyCmd("", query)); err != nil {
+				return errf(http.StatusServiceUnavailable, "REPLICATION_FAILED: "+err.Error())
 			}
 		}
 	}

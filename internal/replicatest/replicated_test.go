@@ -503,3 +503,64 @@ func TestEveryReplicaRestartedKeepsTheTopicAndItsProgress(t *testing.T) {
 		t.Fatalf("%d messages finished before the restart were delivered again", redelivered)
 	}
 }
+
+func TestPoliciesSetOnAnyReplicaApplyOnEveryReplica(t *testing.T) {
+	c := startCluster(t, 3)
+	testutil.MustPost(t, c.nodes[0].URL("/topic/create?topic=orders&replicas=3&max_depth=500"), nil)
+	lead := c.leader("orders", c.nodes, 15*time.Second)
+	var follower *testutil.NSQDHandle
+	for _, h := range c.nodes {
+		if h != lead {
+			follower = h
+		}
+	}
+	testutil.MustPost(t, follower.URL("/channel/create?topic=orders&channel=work"), nil)
+	testutil.MustPost(t, follower.URL("/topic/config?topic=orders&ttl=90s"), nil)
+	for _, h := range c.nodes {
+		testutil.WaitFor(t, 10*time.Second, func() bool {
+			_, ok := statsOf(t, h, "orders")
+			return ok && hasChannelOn(t, h, "orders", "work")
+		}, "channel work on %s", h.TCPAddr)
+	}
+	testutil.MustPost(t, follower.URL("/channel/config?topic=orders&channel=work&max_attempts=4"), nil)
+	for _, h := range c.nodes {
+		testutil.WaitFor(t, 10*time.Second, func() bool {
+			raw := rawStats(t, h)
+			return strings.Contains(raw, `"ttl":"1m30s"`) && strings.Contains(raw, `"max_depth":500`) && strings.Contains(raw, `"max_attempts":4`)
+		}, "the topic's ttl and max_depth and the channel's max_attempts on %s", h.TCPAddr)
+	}
+	// A bad value is refused where it is given, and reaches no replica.
+	r := testutil.HTTPPost(t, follower.URL("/topic/config?topic=orders&ttl=soon"), nil)
+	if r.Status != 400 || !strings.Contains(r.String(), "INVALID_TTL") {
+		t.Fatalf("bad ttl: %s", r)
+	}
+}
+
+func rawStats(t *testing.T, h *testutil.NSQDHandle) string {
+	t.Helper()
+	resp, err := http.Get(h.URL("/stats?format=json&topic=orders"))
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := resp.Body.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	return b.String()
+}
+
+func hasChannelOn(t *testing.T, h *testutil.NSQDHandle, topic, channel string) bool {
+	ts, _ := statsOf(t, h, topic)
+	for _, ch := range ts.Channels {
+		if ch.ChannelName == channel {
+			return true
+		}
+	}
+	return false
+}
