@@ -119,7 +119,7 @@ func (n *NSQD) router() *httprouter.Router {
 	r.POST("/topic/unpause", httpv1.V1(n.doTopicAction(func(t *Topic) error { t.setPaused(false); return n.persistMetadata() }, false)))
 
 	r.POST("/channel/create", httpv1.V1(n.doChannelCreate))
-	r.POST("/channel/delete", httpv1.V1(n.doChannelAction(func(t *Topic, ch *Channel) error { n.removeChannel(t, ch); return nil })))
+	r.POST("/channel/delete", httpv1.V1(n.doChannelAction(func(t *Topic, ch *Channel) error { return n.DeleteChannel(t, ch.name) })))
 	r.POST("/channel/empty", httpv1.V1(n.doChannelAction(func(_ *Topic, ch *Channel) error { return ch.empty() })))
 	r.POST("/channel/pause", httpv1.V1(n.doChannelAction(func(_ *Topic, ch *Channel) error { ch.setPaused(true); return n.persistMetadata() })))
 	r.POST("/channel/unpause", httpv1.V1(n.doChannelAction(func(_ *Topic, ch *Channel) error { ch.setPaused(false); return n.persistMetadata() })))
@@ -514,6 +514,14 @@ func (n *NSQD) doChannelCreate(_ http.ResponseWriter, r *http.Request, _ httprou
 	}
 	if setPolicy {
 		start.policy = &policy
+	}
+	if t.repl != nil && !exists {
+		// A replicated topic's channel is created through its group, so
+		// every replica has it, from the same place in the log.
+		if err := n.replicateChannel(r.Context(), t, name, start); err != nil {
+			return nil, errf(http.StatusServiceUnavailable, "REPLICATION_FAILED: "+err.Error())
+		}
+		exists = setPolicy // created without its policy: set it below
 	}
 	ch, err := n.getChannelFrom(t, name, start)
 	if err != nil {

@@ -283,14 +283,16 @@ func (n *NSQD) Start() error {
 		defer n.wg.Done()
 		n.connTimers.run(n.ctx)
 	}()
+	n.startLookup()
+	// Replication starts before the listeners serve: a replicated topic
+	// loaded from disk takes publishes as soon as clients are served.
+	if err := n.startReplication(); err != nil {
+		n.logger.Error("replication is off on this node", "err", err)
+	}
 	go n.serveTCP(n.tcpListener)
 	n.startHTTP()
 	n.wg.Add(1)
 	go n.scanLoop()
-	n.startLookup()
-	if err := n.startReplication(); err != nil {
-		n.logger.Error("replication is off on this node", "err", err)
-	}
 	n.startStatsd()
 	attrs := []any{"version", Version, "tcp", n.tcpListener.Addr().String()}
 	if a := n.HTTPAddr(); a != nil {

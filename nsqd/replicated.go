@@ -303,21 +303,15 @@ func (r *replTopic) proposePolicy(ctx context.Context, channel string, q url.Val
 	return nil
 }
 
-// applyCursors takes the leader's progress of each channel.
+// applyCursors takes the leader's progress of each channel. A channel
+// this replica does not have is skipped: channels come and go only through
+// their own commands, so a cursor committed after a channel's deletion
+// does not bring it back.
 func (r *replTopic) applyCursors(states map[string]*store.Cursor) {
-	t := r.t
 	for name, cur := range states {
-		ch, ok := t.existingChannel(name)
-		if !ok {
-			var err error
-			if ch, _, err = t.getChannelFrom(name, channelStart{}); err != nil {
-				continue
-			}
-			ch.setStandby(!r.leading.Load())
-			t.nsqd.notifyRegister(t.name, name)
-			t.nsqd.persistMetadataOrLog()
+		if ch, ok := r.t.existingChannel(name); ok {
+			ch.takeCursor(cur)
 		}
-		ch.takeCursor(cur)
 	}
 }
 

@@ -235,6 +235,23 @@ func (n *NSQD) forwardPublish(name string, ents []qentry) error {
 // it failed to start).
 var errReplicationOff = errors.New("replication is off on this node")
 
+// replicateChannel creates channel on every replica of t through its
+// group; it returns once the channel exists on this node.
+func (n *NSQD) replicateChannel(ctx context.Context, t *Topic, channel string, start channelStart) error {
+	cl := n.cluster.Load()
+	if cl == nil {
+		return errReplicationOff
+	}
+	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	// Cluster.Publish commits any command of the topic's state machine,
+	// retrying through elections.
+	if err := cl.Publish(ctx, t.name, encodeChannelCmd(channel, start)); err != nil {
+		return &replicationError{topic: t.name, err: err}
+	}
+	return nil
+}
+
 // errReplicatedElsewhere refuses SUB and channel actions on a node that
 // holds no replica of the topic.
 type errReplicatedElsewhere struct{ topic string }

@@ -612,6 +612,15 @@ func (c *Cluster) duties() {
 		return
 	}
 	p := mm.view()
+	c.mu.Lock()
+	for id := range p.Nodes {
+		// A node this one never saw alive is timed from now: a meta leader
+		// elected after a member died still replaces it.
+		if _, ok := c.lastSeen[id]; !ok {
+			c.lastSeen[id] = now
+		}
+	}
+	c.mu.Unlock()
 	if _, ok := p.Nodes[c.cfg.Self]; !ok {
 		ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
 		err := c.host.Propose(ctx, MetaGroup, EncodeNodeCmd(c.cfg.Self, c.cfg.SelfAddr))

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -563,4 +564,107 @@ func hasChannelOn(t *testing.T, h *testutil.NSQDHandle, topic, channel string) b
 		}
 	}
 	return false
+}
+
+// TestReplicaLoadedWithReplicationOffRefusesPublishes: a node that holds a
+// replica on disk but runs without replication (restarted without
+// --lookupd-tcp-address, or its replication failed to start) answers a
+// publish to the topic with E_PUB_FAILED; it used to dereference its nil
+// cluster and crash. The chaos test met the same crash on a node restarted
+// after kill -9: a producer's PUB arrived before replication had started.
+func TestReplicaLoadedWithReplicationOffRefusesPublishes(t *testing.T) {
+	lk := startLookupd(t)
+	var off atomic.Bool
+	c := &cluster{t: t, lookupd: lk}
+	for range 3 {
+		c.nodes = append(c.nodes, testutil.StartNSQD(t, func(o *nsqd.Options) {
+			if !off.Load() {
+				o.NSQLookupdTCPAddresses = []string{lk.TCPAddr().String()}
+				o.LookupdPingInterval = time.Second
+			}
+		}))
+	}
+	testutil.WaitFor(t, 10*time.Second, func() bool { return c.registered() == 3 }, "3 nodes on nsqlookupd")
+	testutil.MustPost(t, c.nodes[0].URL("/topic/create?topic=orders&replicas=3"), nil)
+	c.leader("orders", c.nodes, 15*time.Second)
+	off.Store(true)
+	h := testutil.RestartNSQD(t, c.nodes[0])
+	p := testutil.NewProducer(t, h.TCPAddr, nil)
+	err := p.Publish("orders", []byte("m"))
+	if err == nil || !strings.Contains(err.Error(), "E_PUB_FAILED") {
+		t.Fatalf("publish to a replica without replication: %v, want E_PUB_FAILED", err)
+	}
+	t.Logf("refused: %v", err)
+}
+
+// TestChannelCreatedOnAFollowerIsCreatedOnEveryReplica: /channel/create on
+// a follower creates the channel on every replica through the topic's
+// group, so the leader delivers on it everything published after it was
+// created. (It used to be created on that follower only: the leader
+// created it when a consumer subscribed, at the end of its log, and never
+// delivered the messages published in between.)
+func TestChannelCreatedOnAFollowerIsCreatedOnEveryReplica(t *testing.T) {
+	c := startCluster(t, 3)
+	testutil.MustPost(t, c.nodes[0].URL("/topic/create?topic=orders&replicas=3"), nil)
+	lead := c.leader("orders", c.nodes, 15*time.Second)
+	var f *testutil.NSQDHandle
+	for _, h := range c.nodes {
+		if h != lead {
+			f = h
+		}
+	}
+	// A first channel, so that a new one starts at the end of the log.
+	testutil.MustPost(t, lead.URL("/channel/create?topic=orders&channel=first"), nil)
+	testutil.MustPost(t, f.URL("/channel/create?topic=orders&channel=later"), nil)
+	for _, h := range c.nodes {
+		testutil.WaitFor(t, 5*time.Second, func() bool {
+			ts, _ := statsOf(t, h, "orders")
+			return hasChannel(ts, "later")
+		}, "channel created on a follower listed by %s", h.TCPAddr)
+	}
+	p := testutil.NewProducer(t, f.TCPAddr, nil)
+	const n = 20
+	for i := range n {
+		if err := p.Publish("orders", []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	col := &collector{}
+	c.consumer("orders", "later", col)
+	testutil.WaitFor(t, 10*time.Second, func() bool { return col.distinct() == n }, "%d delivered on the channel created on a follower", n)
+}
+
+func TestChannelDeletedOnAnyReplicaIsDeletedOnEveryReplica(t *testing.T) {
+	c := startCluster(t, 3)
+	testutil.MustPost(t, c.nodes[0].URL("/topic/create?topic=orders&replicas=3"), nil)
+	lead := c.leader("orders", c.nodes, 15*time.Second)
+	var follower *testutil.NSQDHandle
+	for _, h := range c.nodes {
+		if h != lead {
+			follower = h
+		}
+	}
+	for _, ch := range []string{"a", "b"} {
+		testutil.MustPost(t, follower.URL("/channel/create?topic=orders&channel="+ch), nil)
+	}
+	p := testutil.NewProducer(t, lead.TCPAddr, nil)
+	for i := range 10 {
+		if err := p.Publish("orders", fmt.Appendf(nil, "m%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // cursors of both channels replicated
+	testutil.MustPost(t, lead.URL("/channel/delete?topic=orders&channel=a"), nil)
+	testutil.MustPost(t, follower.URL("/channel/delete?topic=orders&channel=b"), nil)
+	for _, h := range c.nodes {
+		testutil.WaitFor(t, 10*time.Second, func() bool {
+			return !hasChannelOn(t, h, "orders", "a") && !hasChannelOn(t, h, "orders", "b")
+		}, "channels a and b deleted on %s", h.TCPAddr)
+	}
+	time.Sleep(time.Second) // a cursor command in flight must not bring them back
+	for _, h := range c.nodes {
+		if hasChannelOn(t, h, "orders", "a") || hasChannelOn(t, h, "orders", "b") {
+			t.Fatalf("a deleted channel came back on %s", h.TCPAddr)
+		}
+	}
 }
