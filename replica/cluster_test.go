@@ -173,18 +173,7 @@ func (tc *testCl) start(cn *clusterNode) {
 		ReplicaTimeout: time.Second, DutyInterval: 100 * time.Millisecond,
 	})
 	mn := &memNode{id: cn.id, net: tc.net, inbox: make(chan []Envelope, 1024), done: make(chan struct{}), host: cl.Host()}
-	mn.wg.Add(1)
-	go func() {
-		defer mn.wg.Done()
-		for {
-			select {
-			case <-mn.done:
-				return
-			case msgs := <-mn.inbox:
-				cl.Host().Receive(msgs)
-			}
-		}
-	}()
+	mn.serve(cl.Host())
 	tc.net.mu.Lock()
 	tc.net.nodes[cn.id] = mn
 	tc.net.mu.Unlock()

@@ -34,18 +34,7 @@ func startDiskNode(t *testing.T, net *memNet, dn *diskNode, ids []uint64) {
 	}
 	h.Start()
 	mn := &memNode{id: dn.id, net: net, inbox: make(chan []Envelope, 1024), done: make(chan struct{}), host: h}
-	mn.wg.Add(1)
-	go func() {
-		defer mn.wg.Done()
-		for {
-			select {
-			case <-mn.done:
-				return
-			case msgs := <-mn.inbox:
-				h.Receive(msgs)
-			}
-		}
-	}()
+	mn.serve(h)
 	net.mu.Lock()
 	net.nodes[dn.id] = mn
 	net.mu.Unlock()

@@ -116,6 +116,22 @@ type memNode struct {
 	wg    sync.WaitGroup
 }
 
+// serve hands the node's inbox to r until done is closed.
+func (mn *memNode) serve(r Receiver) {
+	mn.wg.Add(1)
+	go func() {
+		defer mn.wg.Done()
+		for {
+			select {
+			case <-mn.done:
+				return
+			case msgs := <-mn.inbox:
+				r.Receive(msgs)
+			}
+		}
+	}()
+}
+
 func newMemNet(seed uint64) *memNet {
 	return &memNet{nodes: make(map[uint64]*memNode), cut: make(map[[2]uint64]bool), rng: rand.New(rand.NewPCG(seed, 7))}
 }
@@ -231,18 +247,7 @@ func (c *testCluster) start(tn *testNode, ids []uint64) {
 		c.t.Fatal(err)
 	}
 	h.Start()
-	mn.wg.Add(1)
-	go func() {
-		defer mn.wg.Done()
-		for {
-			select {
-			case <-mn.done:
-				return
-			case msgs := <-mn.inbox:
-				h.Receive(msgs)
-			}
-		}
-	}()
+	mn.serve(h)
 	c.net.mu.Lock()
 	c.net.nodes[tn.id] = mn
 	c.net.mu.Unlock()

@@ -26,18 +26,7 @@ func muxNode(t *testing.T, net *memNet, id uint64, h RequestHandler) *RequestMux
 	m := NewRequestMux(memTransport{net: net, from: id}, id)
 	m.SetHandler(h)
 	mn := &memNode{id: id, net: net, inbox: make(chan []Envelope, 1024), done: make(chan struct{})}
-	mn.wg.Add(1)
-	go func() {
-		defer mn.wg.Done()
-		for {
-			select {
-			case <-mn.done:
-				return
-			case msgs := <-mn.inbox:
-				m.Receive(msgs)
-			}
-		}
-	}()
+	mn.serve(m)
 	net.mu.Lock()
 	net.nodes[id] = mn
 	net.mu.Unlock()
