@@ -98,6 +98,10 @@ type Options struct {
 	// ReplicaTimeout is how long a replicated topic's replica may be gone
 	// before another live node replaces it (Sluice).
 	ReplicaTimeout time.Duration `flag:"replica-timeout" cfg:"replica_timeout"`
+	// ReplicaCompactEntries is how many Raft entries a replicated topic's
+	// replica keeps before it snapshots and drops them (0: 50,000;
+	// settable for tests).
+	ReplicaCompactEntries int `flag:"-" cfg:"-"`
 
 	// LookupdPingInterval is how often nsqd PINGs each nsqlookupd (fixed 15s
 	// in NSQ; settable for tests).

@@ -58,6 +58,7 @@ type replTopic struct {
 	applied     appliedMark // synced
 	skip        uint64      // messages of entries applied again that the log already has
 	markWritten time.Time
+	lastCompact uint64            // index of the last snapshot taken here
 	sentCursors map[string]string // channel -> the cursor state last proposed
 
 	stop chan struct{}
@@ -233,10 +234,114 @@ func (r *replTopic) Apply(last uint64, cmds []replica.Command) error {
 	return nil
 }
 
-// Restore implements replica.StateMachine. Topic groups are not compacted
-// yet, so no snapshot is ever sent to them.
+// topicSnapshot is a replicated topic's state at a Raft index, the data
+// of the group's snapshots: where the topic log ends there and every
+// channel's cursor. Messages below the cursors' floors are finished
+// everywhere, so a replica that takes the snapshot needs none of them:
+// its log skips to End (a replica replacing another does not get the
+// retained history a replay would read).
+type topicSnapshot struct {
+	Index   uint64            `json:"index"`
+	End     uint64            `json:"end"`
+	Cursors map[string][]byte `json:"cursors"` // journal state records
+}
+
+// Restore implements replica.StateMachine: the replica takes a snapshot
+// its log was behind (it is new, or was gone while the others compacted).
 func (r *replTopic) Restore(snap *raftpb.Snapshot) error {
-	return errors.New("replicated topics do not take snapshots yet")
+	var ts topicSnapshot
+	if err := json.Unmarshal(snap.GetData(), &ts); err != nil {
+		return fmt.Errorf("decode the snapshot of replicated topic %s: %w", r.t.name, err)
+	}
+	t := r.t
+	if t.dur.log.End() < ts.End {
+		if err := t.dur.log.SkipTo(ts.End); err != nil {
+			return fmt.Errorf("skip replicated topic %s to %d: %w", t.name, ts.End, err)
+		}
+	}
+	for name, rec := range ts.Cursors {
+		_, cur, err := store.DecodeCursorState(rec)
+		if err != nil {
+			return fmt.Errorf("snapshot of %s: cursor of %s: %w", t.name, name, err)
+		}
+		ch, ok := t.existingChannel(name)
+		if !ok {
+			if ch, _, err = t.getChannelFrom(name, channelStart{}); err != nil {
+				return fmt.Errorf("snapshot of %s: channel %s: %w", t.name, name, err)
+			}
+			ch.setStandby(!r.leading.Load())
+			t.nsqd.notifyRegister(t.name, name)
+			t.nsqd.persistMetadataOrLog()
+		}
+		ch.takeCursor(cur)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.skip = 0
+	r.nextEnd = max(ts.End, t.dur.log.End())
+	r.memIndex.Store(ts.Index)
+	r.applied = appliedMark{Index: ts.Index, End: r.nextEnd}
+	r.writeMarkLocked()
+	t.logger.Info("replicated topic restored from a snapshot", "index", ts.Index, "end", ts.End, "channels", len(ts.Cursors))
+	return nil
+}
+
+// compactEvery is how many Raft entries a replica lets accumulate before it
+// snapshots its topic and drops them; a node option can change it.
+const compactEvery = 50000
+
+// maybeCompact drops the Raft log below the newest synced mark whose
+// messages every channel has finished, once enough entries piled up.
+func (r *replTopic) maybeCompact() {
+	cl := r.t.nsqd.cluster.Load()
+	if cl == nil {
+		return
+	}
+	every := uint64(r.t.nsqd.opts.ReplicaCompactEntries)
+	if every == 0 {
+		every = compactEvery
+	}
+	r.mu.Lock()
+	mark := r.applied
+	last := r.lastCompact
+	r.mu.Unlock()
+	if mark.Index < last+every {
+		return
+	}
+	t := r.t
+	t.mu.RLock()
+	chans := t.chanList
+	floor := t.dur.topicCursor.Floor
+	t.mu.RUnlock()
+	ts := topicSnapshot{Index: mark.Index, End: mark.End, Cursors: make(map[string][]byte)}
+	if len(chans) > 0 {
+		floor = ^uint64(0)
+	}
+	for _, ch := range chans {
+		if ch.ephemeral || ch.dlog == nil {
+			continue
+		}
+		ch.mu.Lock()
+		cur := ch.dlog.cursor.Clone()
+		ch.mu.Unlock()
+		floor = min(floor, cur.Floor)
+		ts.Cursors[ch.name] = store.EncodeCursorState(nil, ch.name, cur)
+	}
+	if floor < mark.End {
+		return // unfinished messages below the mark: a new replica needs them
+	}
+	data, _ := json.Marshal(ts)
+	done, err := cl.CompactTopic(t.name, mark.Index, data)
+	if err != nil {
+		t.logger.Warn("compact a replicated topic's Raft log", "err", err)
+		return
+	}
+	if done {
+		r.mu.Lock()
+		r.lastCompact = mark.Index
+		r.mu.Unlock()
+		t.logger.Debug("compacted the Raft log of a replicated topic", "index", mark.Index)
+	}
 }
 
 // applyChannel creates a channel the group agreed on.
@@ -319,11 +424,15 @@ func (r *replTopic) applyCursors(states map[string]*store.Cursor) {
 func (r *replTopic) cursorLoop() {
 	tick := time.NewTicker(cursorInterval)
 	defer tick.Stop()
+	ticks := 0
 	for {
 		select {
 		case <-r.stop:
 			return
 		case <-tick.C:
+		}
+		if ticks++; ticks%25 == 0 { // every 5 s
+			r.maybeCompact()
 		}
 		if !r.leading.Load() {
 			continue

@@ -552,6 +552,19 @@ func (c *Cluster) Propose(ctx context.Context, topic string, data []byte) error 
 	return c.host.Propose(ctx, lt.group, data)
 }
 
+// CompactTopic snapshots this node's replica of topic at index with the
+// machine's state data and drops its Raft log up to there (see
+// Host.Compact). It reports whether it compacted.
+func (c *Cluster) CompactTopic(topic string, index uint64, data []byte) (bool, error) {
+	c.mu.Lock()
+	lt := c.topics[topic]
+	c.mu.Unlock()
+	if lt == nil {
+		return false, nil
+	}
+	return c.host.Compact(lt.group, index, data)
+}
+
 // liveNodes returns the nodes discovered now, this node included.
 func (c *Cluster) liveNodes() map[uint64]string {
 	live := make(map[uint64]string)

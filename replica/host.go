@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +60,10 @@ type GroupStorage interface {
 	// it after a restart (raft does not apply a conf change again when
 	// restarted with Applied past it).
 	SetConfState(index uint64, cs *raftpb.ConfState) error
+	// CreateSnapshot records, durably, a snapshot of the machine at index
+	// i with membership cs; Compact then drops the entries up to i.
+	CreateSnapshot(i uint64, cs *raftpb.ConfState, data []byte) (*raftpb.Snapshot, error)
+	Compact(i uint64) error
 }
 
 // Command is one committed proposal, as the state machine sees it.
@@ -151,6 +156,7 @@ type group struct {
 	pending  map[uint64]pendingProposal // our proposals by sequence, until applied
 	removed  bool
 	confSt   *raftpb.ConfState
+	confIdx  uint64 // index of the last conf change applied
 	leadSeen atomic.Uint64
 }
 
@@ -230,6 +236,15 @@ func (h *Host) AddGroup(gc GroupConfig) error {
 		CheckQuorum:               true,
 		PreVote:                   true,
 		Logger:                    raftLogger{h.log.With("group", gc.Name)},
+	}
+	if snap, err := gc.Storage.Snapshot(); err == nil && snap.GetMetadata().GetIndex() > gc.Applied {
+		// The machine stopped before it took the snapshot its log was
+		// compacted to (a crash between the two): it takes it now.
+		if err := gc.Machine.Restore(snap); err != nil {
+			return fmt.Errorf("replica: restore group %q from its snapshot: %w", gc.Name, err)
+		}
+		rc.Applied = snap.GetMetadata().GetIndex()
+		gc.Applied = rc.Applied
 	}
 	rn, err := raft.NewRawNode(rc)
 	if err != nil {
@@ -434,6 +449,40 @@ func (h *Host) Campaign(name string) error {
 	g.mu.Unlock()
 	h.markDirty(g)
 	return err
+}
+
+// Compact snapshots a group's machine at index (data is the machine's
+// state there, which Restore takes on a replica that receives the
+// snapshot) and drops the log entries up to it. index must be applied and
+// durable in the machine. A membership change applied after index makes
+// it wait for a later index (the snapshot would carry the wrong members).
+// It reports whether it compacted.
+func (h *Host) Compact(name string, index uint64, data []byte) (bool, error) {
+	g := h.group(name)
+	if g == nil {
+		return false, ErrNoGroup
+	}
+	g.mu.Lock()
+	if g.failed != nil || g.removed || g.confIdx > index || index > g.applied || g.confSt == nil {
+		g.mu.Unlock()
+		return false, nil
+	}
+	cs := proto.CloneOf(g.confSt)
+	g.mu.Unlock()
+	first, err := g.storage.FirstIndex()
+	if err != nil || index < first {
+		return false, err
+	}
+	if _, err := g.storage.CreateSnapshot(index, cs, data); err != nil {
+		if errors.Is(err, raft.ErrSnapOutOfDate) {
+			return false, nil
+		}
+		return false, fmt.Errorf("replica: snapshot group %q at %d: %w", name, index, err)
+	}
+	if err := g.storage.Compact(index); err != nil && !errors.Is(err, raft.ErrCompacted) {
+		return false, fmt.Errorf("replica: compact group %q at %d: %w", name, index, err)
+	}
+	return true, nil
 }
 
 // GroupStatus is what a node knows of one group.
@@ -662,12 +711,49 @@ func (h *Host) send(work []readyWork, early bool) {
 				byPeer = make(map[uint64][]Envelope)
 			}
 			to := m.GetTo()
+			if m.GetType() == raftpb.MessageType_MsgSnap {
+				m = w.g.snapshotFor(m)
+			}
 			byPeer[to] = append(byPeer[to], Envelope{Group: w.g.name, Msg: m})
 		}
 	}
 	for to, msgs := range byPeer {
 		h.cfg.Transport.Send(to, msgs)
+		for _, e := range msgs {
+			if e.Msg.GetType() == raftpb.MessageType_MsgSnap {
+				// Reported as sent: if it was lost, the follower's next
+				// answer shows it is still behind and raft sends again.
+				if g := h.group(e.Group); g != nil {
+					g.mu.Lock()
+					g.rn.ReportSnapshot(to, raft.SnapshotFinish)
+					g.mu.Unlock()
+				}
+			}
+		}
 	}
+}
+
+// snapshotFor returns m, a snapshot for a member added after the
+// snapshot was taken, with the group's current membership: the snapshot's
+// own does not list that member, and raft would refuse it there. The
+// state at the snapshot's index is the same; the conf changes after it
+// are in the entries the member receives next, and applying them again is
+// a no-op.
+func (g *group) snapshotFor(m *raftpb.Message) *raftpb.Message {
+	to := m.GetTo()
+	cs := m.GetSnapshot().GetMetadata().GetConfState()
+	if slices.Contains(cs.GetVoters(), to) || slices.Contains(cs.GetLearners(), to) {
+		return m
+	}
+	g.mu.Lock()
+	cur := proto.CloneOf(g.confSt)
+	g.mu.Unlock()
+	if cur == nil {
+		return m
+	}
+	out := proto.CloneOf(m)
+	out.GetSnapshot().GetMetadata().ConfState = cur
+	return out
 }
 
 func (g *group) isRemoved() bool {
@@ -789,6 +875,7 @@ func (h *Host) applyConfChange(g *group, e *raftpb.Entry) error {
 	if cs != nil {
 		g.confSt = proto.CloneOf(cs)
 	}
+	g.confIdx = e.GetIndex()
 	g.mu.Unlock()
 	if cs != nil {
 		if err := g.storage.SetConfState(e.GetIndex(), cs); err != nil {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -665,6 +666,88 @@ func TestChannelDeletedOnAnyReplicaIsDeletedOnEveryReplica(t *testing.T) {
 	for _, h := range c.nodes {
 		if hasChannelOn(t, h, "orders", "a") || hasChannelOn(t, h, "orders", "b") {
 			t.Fatalf("a deleted channel came back on %s", h.TCPAddr)
+		}
+	}
+}
+
+func snapshotFiles(dataPath string) []string {
+	m, _ := filepath.Glob(filepath.Join(dataPath, "replicated", "groups", "*", "*.snap"))
+	return m
+}
+
+// TestCompactedLogCatchesUpANewReplicaFromASnapshot: replicas drop the Raft
+// entries whose messages every channel finished (after a snapshot), and a
+// replica that replaces a lost one starts from that snapshot plus the
+// entries after it, holding every message not yet finished.
+func TestCompactedLogCatchesUpANewReplicaFromASnapshot(t *testing.T) {
+	l := startLookupd(t)
+	c := &cluster{t: t, lookupd: l}
+	for range 4 {
+		c.nodes = append(c.nodes, testutil.StartNSQD(t, func(o *nsqd.Options) {
+			o.NSQLookupdTCPAddresses = []string{l.TCPAddr().String()}
+			o.LookupdPingInterval = time.Second
+			o.ReplicaTimeout = 2 * time.Second
+			o.ReplicaCompactEntries = 50
+		}))
+	}
+	testutil.WaitFor(t, 10*time.Second, func() bool { return c.registered() == 4 }, "4 nodes")
+	testutil.MustPost(t, c.nodes[0].URL("/topic/create?topic=orders&replicas=3"), nil)
+	testutil.MustPost(t, c.nodes[0].URL("/channel/create?topic=orders&channel=work"), nil)
+	var members []*testutil.NSQDHandle
+	var spare *testutil.NSQDHandle
+	testutil.WaitFor(t, 10*time.Second, func() bool {
+		members, spare = nil, nil
+		for _, h := range c.nodes {
+			if _, ok := statsOf(t, h, "orders"); ok {
+				members = append(members, h)
+			} else {
+				spare = h
+			}
+		}
+		return len(members) == 3 && spare != nil
+	}, "3 replicas")
+	c.leader("orders", members, 15*time.Second)
+	p := testutil.NewProducer(t, c.nodes[0].TCPAddr, nil)
+	for i := range 200 {
+		if err := p.Publish("orders", fmt.Appendf(nil, "old%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	col := &collector{}
+	cons := c.consumer("orders", "work", col)
+	testutil.WaitFor(t, 15*time.Second, func() bool { return col.distinct() == 200 }, "200 finished")
+	testutil.StopConsumer(t, cons)
+	for _, h := range members {
+		testutil.WaitFor(t, 20*time.Second, func() bool { return len(snapshotFiles(h.DataPath)) > 0 }, "a snapshot on %s", h.TCPAddr)
+	}
+	for i := range 50 {
+		if err := p.Publish("orders", fmt.Appendf(nil, "new%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var lost *testutil.NSQDHandle
+	for _, h := range members {
+		if h != c.nodes[0] {
+			lost = h
+			break
+		}
+	}
+	lost.Exit()
+	testutil.WaitFor(t, 30*time.Second, func() bool {
+		ts, ok := statsOf(t, spare, "orders")
+		return ok && len(ts.Channels) == 1 && ts.Channels[0].Depth == 50
+	}, "the new replica holds the 50 unfinished messages")
+	if len(snapshotFiles(spare.DataPath)) == 0 {
+		t.Fatal("the new replica did not start from a snapshot")
+	}
+	// Only the new replica and node 0 remain of the three: the 50 are
+	// delivered from whichever leads.
+	rest := &collector{}
+	c.consumer("orders", "work", rest)
+	testutil.WaitFor(t, 30*time.Second, func() bool { return rest.distinct() == 50 }, "the 50 delivered after the replacement")
+	for i := range 50 {
+		if !rest.has(fmt.Sprintf("new%d", i)) {
+			t.Fatalf("new%d lost", i)
 		}
 	}
 }
