@@ -138,6 +138,20 @@ func (c *cluster) leader(topic string, live []*testutil.NSQDHandle, timeout time
 	return lead
 }
 
+// replicated creates topic with 3 replicas on node 0 and returns its
+// leader and one follower once every node agrees on the leader.
+func (c *cluster) replicated(topic string) (lead, follower *testutil.NSQDHandle) {
+	c.t.Helper()
+	testutil.MustPost(c.t, c.nodes[0].URL("/topic/create?topic="+topic+"&replicas=3"), nil)
+	lead = c.leader(topic, c.nodes, 15*time.Second)
+	for _, h := range c.nodes {
+		if h != lead {
+			follower = h
+		}
+	}
+	return lead, follower
+}
+
 // collector counts deliveries per body.
 type collector struct {
 	mu     sync.Mutex
@@ -314,40 +328,6 @@ func TestLeaderLossElectsAnotherAndConsumersCarryOn(t *testing.T) {
 	if dups > 200 {
 		t.Fatalf("%d duplicates: finished messages were delivered again", dups)
 	}
-}
-
-func TestChannelCreatedOnAFollowerExistsOnEveryReplica(t *testing.T) {
-	c := startCluster(t, 3)
-	testutil.MustPost(t, c.nodes[0].URL("/topic/create?topic=orders&replicas=3"), nil)
-	lead := c.leader("orders", c.nodes, 15*time.Second)
-	var follower *testutil.NSQDHandle
-	for _, h := range c.nodes {
-		if h != lead {
-			follower = h
-		}
-	}
-	testutil.MustPost(t, follower.URL("/channel/create?topic=orders&channel=audit"), nil)
-	for _, h := range c.nodes {
-		testutil.WaitFor(t, 10*time.Second, func() bool {
-			ts, _ := statsOf(t, h, "orders")
-			for _, ch := range ts.Channels {
-				if ch.ChannelName == "audit" {
-					return true
-				}
-			}
-			return false
-		}, "channel audit on %s", h.TCPAddr)
-	}
-	// Published after the channel exists, delivered by the leader on it.
-	p := testutil.NewProducer(t, follower.TCPAddr, nil)
-	for i := range 20 {
-		if err := p.Publish("orders", fmt.Appendf(nil, "m%d", i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	col := &collector{}
-	c.consumer("orders", "audit", col)
-	testutil.WaitFor(t, 15*time.Second, func() bool { return col.distinct() == 20 }, "20 delivered on audit")
 }
 
 func TestReplicasParameterIsValidated(t *testing.T) {
@@ -559,12 +539,7 @@ func rawStats(t *testing.T, h *testutil.NSQDHandle) string {
 
 func hasChannelOn(t *testing.T, h *testutil.NSQDHandle, topic, channel string) bool {
 	ts, _ := statsOf(t, h, topic)
-	for _, ch := range ts.Channels {
-		if ch.ChannelName == channel {
-			return true
-		}
-	}
-	return false
+	return hasChannel(ts, channel)
 }
 
 // TestReplicaLoadedWithReplicationOffRefusesPublishes: a node that holds a
@@ -606,14 +581,7 @@ func TestReplicaLoadedWithReplicationOffRefusesPublishes(t *testing.T) {
 // delivered the messages published in between.)
 func TestChannelCreatedOnAFollowerIsCreatedOnEveryReplica(t *testing.T) {
 	c := startCluster(t, 3)
-	testutil.MustPost(t, c.nodes[0].URL("/topic/create?topic=orders&replicas=3"), nil)
-	lead := c.leader("orders", c.nodes, 15*time.Second)
-	var f *testutil.NSQDHandle
-	for _, h := range c.nodes {
-		if h != lead {
-			f = h
-		}
-	}
+	lead, f := c.replicated("orders")
 	// A first channel, so that a new one starts at the end of the log.
 	testutil.MustPost(t, lead.URL("/channel/create?topic=orders&channel=first"), nil)
 	testutil.MustPost(t, f.URL("/channel/create?topic=orders&channel=later"), nil)
@@ -637,14 +605,7 @@ func TestChannelCreatedOnAFollowerIsCreatedOnEveryReplica(t *testing.T) {
 
 func TestChannelDeletedOnAnyReplicaIsDeletedOnEveryReplica(t *testing.T) {
 	c := startCluster(t, 3)
-	testutil.MustPost(t, c.nodes[0].URL("/topic/create?topic=orders&replicas=3"), nil)
-	lead := c.leader("orders", c.nodes, 15*time.Second)
-	var follower *testutil.NSQDHandle
-	for _, h := range c.nodes {
-		if h != lead {
-			follower = h
-		}
-	}
+	lead, follower := c.replicated("orders")
 	for _, ch := range []string{"a", "b"} {
 		testutil.MustPost(t, follower.URL("/channel/create?topic=orders&channel="+ch), nil)
 	}
