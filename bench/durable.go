@@ -53,11 +53,13 @@ type DurableCapable interface {
 // SupportsDurable implements DurableCapable: the binary's --help is read
 // once for the --durable flag.
 func (b *BinaryLauncher) SupportsDurable() bool {
-	b.helpOnce.Do(func() {
-		out, _ := execHelp(b.Path)
-		b.hasDurable = strings.Contains(out, "-durable")
-	})
-	return b.hasDurable
+	return strings.Contains(b.helpText(), "-durable")
+}
+
+// helpText returns what the binary's --help printed (read once).
+func (b *BinaryLauncher) helpText() string {
+	b.helpOnce.Do(func() { b.help, _ = execHelp(b.Path) })
+	return b.help
 }
 
 func supportsDurable(l Launcher) bool {

@@ -30,12 +30,18 @@ type PublishSpec struct {
 	Rate float64
 	// Sent, if not nil, is incremented as batches are acknowledged.
 	Sent *atomic.Int64
+	// RoundTrips records the time of every command, from its write to its
+	// OK (PublishResult.RoundTrips).
+	RoundTrips bool
 }
 
 // PublishResult is the outcome of Publish.
 type PublishResult struct {
 	Messages int64
 	Elapsed  time.Duration
+	// RoundTrips holds every command's round trip in ns (only with
+	// PublishSpec.RoundTrips), connection by connection.
+	RoundTrips []int64
 }
 
 // Publish dials all connections, then sends spec.Messages messages, waiting
@@ -74,6 +80,8 @@ func Publish(ctx context.Context, spec PublishSpec) (PublishResult, error) {
 		errOnce  sync.Once
 		firstErr error
 		total    atomic.Int64
+		rttMu    sync.Mutex
+		rtts     []int64
 	)
 	start := time.Now()
 	per := spec.Messages / int64(spec.Conns)
@@ -85,15 +93,24 @@ func Publish(ctx context.Context, spec PublishSpec) (PublishResult, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sent, err := publishOn(c, spec, n, start)
+			var rtt []int64
+			if spec.RoundTrips {
+				rtt = make([]int64, 0, n/int64(spec.Batch)+1)
+			}
+			sent, err := publishOn(c, spec, n, start, &rtt)
 			total.Add(sent)
+			if spec.RoundTrips {
+				rttMu.Lock()
+				rtts = append(rtts, rtt...)
+				rttMu.Unlock()
+			}
 			if err != nil {
 				errOnce.Do(func() { firstErr = err })
 			}
 		}()
 	}
 	wg.Wait()
-	res := PublishResult{Messages: total.Load(), Elapsed: time.Since(start)}
+	res := PublishResult{Messages: total.Load(), Elapsed: time.Since(start), RoundTrips: rtts}
 	if firstErr == nil && ctx.Err() != nil {
 		firstErr = ctx.Err()
 	}
@@ -117,7 +134,9 @@ func (s *stamper) at(i int) int64 {
 	return s.base + int64(float64(s.first+int64(i))*s.interval)
 }
 
-func publishOn(c *Conn, spec PublishSpec, total int64, start time.Time) (int64, error) {
+// publishOn sends total messages on c; with spec.RoundTrips it appends the
+// round trip of every command to *rtt.
+func publishOn(c *Conn, spec PublishSpec, total int64, start time.Time, rtt *[]int64) (int64, error) {
 	enc := NewBatch(spec.Topic, spec.BodySize)
 	st := &stamper{}
 	stampAt := st.at
@@ -154,6 +173,10 @@ func publishOn(c *Conn, spec PublishSpec, total int64, start time.Time) (int64, 
 		} else {
 			frame = enc.MPUB(int(n), stampAt)
 		}
+		var t0 time.Time
+		if spec.RoundTrips {
+			t0 = time.Now()
+		}
 		if err := c.WriteRaw(frame); err != nil {
 			return sent, err
 		}
@@ -163,6 +186,9 @@ func publishOn(c *Conn, spec PublishSpec, total int64, start time.Time) (int64, 
 		}
 		if !bytes.Equal(data, okBody) {
 			return sent, fmt.Errorf("%w %q to publish", errNotOK, data)
+		}
+		if spec.RoundTrips {
+			*rtt = append(*rtt, int64(time.Since(t0)))
 		}
 		sent += n
 		if spec.Sent != nil {

@@ -31,6 +31,9 @@ type NodeConfig struct {
 	Durable bool
 	// SyncEvery, when > 0, is --sync-every.
 	SyncEvery int64
+	// LookupdTCPAddresses are given as --lookupd-tcp-address (nodes of a
+	// cluster register with the same nsqlookupd); child processes only.
+	LookupdTCPAddresses []string
 	// ReadyTimeout bounds the wait for a child process's GET /ping
 	// (0 = defaultReadyTimeout); a node that loads a large nsqd.dat needs
 	// longer.
@@ -87,8 +90,8 @@ type BinaryLauncher struct {
 	// Args are extra command-line arguments.
 	Args []string
 
-	helpOnce   sync.Once
-	hasDurable bool
+	helpOnce sync.Once
+	help     string // what --help printed
 }
 
 // Name implements Launcher.
@@ -135,6 +138,9 @@ func (b *BinaryLauncher) launchOnce(ctx context.Context, cfg NodeConfig) (*Node,
 	}
 	if cfg.SyncEvery > 0 {
 		args = append(args, "--sync-every="+strconv.FormatInt(cfg.SyncEvery, 10))
+	}
+	for _, a := range cfg.LookupdTCPAddresses {
+		args = append(args, "--lookupd-tcp-address="+a)
 	}
 	args = append(args, b.Args...)
 	logPath := filepath.Join(cfg.DataPath, "nsqd.log")
@@ -337,6 +343,10 @@ type TopicStats struct {
 	Depth        int64          `json:"depth"`
 	MessageCount int64          `json:"message_count"`
 	Channels     []ChannelStats `json:"channels"`
+	// Replicated topics (Sluice): nil on other topics. Leader is the
+	// leader's broadcast_address:tcp_port, "" while there is none.
+	Replicas *int    `json:"replicas,omitempty"`
+	Leader   *string `json:"leader,omitempty"`
 	// Message policies (Sluice): nil when /stats has none of their keys.
 	*TopicPolicyStats
 }
@@ -408,6 +418,9 @@ func (cfg NodeConfig) flagNote() string {
 	}
 	if cfg.SyncEvery > 0 {
 		s += fmt.Sprintf(" --sync-every=%d", cfg.SyncEvery)
+	}
+	for _, a := range cfg.LookupdTCPAddresses {
+		s += " --lookupd-tcp-address=" + a
 	}
 	return s
 }

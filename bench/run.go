@@ -31,10 +31,10 @@ type Report struct {
 	// Notes explain how to read the figures.
 	Notes   []string `json:"notes"`
 	Results []Result `json:"results"`
-	// Checks are the durable-topic, message-policy, idle-channel and
-	// idle-connection goals evaluated on Results (see DurableChecks,
-	// PolicyChecks, IdleChannelsChecks, IdleConnsChecks); absent when none
-	// of those scenarios ran.
+	// Checks are the durable-topic, message-policy, replicated-topic,
+	// idle-channel and idle-connection goals evaluated on Results (see
+	// DurableChecks, PolicyChecks, ReplicatedChecks, IdleChannelsChecks,
+	// IdleConnsChecks); absent when none of those scenarios ran.
 	Checks []Check `json:"checks,omitempty"`
 }
 
@@ -51,6 +51,9 @@ func Run(ctx context.Context, o Options, targets []Target, scenarios []string, t
 		}}
 	if slices.ContainsFunc(expandScenarios(scenarios), isPolicyScenario) {
 		rep.Notes = append(rep.Notes, policyNote)
+	}
+	if slices.ContainsFunc(scenarios, IsReplicatedScenario) {
+		rep.Notes = append(rep.Notes, replicatedNote)
 	}
 	for _, t := range targets {
 		rep.Targets = append(rep.Targets, t.Launcher.Name())
@@ -94,10 +97,11 @@ func Run(ctx context.Context, o Options, targets []Target, scenarios []string, t
 		}
 	}
 	durable, policy, idle := DurableChecks(rep.Results), PolicyChecks(rep.Results), IdleChannelsChecks(rep.Results)
-	conns := IdleConnsChecks(rep.Results)
-	rep.Checks = slices.Concat(durable, policy, idle, conns)
+	conns, repl := IdleConnsChecks(rep.Results), ReplicatedChecks(rep.Results)
+	rep.Checks = slices.Concat(durable, policy, repl, idle, conns)
 	printChecks(table, "durable-topic goals and comparisons (same run):", durable)
 	printChecks(table, "message-policy goals: every policy / no policy, same node, same run:", policy)
+	printChecks(table, "replicated-topic goals and comparisons: 3-node replicated / single-node durable, same binary, same run:", repl)
 	printChecks(table, fmt.Sprintf("idle-channel goals (Sluice at %d channels or more; figures only otherwise):", idleChannelsGoalCount), idle)
 	printChecks(table, "idle-connection goals (Sluice at "+idleConnsGoalCountText+" connections or more; figures only otherwise):", conns)
 	rep.Seconds = time.Since(rep.Started).Seconds()
@@ -115,8 +119,9 @@ func printChecks(table io.Writer, title string, checks []Check) {
 	}
 }
 
-// expandScenarios replaces ScenarioDurable by DurableScenarios and
-// ScenarioPolicy by PolicyScenarios, so that each of them runs on every
+// expandScenarios replaces ScenarioDurable by DurableScenarios,
+// ScenarioPolicy by PolicyScenarios and ScenarioReplicated by
+// ReplicatedScenarios, so that each of them runs on every
 // target before the next one and has its own --scenario-timeout.
 func expandScenarios(scenarios []string) []string {
 	var out []string
@@ -126,6 +131,8 @@ func expandScenarios(scenarios []string) []string {
 			out = append(out, DurableScenarios...)
 		case ScenarioPolicy:
 			out = append(out, PolicyScenarios...)
+		case ScenarioReplicated:
+			out = append(out, ReplicatedScenarios...)
 		default:
 			out = append(out, sc)
 		}
@@ -168,6 +175,25 @@ func runOne(ctx context.Context, sc string, t Target, o Options) []Result {
 		return []Result{RunGoNSQMPUB(ctx, l, o)}
 	case ScenarioGoNSQConsume:
 		return []Result{RunGoNSQConsume(ctx, l, o)}
+	case ScenarioReplicatedMPUB, ScenarioReplicatedPUB64, ScenarioReplicatedConsume:
+		// Child processes of Sluice's binary: the target's own launcher
+		// when it is one, else its process launcher (like idle-conns).
+		p := l
+		if _, ok := l.(ReplicationCapable); !ok {
+			if t.Process == nil {
+				why := "replicated topics need nsqd as child processes (--sluice-process or --sluice-bin)"
+				if t.ProcessMissing != "" {
+					why += ": " + t.ProcessMissing
+				}
+				return []Result{{Scenario: sc, Target: l.Name(), Skipped: why}}
+			}
+			p = t.Process
+		}
+		out := RunReplicatedScenario(ctx, p, o, sc)
+		for i := range out {
+			out[i].Target = l.Name()
+		}
+		return out
 	case ScenarioIdle:
 		if t.Process == nil {
 			return []Result{{Scenario: sc, Target: l.Name(), Skipped: t.ProcessMissing}}
@@ -186,5 +212,5 @@ func runOne(ctx context.Context, sc string, t Target, o Options) []Result {
 
 // ValidScenario reports whether name is a known scenario.
 func ValidScenario(name string) bool {
-	return slices.Contains(AllScenarios, name) || slices.Contains(ExtraScenarios, name) || isDurableScenario(name) || isPolicyScenario(name)
+	return slices.Contains(AllScenarios, name) || slices.Contains(ExtraScenarios, name) || isDurableScenario(name) || isPolicyScenario(name) || IsReplicatedScenario(name)
 }

@@ -54,6 +54,9 @@ type Options struct {
 	// Policy sizes the message-policy scenarios (per pass).
 	Policy PolicyOptions
 
+	// Replicated sizes the replicated-topic scenarios (per pass).
+	Replicated ReplicatedOptions
+
 	// IdleConns connections are held; IdleHeartbeat is their negotiated
 	// heartbeat interval. After every connection has answered a heartbeat
 	// the daemon settles for IdleConnsSettle, then its CPU time is measured
@@ -91,6 +94,8 @@ func DefaultOptions() Options {
 		FanoutMessages: 200_000, FanoutChannels: 10,
 		Policy: PolicyOptions{MPUBMessages: 2_000_000, ConsumeMessages: 1_500_000,
 			DurableMPUBMessages: 1_000_000, DurableConsumeMessages: 1_000_000, Rounds: 3, MPUBRounds: 6},
+		Replicated: ReplicatedOptions{MPUBMessages: 500_000, PUBMessages: 20_000, ConsumeMessages: 300_000, Rounds: 1,
+			CPUProfileDuration: 10 * time.Second},
 		IdleConns: 2_000, IdleHeartbeat: 5 * time.Second, IdleConnsSettle: 10 * time.Second, IdleConnsWindow: 10 * time.Second,
 		IdleChannels:    IdleChannelsOptions{Topics: 1_000, ChannelsPerTopic: 10, Settle: 5 * time.Second, Window: 10 * time.Second},
 		ScenarioTimeout: 3 * time.Minute, ProgressEvery: 5 * time.Second,
@@ -116,6 +121,9 @@ func FullOptions() Options {
 	o.FanoutMessages = 500_000
 	o.Policy = PolicyOptions{MPUBMessages: 5_000_000, ConsumeMessages: 2_500_000,
 		DurableMPUBMessages: 2_500_000, DurableConsumeMessages: 2_500_000, Rounds: 3, MPUBRounds: 6}
+	o.Replicated.MPUBMessages = 5_000_000 // durable-mpub's, for the ratio
+	o.Replicated.PUBMessages = 200_000    // durable-pub64's
+	o.Replicated.ConsumeMessages = 2_500_000
 	o.IdleConns = 18_000 // the count: this machine allows 20,000 open files per process
 	o.IdleConnsWindow = 20 * time.Second
 	o.IdleChannels = IdleChannelsOptions{Topics: 10_000, ChannelsPerTopic: 10, Settle: 5 * time.Second, Window: 20 * time.Second}
@@ -138,7 +146,7 @@ const (
 
 // AllScenarios lists every scenario in run order.
 var AllScenarios = []string{ScenarioSink, ScenarioMPUB, ScenarioPUB, ScenarioConsume,
-	ScenarioLatencyRate, ScenarioLatencyMax, ScenarioDisk, ScenarioDiskSync1, ScenarioDurable, ScenarioPolicy, ScenarioFanout, ScenarioIdle, ScenarioIdleChannels}
+	ScenarioLatencyRate, ScenarioLatencyMax, ScenarioDisk, ScenarioDiskSync1, ScenarioDurable, ScenarioPolicy, ScenarioReplicated, ScenarioFanout, ScenarioIdle, ScenarioIdleChannels}
 
 func (o Options) loadDesc() string {
 	return fmt.Sprintf("%d conns, MPUB %d x %d B", o.Conns, o.Batch, o.BodySize)

@@ -47,10 +47,10 @@ func run() error {
 	}
 	fs.Bool("full", false, "use the issue's sizes (2.5M backlog, 18,000 idle connections, ...) as defaults")
 	scenarios := fs.String("scenarios", strings.Join(bench.AllScenarios, ","),
-		"comma-separated scenarios to run (also "+strings.Join(slices.Concat(bench.DurableScenarios, bench.PolicyScenarios, bench.ExtraScenarios), ", ")+")")
+		"comma-separated scenarios to run (also "+strings.Join(slices.Concat(bench.DurableScenarios, bench.PolicyScenarios, bench.ReplicatedScenarios, bench.ExtraScenarios), ", ")+")")
 	noInproc := fs.Bool("no-inproc", false, "do not measure the in-process Sluice nsqd")
 	sluiceProcess := fs.Bool("sluice-process", false, "measure Sluice's nsqd as a child process in every scenario (like --nsqd-bin targets) instead of in process")
-	sluiceBin := fs.String("sluice-bin", "", "Sluice nsqd binary for idle-conns (default: build ./apps/nsqd if it exists)")
+	sluiceBin := fs.String("sluice-bin", "", "Sluice nsqd binary for idle-conns and replicated-* (default: build ./apps/nsqd if it exists)")
 	nsqdBin := fs.String("nsqd-bin", "", "also measure this nsqd binary (e.g. NSQ 1.3.0's), started per scenario")
 	nsqdBinName := fs.String("nsqd-bin-name", "", "target name for --nsqd-bin (default: from its --version)")
 	nsqdBinArgs := fs.String("nsqd-bin-args", "", "extra flags for every --nsqd-bin nsqd, space-separated (after the bench's own)")
@@ -89,6 +89,12 @@ func run() error {
 	fs.Int64Var(&o.Policy.DurableConsumeMessages, "policy-durable-consume-msgs", o.Policy.DurableConsumeMessages, "backlog per pass of policy-durable-consume")
 	fs.IntVar(&o.Policy.Rounds, "policy-rounds", o.Policy.Rounds, "rounds of policy passes (none, each policy, reversed, none)")
 	fs.IntVar(&o.Policy.MPUBRounds, "policy-mpub-rounds", o.Policy.MPUBRounds, "rounds of policy passes of policy-mpub (its passes are short and vary most)")
+	fs.Int64Var(&o.Replicated.MPUBMessages, "replicated-mpub-msgs", o.Replicated.MPUBMessages, "messages per pass of replicated-mpub (and of its single-node durable passes)")
+	fs.Int64Var(&o.Replicated.PUBMessages, "replicated-pub-msgs", o.Replicated.PUBMessages, "messages per pass of replicated-pub64 (64 connections, one PUB per round trip)")
+	fs.Int64Var(&o.Replicated.ConsumeMessages, "replicated-consume-msgs", o.Replicated.ConsumeMessages, "backlog per pass of replicated-consume")
+	fs.IntVar(&o.Replicated.Rounds, "replicated-rounds", o.Replicated.Rounds, "rounds of replicated passes (each setting, then in reverse: every setting measured twice per round)")
+	fs.StringVar(&o.Replicated.CPUProfile, "replicated-cpu-profile", o.Replicated.CPUProfile, "write the leader's CPU profile during the first measured replicated-mpub pass to this file")
+	fs.DurationVar(&o.Replicated.CPUProfileDuration, "replicated-cpu-profile-duration", o.Replicated.CPUProfileDuration, "length of --replicated-cpu-profile (from the start of the pass)")
 	fs.IntVar(&o.IdleConns, "idle-conns", o.IdleConns, "connections held by idle-conns")
 	fs.DurationVar(&o.IdleHeartbeat, "idle-heartbeat", o.IdleHeartbeat, "heartbeat interval negotiated by idle connections (>= 1s)")
 	fs.DurationVar(&o.IdleConnsSettle, "idle-conns-settle", o.IdleConnsSettle, "idle-conns: wait after every connection answered a heartbeat, before measuring")
@@ -107,8 +113,9 @@ func run() error {
 	names := strings.Split(*scenarios, ",")
 	for _, n := range names {
 		if !bench.ValidScenario(n) {
-			return fmt.Errorf("unknown scenario %q (have %s; %s; %s; %s)", n, strings.Join(bench.AllScenarios, ","),
-				strings.Join(bench.DurableScenarios, ","), strings.Join(bench.PolicyScenarios, ","), strings.Join(bench.ExtraScenarios, ","))
+			return fmt.Errorf("unknown scenario %q (have %s; %s; %s; %s; %s)", n, strings.Join(bench.AllScenarios, ","),
+				strings.Join(bench.DurableScenarios, ","), strings.Join(bench.PolicyScenarios, ","),
+				strings.Join(bench.ReplicatedScenarios, ","), strings.Join(bench.ExtraScenarios, ","))
 		}
 	}
 	if !*quiet {
@@ -143,7 +150,7 @@ func run() error {
 		}
 		t := bench.Target{Launcher: l}
 		bin := *sluiceBin
-		if bin == "" && slices.Contains(names, bench.ScenarioIdle) {
+		if bin == "" && (slices.Contains(names, bench.ScenarioIdle) || slices.ContainsFunc(names, bench.IsReplicatedScenario)) {
 			var err error
 			if bin, err = buildSluiceNSQD(ctx, o.TempDir); err != nil {
 				t.ProcessMissing = err.Error()
