@@ -11,29 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicemq/sluice/internal/lookupdtest"
 	"github.com/sluicemq/sluice/internal/testutil"
 	"github.com/sluicemq/sluice/lookupd"
 	"github.com/sluicemq/sluice/nsqd"
 	"github.com/sluicemq/sluice/replica"
 )
-
-// startLookupd starts an nsqlookupd on 127.0.0.1 ephemeral ports.
-func startLookupd(t *testing.T) *lookupd.Daemon {
-	t.Helper()
-	opts := lookupd.NewOptions()
-	opts.TCPAddress, opts.HTTPAddress = "127.0.0.1:0", "127.0.0.1:0"
-	opts.BroadcastAddress = "127.0.0.1"
-	opts.Logger = testutil.TestLogger()
-	d, err := lookupd.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.Exit)
-	return d
-}
 
 // startNSQD starts an nsqd registered with the given lookupds.
 func startNSQD(t *testing.T, lookupds ...*lookupd.Daemon) *testutil.NSQDHandle {
@@ -117,7 +100,7 @@ func (c *changes) last() (map[uint64]string, int) {
 // ForgetAfter; when every lookupd fails, nothing is forgotten; Run returns
 // when its context ends.
 func TestDiscoveryMergesLookupds(t *testing.T) {
-	l1, l2 := startLookupd(t), startLookupd(t)
+	l1, l2 := lookupdtest.Start(t, nil), lookupdtest.Start(t, nil)
 	a := startNSQD(t, l1)
 	b := startNSQD(t, l1, l2)
 	c := startNSQD(t, l2)
@@ -191,7 +174,7 @@ func TestDiscoveryMergesLookupds(t *testing.T) {
 // TestDiscoveryPublishesEmpty: the first answered poll is published even
 // when it lists no node, so the owner knows discovery works.
 func TestDiscoveryPublishesEmpty(t *testing.T) {
-	l := startLookupd(t)
+	l := lookupdtest.Start(t, nil)
 	var got changes
 	d := replica.NewDiscovery(replica.DiscoveryConfig{
 		Lookupds: func() []string { return []string{l.HTTPAddr().String()} },

@@ -11,6 +11,7 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sluicemq/sluice/internal/lookupdtest"
 	"github.com/sluicemq/sluice/internal/testutil"
 	"github.com/sluicemq/sluice/nsqd"
 	"github.com/sluicemq/sluice/replica"
@@ -83,7 +84,7 @@ func startReplicaNode(t *testing.T, lookupds ...string) *replicaNode {
 // nsqlookupd and exchange Raft messages over their TCP ports, while V2
 // clients keep working on the same ports.
 func TestTransportOverNSQD(t *testing.T) {
-	l := startLookupd(t)
+	l := lookupdtest.Start(t, nil)
 	a := startReplicaNode(t, l.TCPAddr().String())
 	b := startReplicaNode(t, l.TCPAddr().String())
 	for _, pair := range [][2]*replicaNode{{a, b}, {b, a}} {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,24 +21,9 @@ type auditNSQD struct {
 	done     chan error
 }
 
-// auditFreePorts returns n distinct ports that were free a moment ago.
-func auditFreePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports
-}
-
 func auditStartNSQD(t *testing.T, bin, dataPath string) *auditNSQD {
 	t.Helper()
-	ports := auditFreePorts(t, 2)
+	ports := testutil.FreePorts(t, 2)
 	p := &auditNSQD{
 		tcpAddr:  "127.0.0.1:" + strconv.Itoa(ports[0]),
 		httpAddr: "127.0.0.1:" + strconv.Itoa(ports[1]),

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nsqio/go-nsq"
 
+	"github.com/sluicemq/sluice/internal/lookupdtest"
 	"github.com/sluicemq/sluice/internal/testutil"
 	"github.com/sluicemq/sluice/lookupd"
 	"github.com/sluicemq/sluice/nsqd"
@@ -31,22 +32,12 @@ type cluster struct {
 
 func startLookupd(t *testing.T, tcpAddr string, mod func(*lookupd.Options)) *lookupd.Daemon {
 	t.Helper()
-	opts := lookupd.NewOptions()
-	opts.TCPAddress, opts.HTTPAddress = tcpAddr, "127.0.0.1:0"
-	opts.BroadcastAddress = "127.0.0.1"
-	opts.Logger = testutil.TestLogger()
-	if mod != nil {
-		mod(opts)
-	}
-	d, err := lookupd.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.Exit)
-	return d
+	return lookupdtest.Start(t, func(o *lookupd.Options) {
+		o.TCPAddress = tcpAddr
+		if mod != nil {
+			mod(o)
+		}
+	})
 }
 
 func startCluster(t *testing.T, nLookupd, nNSQD int, lookupdMod func(*lookupd.Options)) *cluster {

@@ -2,7 +2,6 @@ package clustertest
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"slices"
@@ -28,21 +27,6 @@ func buildNSQD(t *testing.T) string {
 	return testutil.BuildApp(t, "github.com/sluicemq/sluice/apps/nsqd")
 }
 
-// freePorts returns n distinct ports that were free a moment ago on 127.0.0.1.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports
-}
-
 // subprocessNSQD is an nsqd binary run as a child process.
 type subprocessNSQD struct {
 	cmd               *exec.Cmd
@@ -51,7 +35,7 @@ type subprocessNSQD struct {
 
 func startSubprocessNSQD(t *testing.T, bin string, lookupdTCP []string) *subprocessNSQD {
 	t.Helper()
-	ports := freePorts(t, 2)
+	ports := testutil.FreePorts(t, 2)
 	tcpPort, httpPort := ports[0], ports[1]
 	args := []string{
 		"--tcp-address=127.0.0.1:" + strconv.Itoa(tcpPort),

@@ -44,6 +44,7 @@ import (
 
 	"github.com/nsqio/go-nsq"
 
+	"github.com/sluicemq/sluice/internal/lookupdtest"
 	"github.com/sluicemq/sluice/internal/testutil"
 	"github.com/sluicemq/sluice/lookupd"
 )
@@ -503,7 +504,7 @@ func TestChaosReplicatedTopic(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 	bin := testutil.BuildApp(t, "github.com/sluicemq/sluice/apps/nsqd")
 
-	lk := startLookupd(t)
+	lk := lookupdtest.Start(t, nil)
 	c := &chaos{t: t, rng: rng, start: time.Now()}
 	for i := range 3 {
 		c.nodes = append(c.nodes, newNode(t, bin, nodeSpec{
@@ -823,7 +824,7 @@ func deref(s *string) string {
 // is delivered.
 func TestKill9TwoOfThreeRefusesPublishes(t *testing.T) {
 	bin := testutil.BuildApp(t, "github.com/sluicemq/sluice/apps/nsqd")
-	lk := startLookupd(t)
+	lk := lookupdtest.Start(t, nil)
 	ns := startNodes(t, bin, lk, 3, false)
 	dumpLogsOnFailure(t, ns)
 	createReplicated(t, ns[0], "orders", 3)
@@ -893,7 +894,7 @@ func (c *addrCollector) HandleMessage(m *nsq.Message) error {
 // delivers every message acknowledged before it joined.
 func TestLostReplicaReplacedAndTheNewOneHoldsEveryMessage(t *testing.T) {
 	bin := testutil.BuildApp(t, "github.com/sluicemq/sluice/apps/nsqd")
-	lk := startLookupd(t)
+	lk := lookupdtest.Start(t, nil)
 	ns := startNodes(t, bin, lk, 4, false, "--replica-timeout=2s")
 	dumpLogsOnFailure(t, ns)
 	createReplicated(t, ns[0], "orders", 3)

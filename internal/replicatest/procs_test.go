@@ -38,21 +38,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// freePorts returns n distinct ports that were free a moment ago on 127.0.0.1.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports
-}
-
 // node is one nsqd child process. Its ports, data path and arguments never
 // change, so a restarted process is the same node (its identity is its
 // broadcast_address:tcp_port).
@@ -89,7 +74,7 @@ type nodeSpec struct {
 // newNode prepares a node (ports, data path, proxy) without starting it.
 func newNode(t *testing.T, bin string, spec nodeSpec) *node {
 	t.Helper()
-	ports := freePorts(t, 3)
+	ports := testutil.FreePorts(t, 3)
 	tcpPort, httpPort, proxyPort := ports[0], ports[1], ports[2]
 	dir := t.TempDir()
 	n := &node{

@@ -7,7 +7,6 @@ package replicatest
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -18,27 +17,11 @@ import (
 
 	"github.com/nsqio/go-nsq"
 
+	"github.com/sluicemq/sluice/internal/lookupdtest"
 	"github.com/sluicemq/sluice/internal/testutil"
 	"github.com/sluicemq/sluice/lookupd"
 	"github.com/sluicemq/sluice/nsqd"
 )
-
-func startLookupd(t *testing.T) *lookupd.Daemon {
-	t.Helper()
-	opts := lookupd.NewOptions()
-	opts.TCPAddress, opts.HTTPAddress = "127.0.0.1:0", "127.0.0.1:0"
-	opts.BroadcastAddress = "127.0.0.1"
-	opts.Logger = testutil.TestLogger()
-	d, err := lookupd.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.Exit)
-	return d
-}
 
 type cluster struct {
 	t       *testing.T
@@ -48,7 +31,7 @@ type cluster struct {
 
 func startCluster(t *testing.T, n int) *cluster {
 	t.Helper()
-	c := &cluster{t: t, lookupd: startLookupd(t)}
+	c := &cluster{t: t, lookupd: lookupdtest.Start(t, nil)}
 	for range n {
 		c.nodes = append(c.nodes, testutil.StartNSQD(t, func(o *nsqd.Options) {
 			o.NSQLookupdTCPAddresses = []string{c.lookupd.TCPAddr().String()}
@@ -397,28 +380,12 @@ func TestNodeWithoutAReplicaForwardsPublishesAndRefusesSubscribers(t *testing.T)
 	}
 }
 
-// freeAddrs returns n "127.0.0.1:port" addresses free a moment ago.
-func freeAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	var out []string
-	var lns []net.Listener
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		out = append(out, ln.Addr().String())
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return out
-}
-
 func TestEveryReplicaRestartedKeepsTheTopicAndItsProgress(t *testing.T) {
-	l := startLookupd(t)
-	addrs := freeAddrs(t, 6)
+	l := lookupdtest.Start(t, nil)
+	var addrs []string
+	for _, p := range testutil.FreePorts(t, 6) {
+		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", p))
+	}
 	var nodes []*testutil.NSQDHandle
 	for i := range 3 {
 		nodes = append(nodes, testutil.StartNSQD(t, func(o *nsqd.Options) {
@@ -549,7 +516,7 @@ func hasChannelOn(t *testing.T, h *testutil.NSQDHandle, topic, channel string) b
 // cluster and crash. The chaos test met the same crash on a node restarted
 // after kill -9: a producer's PUB arrived before replication had started.
 func TestReplicaLoadedWithReplicationOffRefusesPublishes(t *testing.T) {
-	lk := startLookupd(t)
+	lk := lookupdtest.Start(t, nil)
 	var off atomic.Bool
 	c := &cluster{t: t, lookupd: lk}
 	for range 3 {
@@ -641,7 +608,7 @@ func snapshotFiles(dataPath string) []string {
 // replica that replaces a lost one starts from that snapshot plus the
 // entries after it, holding every message not yet finished.
 func TestCompactedLogCatchesUpANewReplicaFromASnapshot(t *testing.T) {
-	l := startLookupd(t)
+	l := lookupdtest.Start(t, nil)
 	c := &cluster{t: t, lookupd: l}
 	for range 4 {
 		c.nodes = append(c.nodes, testutil.StartNSQD(t, func(o *nsqd.Options) {
