@@ -171,7 +171,12 @@ type connReader struct {
 	r, w     int
 	lastFill int
 	fullRead bool // the last read filled all the space it was given
-	small    [64]byte
+	// keep holds the big buffer between commands: set once a command did
+	// not fit in the small array (a publisher's PUB, a batch of FINs), so
+	// that each later command takes one read rather than two; the buffer
+	// goes back when the connection is shed or parked (idle) or ends.
+	keep  bool
+	small [64]byte
 }
 
 // readHook is told about every read a connReader makes from its source.
@@ -203,7 +208,7 @@ func (r *connReader) maybeRelease() {
 	if r.buf == nil || r.r != r.w {
 		return
 	}
-	if r.isSmall() || r.lastFill < quietRead {
+	if r.isSmall() || (!r.keep && r.lastFill < quietRead) {
 		r.release()
 	}
 }
@@ -216,6 +221,7 @@ func (r *connReader) release() {
 		readBufPool.Put(&b)
 	}
 	r.buf, r.r, r.w = nil, 0, 0
+	r.keep = false
 }
 
 func (r *connReader) isSmall() bool { return len(r.buf) == len(r.small) }
@@ -240,6 +246,7 @@ func (r *connReader) fill(h readHook, atLineStart bool) error {
 		big := *(readBufPool.Get().(*[]byte))
 		copy(big, r.buf[:r.w])
 		r.buf = big
+		r.keep = true
 	} else if r.w == len(r.buf) {
 		return errLineTooLong
 	}

@@ -75,3 +75,36 @@ func TestQuietConnectionKeepsOnlyTheSmallBuffer(t *testing.T) {
 		}
 	}
 }
+
+func TestPublisherReadsEachPUBInOneReadAfterTheFirst(t *testing.T) {
+	// a PUB of a 100-byte body is 118 bytes: more than the small array,
+	// so a connection whose PUBs arrive one per read keeps the pooled
+	// buffer between them instead of reading each in two parts
+	const pubs = 1000
+	body := bytes.Repeat([]byte{'x'}, 100)
+	cmd := append([]byte("PUB topic\n\x00\x00\x00\x64"), body...)
+	src := &countingSource{data: bytes.Repeat(cmd, pubs), max: len(cmd)}
+	r := &connReader{src: src}
+	got := make([]byte, 100)
+	for i := 0; i < pubs; i++ {
+		line, err := r.readLine(nopHook{})
+		if err != nil || string(line) != "PUB topic" {
+			t.Fatalf("PUB %d: line %q, %v", i, line, err)
+		}
+		size, err := r.readInt32(nopHook{})
+		if err != nil || size != 100 {
+			t.Fatalf("PUB %d: size %d, %v", i, size, err)
+		}
+		if err := r.readFull(got, nopHook{}); err != nil || !bytes.Equal(got, body) {
+			t.Fatalf("PUB %d: body %q, %v", i, got, err)
+		}
+	}
+	if src.reads > pubs+2 {
+		t.Fatalf("%d reads for %d PUBs that arrived one per read", src.reads, pubs)
+	}
+	// going idle (shed or parked) gives the buffer back
+	r.release()
+	if r.buf != nil || r.keep {
+		t.Fatal("release kept the buffer")
+	}
+}
