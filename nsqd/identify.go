@@ -124,7 +124,7 @@ func (c *client) identify() ([]byte, error) {
 	c.heartbeatNs.Store(int64(heartbeat))
 	c.outputBufSize, c.outputBufTO = bufSize, bufTO
 	if heartbeat == 0 {
-		c.conn.SetWriteDeadline(time.Time{}) // no deadlines without heartbeats (§3.16)
+		c.clearWriteDeadlineLocked() // no deadlines without heartbeats (§3.16)
 	}
 	c.writeMu.Unlock()
 	c.msgTimeout, c.sampleRate = msgTimeout, req.SampleRate
@@ -227,7 +227,8 @@ func (c *client) upgradeTLSLocked() error {
 		return err
 	}
 	c.conn.SetDeadline(time.Time{})
-	c.shedAt = 0 // the handshake's deadlines replaced any shed deadline
+	c.shedAt = 0 // the handshake's deadlines replaced any shed or write deadline
+	c.wdeadline = 0
 	state := tconn.ConnectionState()
 	c.w = tconn
 	c.rd.src = tconn

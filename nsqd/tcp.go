@@ -243,7 +243,7 @@ func (c *client) pub(p [][]byte) ([]byte, error) {
 	if len(p) < 2 {
 		return nil, protocol.Fatalf(protocol.ErrInvalid, "PUB insufficient number of parameters")
 	}
-	topicName := string(p[1])
+	topicName := c.topicName(p[1])
 	if !protocol.IsValidTopicName(topicName) {
 		return nil, protocol.Fatalf(protocol.ErrBadTopic, "PUB topic name %q is not valid", topicName)
 	}
@@ -261,7 +261,7 @@ func (c *client) dpub(p [][]byte) ([]byte, error) {
 	if len(p) < 3 {
 		return nil, protocol.Fatalf(protocol.ErrInvalid, "DPUB insufficient number of parameters")
 	}
-	topicName := string(p[1])
+	topicName := c.topicName(p[1])
 	if !protocol.IsValidTopicName(topicName) {
 		return nil, protocol.Fatalf(protocol.ErrBadTopic, "DPUB topic name %q is not valid", topicName)
 	}
@@ -287,7 +287,7 @@ func (c *client) mpub(p [][]byte) ([]byte, error) {
 	if len(p) < 2 {
 		return nil, protocol.Fatalf(protocol.ErrInvalid, "MPUB insufficient number of parameters")
 	}
-	topicName := string(p[1])
+	topicName := c.topicName(p[1])
 	if !protocol.IsValidTopicName(topicName) {
 		return nil, protocol.Fatalf(protocol.ErrBadTopic, "%s MPUB topic name %q is not valid", protocol.ErrBadTopic, topicName)
 	}
