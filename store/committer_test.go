@@ -278,3 +278,40 @@ func TestCommitterReportsTheSequenceNumbersItAssigned(t *testing.T) {
 		t.Fatalf("record at %d: %+v", third, got)
 	}
 }
+
+// With many producers waiting on each sync, the committer is woken about
+// once per round (the round's first append, and the one that fills it
+// while it gathers), not once per append.
+func TestCommitterIsNotWokenByEveryAppend(t *testing.T) {
+	mem := newMemDir(t, "/d")
+	fs := slowSyncFS{mem, 2 * time.Millisecond}
+	l, _ := mustOpenLog(t, fs, "/d/t", LogOptions{})
+	defer l.Close()
+	c := NewCommitter(0)
+	const producers, appends = 64, 30
+	var wg sync.WaitGroup
+	for p := range producers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range appends {
+				r, err := c.Append(l, []Entry{msgEntry(uint64(p)<<32|uint64(k)<<8, 20)})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if err := r.Wait(l); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	c.Close()
+	wakeups, rounds := c.wakeups.Load(), c.rounds.Load()
+	t.Logf("%d appends in %d rounds, %d wake-ups", producers*appends, rounds, wakeups)
+	if rounds == 0 || wakeups > 3*rounds {
+		t.Fatalf("%d wake-ups for %d rounds of %d appends", wakeups, rounds, producers*appends)
+	}
+}
