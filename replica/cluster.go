@@ -94,6 +94,7 @@ type Cluster struct {
 	mu          sync.Mutex // guards the fields below
 	meta        *metaMachine
 	metaStorage GroupStorage
+	metaLog     string // joinedFile.Log of the running meta group
 	topics      map[string]*localTopic
 	lastSeen    map[uint64]time.Time
 	invited     map[uint64]time.Time
@@ -150,7 +151,7 @@ func (c *Cluster) Start() error {
 		if err := json.Unmarshal(b, &j); err != nil {
 			return fmt.Errorf("replica: decode joined.json: %w", err)
 		}
-		if err := c.startMeta(j.Initial); err != nil {
+		if err := c.startMeta(j.Initial, j.Log); err != nil {
 			return err
 		}
 	} else if !errors.Is(err, errNoFile) {
@@ -192,25 +193,36 @@ func closeStorage(s GroupStorage) {
 // is the bootstrap membership when this node was one of the first voters.
 type joinedFile struct {
 	Initial []uint64 `json:"initial,omitempty"`
+	// Log names the directory under meta/ holding the meta group's Raft
+	// log and placement ("" for meta/ itself): a node that rejoins after
+	// it was removed starts in a new one (see rejoinMeta).
+	Log string `json:"log,omitempty"`
 }
 
 // startMeta runs the meta group on this node (bootstrapped with initial
 // when its log is empty and initial is set; else it waits for the leader).
-func (c *Cluster) startMeta(initial []uint64) error {
+func (c *Cluster) startMeta(initial []uint64, logDir string) error {
 	c.mu.Lock()
 	running := c.meta != nil
 	c.mu.Unlock()
 	if running {
 		return nil
 	}
-	if err := store.WriteFileAtomic(c.cfg.FS, filepath.Join(c.metaDir(), "joined.json"), mustJSON(joinedFile{Initial: initial})); err != nil {
+	dir := c.metaDir()
+	if logDir != "" {
+		dir = filepath.Join(dir, logDir)
+		if err := c.cfg.FS.MkdirAll(dir); err != nil {
+			return fmt.Errorf("replica: %w", err)
+		}
+	}
+	if err := store.WriteFileAtomic(c.cfg.FS, filepath.Join(c.metaDir(), "joined.json"), mustJSON(joinedFile{Initial: initial, Log: logDir})); err != nil {
 		return fmt.Errorf("replica: mark meta membership: %w", err)
 	}
-	mm, err := openMetaMachine(c.cfg.FS, filepath.Join(c.metaDir(), "state.json"), c.log, c.reconcileSoon)
+	mm, err := openMetaMachine(c.cfg.FS, filepath.Join(dir, "state.json"), c.log, c.reconcileSoon)
 	if err != nil {
 		return fmt.Errorf("replica: %w", err)
 	}
-	st, err := c.cfg.OpenStorage(filepath.Join(c.metaDir(), "raft"))
+	st, err := c.cfg.OpenStorage(filepath.Join(dir, "raft"))
 	if err != nil {
 		return fmt.Errorf("replica: open meta log: %w", err)
 	}
@@ -219,7 +231,7 @@ func (c *Cluster) startMeta(initial []uint64) error {
 		return err
 	}
 	c.mu.Lock()
-	c.meta, c.metaStorage = mm, st
+	c.meta, c.metaStorage, c.metaLog = mm, st, logDir
 	c.mu.Unlock()
 	c.reconcileSoon()
 	return nil
@@ -379,7 +391,8 @@ func (c *Cluster) CreateTopic(ctx context.Context, topic string, a Assignment) (
 	if err := c.registerSelf(ctx); err != nil {
 		return Assignment{}, fmt.Errorf("replica: create %q: %w", topic, err)
 	}
-	c.inviteLive(ctx)
+	st, _ := c.host.Status(MetaGroup)
+	c.inviteLive(ctx, st)
 	var members []uint64
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -577,7 +590,7 @@ func (c *Cluster) liveNodes() map[uint64]string {
 
 // inviteLive asks every live node that has not joined the meta group to
 // join it (each at most every 10 s).
-func (c *Cluster) inviteLive(ctx context.Context) {
+func (c *Cluster) inviteLive(ctx context.Context, st GroupStatus) {
 	mm := c.metaMachine()
 	if mm == nil {
 		return
@@ -586,8 +599,18 @@ func (c *Cluster) inviteLive(ctx context.Context) {
 	now := time.Now()
 	var wg sync.WaitGroup
 	for id := range c.liveNodes() {
-		if _, ok := p.Nodes[id]; ok || id == c.cfg.Self {
+		if id == c.cfg.Self || slices.Contains(st.Voters, id) || slices.Contains(st.Learners, id) {
 			continue
+		}
+		// A registered node that is no member was removed while it was
+		// gone (a lost voter's replacement) and is back: it rejoins.
+		// Only the leader's configuration is current enough to say so.
+		kind, body := "meta.invite", []byte(nil)
+		if _, ok := p.Nodes[id]; ok {
+			if !st.IsLead {
+				continue
+			}
+			kind, body = "meta.rejoin", mustJSON(st.Voters)
 		}
 		c.mu.Lock()
 		recent := now.Sub(c.invited[id]) < 10*time.Second
@@ -603,8 +626,8 @@ func (c *Cluster) inviteLive(ctx context.Context) {
 			defer wg.Done()
 			rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 			defer cancel()
-			if _, err := c.cfg.Requester.Request(rctx, id, "meta.invite", nil); err != nil {
-				c.log.Debug("invite a node to the meta group", "node", fmt.Sprintf("%x", id), "err", err)
+			if _, err := c.cfg.Requester.Request(rctx, id, kind, body); err != nil {
+				c.log.Debug("invite a node to the meta group", "node", fmt.Sprintf("%x", id), "request", kind, "err", err)
 			}
 		}()
 	}
@@ -650,7 +673,7 @@ func (c *Cluster) duties() {
 
 func (c *Cluster) metaLeaderDuties(p *Placement, st GroupStatus, now time.Time) {
 	if len(p.Topics) > 0 {
-		c.inviteLive(c.ctx)
+		c.inviteLive(c.ctx, st)
 	}
 	// Bring the voters up to MetaVoters from the learners.
 	if len(st.Voters) < MetaVoters && len(st.Learners) > 0 {
@@ -659,6 +682,18 @@ func (c *Cluster) metaLeaderDuties(p *Placement, st GroupStatus, now time.Time) 
 		if err := c.host.ProposeConfChange(MetaGroup, cc); err != nil {
 			c.log.Debug("promote a meta learner", "err", err)
 		}
+	}
+	// A meta voter gone longer than the replica timeout leaves the group
+	// when a live learner can take its place (the promotion above, in a
+	// later round): otherwise losing two of the three voters for good,
+	// one after the other, would stop every placement change.
+	if v := c.lostMetaVoter(st, now); v != 0 {
+		c.log.Info("replacing a lost meta voter", "lost", c.Addr(v))
+		cc := &raftpb.ConfChange{Type: raftpb.ConfChangeRemoveNode.Enum(), NodeId: &v}
+		if err := c.host.ProposeConfChange(MetaGroup, cc); err != nil {
+			c.log.Debug("remove a lost meta voter", "err", err)
+		}
+		return
 	}
 	// Replace members gone longer than the replica timeout, one per round.
 	c.mu.Lock()
@@ -699,6 +734,36 @@ func (c *Cluster) metaLeaderDuties(p *Placement, st GroupStatus, now time.Time) 
 			return
 		}
 	}
+}
+
+// lostMetaVoter returns a meta voter other than this node gone longer than
+// the replica timeout, when the group has all its voters and a learner
+// seen within the timeout can be promoted in its place; else 0.
+func (c *Cluster) lostMetaVoter(st GroupStatus, now time.Time) uint64 {
+	if len(st.Voters) < MetaVoters {
+		return 0 // the promotion of a learner comes first
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	gone := func(id uint64) bool {
+		seen, ok := c.lastSeen[id]
+		return ok && now.Sub(seen) >= c.cfg.ReplicaTimeout
+	}
+	spare := false
+	for _, l := range st.Learners {
+		if _, seen := c.lastSeen[l]; seen && !gone(l) {
+			spare = true
+		}
+	}
+	if !spare {
+		return 0
+	}
+	for _, v := range slices.Sorted(slices.Values(st.Voters)) {
+		if v != c.cfg.Self && gone(v) {
+			return v
+		}
+	}
+	return 0
 }
 
 // topicLeaderDuties makes each topic group this node leads match its

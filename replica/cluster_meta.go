@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"time"
@@ -124,7 +125,7 @@ func (c *Cluster) ensureMeta(ctx context.Context) error {
 			c.log.Warn("start the meta group on a node", "node", c.Addr(id), "err", err)
 		}
 	}
-	if err := c.startMeta(chosen); err != nil {
+	if err := c.startMeta(chosen, ""); err != nil {
 		return err
 	}
 	c.log.Info("formed the meta group", "voters", len(chosen))
@@ -148,7 +149,12 @@ func (c *Cluster) askMetaInfo(ctx context.Context, id uint64) (metaInfo, error) 
 // joinMeta starts this node's meta group empty and asks a voter to add it
 // as a learner, then waits until it holds the placement.
 func (c *Cluster) joinMeta(ctx context.Context, voters []uint64) error {
-	if err := c.startMeta(nil); err != nil {
+	return c.joinMetaIn(ctx, voters, "")
+}
+
+// joinMetaIn is joinMeta with the meta log kept in logDir.
+func (c *Cluster) joinMetaIn(ctx context.Context, voters []uint64, logDir string) error {
+	if err := c.startMeta(nil, logDir); err != nil {
 		return err
 	}
 	body := mustJSON(joinRequest{Node: c.cfg.Self, Addr: c.cfg.SelfAddr})
@@ -236,9 +242,15 @@ func (c *Cluster) HandleRequest(ctx context.Context, from uint64, kind string, b
 		if err != nil || json.Unmarshal(b, &r) != nil || !slices.Equal(r.Members, members) {
 			return nil, errors.New("no reservation for this meta group")
 		}
-		return nil, c.startMeta(members)
+		return nil, c.startMeta(members, "")
 	case "meta.form", "meta.invite":
 		return nil, c.ensureMeta(ctx)
+	case "meta.rejoin":
+		var voters []uint64
+		if err := json.Unmarshal(body, &voters); err != nil || len(voters) == 0 {
+			return nil, errors.New("bad rejoin request")
+		}
+		return nil, c.rejoinMeta(ctx, voters)
 	case "meta.join":
 		var j joinRequest
 		if err := json.Unmarshal(body, &j); err != nil || j.Node == 0 {
@@ -271,4 +283,50 @@ func (c *Cluster) HandleRequest(ctx context.Context, from uint64, kind string, b
 	default:
 		return nil, fmt.Errorf("unknown request %q", kind)
 	}
+}
+
+// rejoinMeta is how a node removed from the meta group comes back: a voter
+// gone longer than the replica timeout is replaced (metaLeaderDuties), and
+// when it returns its own Raft state still has it vote in a configuration
+// the others left behind, so it never hears from a leader and never learns
+// the placement. The meta leader, seeing it live but no member, asks it to
+// rejoin: it drops its meta group and joins again as a learner with a new,
+// empty log (a learner does not vote, so an empty log is safe; the leader
+// catches it up and may promote it later).
+//
+// A node that hears from a meta leader is a member and refuses: wiping a
+// voter's log would break Raft's safety. Only a node without a leader
+// (removed, or cut off) can be asked, and only by a leader that has
+// applied a configuration without it.
+func (c *Cluster) rejoinMeta(ctx context.Context, voters []uint64) error {
+	c.metaMu.Lock()
+	defer c.metaMu.Unlock()
+	if c.metaMachine() != nil && c.host.Leader(MetaGroup) != 0 {
+		return errors.New("replica: refusing to rejoin the meta group: this node hears from its leader")
+	}
+	c.mu.Lock()
+	mm, st, old := c.meta, c.metaStorage, c.metaLog
+	c.meta, c.metaStorage, c.metaLog = nil, nil, ""
+	c.mu.Unlock()
+	if mm != nil {
+		c.host.RemoveGroup(MetaGroup)
+		closeStorage(st)
+	}
+	logDir := fmt.Sprintf("rejoined-%d", time.Now().UnixNano())
+	c.log.Info("rejoining the meta group as a learner: it went on without this node", "log", logDir)
+	if err := c.joinMetaIn(ctx, voters, logDir); err != nil {
+		return err
+	}
+	// joined.json now names the new log: the old one can go
+	if old == "" {
+		if err := c.cfg.FS.RemoveAll(filepath.Join(c.metaDir(), "raft")); err != nil {
+			c.log.Warn("remove the old meta log", "err", err)
+		}
+		if err := c.cfg.FS.Remove(filepath.Join(c.metaDir(), "state.json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+			c.log.Warn("remove the old placement", "err", err)
+		}
+	} else if err := c.cfg.FS.RemoveAll(filepath.Join(c.metaDir(), old)); err != nil {
+		c.log.Warn("remove the old meta log", "err", err)
+	}
+	return nil
 }

@@ -360,3 +360,104 @@ func TestMetaFormationSurvivesRestartOfEveryNode(t *testing.T) {
 		})
 	}
 }
+
+// Losing two of the meta group's three voters for good, one after the
+// other, leaves placement working: the first lost voter is replaced by a
+// learner before the second goes.
+func TestLostMetaVoterIsReplacedByALearner(t *testing.T) {
+	tc := newTestCl(t, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := tc.nodes[100].cluster.CreateTopic(ctx, "first", Assignment{Replicas: 2}); err != nil {
+		t.Fatal(err)
+	}
+	metaVoters := func() []uint64 {
+		st, ok := tc.nodes[100].cluster.host.Status(MetaGroup)
+		if !ok {
+			return nil
+		}
+		return slices.Sorted(slices.Values(st.Voters))
+	}
+	waitUntil(t, "the meta group's voters are the three lowest nodes", 15*time.Second, func() bool {
+		return slices.Equal(metaVoters(), []uint64{100, 200, 300})
+	})
+	lose := func(id uint64) {
+		tc.stop(tc.nodes[id])
+		tc.mu.Lock()
+		tc.hidden[id] = true
+		tc.mu.Unlock()
+	}
+	lose(300)
+	waitUntil(t, "the learner takes the lost voter's place", 20*time.Second, func() bool {
+		return slices.Equal(metaVoters(), []uint64{100, 200, 400})
+	})
+	lose(200)
+	// two of the three voters are live: the meta group still agrees (a
+	// create made while it elects a new leader is refused and made again,
+	// as an operator would)
+	var a Assignment
+	var err error
+	waitUntil(t, "a topic created with two meta voters lost one after the other", 20*time.Second, func() bool {
+		a, err = tc.nodes[100].cluster.CreateTopic(ctx, "second", Assignment{Replicas: 2})
+		return err == nil
+	})
+	if !a.Has(100) || !a.Has(400) {
+		t.Fatalf("assignment %+v: want the two live nodes", a)
+	}
+	if err := tc.nodes[400].cluster.Publish(ctx, "second", []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A meta voter replaced while it was gone comes back as a learner: its
+// own Raft state still had it vote in a configuration the others left,
+// so without rejoining it would never learn the placement again.
+func TestReplacedMetaVoterThatReturnsRejoinsAndLearnsThePlacement(t *testing.T) {
+	tc := newTestCl(t, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := tc.nodes[100].cluster.CreateTopic(ctx, "first", Assignment{Replicas: 2}); err != nil {
+		t.Fatal(err)
+	}
+	status := func(id uint64) GroupStatus {
+		cl := tc.nodes[id].cluster
+		if cl == nil {
+			return GroupStatus{}
+		}
+		st, _ := cl.host.Status(MetaGroup)
+		return st
+	}
+	waitUntil(t, "the meta group's voters are the three lowest nodes", 15*time.Second, func() bool {
+		return slices.Equal(slices.Sorted(slices.Values(status(100).Voters)), []uint64{100, 200, 300})
+	})
+	tc.stop(tc.nodes[300])
+	tc.mu.Lock()
+	tc.hidden[300] = true
+	tc.mu.Unlock()
+	waitUntil(t, "the learner takes the lost voter's place", 20*time.Second, func() bool {
+		return slices.Equal(slices.Sorted(slices.Values(status(100).Voters)), []uint64{100, 200, 400})
+	})
+	var a Assignment
+	waitUntil(t, "a topic created while the old voter is away", 20*time.Second, func() bool {
+		var err error
+		a, err = tc.nodes[100].cluster.CreateTopic(ctx, "second", Assignment{Replicas: 2})
+		return err == nil
+	})
+	// it comes back, with the log it had
+	tc.mu.Lock()
+	tc.hidden[300] = false
+	tc.mu.Unlock()
+	tc.start(tc.nodes[300])
+	waitUntil(t, "the returning node is a member again", 20*time.Second, func() bool {
+		st := status(100)
+		return slices.Contains(st.Voters, 300) || slices.Contains(st.Learners, 300)
+	})
+	waitUntil(t, "the returning node learns the topic created while it was away", 20*time.Second, func() bool {
+		got, ok := tc.nodes[300].cluster.Assignment("second")
+		return ok && slices.Equal(got.Members, a.Members)
+	})
+	// and its meta group follows the leader
+	waitUntil(t, "the returning node hears from the meta leader", 10*time.Second, func() bool {
+		return tc.nodes[300].cluster.host.Leader(MetaGroup) != 0
+	})
+}
