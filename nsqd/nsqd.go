@@ -43,6 +43,7 @@ type NSQD struct {
 	opts       *Options
 	logger     *slog.Logger
 	tlsConfig  *tls.Config
+	replTLS    *replicaTLS // mutual TLS of "  R1" connections; nil: in the clear
 	httpClient *http.Client
 	ids        *idSource
 	startTime  time.Time
@@ -132,6 +133,9 @@ func New(opts *Options) (*NSQD, error) {
 			return nil, err
 		}
 		n.tlsConfig = cfg
+		if n.replTLS, err = buildReplicaTLS(opts); err != nil {
+			return nil, err
+		}
 	}
 	n.httpClient = newHTTPClient(opts)
 	if opts.DataPath != "" {

@@ -47,7 +47,13 @@ func (n *NSQD) startReplication() error {
 	}
 	mux := replica.NewRequestMux(nil, n.nodeID)
 	refresh := make(chan struct{}, 1)
-	tr := replica.NewTCPTransport(replica.TCPConfig{Self: n.nodeID, Receiver: mux, Logger: logger,
+	var secure func(context.Context, net.Conn, string) (net.Conn, error)
+	if n.replTLS != nil {
+		secure = n.secureReplicaConn
+	} else if n.tlsConfig != nil {
+		logger.Warn("replication connections between nodes are not encrypted or authenticated: give --tls-root-ca-file (the CA that signed every node's certificate) to secure them")
+	}
+	tr := replica.NewTCPTransport(replica.TCPConfig{Self: n.nodeID, Receiver: mux, Logger: logger, Secure: secure,
 		OnUnknownPeer: func(uint64) {
 			select {
 			case refresh <- struct{}{}:

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -257,10 +258,27 @@ func (p *peer) run() {
 // dial connects to the peer and buffers the magic and the hello.
 func (p *peer) dial() (*link, error) {
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.DialTimeout)
+	defer cancel()
 	conn, err := p.cfg.Dial(ctx, p.addr)
-	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("dial peer %d at %s: %w", p.id, p.addr, err)
+	}
+	magicSent := false
+	if p.cfg.Secure != nil {
+		deadline, _ := ctx.Deadline()
+		conn.SetWriteDeadline(deadline)
+		_, err := io.WriteString(conn, protocol.MagicR1)
+		conn.SetWriteDeadline(time.Time{})
+		if err == nil {
+			var sconn net.Conn
+			if sconn, err = p.cfg.Secure(ctx, conn, p.addr); err == nil {
+				conn, magicSent = sconn, true
+			}
+		}
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("secure the connection to peer %d at %s: %w", p.id, p.addr, err)
+		}
 	}
 	p.mu.Lock()
 	if err := p.ctx.Err(); err != nil { // stopped while dialling
@@ -276,7 +294,9 @@ func (p *peer) dial() (*link, error) {
 		up:     time.Now(),
 		closed: make(chan struct{}),
 	}
-	l.w.WriteString(protocol.MagicR1)
+	if !magicSent {
+		l.w.WriteString(protocol.MagicR1)
+	}
 	l.w.Write(appendHello(nil, p.t.cfg.Self, p.id))
 	p.connected.Store(true)
 	go p.watch(l) // waited for by hangUp

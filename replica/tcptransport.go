@@ -63,6 +63,12 @@ type TCPConfig struct {
 	// Dial opens a connection to a peer's nsqd TCP address; nil means a
 	// net.Dialer. ctx carries the dial timeout and is cancelled by Close.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// Secure, if set, runs on every connection dialled, once the magic
+	// has been sent on it in the clear (the listener needs it to tell the
+	// protocols apart), and returns the connection to send the hello and
+	// the frames on: a TLS client, whose handshake it completes within
+	// ctx. The accepting side must do the same after reading the magic.
+	Secure func(ctx context.Context, conn net.Conn, addr string) (net.Conn, error)
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 	// OnUnknownPeer, if set, is told of a Send to a node that is not a
