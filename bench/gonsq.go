@@ -106,7 +106,10 @@ func RunGoNSQMPUB(ctx context.Context, l Launcher, o Options) Result {
 		}
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		return WaitChannelDepth(wctx, n.HTTPAddr, topic, channel, o.MPUBMessages)
+		if err := WaitChannelDepth(wctx, n.HTTPAddr, topic, channel, o.MPUBMessages); err != nil {
+			return err
+		}
+		return deleteBacklog(ctx, n, topic)
 	})
 	if err != nil {
 		r.Error = err.Error()

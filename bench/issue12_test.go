@@ -22,7 +22,7 @@ func tinyIssue12(t testing.TB) bench.Options {
 	o.SustainedMessages = 20_000
 	o.SustainedBacklog = 1_000 // below what 4 publishers of 200 and the consumers' RDY could hold
 	o.Lookup = bench.LookupOptions{Requests: 2_000, Clients: 8, Producers: 3, Topics: 4}
-	o.Create = bench.CreateOptions{Topics: 12, ChannelsPerTopic: 3}
+	o.Create = bench.CreateOptions{Topics: 12, ChannelsPerTopic: 3, Lookupd: true}
 	return o
 }
 
@@ -107,9 +107,9 @@ func TestIssue12ScenariosAgainstSluiceProcesses(t *testing.T) {
 		Lookupd: &bench.LookupdLauncher{Path: lookupdBin}}
 	noLookupd := bench.Target{Launcher: &bench.BinaryLauncher{Label: "other", Path: nsqdBin}, LookupdMissing: "no --nsqlookupd-bin"}
 	rep := bench.Run(ctx, o, []bench.Target{target, noLookupd},
-		[]string{bench.ScenarioSinkPUB, bench.ScenarioPUB, bench.ScenarioGoNSQPubSub, bench.ScenarioLookup}, nil)
-	if len(rep.Results) != 7 {
-		t.Fatalf("got %d results, want 7: %+v", len(rep.Results), rep.Results)
+		[]string{bench.ScenarioSinkPUB, bench.ScenarioPUB, bench.ScenarioGoNSQPubSub, bench.ScenarioLookup, bench.ScenarioCreateChannels}, nil)
+	if len(rep.Results) != 9 {
+		t.Fatalf("got %d results, want 9: %+v", len(rep.Results), rep.Results)
 	}
 	for _, r := range rep.Results {
 		t.Log(r.TableLine())
@@ -131,6 +131,12 @@ func TestIssue12ScenariosAgainstSluiceProcesses(t *testing.T) {
 		case bench.ScenarioPUB, bench.ScenarioGoNSQPubSub:
 			if _, ok := r.Extra["cpu_us_per_msg"].(float64); !ok {
 				t.Errorf("%s@%s: no daemon cpu_us_per_msg: %v", r.Scenario, r.Target, r.Extra)
+			}
+		case bench.ScenarioCreateChannels:
+			// Registered with an nsqlookupd that listed all 12 topics
+			// and 36 channels (else an error).
+			if _, ok := r.Extra["lookupd_complete_after_seconds"].(float64); !ok || r.Messages != 36 {
+				t.Errorf("create-channels: %+v, want 36 channels registered with nsqlookupd", r)
 			}
 		case bench.ScenarioLookup:
 			if r.Messages != o.Lookup.Requests {

@@ -188,6 +188,13 @@ func Issue12Checks(results []Result) (table1, table2 []Check) {
 				refs++
 				c := Check{Name: row.name, Target: s, Reference: ref, Ratio: roundTo(sv/rv, 3), Today: row.today, Note: row.todayNote}
 				c.Detail = fmt.Sprintf("%s %s; %s %s", s, fmtFigure(sv, row.unit), ref, fmtFigure(rv, row.unit))
+				if row.key == "" {
+					sc, ok1 := asFloat(sr.Extra["cpu_us_per_msg"])
+					rc, ok2 := asFloat(rr.Extra["cpu_us_per_msg"])
+					if ok1 && ok2 && rc > 0 {
+						c.Detail += fmt.Sprintf("; daemon CPU %s vs %s µs/msg (%.3fx)", fmtFigure(sc, ""), fmtFigure(rc, ""), sc/rc)
+					}
+				}
 				if row.alsoRate && rr.MsgsPerSec > 0 {
 					unit := "msgs/s"
 					if row.scenario == ScenarioLookup {
@@ -276,6 +283,8 @@ func judgeRow(c *Check, row issue12Row, count int64) {
 func fmtFigure(v float64, unit string) string {
 	var s string
 	switch {
+	case strings.HasPrefix(unit, "B") && v >= 1000 && v < 1e9:
+		s = groupThousands(int64(v + 0.5)) // bytes: 28,264 B/conn
 	case v >= 1e6:
 		s = strconv.FormatFloat(v/1e6, 'f', 2, 64) + " M"
 	case v >= 1e4:
@@ -366,4 +375,13 @@ func printIssue12Tables(w io.Writer, table1, table2 []Check) {
 			p("| %s | %s | not in this run | %s | |", row.name, row.today, row.goalText)
 		}
 	}
+}
+
+// groupThousands renders v with commas between groups of three digits.
+func groupThousands(v int64) string {
+	s := strconv.FormatInt(v, 10)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }

@@ -239,12 +239,28 @@ func runOne(ctx context.Context, sc string, t Target, o Options) []Result {
 		return out
 	case ScenarioPolicyMPUB, ScenarioPolicyConsume, ScenarioPolicyDurableMPUB, ScenarioPolicyDurableConsume:
 		return RunPolicyScenario(ctx, l, o, sc)
-	case ScenarioGoNSQMPUB:
-		return []Result{RunGoNSQMPUB(ctx, l, o)}
-	case ScenarioGoNSQConsume:
-		return []Result{RunGoNSQConsume(ctx, l, o)}
-	case ScenarioGoNSQPubSub:
-		return []Result{RunGoNSQPubSub(ctx, l, o)}
+	case ScenarioGoNSQMPUB, ScenarioGoNSQConsume, ScenarioGoNSQPubSub:
+		// The daemon's CPU per message is the figure: an in-process
+		// target runs them on its process launcher when it has one.
+		p := l
+		switch l.(type) {
+		case *BinaryLauncher, *AddrLauncher:
+		default:
+			if t.Process != nil {
+				p = t.Process
+			}
+		}
+		var r Result
+		switch sc {
+		case ScenarioGoNSQMPUB:
+			r = RunGoNSQMPUB(ctx, p, o)
+		case ScenarioGoNSQConsume:
+			r = RunGoNSQConsume(ctx, p, o)
+		default:
+			r = RunGoNSQPubSub(ctx, p, o)
+		}
+		r.Target = l.Name()
+		return []Result{r}
 	case ScenarioSustained, ScenarioDiskSustained, ScenarioDiskMax:
 		return []Result{RunPubSub(ctx, l, o, sc)}
 	case ScenarioCreateChannels:

@@ -119,6 +119,7 @@ func run() error {
 	fs.IntVar(&o.Lookup.Topics, "lookup-topics", o.Lookup.Topics, "topics each lookupd-lookup producer registers (asked for in turn)")
 	fs.IntVar(&o.Create.Topics, "create-topics", o.Create.Topics, "topics of create-channels")
 	fs.IntVar(&o.Create.ChannelsPerTopic, "create-channels", o.Create.ChannelsPerTopic, "channels per topic of create-channels")
+	fs.BoolVar(&o.Create.Lookupd, "create-lookupd", o.Create.Lookupd, "create-channels: register a child nsqd with an nsqlookupd in the bench process and check that it lists every topic and channel")
 	fs.DurationVar(&o.ScenarioTimeout, "scenario-timeout", o.ScenarioTimeout, "time limit of each scenario on each target")
 	fs.DurationVar(&o.ProgressEvery, "progress-every", o.ProgressEvery, "interval of progress lines")
 	fs.StringVar(&o.TempDir, "tmp-dir", o.TempDir, "directory for the nodes' data directories")
@@ -168,7 +169,8 @@ func run() error {
 		}
 		t := bench.Target{Launcher: l}
 		bin := *sluiceBin
-		if bin == "" && (slices.Contains(expanded, bench.ScenarioIdle) || slices.ContainsFunc(expanded, bench.IsReplicatedScenario)) {
+		if bin == "" && (slices.Contains(expanded, bench.ScenarioIdle) || slices.ContainsFunc(expanded, bench.IsReplicatedScenario) ||
+			slices.ContainsFunc(expanded, func(sc string) bool { return strings.HasPrefix(sc, "gonsq-") })) {
 			var err error
 			if bin, err = buildSluiceNSQD(ctx, o.TempDir); err != nil {
 				t.ProcessMissing = err.Error()
