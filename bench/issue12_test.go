@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -354,5 +355,41 @@ func TestIssue12GroupExpands(t *testing.T) {
 		if !bench.ValidScenario(sc) {
 			t.Errorf("%s is not valid", sc)
 		}
+	}
+}
+
+// With --rounds every scenario runs that many times, the targets in turn
+// one way then the other (A B, B A, A B), and the issue-12 rows take the
+// median of the rounds.
+func TestRoundsAlternateTargetsAndTablesTakeMedians(t *testing.T) {
+	o := tinyIssue12(t)
+	o.Rounds = 3
+	o.PUBMessages = 200
+	o.SinkMode = bench.SinkModeInproc
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	a, b := &inproc.Launcher{Label: "sluice"}, &inproc.Launcher{Label: "ref"}
+	rep := bench.Run(ctx, o, []bench.Target{{Launcher: a}, {Launcher: b}}, []string{bench.ScenarioSinkPUB, bench.ScenarioPUB}, nil)
+	var got []string
+	for _, r := range rep.Results {
+		if r.Error != "" || r.Messages != o.PUBMessages {
+			t.Errorf("%s@%s: %d messages, error %q", r.Scenario, r.Target, r.Messages, r.Error)
+		}
+		got = append(got, r.Scenario+"@"+r.Target+"#"+strconv.Itoa(r.Extra["round"].(int)))
+	}
+	want := []string{"sink-pub@raw-sink#1", "sink-pub@raw-sink#2", "sink-pub@raw-sink#3",
+		"pub@sluice#1", "pub@ref#1", "pub@ref#2", "pub@sluice#2", "pub@sluice#3", "pub@ref#3"}
+	if !slices.Equal(got, want) {
+		t.Errorf("run order %v, want %v", got, want)
+	}
+
+	res := func(target string, rate float64) bench.Result {
+		return bench.Result{Scenario: "pub", Target: target, Messages: 1, MsgsPerSec: rate}
+	}
+	// Medians 40,000 and 20,000 whatever the outliers.
+	t1, _ := bench.Issue12Checks([]bench.Result{res("sluice", 40_000), res("sluice", 1_000), res("sluice", 90_000),
+		res("ref", 20_000), res("ref", 19_000), res("ref", 80_000)})
+	if len(t1) != 1 || t1[0].Ratio != 2 || !strings.Contains(t1[0].Detail, "medians of 3 rounds") {
+		t.Errorf("rows %+v, want one PUB row of ratio 2 from the medians of 3 rounds", t1)
 	}
 }

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -93,15 +94,16 @@ const (
 	createGoalCount = 10_000
 )
 
-// issue12Index finds results of one run by scenario and target.
+// issue12Index finds results of one run by scenario and target (several
+// with --rounds).
 type issue12Index struct {
-	ok         map[[2]string]Result
+	ok         map[[2]string]resultSet
 	sluice     []string // targets named sluice...
 	references []string // the other daemons
 }
 
 func newIssue12Index(results []Result) issue12Index {
-	ix := issue12Index{ok: map[[2]string]Result{}}
+	ix := issue12Index{ok: map[[2]string]resultSet{}}
 	for _, r := range results {
 		if r.Error != "" || r.Skipped != "" || r.Messages == 0 {
 			continue
@@ -110,7 +112,8 @@ func newIssue12Index(results []Result) issue12Index {
 		if strings.HasPrefix(sc, ScenarioFanout+"-") {
 			sc = ScenarioFanout + "-"
 		}
-		ix.ok[[2]string{sc, r.Target}] = r
+		k := [2]string{sc, r.Target}
+		ix.ok[k] = append(ix.ok[k], r)
 		if r.Target == "raw-sink" {
 			continue
 		}
@@ -118,23 +121,70 @@ func newIssue12Index(results []Result) issue12Index {
 		if strings.HasPrefix(r.Target, "sluice") {
 			list = &ix.sluice
 		}
-		found := false
-		for _, t := range *list {
-			found = found || t == r.Target
-		}
-		if !found {
+		if !slices.Contains(*list, r.Target) {
 			*list = append(*list, r.Target)
 		}
 	}
 	return ix
 }
 
-// figure returns the row's figure of a result.
-func rowFigure(r Result, key string) (float64, bool) {
-	if key == "" {
-		return r.MsgsPerSec, r.MsgsPerSec > 0
+// resultSet is the results of one scenario on one target, one per round.
+type resultSet []Result
+
+// figure returns the median over the rounds of a figure: msgs/s for key "",
+// else Result.Extra[key].
+func (rs resultSet) figure(key string) (float64, bool) {
+	var v []float64
+	for _, r := range rs {
+		if key == "" {
+			if r.MsgsPerSec > 0 {
+				v = append(v, r.MsgsPerSec)
+			}
+		} else if x, ok := asFloat(r.Extra[key]); ok {
+			v = append(v, x)
+		}
 	}
-	return asFloat(r.Extra[key])
+	if len(v) == 0 {
+		return 0, false
+	}
+	return medianOf(v), true
+}
+
+// rate is figure("") or 0.
+func (rs resultSet) rate() float64 {
+	v, _ := rs.figure("")
+	return v
+}
+
+// messages is the smallest count of the rounds (what a goal judged at a
+// size is judged on).
+func (rs resultSet) messages() int64 {
+	m := rs[0].Messages
+	for _, r := range rs[1:] {
+		m = min(m, r.Messages)
+	}
+	return m
+}
+
+// seconds is the median duration of the rounds.
+func (rs resultSet) seconds() float64 {
+	v := make([]float64, len(rs))
+	for i, r := range rs {
+		v[i] = r.Seconds
+	}
+	return medianOf(v)
+}
+
+// roundsNote says how many rounds the figures of a row are medians of.
+func roundsNote(sets ...resultSet) string {
+	n := 0
+	for _, s := range sets {
+		n = max(n, len(s))
+	}
+	if n < 2 {
+		return ""
+	}
+	return fmt.Sprintf(" (medians of %d rounds)", n)
 }
 
 // Issue12Checks evaluates both tables of issue 12 on the results of one
@@ -154,23 +204,24 @@ func Issue12Checks(results []Result) (table1, table2 []Check) {
 			if !ok {
 				continue
 			}
-			sv, ok := rowFigure(sr, row.key)
+			sv, ok := sr.figure(row.key)
 			if !ok {
 				continue
 			}
 			if row.vsSink != "" {
 				sink, ok := ix.ok[[2]string{row.vsSink, "raw-sink"}]
-				if !ok || sink.MsgsPerSec <= 0 {
+				if !ok || sink.rate() <= 0 {
 					continue
 				}
-				c := Check{Name: row.name, Target: s, Reference: "raw-sink " + row.vsSink, Value: roundTo(sv/sink.MsgsPerSec, 3)}
+				c := Check{Name: row.name, Target: s, Reference: "raw-sink " + row.vsSink, Value: roundTo(sv/sink.rate(), 3)}
 				c.Ratio = c.Value
-				c.Detail = fmt.Sprintf("%s %s; %s %s", s, fmtFigure(sv, row.unit), row.vsSink, fmtFigure(sink.MsgsPerSec, row.unit))
+				c.Detail = fmt.Sprintf("%s %s; %s %s", s, fmtFigure(sv, row.unit), row.vsSink, fmtFigure(sink.rate(), row.unit))
 				for _, ref := range ix.references {
 					if rr, ok := ix.ok[[2]string{row.scenario, ref}]; ok {
-						c.Detail += fmt.Sprintf("; %s %s (%.3f of the sink)", ref, fmtFigure(rr.MsgsPerSec, row.unit), rr.MsgsPerSec/sink.MsgsPerSec)
+						c.Detail += fmt.Sprintf("; %s %s (%.3f of the sink)", ref, fmtFigure(rr.rate(), row.unit), rr.rate()/sink.rate())
 					}
 				}
+				c.Detail += roundsNote(sr, sink)
 				judge(&c, row.op, row.goal)
 				table1 = append(table1, c)
 				continue
@@ -181,7 +232,7 @@ func Issue12Checks(results []Result) (table1, table2 []Check) {
 				if !ok {
 					continue
 				}
-				rv, ok := rowFigure(rr, row.key)
+				rv, ok := rr.figure(row.key)
 				if !ok || rv <= 0 {
 					continue
 				}
@@ -189,30 +240,31 @@ func Issue12Checks(results []Result) (table1, table2 []Check) {
 				c := Check{Name: row.name, Target: s, Reference: ref, Ratio: roundTo(sv/rv, 3), Today: row.today, Note: row.todayNote}
 				c.Detail = fmt.Sprintf("%s %s; %s %s", s, fmtFigure(sv, row.unit), ref, fmtFigure(rv, row.unit))
 				if row.key == "" {
-					sc, ok1 := asFloat(sr.Extra["cpu_us_per_msg"])
-					rc, ok2 := asFloat(rr.Extra["cpu_us_per_msg"])
+					sc, ok1 := sr.figure("cpu_us_per_msg")
+					rc, ok2 := rr.figure("cpu_us_per_msg")
 					if ok1 && ok2 && rc > 0 {
 						c.Detail += fmt.Sprintf("; daemon CPU %s vs %s µs/msg (%.3fx)", fmtFigure(sc, ""), fmtFigure(rc, ""), sc/rc)
 					}
 				}
-				if row.alsoRate && rr.MsgsPerSec > 0 {
+				if row.alsoRate && rr.rate() > 0 {
 					unit := "msgs/s"
 					if row.scenario == ScenarioLookup {
 						unit = "req/s"
 					}
-					c.Detail += fmt.Sprintf("; %s %s vs %s (%.3fx)", unit, fmtFigure(sr.MsgsPerSec, ""), fmtFigure(rr.MsgsPerSec, ""), sr.MsgsPerSec/rr.MsgsPerSec)
+					c.Detail += fmt.Sprintf("; %s %s vs %s (%.3fx)", unit, fmtFigure(sr.rate(), ""), fmtFigure(rr.rate(), ""), sr.rate()/rr.rate())
 				}
+				c.Detail += roundsNote(sr, rr)
 				c.Value = c.Ratio
 				if row.absolute {
 					c.Value = sv
 				}
-				judgeRow(&c, row, sr.Messages)
+				judgeRow(&c, row, sr.messages())
 				table1 = append(table1, c)
 			}
 			if refs == 0 && row.absolute {
 				c := Check{Name: row.name, Target: s, Value: sv, Today: row.today, Note: row.todayNote,
 					Detail: fmt.Sprintf("%s %s; no reference daemon in this run", s, fmtFigure(sv, row.unit))}
-				judgeRow(&c, row, sr.Messages)
+				judgeRow(&c, row, sr.messages())
 				table1 = append(table1, c)
 			}
 		}
@@ -223,21 +275,21 @@ func Issue12Checks(results []Result) (table1, table2 []Check) {
 			if !ok {
 				continue
 			}
-			sv, ok := rowFigure(sr, row.key)
+			sv, ok := sr.figure(row.key)
 			if !ok {
 				continue
 			}
 			c := Check{Name: row.name, Target: s, Value: sv, Note: strings.TrimPrefix(row.note+"; today "+row.today, "; ")}
 			c.Detail = fmt.Sprintf("%s %s", s, fmtFigure(sv, row.unit))
 			if row.scenario == ScenarioCreateChannels {
-				c.Detail += fmt.Sprintf(" (%d channels in %.2f s)", sr.Messages, sr.Seconds)
+				c.Detail += fmt.Sprintf(" (%d channels in %.2f s)", sr.messages(), sr.seconds())
 			}
 			for _, ref := range ix.references {
 				if rr, ok := ix.ok[[2]string{row.scenario, ref}]; ok {
-					if rv, ok := rowFigure(rr, row.key); ok {
+					if rv, ok := rr.figure(row.key); ok {
 						c.Detail += fmt.Sprintf("; %s %s", ref, fmtFigure(rv, row.unit))
 						if row.scenario == ScenarioCreateChannels {
-							c.Detail += fmt.Sprintf(" (%d channels in %.2f s)", rr.Messages, rr.Seconds)
+							c.Detail += fmt.Sprintf(" (%d channels in %.2f s)", rr.messages(), rr.seconds())
 						}
 						if c.Reference == "" && rv > 0 {
 							c.Reference, c.Ratio = ref, roundTo(sv/rv, 3)
@@ -245,11 +297,12 @@ func Issue12Checks(results []Result) (table1, table2 []Check) {
 					}
 				}
 			}
-			if sr.Messages >= row.minCount {
+			c.Detail += roundsNote(sr)
+			if sr.messages() >= row.minCount {
 				met := sv <= row.goal
 				c.Goal, c.Met = "<= "+strconv.FormatFloat(row.goal, 'f', -1, 64), &met
 			} else {
-				c.Note = strings.TrimPrefix(fmt.Sprintf("%s; not judged: %d < %d", c.Note, sr.Messages, row.minCount), "; ")
+				c.Note = strings.TrimPrefix(fmt.Sprintf("%s; not judged: %d < %d", c.Note, sr.messages(), row.minCount), "; ")
 			}
 			table2 = append(table2, c)
 		}

@@ -77,53 +77,66 @@ func Run(ctx context.Context, o Options, targets []Target, scenarios []string, t
 	}
 	var sinkRate, sinkPUBRate, sinkConsumeRate float64
 	childSink := sinkAsChild(o, targets)
+	rounds := max(o.Rounds, 1)
 	for _, sc := range expandScenarios(scenarios) {
-		if ctx.Err() != nil {
-			break
-		}
-		switch sc {
-		case ScenarioSink, ScenarioSinkPUB, ScenarioSinkConsume:
-			sctx, cancel := context.WithTimeout(ctx, o.ScenarioTimeout)
-			var r Result
-			switch sc {
-			case ScenarioSink:
-				r = RunSink(sctx, o)
-			case ScenarioSinkPUB:
-				r = RunSinkPUB(sctx, o, childSink)
-			default:
-				r = RunSinkConsume(sctx, o, childSink)
+		for round := 0; round < rounds && ctx.Err() == nil; round++ {
+			tag := func(r *Result) {
+				if rounds > 1 {
+					r.extra("round", round+1)
+				}
 			}
-			cancel()
-			if r.Error == "" {
+			switch sc {
+			case ScenarioSink, ScenarioSinkPUB, ScenarioSinkConsume:
+				sctx, cancel := context.WithTimeout(ctx, o.ScenarioTimeout)
+				var r Result
 				switch sc {
 				case ScenarioSink:
-					sinkRate = r.MsgsPerSec
+					r = RunSink(sctx, o)
 				case ScenarioSinkPUB:
-					sinkPUBRate = r.MsgsPerSec
+					r = RunSinkPUB(sctx, o, childSink)
 				default:
-					sinkConsumeRate = r.MsgsPerSec
+					r = RunSinkConsume(sctx, o, childSink)
 				}
-			}
-			emit(r)
-			continue
-		}
-		for _, t := range targets {
-			sctx, cancel := context.WithTimeout(ctx, o.ScenarioTimeout)
-			for _, r := range runOne(sctx, sc, t, o) {
-				if sinkRate > 0 && r.Error == "" && (r.Scenario == ScenarioMPUB || r.Scenario == ScenarioDisk+"-mpub" || r.Scenario == ScenarioDurableMPUB || r.Scenario == ScenarioGoNSQMPUB) {
-					r.RatioVsSink = float64(int64(r.MsgsPerSec/sinkRate*1000+0.5)) / 1000
-				}
-				if r.Error == "" && r.MsgsPerSec > 0 {
-					if r.Scenario == ScenarioPUB && sinkPUBRate > 0 {
-						r.extra("ratio_vs_sink_pub", roundTo(r.MsgsPerSec/sinkPUBRate, 3))
-					}
-					if r.Scenario == ScenarioConsume && sinkConsumeRate > 0 {
-						r.extra("ratio_vs_sink_consume", roundTo(r.MsgsPerSec/sinkConsumeRate, 3))
+				cancel()
+				if r.Error == "" {
+					switch sc {
+					case ScenarioSink:
+						sinkRate = r.MsgsPerSec
+					case ScenarioSinkPUB:
+						sinkPUBRate = r.MsgsPerSec
+					default:
+						sinkConsumeRate = r.MsgsPerSec
 					}
 				}
+				tag(&r)
 				emit(r)
+				continue
 			}
-			cancel()
+			// Every other round the other way round: A B, B A, A B, ...
+			order := targets
+			if round%2 == 1 {
+				order = slices.Clone(targets)
+				slices.Reverse(order)
+			}
+			for _, t := range order {
+				sctx, cancel := context.WithTimeout(ctx, o.ScenarioTimeout)
+				for _, r := range runOne(sctx, sc, t, o) {
+					if sinkRate > 0 && r.Error == "" && (r.Scenario == ScenarioMPUB || r.Scenario == ScenarioDisk+"-mpub" || r.Scenario == ScenarioDurableMPUB || r.Scenario == ScenarioGoNSQMPUB) {
+						r.RatioVsSink = float64(int64(r.MsgsPerSec/sinkRate*1000+0.5)) / 1000
+					}
+					if r.Error == "" && r.MsgsPerSec > 0 {
+						if r.Scenario == ScenarioPUB && sinkPUBRate > 0 {
+							r.extra("ratio_vs_sink_pub", roundTo(r.MsgsPerSec/sinkPUBRate, 3))
+						}
+						if r.Scenario == ScenarioConsume && sinkConsumeRate > 0 {
+							r.extra("ratio_vs_sink_consume", roundTo(r.MsgsPerSec/sinkConsumeRate, 3))
+						}
+					}
+					tag(&r)
+					emit(r)
+				}
+				cancel()
+			}
 		}
 	}
 	durable, policy, idle := DurableChecks(rep.Results), PolicyChecks(rep.Results), IdleChannelsChecks(rep.Results)

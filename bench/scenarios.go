@@ -86,6 +86,11 @@ type Options struct {
 	Lookup LookupOptions
 	Create CreateOptions
 
+	// Rounds runs every scenario this many times in a row, the targets in
+	// turn one way, then the other (A B, B A, A B, ...); the issue-12
+	// tables take the median of the rounds.
+	Rounds int
+
 	// ScenarioTimeout bounds each scenario on each target.
 	ScenarioTimeout time.Duration
 	// TempDir holds the nodes' data directories ("" = os.TempDir()).
@@ -114,7 +119,7 @@ func DefaultOptions() Options {
 		SustainedMessages: 1_000_000, SustainedBacklog: 20_000,
 		Lookup:          LookupOptions{Requests: 100_000, Clients: 8, Producers: 4, Topics: 10},
 		Create:          CreateOptions{Topics: 200, ChannelsPerTopic: 10, Lookupd: true},
-		ScenarioTimeout: 3 * time.Minute, ProgressEvery: 5 * time.Second,
+		ScenarioTimeout: 3 * time.Minute, ProgressEvery: 5 * time.Second, Rounds: 1,
 	}
 }
 

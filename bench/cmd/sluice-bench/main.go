@@ -120,6 +120,7 @@ func run() error {
 	fs.IntVar(&o.Create.Topics, "create-topics", o.Create.Topics, "topics of create-channels")
 	fs.IntVar(&o.Create.ChannelsPerTopic, "create-channels", o.Create.ChannelsPerTopic, "channels per topic of create-channels")
 	fs.BoolVar(&o.Create.Lookupd, "create-lookupd", o.Create.Lookupd, "create-channels: register a child nsqd with an nsqlookupd in the bench process and check that it lists every topic and channel")
+	fs.IntVar(&o.Rounds, "rounds", o.Rounds, "run every scenario this many times, the targets in turn one way then the other (A B, B A, ...); the issue-12 tables take medians")
 	fs.DurationVar(&o.ScenarioTimeout, "scenario-timeout", o.ScenarioTimeout, "time limit of each scenario on each target")
 	fs.DurationVar(&o.ProgressEvery, "progress-every", o.ProgressEvery, "interval of progress lines")
 	fs.StringVar(&o.TempDir, "tmp-dir", o.TempDir, "directory for the nodes' data directories")
