@@ -570,6 +570,7 @@ func RunFanout(ctx context.Context, l Launcher, o Options) Result {
 		}
 		stop := o.progressFor(r.Scenario+"@"+l.Name(), total, delivered)
 		defer stop()
+		cpu := startCPUMeter(n)
 		start := time.Now()
 		pres, err := Publish(ctx, PublishSpec{Addr: n.TCPAddr, Topic: topic, Conns: o.Conns, Batch: o.Batch,
 			BodySize: o.BodySize, Messages: o.FanoutMessages})
@@ -591,6 +592,7 @@ func RunFanout(ctx context.Context, l Launcher, o Options) Result {
 			}
 		}
 		groups = nil
+		cpu.report(&r, got, "msg")
 		r.setRate(got, end.Sub(start), o.BodySize)
 		r.extra("redelivered", redeliv)
 		if got != total {
