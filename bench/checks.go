@@ -20,6 +20,18 @@ type Check struct {
 	Goal string `json:"goal,omitempty"`
 	// Met is whether Value meets Goal (absent without a goal).
 	Met *bool `json:"met,omitempty"`
+
+	// Rows of issue 12's tables (Issue12Checks) also carry:
+	// Reference, the daemon Target is compared with;
+	Reference string `json:"reference,omitempty"`
+	// Ratio, Target's figure ÷ Reference's in this run (Value when the goal
+	// is a ratio);
+	Ratio float64 `json:"ratio,omitempty"`
+	// Today, the issue's ratio when it was filed;
+	Today float64 `json:"today,omitempty"`
+	// Detail, the figures behind Value, and Note, what to know to read it.
+	Detail string `json:"detail,omitempty"`
+	Note   string `json:"note,omitempty"`
 }
 
 // String renders c as one line of the run's summary.

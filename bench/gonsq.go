@@ -19,10 +19,13 @@ import (
 const (
 	ScenarioGoNSQMPUB    = "gonsq-mpub"
 	ScenarioGoNSQConsume = "gonsq-consume"
+	// ScenarioGoNSQPubSub is go-nsq producers and consumers at once: the
+	// pubsub-max load (LatencyMessages, unthrottled) through go-nsq.
+	ScenarioGoNSQPubSub = "gonsq-pubsub"
 )
 
 // ExtraScenarios are accepted by Run but not run by default.
-var ExtraScenarios = []string{ScenarioGoNSQMPUB, ScenarioGoNSQConsume}
+var ExtraScenarios = []string{ScenarioGoNSQMPUB, ScenarioGoNSQConsume, ScenarioGoNSQPubSub, ScenarioLookup, ScenarioCreateChannels}
 
 var quietLogger = log.New(io.Discard, "", 0)
 
@@ -93,15 +96,20 @@ func RunGoNSQMPUB(ctx context.Context, l Launcher, o Options) Result {
 		}
 		var sent atomic.Int64
 		stop := o.progressFor(r.Scenario+"@"+l.Name(), o.MPUBMessages, sent.Load)
+		cpu := startCPUMeter(n)
 		d, err := o.goNSQPublish(ctx, n.TCPAddr, topic, o.MPUBMessages, &sent)
 		stop()
+		cpu.report(&r, sent.Load(), "msg")
 		r.setRate(sent.Load(), d, o.BodySize)
 		if err != nil {
 			return err
 		}
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		return WaitChannelDepth(wctx, n.HTTPAddr, topic, channel, o.MPUBMessages)
+		if err := WaitChannelDepth(wctx, n.HTTPAddr, topic, channel, o.MPUBMessages); err != nil {
+			return err
+		}
+		return deleteBacklog(ctx, n, topic)
 	})
 	if err != nil {
 		r.Error = err.Error()
@@ -128,54 +136,130 @@ func RunGoNSQConsume(ctx context.Context, l Launcher, o Options) Result {
 		if err := WaitChannelDepth(ctx, n.HTTPAddr, topic, channel, msgs); err != nil {
 			return err
 		}
-		var got, redeliv atomic.Int64
-		done := make(chan struct{})
-		var doneOnce sync.Once
-		var end atomic.Int64
-		cfg := nsq.NewConfig()
-		cfg.MaxInFlight = o.RDY
-		consumers := make([]*nsq.Consumer, 0, o.Conns)
-		defer func() {
-			for _, c := range consumers {
-				c.Stop()
-				<-c.StopChan
-			}
-		}()
-		start := time.Now()
-		for i := 0; i < o.Conns; i++ {
-			c, err := nsq.NewConsumer(topic, channel, cfg)
-			if err != nil {
-				return fmt.Errorf("go-nsq consumer: %w", err)
-			}
-			c.SetLogger(quietLogger, nsq.LogLevelError)
-			c.AddHandler(nsq.HandlerFunc(func(m *nsq.Message) error {
-				if m.Attempts > 1 {
-					redeliv.Add(1)
-				}
-				if got.Add(1) == msgs {
-					end.Store(time.Now().UnixNano())
-					doneOnce.Do(func() { close(done) })
-				}
-				return nil
-			}))
-			if err := c.ConnectToNSQD(n.TCPAddr); err != nil {
-				return fmt.Errorf("go-nsq consumer connect: %w", err)
-			}
-			consumers = append(consumers, c)
+		cpu := startCPUMeter(n)
+		gc, err := o.startGoNSQConsumers(n.TCPAddr, topic, channel, msgs)
+		if err != nil {
+			return err
 		}
-		stop := o.progressFor(r.Scenario+"@"+l.Name(), msgs, got.Load)
+		defer gc.stop()
+		stop := o.progressFor(r.Scenario+"@"+l.Name(), msgs, gc.got.Load)
 		defer stop()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			return fmt.Errorf("go-nsq consumers got %d of %d: %w", got.Load(), msgs, ctx.Err())
+		end, err := gc.wait(ctx)
+		if err != nil {
+			return err
 		}
-		r.setRate(got.Load(), time.Unix(0, end.Load()).Sub(start), o.BodySize)
-		r.extra("redelivered", redeliv.Load())
+		cpu.report(&r, gc.got.Load(), "msg")
+		r.setRate(gc.got.Load(), end.Sub(gc.start), o.BodySize)
+		r.extra("redelivered", gc.redeliv.Load())
 		return o.checkDrained(ctx, n, &r, topic, channel)
 	})
 	if err != nil {
 		r.Error = err.Error()
 	}
 	return r
+}
+
+// RunGoNSQPubSub publishes LatencyMessages with go-nsq producers
+// (MultiPublish batches, unthrottled) while go-nsq consumers consume them;
+// delivered msgs/s from the publish start to the last delivery and, for a
+// child process, the daemon's CPU per delivered message.
+func RunGoNSQPubSub(ctx context.Context, l Launcher, o Options) Result {
+	r := Result{Scenario: ScenarioGoNSQPubSub, Target: l.Name()}
+	err := o.withNode(ctx, l, o.LargeMemQueue, func(n *Node) error {
+		msgs := o.LatencyMessages
+		r.Config = fmt.Sprintf("%d go-nsq Producers MultiPublish %d x %d B, %d msgs unthrottled, while %d go-nsq Consumers MaxInFlight %d, auto FIN; --mem-queue-size=%d; %s",
+			o.Conns, o.Batch, o.BodySize, msgs, o.Conns, o.RDY, o.LargeMemQueue, n.Note)
+		topic, channel := "bench_gonsq_pubsub", "ch"
+		if err := CreateChannel(ctx, n.HTTPAddr, topic, channel); err != nil {
+			return err
+		}
+		gc, err := o.startGoNSQConsumers(n.TCPAddr, topic, channel, msgs)
+		if err != nil {
+			return err
+		}
+		defer gc.stop()
+		stop := o.progressFor(r.Scenario+"@"+l.Name(), msgs, gc.got.Load)
+		defer stop()
+		cpu := startCPUMeter(n)
+		start := time.Now()
+		var sent atomic.Int64
+		pd, perr := o.goNSQPublish(ctx, n.TCPAddr, topic, msgs, &sent)
+		r.extra("publish_msgs_per_sec", rate(sent.Load(), pd))
+		if perr != nil {
+			return perr
+		}
+		end, err := gc.wait(ctx)
+		if err != nil {
+			return err
+		}
+		cpu.report(&r, gc.got.Load(), "msg")
+		r.setRate(gc.got.Load(), end.Sub(start), o.BodySize)
+		r.extra("redelivered", gc.redeliv.Load())
+		return o.checkDrained(ctx, n, &r, topic, channel)
+	})
+	if err != nil {
+		r.Error = err.Error()
+	}
+	return r
+}
+
+// goNSQConsumers are Conns go-nsq Consumers (MaxInFlight RDY, auto FIN)
+// counting deliveries until want.
+type goNSQConsumers struct {
+	consumers    []*nsq.Consumer
+	got, redeliv atomic.Int64
+	end          atomic.Int64 // Unix ns of the want-th delivery
+	done         chan struct{}
+	start        time.Time
+	want         int64
+}
+
+func (o Options) startGoNSQConsumers(addr, topic, channel string, want int64) (*goNSQConsumers, error) {
+	gc := &goNSQConsumers{done: make(chan struct{}), want: want, start: time.Now()}
+	var doneOnce sync.Once
+	cfg := nsq.NewConfig()
+	cfg.MaxInFlight = o.RDY
+	for i := 0; i < o.Conns; i++ {
+		c, err := nsq.NewConsumer(topic, channel, cfg)
+		if err != nil {
+			gc.stop()
+			return nil, fmt.Errorf("go-nsq consumer: %w", err)
+		}
+		c.SetLogger(quietLogger, nsq.LogLevelError)
+		c.AddHandler(nsq.HandlerFunc(func(m *nsq.Message) error {
+			if m.Attempts > 1 {
+				gc.redeliv.Add(1)
+			}
+			if gc.got.Add(1) == want {
+				gc.end.Store(time.Now().UnixNano())
+				doneOnce.Do(func() { close(gc.done) })
+			}
+			return nil
+		}))
+		if err := c.ConnectToNSQD(addr); err != nil {
+			gc.stop()
+			return nil, fmt.Errorf("go-nsq consumer connect: %w", err)
+		}
+		gc.consumers = append(gc.consumers, c)
+	}
+	return gc, nil
+}
+
+// wait returns the time of the last expected delivery.
+func (gc *goNSQConsumers) wait(ctx context.Context) (time.Time, error) {
+	select {
+	case <-gc.done:
+		return time.Unix(0, gc.end.Load()), nil
+	case <-ctx.Done():
+		return time.Time{}, fmt.Errorf("go-nsq consumers got %d of %d: %w", gc.got.Load(), gc.want, ctx.Err())
+	}
+}
+
+// stop stops every consumer and waits for them.
+func (gc *goNSQConsumers) stop() {
+	for _, c := range gc.consumers {
+		c.Stop()
+		<-c.StopChan
+	}
+	gc.consumers = nil
 }

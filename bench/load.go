@@ -33,6 +33,9 @@ type PublishSpec struct {
 	// RoundTrips records the time of every command, from its write to its
 	// OK (PublishResult.RoundTrips).
 	RoundTrips bool
+	// Gate, if not nil, bounds the backlog: each command waits until the
+	// gate lets its messages through (see BacklogGate).
+	Gate *BacklogGate
 }
 
 // PublishResult is the outcome of Publish.
@@ -97,7 +100,7 @@ func Publish(ctx context.Context, spec PublishSpec) (PublishResult, error) {
 			if spec.RoundTrips {
 				rtt = make([]int64, 0, n/int64(spec.Batch)+1)
 			}
-			sent, err := publishOn(c, spec, n, start, &rtt)
+			sent, err := publishOn(ctx, c, spec, n, start, &rtt)
 			total.Add(sent)
 			if spec.RoundTrips {
 				rttMu.Lock()
@@ -136,7 +139,7 @@ func (s *stamper) at(i int) int64 {
 
 // publishOn sends total messages on c; with spec.RoundTrips it appends the
 // round trip of every command to *rtt.
-func publishOn(c *Conn, spec PublishSpec, total int64, start time.Time, rtt *[]int64) (int64, error) {
+func publishOn(ctx context.Context, c *Conn, spec PublishSpec, total int64, start time.Time, rtt *[]int64) (int64, error) {
 	enc := NewBatch(spec.Topic, spec.BodySize)
 	st := &stamper{}
 	stampAt := st.at
@@ -165,6 +168,14 @@ func publishOn(c *Conn, spec PublishSpec, total int64, start time.Time, rtt *[]i
 		}
 		if n > int64(spec.Batch) {
 			n = int64(spec.Batch)
+		}
+		if spec.Gate != nil {
+			if err := spec.Gate.acquire(ctx, n); err != nil {
+				return sent, err
+			}
+			if localRate == 0 {
+				st.base = time.Now().UnixNano() // the send time, not the wait's start
+			}
 		}
 		st.first = sent
 		var frame []byte
@@ -212,6 +223,8 @@ type ConsumeSpec struct {
 	// (0 keeps the server's defaults, as go-nsq users get).
 	HeartbeatMS           int
 	OutputBufferTimeoutMS int
+	// Gate, if not nil, is told of deliveries as they are counted.
+	Gate *BacklogGate
 }
 
 // ConsumeResult is the outcome of a consumer group.
@@ -334,6 +347,9 @@ func (g *ConsumerGroup) read(c *Conn, lat []int64) {
 		if pending == 0 {
 			return
 		}
+		if g.spec.Gate != nil {
+			g.spec.Gate.delivered(pending)
+		}
 		if g.received.Add(pending) >= g.spec.Expect {
 			g.endNanos.CompareAndSwap(0, time.Now().UnixNano())
 			g.finish()
@@ -420,4 +436,65 @@ func (g *ConsumerGroup) Wait() (ConsumeResult, error) {
 		return res, fmt.Errorf("consumers on %s/%s got %d of %d messages", g.spec.Topic, g.spec.Channel, res.Messages, g.spec.Expect)
 	}
 	return res, nil
+}
+
+// BacklogGate bounds what a publisher may have published and the consumers
+// not yet received: a command of n messages waits while issued + n −
+// delivered would exceed the bound. The consumers count deliveries in
+// groups (up to 256 per connection, or whatever their read buffer held), so
+// the backlog can briefly look larger than it is.
+type BacklogGate struct {
+	mu           sync.Mutex
+	cond         sync.Cond
+	bound        int64
+	issued, done int64
+	waiting      int
+	closed       bool
+	// Waits counts the commands that had to wait.
+	Waits atomic.Int64
+}
+
+// NewBacklogGate returns a gate that keeps at most bound messages
+// published and not yet delivered.
+func NewBacklogGate(bound int64) *BacklogGate {
+	g := &BacklogGate{bound: bound}
+	g.cond.L = &g.mu
+	return g
+}
+
+// acquire waits until n more messages fit under the bound (a command larger
+// than the bound passes once nothing is outstanding), or ctx ends.
+func (g *BacklogGate) acquire(ctx context.Context, n int64) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.issued+n-g.done > g.bound && g.issued > g.done {
+		g.Waits.Add(1)
+		stop := context.AfterFunc(ctx, func() {
+			g.mu.Lock()
+			g.closed = true
+			g.cond.Broadcast()
+			g.mu.Unlock()
+		})
+		defer stop()
+		g.waiting++
+		for !g.closed && g.issued+n-g.done > g.bound && g.issued > g.done {
+			g.cond.Wait()
+		}
+		g.waiting--
+		if g.closed {
+			return ctx.Err()
+		}
+	}
+	g.issued += n
+	return nil
+}
+
+// delivered counts n deliveries and wakes waiting publishers.
+func (g *BacklogGate) delivered(n int64) {
+	g.mu.Lock()
+	g.done += n
+	if g.waiting > 0 {
+		g.cond.Broadcast()
+	}
+	g.mu.Unlock()
 }

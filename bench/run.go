@@ -6,6 +6,7 @@ import (
 	"io"
 	"runtime"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -18,6 +19,10 @@ type Target struct {
 	// ProcessMissing as the reason.
 	Process        Launcher
 	ProcessMissing string
+	// Lookupd starts the same implementation's nsqlookupd as a child
+	// process, for lookupd-lookup; nil skips it with LookupdMissing.
+	Lookupd        *LookupdLauncher
+	LookupdMissing string
 }
 
 // Report is the JSON document of a run.
@@ -70,42 +75,102 @@ func Run(ctx context.Context, o Options, targets []Target, scenarios []string, t
 		}
 		fmt.Fprintln(table, TableHeader)
 	}
-	var sinkRate float64
+	var sinkRate, sinkPUBRate, sinkConsumeRate float64
+	childSink := sinkAsChild(o, targets)
+	rounds := max(o.Rounds, 1)
 	for _, sc := range expandScenarios(scenarios) {
-		if ctx.Err() != nil {
-			break
-		}
-		if sc == ScenarioSink {
-			sctx, cancel := context.WithTimeout(ctx, o.ScenarioTimeout)
-			r := RunSink(sctx, o)
-			cancel()
-			if r.Error == "" {
-				sinkRate = r.MsgsPerSec
-			}
-			emit(r)
-			continue
-		}
-		for _, t := range targets {
-			sctx, cancel := context.WithTimeout(ctx, o.ScenarioTimeout)
-			for _, r := range runOne(sctx, sc, t, o) {
-				if sinkRate > 0 && r.Error == "" && (r.Scenario == ScenarioMPUB || r.Scenario == ScenarioDisk+"-mpub" || r.Scenario == ScenarioDurableMPUB || r.Scenario == ScenarioGoNSQMPUB) {
-					r.RatioVsSink = float64(int64(r.MsgsPerSec/sinkRate*1000+0.5)) / 1000
+		for round := 0; round < rounds && ctx.Err() == nil; round++ {
+			tag := func(r *Result) {
+				if rounds > 1 {
+					r.extra("round", round+1)
 				}
-				emit(r)
 			}
-			cancel()
+			switch sc {
+			case ScenarioSink, ScenarioSinkPUB, ScenarioSinkConsume:
+				sctx, cancel := context.WithTimeout(ctx, o.ScenarioTimeout)
+				var r Result
+				switch sc {
+				case ScenarioSink:
+					r = RunSink(sctx, o)
+				case ScenarioSinkPUB:
+					r = RunSinkPUB(sctx, o, childSink)
+				default:
+					r = RunSinkConsume(sctx, o, childSink)
+				}
+				cancel()
+				if r.Error == "" {
+					switch sc {
+					case ScenarioSink:
+						sinkRate = r.MsgsPerSec
+					case ScenarioSinkPUB:
+						sinkPUBRate = r.MsgsPerSec
+					default:
+						sinkConsumeRate = r.MsgsPerSec
+					}
+				}
+				tag(&r)
+				emit(r)
+				continue
+			}
+			// Every other round the other way round: A B, B A, A B, ...
+			order := targets
+			if round%2 == 1 {
+				order = slices.Clone(targets)
+				slices.Reverse(order)
+			}
+			for _, t := range order {
+				sctx, cancel := context.WithTimeout(ctx, o.ScenarioTimeout)
+				for _, r := range runOne(sctx, sc, t, o) {
+					if sinkRate > 0 && r.Error == "" && (r.Scenario == ScenarioMPUB || r.Scenario == ScenarioDisk+"-mpub" || r.Scenario == ScenarioDurableMPUB || r.Scenario == ScenarioGoNSQMPUB) {
+						r.RatioVsSink = float64(int64(r.MsgsPerSec/sinkRate*1000+0.5)) / 1000
+					}
+					if r.Error == "" && r.MsgsPerSec > 0 {
+						if r.Scenario == ScenarioPUB && sinkPUBRate > 0 {
+							r.extra("ratio_vs_sink_pub", roundTo(r.MsgsPerSec/sinkPUBRate, 3))
+						}
+						if r.Scenario == ScenarioConsume && sinkConsumeRate > 0 {
+							r.extra("ratio_vs_sink_consume", roundTo(r.MsgsPerSec/sinkConsumeRate, 3))
+						}
+					}
+					tag(&r)
+					emit(r)
+				}
+				cancel()
+			}
 		}
 	}
 	durable, policy, idle := DurableChecks(rep.Results), PolicyChecks(rep.Results), IdleChannelsChecks(rep.Results)
 	conns, repl := IdleConnsChecks(rep.Results), ReplicatedChecks(rep.Results)
-	rep.Checks = slices.Concat(durable, policy, repl, idle, conns)
+	issue1, issue2 := Issue12Checks(rep.Results)
+	if !comparesDaemons(issue1, issue2) {
+		// The issue's tables compare Sluice with NSQ: without a second
+		// daemon the other summaries already give Sluice's figures.
+		issue1, issue2 = nil, nil
+	}
+	rep.Checks = slices.Concat(durable, policy, repl, idle, conns, issue1, issue2)
 	printChecks(table, "durable-topic goals and comparisons (same run):", durable)
 	printChecks(table, "message-policy goals: every policy / no policy, same node, same run:", policy)
 	printChecks(table, "replicated-topic goals and comparisons: 3-node replicated / single-node durable, same binary, same run:", repl)
 	printChecks(table, fmt.Sprintf("idle-channel goals (Sluice at %d channels or more; figures only otherwise):", idleChannelsGoalCount), idle)
 	printChecks(table, "idle-connection goals (Sluice at "+idleConnsGoalCountText+" connections or more; figures only otherwise):", conns)
+	if table != nil && (len(issue1) > 0 || len(issue2) > 0) {
+		printIssue12Tables(table, issue1, issue2)
+	}
 	rep.Seconds = time.Since(rep.Started).Seconds()
 	return rep
+}
+
+// comparesDaemons reports whether an issue-12 row compares Sluice with
+// another daemon (not only with a raw sink).
+func comparesDaemons(tables ...[]Check) bool {
+	for _, t := range tables {
+		for _, c := range t {
+			if c.Reference != "" && !strings.HasPrefix(c.Reference, "raw-sink") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // printChecks writes checks under a title as comment lines of the table.
@@ -125,6 +190,20 @@ func printChecks(table io.Writer, title string, checks []Check) {
 // target before the next one and has its own --scenario-timeout.
 func expandScenarios(scenarios []string) []string {
 	var out []string
+	for _, sc := range expandScenariosDup(scenarios) {
+		if !slices.Contains(out, sc) { // a scenario named twice (alone and in a group) runs once
+			out = append(out, sc)
+		}
+	}
+	return out
+}
+
+// ExpandScenarios is the list of scenarios Run runs for scenarios (groups
+// such as durable, policy, replicated and issue12 replaced by theirs).
+func ExpandScenarios(scenarios []string) []string { return expandScenarios(scenarios) }
+
+func expandScenariosDup(scenarios []string) []string {
+	var out []string
 	for _, sc := range scenarios {
 		switch sc {
 		case ScenarioDurable:
@@ -133,6 +212,8 @@ func expandScenarios(scenarios []string) []string {
 			out = append(out, PolicyScenarios...)
 		case ScenarioReplicated:
 			out = append(out, ReplicatedScenarios...)
+		case ScenarioIssue12:
+			out = append(out, Issue12Scenarios...)
 		default:
 			out = append(out, sc)
 		}
@@ -171,10 +252,41 @@ func runOne(ctx context.Context, sc string, t Target, o Options) []Result {
 		return out
 	case ScenarioPolicyMPUB, ScenarioPolicyConsume, ScenarioPolicyDurableMPUB, ScenarioPolicyDurableConsume:
 		return RunPolicyScenario(ctx, l, o, sc)
-	case ScenarioGoNSQMPUB:
-		return []Result{RunGoNSQMPUB(ctx, l, o)}
-	case ScenarioGoNSQConsume:
-		return []Result{RunGoNSQConsume(ctx, l, o)}
+	case ScenarioGoNSQMPUB, ScenarioGoNSQConsume, ScenarioGoNSQPubSub:
+		// The daemon's CPU per message is the figure: an in-process
+		// target runs them on its process launcher when it has one.
+		p := l
+		switch l.(type) {
+		case *BinaryLauncher, *AddrLauncher:
+		default:
+			if t.Process != nil {
+				p = t.Process
+			}
+		}
+		var r Result
+		switch sc {
+		case ScenarioGoNSQMPUB:
+			r = RunGoNSQMPUB(ctx, p, o)
+		case ScenarioGoNSQConsume:
+			r = RunGoNSQConsume(ctx, p, o)
+		default:
+			r = RunGoNSQPubSub(ctx, p, o)
+		}
+		r.Target = l.Name()
+		return []Result{r}
+	case ScenarioSustained, ScenarioDiskSustained, ScenarioDiskMax:
+		return []Result{RunPubSub(ctx, l, o, sc)}
+	case ScenarioCreateChannels:
+		return []Result{RunCreateChannels(ctx, l, o)}
+	case ScenarioLookup:
+		if t.Lookupd == nil {
+			why := t.LookupdMissing
+			if why == "" {
+				why = "no nsqlookupd binary for this target (--sluice-lookupd-bin, --nsqlookupd-bin)"
+			}
+			return []Result{{Scenario: sc, Target: l.Name(), Skipped: why}}
+		}
+		return []Result{RunLookup(ctx, l.Name(), t.Lookupd, o)}
 	case ScenarioReplicatedMPUB, ScenarioReplicatedPUB64, ScenarioReplicatedConsume:
 		// Child processes of Sluice's binary: the target's own launcher
 		// when it is one, else its process launcher (like idle-conns).
@@ -212,5 +324,5 @@ func runOne(ctx context.Context, sc string, t Target, o Options) []Result {
 
 // ValidScenario reports whether name is a known scenario.
 func ValidScenario(name string) bool {
-	return slices.Contains(AllScenarios, name) || slices.Contains(ExtraScenarios, name) || isDurableScenario(name) || isPolicyScenario(name) || IsReplicatedScenario(name)
+	return slices.Contains(AllScenarios, name) || slices.Contains(ExtraScenarios, name) || name == ScenarioIssue12 || isDurableScenario(name) || isPolicyScenario(name) || IsReplicatedScenario(name)
 }

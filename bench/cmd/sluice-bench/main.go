@@ -26,6 +26,8 @@ import (
 )
 
 func main() {
+	// A sink child (sink-pub, sink-consume) is this executable re-run.
+	bench.RunSinkChildIfRequested()
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "sluice-bench:", err)
 		os.Exit(1)
@@ -47,11 +49,14 @@ func run() error {
 	}
 	fs.Bool("full", false, "use the issue's sizes (2.5M backlog, 18,000 idle connections, ...) as defaults")
 	scenarios := fs.String("scenarios", strings.Join(bench.AllScenarios, ","),
-		"comma-separated scenarios to run (also "+strings.Join(slices.Concat(bench.DurableScenarios, bench.PolicyScenarios, bench.ReplicatedScenarios, bench.ExtraScenarios), ", ")+")")
+		"comma-separated scenarios to run (also "+strings.Join(slices.Concat(bench.DurableScenarios, bench.PolicyScenarios, bench.ReplicatedScenarios, bench.ExtraScenarios), ", ")+
+			"; issue12 = every scenario of issue 12's tables: "+strings.Join(bench.Issue12Scenarios, ",")+")")
 	noInproc := fs.Bool("no-inproc", false, "do not measure the in-process Sluice nsqd")
 	sluiceProcess := fs.Bool("sluice-process", false, "measure Sluice's nsqd as a child process in every scenario (like --nsqd-bin targets) instead of in process")
 	sluiceBin := fs.String("sluice-bin", "", "Sluice nsqd binary for idle-conns and replicated-* (default: build ./apps/nsqd if it exists)")
 	nsqdBin := fs.String("nsqd-bin", "", "also measure this nsqd binary (e.g. NSQ 1.3.0's), started per scenario")
+	sluiceLookupdBin := fs.String("sluice-lookupd-bin", "", "Sluice nsqlookupd binary for lookupd-lookup (default: build ./apps/nsqlookupd)")
+	nsqlookupdBin := fs.String("nsqlookupd-bin", "", "nsqlookupd binary of the --nsqd-bin daemon (e.g. NSQ 1.3.0's), for lookupd-lookup")
 	nsqdBinName := fs.String("nsqd-bin-name", "", "target name for --nsqd-bin (default: from its --version)")
 	nsqdBinArgs := fs.String("nsqd-bin-args", "", "extra flags for every --nsqd-bin nsqd, space-separated (after the bench's own)")
 	sluiceArgs := fs.String("sluice-args", "", "extra flags for Sluice's nsqd when it runs as a child process (--sluice-process, idle-conns)")
@@ -105,11 +110,25 @@ func run() error {
 	fs.IntVar(&o.IdleChannels.ChannelsPerTopic, "idle-channels", o.IdleChannels.ChannelsPerTopic, "channels per topic in the nsqd.dat of idle-channels")
 	fs.DurationVar(&o.IdleChannels.Settle, "idle-settle", o.IdleChannels.Settle, "idle-channels: wait after nsqd answers /ping before measuring CPU")
 	fs.DurationVar(&o.IdleChannels.Window, "idle-window", o.IdleChannels.Window, "idle-channels: window over which nsqd's CPU time is measured")
+	fs.StringVar(&o.SinkMode, "sink-mode", bench.SinkModeAuto, "where sink-pub and sink-consume run: auto (a child process when every target is one), process, inproc")
+	fs.Int64Var(&o.SustainedMessages, "sustained-msgs", o.SustainedMessages, "messages of pubsub-sustained (disk-pubsub-* use --disk-msgs)")
+	fs.Int64Var(&o.SustainedBacklog, "sustained-backlog", o.SustainedBacklog, "pubsub-sustained, disk-pubsub-sustained: publishers wait while published - delivered exceeds this")
+	fs.Int64Var(&o.Lookup.Requests, "lookup-requests", o.Lookup.Requests, "GET /lookup requests of lookupd-lookup")
+	fs.IntVar(&o.Lookup.Clients, "lookup-clients", o.Lookup.Clients, "keep-alive HTTP clients of lookupd-lookup")
+	fs.IntVar(&o.Lookup.Producers, "lookup-producers", o.Lookup.Producers, "producers registered with nsqlookupd in lookupd-lookup")
+	fs.IntVar(&o.Lookup.Topics, "lookup-topics", o.Lookup.Topics, "topics each lookupd-lookup producer registers (asked for in turn)")
+	fs.IntVar(&o.Create.Topics, "create-topics", o.Create.Topics, "topics of create-channels")
+	fs.IntVar(&o.Create.ChannelsPerTopic, "create-channels", o.Create.ChannelsPerTopic, "channels per topic of create-channels")
+	fs.BoolVar(&o.Create.Lookupd, "create-lookupd", o.Create.Lookupd, "create-channels: register a child nsqd with an nsqlookupd in the bench process and check that it lists every topic and channel")
+	fs.IntVar(&o.Rounds, "rounds", o.Rounds, "run every scenario this many times, the targets in turn one way then the other (A B, B A, ...); the issue-12 tables take medians")
 	fs.DurationVar(&o.ScenarioTimeout, "scenario-timeout", o.ScenarioTimeout, "time limit of each scenario on each target")
 	fs.DurationVar(&o.ProgressEvery, "progress-every", o.ProgressEvery, "interval of progress lines")
 	fs.StringVar(&o.TempDir, "tmp-dir", o.TempDir, "directory for the nodes' data directories")
 	fs.Parse(os.Args[1:])
 
+	if o.SinkMode != bench.SinkModeAuto && o.SinkMode != bench.SinkModeProcess && o.SinkMode != bench.SinkModeInproc {
+		return fmt.Errorf("--sink-mode %q: want auto, process or inproc", o.SinkMode)
+	}
 	names := strings.Split(*scenarios, ",")
 	for _, n := range names {
 		if !bench.ValidScenario(n) {
@@ -121,6 +140,7 @@ func run() error {
 	if !*quiet {
 		o.Progress = os.Stderr
 	}
+	expanded := bench.ExpandScenarios(names)
 	// Before any child process starts, so that it inherits the raised limit.
 	if lim, err := bench.RaiseNoFileLimit(); err != nil {
 		fmt.Fprintln(os.Stderr, "warning:", err)
@@ -150,7 +170,8 @@ func run() error {
 		}
 		t := bench.Target{Launcher: l}
 		bin := *sluiceBin
-		if bin == "" && (slices.Contains(names, bench.ScenarioIdle) || slices.ContainsFunc(names, bench.IsReplicatedScenario)) {
+		if bin == "" && (slices.Contains(expanded, bench.ScenarioIdle) || slices.ContainsFunc(expanded, bench.IsReplicatedScenario) ||
+			slices.ContainsFunc(expanded, func(sc string) bool { return strings.HasPrefix(sc, "gonsq-") })) {
 			var err error
 			if bin, err = buildSluiceNSQD(ctx, o.TempDir); err != nil {
 				t.ProcessMissing = err.Error()
@@ -163,13 +184,31 @@ func run() error {
 		}
 		targets = append(targets, t)
 	}
+	if len(targets) > 0 && slices.Contains(expanded, bench.ScenarioLookup) {
+		bin := *sluiceLookupdBin
+		if bin == "" {
+			var err error
+			if bin, err = buildSluiceApp(ctx, o.TempDir, "nsqlookupd"); err != nil {
+				targets[0].LookupdMissing = err.Error()
+			} else {
+				defer os.RemoveAll(filepath.Dir(bin))
+			}
+		}
+		if bin != "" {
+			targets[0].Lookupd = &bench.LookupdLauncher{Path: bin}
+		}
+	}
 	if *nsqdBin != "" {
 		name := *nsqdBinName
 		if name == "" {
 			name = binaryName(ctx, *nsqdBin)
 		}
 		l := &bench.BinaryLauncher{Label: name, Path: *nsqdBin, Args: strings.Fields(*nsqdBinArgs)}
-		targets = append(targets, bench.Target{Launcher: l, Process: l})
+		t := bench.Target{Launcher: l, Process: l, LookupdMissing: "no --nsqlookupd-bin"}
+		if *nsqlookupdBin != "" {
+			t.Lookupd = &bench.LookupdLauncher{Path: *nsqlookupdBin}
+		}
+		targets = append(targets, t)
 	}
 	if *nsqdTCP != "" {
 		if *nsqdHTTP == "" {
@@ -220,24 +259,30 @@ func binaryName(ctx context.Context, path string) string {
 // buildSluiceNSQD builds ./apps/nsqd of the module containing the working
 // directory into a temporary directory and returns the binary's path.
 func buildSluiceNSQD(ctx context.Context, tmp string) (string, error) {
+	return buildSluiceApp(ctx, tmp, "nsqd")
+}
+
+// buildSluiceApp builds ./apps/<app> of the module containing the working
+// directory into a temporary directory and returns the binary's path.
+func buildSluiceApp(ctx context.Context, tmp, app string) (string, error) {
 	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil || len(strings.TrimSpace(string(gomod))) == 0 || strings.TrimSpace(string(gomod)) == os.DevNull {
 		return "", fmt.Errorf("no Sluice nsqd binary: not inside the module (give --sluice-bin)")
 	}
 	root := filepath.Dir(strings.TrimSpace(string(gomod)))
-	if _, err := os.Stat(filepath.Join(root, "apps", "nsqd", "main.go")); err != nil {
-		return "", fmt.Errorf("no Sluice nsqd binary: apps/nsqd does not exist yet (give --sluice-bin)")
+	if _, err := os.Stat(filepath.Join(root, "apps", app, "main.go")); err != nil {
+		return "", fmt.Errorf("no Sluice %s binary: apps/%s does not exist", app, app)
 	}
 	dir, err := os.MkdirTemp(tmp, "sluice-bench-bin-")
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, "nsqd")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./apps/nsqd")
+	bin := filepath.Join(dir, app)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./apps/"+app)
 	cmd.Dir = root
 	if outp, err := cmd.CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
-		return "", fmt.Errorf("build apps/nsqd: %v: %s", err, strings.TrimSpace(string(outp)))
+		return "", fmt.Errorf("build apps/%s: %v: %s", app, err, strings.TrimSpace(string(outp)))
 	}
 	return bin, nil
 }
