@@ -178,10 +178,11 @@ type connReader struct {
 	r, w     int
 	lastFill int
 	fullRead bool // the last read filled all the space it was given
-	// keep holds the big buffer between commands: set once a command did
-	// not fit in the small array (a publisher's PUB, a batch of FINs), so
-	// that each later command takes one read rather than two; the buffer
-	// goes back when the connection is shed or parked (idle) or ends.
+	// keep holds the big buffer between commands: set by the first
+	// publish (a 100-byte PUB does not fit the small array), so that each
+	// later PUB takes one read rather than two; the buffer goes back when
+	// the connection is shed or parked (idle) or ends. A consumer keeps
+	// giving it back whenever it is quiet.
 	keep  bool
 	small [64]byte
 }
@@ -253,7 +254,6 @@ func (r *connReader) fill(h readHook, atLineStart bool) error {
 		big := *(readBufPool.Get().(*[]byte))
 		copy(big, r.buf[:r.w])
 		r.buf = big
-		r.keep = true
 	} else if r.w == len(r.buf) {
 		return errLineTooLong
 	}

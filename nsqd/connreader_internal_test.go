@@ -78,8 +78,9 @@ func TestQuietConnectionKeepsOnlyTheSmallBuffer(t *testing.T) {
 
 func TestPublisherReadsEachPUBInOneReadAfterTheFirst(t *testing.T) {
 	// a PUB of a 100-byte body is 118 bytes: more than the small array,
-	// so a connection whose PUBs arrive one per read keeps the pooled
-	// buffer between them instead of reading each in two parts
+	// so a publishing connection (readMessageBody sets keep) whose PUBs
+	// arrive one per read keeps the pooled buffer between them instead of
+	// reading each in two parts
 	const pubs = 1000
 	body := bytes.Repeat([]byte{'x'}, 100)
 	cmd := append([]byte("PUB topic\n\x00\x00\x00\x64"), body...)
@@ -91,6 +92,7 @@ func TestPublisherReadsEachPUBInOneReadAfterTheFirst(t *testing.T) {
 		if err != nil || string(line) != "PUB topic" {
 			t.Fatalf("PUB %d: line %q, %v", i, line, err)
 		}
+		r.keep = true // as readMessageBody does
 		size, err := r.readInt32(nopHook{})
 		if err != nil || size != 100 {
 			t.Fatalf("PUB %d: size %d, %v", i, size, err)
@@ -106,5 +108,30 @@ func TestPublisherReadsEachPUBInOneReadAfterTheFirst(t *testing.T) {
 	r.release()
 	if r.buf != nil || r.keep {
 		t.Fatal("release kept the buffer")
+	}
+}
+
+func TestConsumerFINsLetTheBufferGoWhenQuiet(t *testing.T) {
+	// a consumer's IDENTIFY body and FIN batches take the pooled buffer;
+	// without publishing it gives it back once a read brings little data
+	ident := append([]byte("IDENTIFY\n\x00\x00\x00\x80"), bytes.Repeat([]byte{' '}, 128)...)
+	src := &countingSource{data: append(ident, []byte("FIN 0123456789abcdef\n")...), max: len(ident)}
+	r := &connReader{src: src}
+	if line, err := r.readLine(nopHook{}); err != nil || string(line) != "IDENTIFY" {
+		t.Fatalf("line %q, %v", line, err)
+	}
+	if _, err := r.readInt32(nopHook{}); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, 128)
+	if err := r.readFull(body, nopHook{}); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := r.readLine(nopHook{}); err != nil || string(line) != "FIN 0123456789abcdef" {
+		t.Fatalf("line %q, %v", line, err)
+	}
+	r.maybeRelease()
+	if r.buf != nil && !r.isSmall() {
+		t.Fatalf("a quiet consumer holds a %d-byte buffer", len(r.buf))
 	}
 }

@@ -221,7 +221,10 @@ func (c *client) readSizedBody(cmd, code string, max int64, sizeErr, tooBig, inv
 	return body, nil
 }
 
+// readMessageBody reads the body of a PUB or DPUB. The connection then
+// keeps its read buffer between commands (see connReader.keep).
 func (c *client) readMessageBody(cmd string) ([]byte, error) {
+	c.rd.keep = true
 	size, err := c.rd.readInt32(c)
 	if err != nil {
 		return nil, protocol.Fatalf(protocol.ErrBadMessage, "%s failed to read message body size", cmd)
@@ -301,6 +304,7 @@ func (c *client) mpub(p [][]byte) ([]byte, error) {
 		}
 	}
 	o := c.nsqd.opts
+	c.rd.keep = true // see connReader.keep
 	size, err := c.rd.readInt32(c)
 	if err != nil {
 		return nil, protocol.Fatalf(protocol.ErrBadBody, "MPUB failed to read body size")
