@@ -291,9 +291,9 @@ func parseBoolParam(v string) bool {
 	return v != "false" && v != "0"
 }
 
-// serveStats answers GET /stats (§9.5). The JSON format is streamed as the
-// topics are walked (see writeStatsJSON), chunked, without a
-// Content-Length, as NSQ answers a large /stats.
+// serveStats answers GET /stats (§9.5), streamed as the topics are walked
+// (see writeStatsJSON, writeStatsText): chunked, without a Content-Length,
+// as NSQ answers a large /stats.
 func (n *NSQD) serveStats(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
 	q, err := httpv1.Query(r)
 	if err != nil {
@@ -307,17 +307,18 @@ func (n *NSQD) serveStats(w http.ResponseWriter, r *http.Request, _ httprouter.P
 		IncludeMem:     parseBoolParam(q.Get("include_mem")),
 	}
 	now := time.Now()
-	if q.Get("format") != "json" {
-		var buf bytes.Buffer
-		protocol.WriteText(&buf, n.statsAt(f, now), now, runtime.Version())
-		httpv1.WriteValue(w, http.StatusOK, buf.Bytes())
-		return
-	}
 	h := w.Header()
 	h.Set(httpv1.HeaderNSQContentType, httpv1.NSQContentTypeV1)
-	h.Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(http.StatusOK)
-	if err := n.writeStatsJSON(w, f, now); err != nil {
+	if q.Get("format") != "json" {
+		h.Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
+		err = n.writeStatsText(w, f, now)
+	} else {
+		h.Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
+		err = n.writeStatsJSON(w, f, now)
+	}
+	if err != nil {
 		n.logger.Debug("stats response not sent whole", "err", err)
 	}
 }

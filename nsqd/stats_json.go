@@ -1,6 +1,7 @@
 package nsqd
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,8 +13,8 @@ import (
 	"github.com/sluicemq/sluice/protocol"
 )
 
-// statsFlushSize is how much encoded JSON writeStatsJSON gathers before it
-// hands it to the writer.
+// statsFlushSize is how much of the document writeStatsJSON and
+// writeStatsText gather before they hand it to the writer.
 const statsFlushSize = 32 << 10
 
 // writeStatsJSON writes the /stats?format=json document of filter f to w,
@@ -79,6 +80,52 @@ func (n *NSQD) writeStatsJSON(w io.Writer, f StatsFilter, now time.Time) error {
 	}
 	sw.b = append(sw.b, '}')
 	return sw.flush()
+}
+
+// writeStatsText writes the text format of /stats for filter f to w, topic
+// by topic (one topic's stats at a time), through a buffer of
+// statsFlushSize: the bytes of protocol.WriteText(n.statsAt(f, now)).
+func (n *NSQD) writeStatsText(w io.Writer, f StatsFilter, now time.Time) error {
+	bw := bufio.NewWriterSize(w, statsFlushSize)
+	head := &protocol.StatsResponse{Version: Version, Health: n.Health(), StartTime: n.startTime.Unix()}
+	if f.IncludeMem {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		head.Memory = protocol.NewMemStats(&ms)
+	}
+	protocol.WriteTextHeader(bw, head, now, runtime.Version())
+	var topics []*Topic
+	if f.Topic != "" {
+		if t, ok := n.ExistingTopic(f.Topic); ok {
+			topics = []*Topic{t}
+		}
+	} else {
+		topics = n.topicList()
+	}
+	written := 0
+	for _, t := range topics {
+		ts, ok := t.stats(f, now)
+		if !ok {
+			continue
+		}
+		if written == 0 {
+			bw.WriteString("Topics:\n")
+		}
+		written++
+		protocol.WriteTopicText(bw, &ts, now)
+	}
+	if written == 0 {
+		bw.WriteString("Topics: None\n\n")
+	}
+	var producers []protocol.ClientStats
+	if f.IncludeClients {
+		producers = n.producerStats(f.Topic)
+	}
+	protocol.WriteProducersText(bw, producers, now)
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write stats: %w", err)
+	}
+	return nil
 }
 
 // statsJSONWriter gathers encoded JSON in b and writes it to w in blocks

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -120,7 +121,8 @@ func (n *NSQD) topicByName(name string) *Topic {
 }
 
 // The streamed /stats JSON is, byte for byte, what encoding/json makes of
-// the stats structures, for every filter.
+// the stats structures, for every filter; the streamed text format is what
+// protocol.WriteText makes of them.
 func TestStatsJSONStreamEqualsEncodedSnapshot(t *testing.T) {
 	n := startStatsNSQD(t)
 	populateStats(t, n)
@@ -152,6 +154,14 @@ func TestStatsJSONStreamEqualsEncodedSnapshot(t *testing.T) {
 		}
 		if !bytes.Equal(got.Bytes(), want) {
 			t.Errorf("filter %+v:\nstreamed %s\nencoded  %s", f, got.Bytes(), want)
+		}
+		var wantText, gotText bytes.Buffer
+		protocol.WriteText(&wantText, n.statsAt(f, now), now, runtime.Version())
+		if err := n.writeStatsText(&gotText, f, now); err != nil {
+			t.Fatalf("%+v: %v", f, err)
+		}
+		if gotText.String() != wantText.String() {
+			t.Errorf("filter %+v, text:\nstreamed %s\nwritten  %s", f, gotText.Bytes(), wantText.Bytes())
 		}
 	}
 	// The document covers what populateStats made, so the comparison above
