@@ -357,9 +357,9 @@ func (n *NSQD) persistMetadata() error {
 // metadataWriter writes nsqd.dat in the background after topology changes
 // (as NSQ does: a create is answered before nsqd.dat is rewritten), at
 // most every 100 ms, or, when a write takes long (100,000 channels make a
-// file of several MB), after a pause of twice the last write: creating
-// topics and channels one after the other then spends at most a third of
-// the time rewriting the file instead of most of it. It runs from Start
+// file of several MB), after a pause of four times the last write:
+// creating topics and channels one after the other then spends at most a
+// fifth of the time rewriting the file instead of most of it. It runs from Start
 // until exit has written the file a last time.
 func (n *NSQD) metadataWriter() {
 	m := &n.meta
@@ -385,7 +385,7 @@ func (n *NSQD) metadataWriter() {
 // metadataWritePause is how long the background writer waits after a
 // write of nsqd.dat that took took.
 func metadataWritePause(took time.Duration) time.Duration {
-	return max(100*time.Millisecond, 2*took)
+	return max(100*time.Millisecond, 4*took)
 }
 
 // writeMetadata writes nsqd.dat atomically: temp file, fsync, rename.
