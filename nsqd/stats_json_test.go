@@ -111,7 +111,11 @@ func populateStats(t *testing.T, n *NSQD) {
 	// The last FIN is handled after the handler returns.
 	waitCond(t, "every message finished", func() bool {
 		ch, ok := n.topicByName("plain").existingChannel("a")
-		return ok && ch.inFlight.len() == 0 && ch.e2e != nil
+		if !ok {
+			return false
+		}
+		cs := ch.stats(false, time.Now()) // under the channel's lock
+		return cs.MessageCount == 20 && cs.InFlightCount == 0 && cs.Depth == 0
 	})
 }
 
