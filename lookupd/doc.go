@@ -27,9 +27,17 @@
 //     registered, not the whole database).
 //   - tcp.go: the V1 protocol, one goroutine per connection. Every error is
 //     replied "<CODE> <text>" and closes the connection; closing removes the
-//     peer from every registration.
+//     peer from every registration. Replies to commands sent together go
+//     out in one write.
 //   - http.go: the HTTP API on internal/httpv1 (V1 response format), plus
 //     /debug and /debug/pprof; metrics.go: /metrics (Prometheus).
+//   - lookupcache.go: /lookup answers encoded once per topic and registry
+//     generation (any registry write starts a new one) and kept until a
+//     producer's inactivity or a tombstone's end changes them.
+//   - httpfront.go: accepts the HTTP connections; answers keep-alive
+//     "GET /lookup?topic=T" requests of plain form for registered topics
+//     itself (net/http's bytes, one read and one write each) and hands every
+//     other connection, with what it read, to the net/http server.
 //   - lookupd.go, options.go: lifecycle and options.
 //
 // # Liveness and limits (where Sluice differs from the reference)

@@ -1,6 +1,7 @@
 package lookupd
 
 import (
+	"errors"
 	"net/http"
 	"net/http/pprof"
 	"time"
@@ -74,7 +75,7 @@ func (d *Daemon) newRouter() http.Handler {
 	r.GET("/info", httpv1.V1(d.handleInfo))
 	r.GET("/metrics", d.metricsHandler())
 	r.GET("/debug", httpv1.V1(d.handleDebug))
-	r.GET("/lookup", httpv1.V1(d.handleLookup))
+	r.GET("/lookup", d.serveLookup)
 	r.GET("/topics", httpv1.V1(d.handleTopics))
 	r.GET("/channels", httpv1.V1(d.handleChannels))
 	r.GET("/nodes", httpv1.V1(d.handleNodes))
@@ -149,23 +150,41 @@ func topicChannelParams(req *http.Request) (string, string, error) {
 	return topic, channel, nil
 }
 
-func (d *Daemon) handleLookup(_ http.ResponseWriter, req *http.Request, _ httprouter.Params) (any, error) {
+// Header values of a /lookup answer, shared by every answer (net/http
+// only reads them).
+var (
+	headerNSQV1    = []string{httpv1.NSQContentTypeV1}
+	headerJSONType = []string{"application/json; charset=utf-8"}
+)
+
+// serveLookup answers /lookup (§10.3) from the cache of encoded answers
+// (see lookupCache), in the V1 format.
+func (d *Daemon) serveLookup(w http.ResponseWriter, req *http.Request, _ httprouter.Params) {
 	topic, err := topicParam(req, false)
 	if err != nil {
-		return nil, err
+		var e httpv1.Err
+		if !errors.As(err, &e) {
+			e = httpv1.Err{Code: http.StatusInternalServerError, Text: "INTERNAL_ERROR"}
+		}
+		httpv1.WriteError(w, e.Code, e.Text)
+		return
 	}
-	channels, peers, ok := d.registry.Lookup(topic, time.Now())
-	if !ok {
-		return nil, errTopicNotFound
+	e, err := d.lookup(topic, time.Now())
+	if err != nil {
+		d.logger.Error("HTTP: /lookup", "topic", topic, "err", err)
+		httpv1.WriteError(w, http.StatusInternalServerError, "INTERNAL_ERROR")
+		return
 	}
-	producers := make([]producerJSON, len(peers))
-	for i := range peers {
-		producers[i] = toProducerJSON(&peers[i])
+	if e == nil {
+		httpv1.WriteError(w, errTopicNotFound.Code, errTopicNotFound.Text)
+		return
 	}
-	return struct {
-		Channels  []string       `json:"channels"`
-		Producers []producerJSON `json:"producers"`
-	}{channels, producers}, nil
+	h := w.Header()
+	h["X-Nsq-Content-Type"] = headerNSQV1 // httpv1.HeaderNSQContentType, canonical
+	h["Content-Type"] = headerJSONType
+	h["Content-Length"] = e.contentLength
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(e.body)
 }
 
 func (d *Daemon) handleTopics(http.ResponseWriter, *http.Request, httprouter.Params) (any, error) {

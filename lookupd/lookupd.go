@@ -28,10 +28,12 @@ type Daemon struct {
 	registry *Registry
 	hostname string
 	stats    counters
+	lookups  lookupCache
 
 	tcpLn   net.Listener
 	httpLn  net.Listener
 	httpSrv *http.Server
+	front   *httpFront // accepts HTTP connections, hands most to httpSrv
 
 	// wg tracks the accept loop, the HTTP server and one goroutine per
 	// registration connection.
@@ -98,21 +100,27 @@ func (d *Daemon) Start() error {
 	d.tcpLn, d.httpLn = tcpLn, httpLn
 	d.httpSrv = &http.Server{
 		Handler:           d.withWriteDeadline(d.newRouter()),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: httpReadHeaderTimeout,
 		IdleTimeout:       httpIdleTimeout,
 		ErrorLog:          slog.NewLogLogger(d.logger.Handler(), slog.LevelWarn),
 	}
 	d.logger.Info("TCP: listening", "addr", tcpLn.Addr().String())
 	d.logger.Info("HTTP: listening", "addr", httpLn.Addr().String())
 
-	d.wg.Add(2)
+	d.front = newHTTPFront(d, httpLn)
+
+	d.wg.Add(3)
 	go func() {
 		defer d.wg.Done()
 		d.acceptLoop(tcpLn)
 	}()
 	go func() {
 		defer d.wg.Done()
-		if err := d.httpSrv.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		d.front.serve()
+	}()
+	go func() {
+		defer d.wg.Done()
+		if err := d.httpSrv.Serve(d.front); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			d.logger.Error("HTTP: serve failed", "err", err)
 		}
 	}()
@@ -148,6 +156,9 @@ func (d *Daemon) Exit() {
 				d.httpSrv.Close()
 			}
 			cancel()
+		}
+		if d.front != nil {
+			d.front.Close() // Shutdown closes it unless it came before Serve
 		}
 		d.wg.Wait()
 		d.logger.Info("exited")

@@ -30,6 +30,8 @@ const (
 	// httpIdleTimeout closes idle keep-alive connections.
 	httpWriteTimeout = 30 * time.Second
 	httpIdleTimeout  = 2 * time.Minute
+	// httpReadHeaderTimeout bounds reading a request's head once it began.
+	httpReadHeaderTimeout = 10 * time.Second
 	// maxLineSize bounds a request line. A valid REGISTER line is < 150
 	// bytes; longer lines are answered E_INVALID and closed.
 	maxLineSize = 64 << 10

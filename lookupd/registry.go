@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicemq/sluice/protocol"
@@ -117,6 +118,11 @@ type Registry struct {
 	// ID -> peer. A topic key here may exist without a topic registration
 	// (ephemeral topic removed by UNREGISTER), like in the reference.
 	channels map[string]map[string]map[string]*peerState
+
+	// gen counts changes: every write under mu adds one, so an answer
+	// built at one generation (see lookupAt) still holds while gen has
+	// not moved. Read without mu by cached /lookup answers.
+	gen atomic.Uint64
 }
 
 // NewRegistry returns an empty registry.
@@ -176,6 +182,7 @@ func (h *Peer) Touch(now time.Time) bool {
 		return false
 	}
 	h.st.lastUpdate = now
+	h.r.gen.Add(1) // an inactive producer is active again
 	return true
 }
 
@@ -201,6 +208,7 @@ func (h *Peer) Remove() bool {
 func (r *Registry) AddPeer(info PeerInfo, now time.Time) *Peer {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.gen.Add(1)
 	if old, ok := r.peers[info.ID]; ok {
 		r.removePeerLocked(old)
 	}
@@ -218,6 +226,7 @@ func (r *Registry) Touch(id string, now time.Time) {
 	r.mu.Lock()
 	if p, ok := r.peers[id]; ok {
 		p.lastUpdate = now
+		r.gen.Add(1)
 	}
 	r.mu.Unlock()
 }
@@ -242,6 +251,7 @@ func (r *Registry) ownsLocked(p *peerState) bool {
 }
 
 func (r *Registry) removePeerLocked(p *peerState) {
+	r.gen.Add(1)
 	id := p.info.ID
 	for _, e := range p.topics {
 		delete(r.topics[e.topic], id)
@@ -269,6 +279,7 @@ func (r *Registry) Register(id, topic, channel string) bool {
 }
 
 func (r *Registry) registerLocked(p *peerState, topic, channel string) {
+	r.gen.Add(1)
 	id := p.info.ID
 	if channel != "" {
 		r.ensureChannelLocked(topic, channel)[id] = p
@@ -301,6 +312,7 @@ func (r *Registry) Unregister(id, topic, channel string) bool {
 }
 
 func (r *Registry) unregisterLocked(p *peerState, topic, channel string) {
+	r.gen.Add(1)
 	id := p.info.ID
 	if channel != "" {
 		producers, ok := r.channels[topic][channel]
@@ -351,6 +363,7 @@ func (r *Registry) CreateChannel(topic, channel string) {
 func (r *Registry) DeleteTopic(topic string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.gen.Add(1)
 	for ch := range r.channels[topic] {
 		r.deleteChannelLocked(topic, ch)
 	}
@@ -377,6 +390,7 @@ func (r *Registry) DeleteChannel(topic, channel string) bool {
 func (r *Registry) Tombstone(topic, node string, now time.Time) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.gen.Add(1)
 	n := 0
 	for _, e := range r.topics[topic] {
 		if e.peer.info.HTTPAddress() == node ||
@@ -393,26 +407,57 @@ func (r *Registry) Tombstone(topic, node string, now time.Time) int {
 // channel:<topic>:* registrations (with or without producers, sorted), and
 // the producers of the topic that are active and not tombstoned at now.
 func (r *Registry) Lookup(topic string, now time.Time) (channels []string, producers []PeerInfo, found bool) {
+	a := r.lookupAt(topic, now)
+	return a.channels, a.producers, a.found
+}
+
+// lookupAnswer is Lookup's answer with how long it holds: while the
+// registry's generation is gen and the clock is before until (zero: no
+// limit), when the first active producer turns inactive or the first
+// tombstone ends.
+type lookupAnswer struct {
+	channels  []string
+	producers []PeerInfo
+	found     bool
+	gen       uint64
+	until     time.Time
+}
+
+func (r *Registry) lookupAt(topic string, now time.Time) lookupAnswer {
 	r.mu.RLock()
+	a := lookupAnswer{gen: r.gen.Load()}
 	reg, ok := r.topics[topic]
 	if !ok {
 		r.mu.RUnlock()
-		return nil, nil, false
+		return a
 	}
-	channels = r.channelNamesLocked(topic)
-	producers = make([]PeerInfo, 0, len(reg))
+	a.found = true
+	a.channels = r.channelNamesLocked(topic)
+	a.producers = make([]PeerInfo, 0, len(reg))
+	limit := func(t time.Time) {
+		if a.until.IsZero() || t.Before(a.until) {
+			a.until = t
+		}
+	}
 	for _, e := range reg {
-		if !r.activeLocked(e.peer, now) || r.tombstonedLocked(e, now) {
+		if r.tombstonedLocked(e, now) {
+			limit(e.tombstonedAt.Add(r.cfg.TombstoneLifetime))
 			continue
 		}
-		producers = append(producers, e.peer.info)
+		if !r.activeLocked(e.peer, now) {
+			continue // only a PING (a new generation) makes it active again
+		}
+		if r.cfg.InactiveTimeout > 0 {
+			limit(e.peer.lastUpdate.Add(r.cfg.InactiveTimeout))
+		}
+		a.producers = append(a.producers, e.peer.info)
 	}
 	r.mu.RUnlock()
 	// Sorting (and everything after: encoding, the network write) happens
 	// outside the lock.
-	slices.Sort(channels)
-	slices.SortFunc(producers, func(a, b PeerInfo) int { return strings.Compare(a.ID, b.ID) })
-	return channels, producers, true
+	slices.Sort(a.channels)
+	slices.SortFunc(a.producers, func(x, y PeerInfo) int { return strings.Compare(x.ID, y.ID) })
+	return a
 }
 
 // Topics returns the names of every topic registration, sorted.
@@ -503,6 +548,7 @@ func (r *Registry) Debug() map[string][]DebugProducer {
 func (r *Registry) ensureTopicLocked(topic string) map[string]*producerEntry {
 	producers, ok := r.topics[topic]
 	if !ok {
+		r.gen.Add(1)
 		producers = make(map[string]*producerEntry)
 		r.topics[topic] = producers
 	}
@@ -517,6 +563,7 @@ func (r *Registry) ensureChannelLocked(topic, channel string) map[string]*peerSt
 	}
 	producers, ok := chans[channel]
 	if !ok {
+		r.gen.Add(1)
 		producers = make(map[string]*peerState)
 		chans[channel] = producers
 	}
@@ -524,6 +571,7 @@ func (r *Registry) ensureChannelLocked(topic, channel string) map[string]*peerSt
 }
 
 func (r *Registry) deleteChannelLocked(topic, channel string) {
+	r.gen.Add(1)
 	chans := r.channels[topic]
 	for _, p := range chans[channel] {
 		delete(p.channels, chanKey{topic, channel})

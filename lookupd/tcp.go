@@ -57,6 +57,10 @@ type peerConn struct {
 	// peer is this connection's registry handle (nil before IDENTIFY). It
 	// stops working if a newer connection from the same ip:port identifies.
 	peer *Peer
+	// pending holds replies not written yet: while the next request line
+	// is already read (an nsqd sending its REGISTERs together), replies
+	// wait to go out in one write with the last one.
+	pending []byte
 }
 
 // serveConn runs the V1 protocol on c until the peer disconnects, a
@@ -135,7 +139,9 @@ func (p *peerConn) handshake() bool {
 
 // nextLine waits (up to the read deadline) for the next request line.
 func (p *peerConn) nextLine() ([]byte, error) {
-	p.setReadDeadline()
+	if !p.lineBuffered() {
+		p.setReadDeadline()
+	}
 	return p.readLine()
 }
 
@@ -166,11 +172,39 @@ func (p *peerConn) handle(line []byte) bool {
 		p.fail(perr)
 		return false
 	}
-	if err := p.write(reply); err != nil {
+	p.pending = protocol.AppendLookupReply(p.pending, reply)
+	if p.lineBuffered() {
+		return true
+	}
+	if err := p.flush(); err != nil {
 		p.d.logger.Info("TCP: write failed", "remote_addr", p.id, "err", err)
 		return false
 	}
 	return true
+}
+
+// lineBuffered reports whether a whole request line has been read already.
+func (p *peerConn) lineBuffered() bool {
+	buf, _ := p.r.Peek(p.r.Buffered())
+	return bytes.IndexByte(buf, '\n') >= 0
+}
+
+// flush writes the pending replies.
+func (p *peerConn) flush() error {
+	if len(p.pending) == 0 {
+		return nil
+	}
+	p.conn.SetWriteDeadline(time.Now().Add(peerWriteTimeout))
+	_, err := p.conn.Write(p.pending)
+	if cap(p.pending) > 1024 {
+		p.pending = nil // an idle connection keeps no large buffer
+	} else {
+		p.pending = p.pending[:0]
+	}
+	if err != nil {
+		return fmt.Errorf("write reply: %w", err)
+	}
+	return nil
 }
 
 func (p *peerConn) setReadDeadline() {
@@ -221,6 +255,9 @@ func (p *peerConn) exec(line []byte) ([]byte, *protocol.Error) {
 		}
 		return protocol.LookupOK, nil
 	case protocol.LookupCmdIdentify:
+		if err := p.flush(); err != nil { // before waiting for the body
+			return nil, protocol.Fatalf(protocol.ErrInvalid, "write reply: %v", err)
+		}
 		return p.identify()
 	case protocol.LookupCmdRegister:
 		return p.register(name, params, true)
@@ -309,19 +346,12 @@ func (p *peerConn) register(cmd string, params []string, add bool) ([]byte, *pro
 	return protocol.LookupOK, nil
 }
 
-func (p *peerConn) write(data []byte) error {
-	p.conn.SetWriteDeadline(time.Now().Add(peerWriteTimeout))
-	if err := protocol.WriteLookupReply(p.conn, data); err != nil {
-		return fmt.Errorf("write reply: %w", err)
-	}
-	return nil
-}
-
 // fail sends a fatal error reply; the caller closes the connection.
 func (p *peerConn) fail(e *protocol.Error) {
 	p.d.stats.protocolErrors.Add(1)
 	p.d.logger.Info("TCP: protocol error, closing", "remote_addr", p.id, "err", e.Error())
-	if err := p.write([]byte(e.Error())); err != nil {
+	p.pending = protocol.AppendLookupReply(p.pending, []byte(e.Error()))
+	if err := p.flush(); err != nil {
 		p.d.logger.Debug("TCP: failed to send error", "remote_addr", p.id, "err", err)
 	}
 }

@@ -227,3 +227,33 @@ func TestExitClosesConnections(t *testing.T) {
 		t.Fatal("listener still open after Exit")
 	}
 }
+
+// Replies to commands sent together come in order; a reply is not held
+// back while only part of the next line has arrived; an invalid command
+// after valid ones gets its error after their replies, then the close.
+func TestTCPPipelinedRepliesInOrderUntilError(t *testing.T) {
+	d := startLookupd(t, nil)
+	c := dialV1(t, d)
+	c.identify("h", 1, 2)
+	c.send([]byte("REGISTER a\nREGISTER b"))
+	if r := c.mustReply(); r != "OK" {
+		t.Fatalf("REGISTER a: %q", r)
+	}
+	c.send([]byte(" x\nPING\nREGISTER c\nBOGUS\nREGISTER d\n"))
+	for i := range 3 {
+		if r := c.mustReply(); r != "OK" {
+			t.Fatalf("pipelined reply %d: %q", i, r)
+		}
+	}
+	if r := c.mustReply(); !strings.HasPrefix(r, "E_INVALID") {
+		t.Fatalf("reply to BOGUS: %q", r)
+	}
+	c.expectClosed()
+	waitFor(t, "the producer removed", func() bool { return len(producerIDs(d, "a")) == 0 })
+	if got := d.Registry().Channels("b"); !reflect.DeepEqual(got, []string{"x"}) {
+		t.Errorf("channels of b %q", got)
+	}
+	if got := d.Registry().Topics(); !reflect.DeepEqual(got, []string{"a", "b", "c"}) {
+		t.Errorf("topics %q (d came after the error)", got)
+	}
+}

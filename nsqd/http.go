@@ -110,7 +110,7 @@ func (n *NSQD) router() *httprouter.Router {
 	r.GET("/info", httpv1.V1(n.doInfo))
 	r.POST("/pub", httpv1.V1(n.doPUB))
 	r.POST("/mpub", httpv1.V1(n.doMPUB))
-	r.GET("/stats", httpv1.V1(n.doStats))
+	r.GET("/stats", n.serveStats)
 
 	r.POST("/topic/create", httpv1.V1(n.doTopicCreate))
 	r.POST("/topic/delete", httpv1.V1(n.doTopicDelete))
@@ -291,21 +291,36 @@ func parseBoolParam(v string) bool {
 	return v != "false" && v != "0"
 }
 
-func (n *NSQD) doStats(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {
-	q, _ := httpv1.Query(r)
+// serveStats answers GET /stats (§9.5), streamed as the topics are walked
+// (see writeStatsJSON, writeStatsText): chunked, without a Content-Length,
+// as NSQ answers a large /stats.
+func (n *NSQD) serveStats(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	q, err := httpv1.Query(r)
+	if err != nil {
+		httpv1.WriteError(w, httpv1.ErrInvalidRequest.Code, httpv1.ErrInvalidRequest.Text)
+		return
+	}
 	f := StatsFilter{
 		Topic:          q.Get("topic"),
 		Channel:        q.Get("channel"),
 		IncludeClients: parseBoolParam(q.Get("include_clients")),
 		IncludeMem:     parseBoolParam(q.Get("include_mem")),
 	}
-	s := n.Stats(f)
-	if q.Get("format") == "json" {
-		return s, nil
+	now := time.Now()
+	h := w.Header()
+	h.Set(httpv1.HeaderNSQContentType, httpv1.NSQContentTypeV1)
+	if q.Get("format") != "json" {
+		h.Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
+		err = n.writeStatsText(w, f, now)
+	} else {
+		h.Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
+		err = n.writeStatsJSON(w, f, now)
 	}
-	var buf bytes.Buffer
-	protocol.WriteText(&buf, s, time.Now(), runtime.Version())
-	return buf.Bytes(), nil
+	if err != nil {
+		n.logger.Debug("stats response not sent whole", "err", err)
+	}
 }
 
 func (n *NSQD) doTopicCreate(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {

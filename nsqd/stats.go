@@ -23,7 +23,12 @@ type StatsFilter struct {
 
 // Stats returns a snapshot shaped like /stats?format=json.
 func (n *NSQD) Stats(f StatsFilter) *protocol.StatsResponse {
-	now := time.Now()
+	return n.statsAt(f, time.Now())
+}
+
+// statsAt is Stats with the clock read by the caller (the e2e latency
+// windows end at now).
+func (n *NSQD) statsAt(f StatsFilter, now time.Time) *protocol.StatsResponse {
 	resp := &protocol.StatsResponse{
 		Version:   Version,
 		Health:    n.Health(),
@@ -58,29 +63,8 @@ func (n *NSQD) Stats(f StatsFilter) *protocol.StatsResponse {
 }
 
 func (t *Topic) stats(f StatsFilter, now time.Time) (protocol.TopicStats, bool) {
-	depth, backend := t.depth()
-	ts := protocol.TopicStats{
-		TopicName:    t.name,
-		Channels:     []protocol.ChannelStats{},
-		Depth:        depth,
-		BackendDepth: backend,
-		MessageCount: int64(t.messageCount.Load()),
-		MessageBytes: int64(t.messageBytes.Load()),
-		Paused:       t.isPaused(),
-	}
-	if t.dur != nil {
-		rt, rb := t.dur.retention.Time.String(), t.dur.retention.Bytes
-		ts.Durable, ts.RetentionTime, ts.RetentionBytes = true, &rt, &rb
-		ts.TopicReplicaStats = t.nsqd.replicaStats(t)
-	}
-	if p := t.policy.Load(); p != nil && p.isSet() {
-		ps := &protocol.TopicPolicyStats{MaxDepth: p.maxDepth, Overflow: p.overflowMode(),
-			ExpiredCount: int64(t.expiredCount.Load()), DroppedCount: int64(t.droppedCount.Load()), RejectedCount: int64(t.rejectedCount.Load())}
-		if p.ttl > 0 {
-			ps.TTL = p.ttl.String()
-		}
-		ts.TopicPolicyStats = ps
-	}
+	ts := t.statsHead()
+	ts.Channels = []protocol.ChannelStats{}
 	var merged *quantile.Quantile
 	for _, ch := range t.channelList() {
 		if f.Channel != "" && ch.name != f.Channel {
@@ -101,6 +85,34 @@ func (t *Topic) stats(f StatsFilter, now time.Time) (protocol.TopicStats, bool) 
 		ts.E2ELatency = merged.Result(now)
 	}
 	return ts, true
+}
+
+// statsHead is a topic's stats without its channels and their merged e2e
+// latency.
+func (t *Topic) statsHead() protocol.TopicStats {
+	depth, backend := t.depth()
+	ts := protocol.TopicStats{
+		TopicName:    t.name,
+		Depth:        depth,
+		BackendDepth: backend,
+		MessageCount: int64(t.messageCount.Load()),
+		MessageBytes: int64(t.messageBytes.Load()),
+		Paused:       t.isPaused(),
+	}
+	if t.dur != nil {
+		rt, rb := t.dur.retention.Time.String(), t.dur.retention.Bytes
+		ts.Durable, ts.RetentionTime, ts.RetentionBytes = true, &rt, &rb
+		ts.TopicReplicaStats = t.nsqd.replicaStats(t)
+	}
+	if p := t.policy.Load(); p != nil && p.isSet() {
+		ps := &protocol.TopicPolicyStats{MaxDepth: p.maxDepth, Overflow: p.overflowMode(),
+			ExpiredCount: int64(t.expiredCount.Load()), DroppedCount: int64(t.droppedCount.Load()), RejectedCount: int64(t.rejectedCount.Load())}
+		if p.ttl > 0 {
+			ps.TTL = p.ttl.String()
+		}
+		ts.TopicPolicyStats = ps
+	}
+	return ts
 }
 
 func (c *Channel) stats(includeClients bool, now time.Time) protocol.ChannelStats {

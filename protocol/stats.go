@@ -209,6 +209,25 @@ type Percentile struct {
 // Write errors are ignored (the peer is gone).
 func WriteText(w io.Writer, s *StatsResponse, now time.Time, goVersion string) {
 	bw := bufio.NewWriter(w)
+	WriteTextHeader(bw, s, now, goVersion)
+	if len(s.Topics) == 0 {
+		bw.WriteString("Topics: None\n\n")
+	} else {
+		bw.WriteString("Topics:\n")
+		for i := range s.Topics {
+			WriteTopicText(bw, &s.Topics[i], now)
+		}
+	}
+	WriteProducersText(bw, s.Producers, now)
+	_ = bw.Flush() // a failed write to w is the caller's connection problem
+}
+
+// WriteTextHeader writes the part of the text format before the topics:
+// version, start time, uptime, health and, when s.Memory is set, memory.
+// (WriteTextHeader, "Topics:" or "Topics: None", WriteTopicText per topic
+// and WriteProducersText make WriteText, for a writer that streams the
+// topics.)
+func WriteTextHeader(bw *bufio.Writer, s *StatsResponse, now time.Time, goVersion string) {
 	start := time.Unix(s.StartTime, 0).In(now.Location())
 	fmt.Fprintf(bw, "nsqd v%s (built w/%s)\n", s.Version, goVersion)
 	fmt.Fprintf(bw, "start_time %s\n", start.Format(time.RFC3339))
@@ -235,36 +254,32 @@ func WriteText(w io.Writer, s *StatsResponse, now time.Time, goVersion string) {
 		}
 		bw.WriteString("\n")
 	}
-
-	if len(s.Topics) == 0 {
-		bw.WriteString("Topics: None\n\n")
-	} else {
-		bw.WriteString("Topics:\n")
-		for i := range s.Topics {
-			writeTopicText(bw, &s.Topics[i], now)
-		}
-	}
-
-	if len(s.Producers) == 0 {
-		bw.WriteString("Producers: None\n")
-	} else {
-		bw.WriteString("Producers:\n")
-		for i := range s.Producers {
-			p := &s.Producers[i]
-			var total int64
-			topics := make([]string, 0, len(p.PubCounts))
-			for _, pc := range p.PubCounts {
-				total += pc.Count
-				topics = append(topics, fmt.Sprintf("%s=%d", pc.Topic, pc.Count))
-			}
-			fmt.Fprintf(bw, "   [%s %-21s] msgs: %-8d topics: %s connected: %s\n",
-				p.Version, clientIdentity(p), total, strings.Join(topics, " "), connectedFor(p, now))
-		}
-	}
-	_ = bw.Flush() // a failed write to w is the caller's connection problem
 }
 
-func writeTopicText(bw *bufio.Writer, t *TopicStats, now time.Time) {
+// WriteProducersText writes the producers part of the text format, the
+// last one.
+func WriteProducersText(bw *bufio.Writer, producers []ClientStats, now time.Time) {
+	if len(producers) == 0 {
+		bw.WriteString("Producers: None\n")
+		return
+	}
+	bw.WriteString("Producers:\n")
+	for i := range producers {
+		p := &producers[i]
+		var total int64
+		topics := make([]string, 0, len(p.PubCounts))
+		for _, pc := range p.PubCounts {
+			total += pc.Count
+			topics = append(topics, fmt.Sprintf("%s=%d", pc.Topic, pc.Count))
+		}
+		fmt.Fprintf(bw, "   [%s %-21s] msgs: %-8d topics: %s connected: %s\n",
+			p.Version, clientIdentity(p), total, strings.Join(topics, " "), connectedFor(p, now))
+	}
+}
+
+// WriteTopicText writes one topic, its channels and their clients in the
+// text format.
+func WriteTopicText(bw *bufio.Writer, t *TopicStats, now time.Time) {
 	lead := "   "
 	if t.Paused {
 		lead = "*P "

@@ -181,6 +181,11 @@ func (p *peer) connect(ctx context.Context) (net.Conn, error) {
 	return conn, nil
 }
 
+// maxPipelined is the most commands serve writes before reading their
+// replies (their replies, a few bytes each, fit in the socket buffers, so
+// lookupd never blocks writing them while serve is still writing).
+const maxPipelined = 128
+
 // reply is one reply (or read error) from the reader goroutine of serve.
 type reply struct {
 	data []byte
@@ -245,6 +250,34 @@ func (p *peer) serve(ctx context.Context, conn net.Conn) error {
 			return ctx.Err()
 		}
 	}
+	var batch []byte
+	pipeline := func(cmds [][]byte) error {
+		batch = batch[:0]
+		for _, cmd := range cmds {
+			batch = append(batch, cmd...)
+		}
+		conn.SetWriteDeadline(time.Now().Add(p.cfg.Timeout))
+		if _, err := conn.Write(batch); err != nil {
+			return fmt.Errorf("send %q: write: %w", cmds[0][:len(cmds[0])-1], err)
+		}
+		for _, cmd := range cmds {
+			timer.Reset(p.cfg.Timeout)
+			select {
+			case r := <-replies:
+				if r.err != nil {
+					return fmt.Errorf("send %q: %w", cmd[:len(cmd)-1], r.err)
+				}
+				if protocol.IsLookupErrorReply(r.data) {
+					return fmt.Errorf("send %q: lookupd replied %q", cmd[:len(cmd)-1], r.data)
+				}
+			case <-timer.C:
+				return fmt.Errorf("send %q: no reply within %v", cmd[:len(cmd)-1], p.cfg.Timeout)
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -255,10 +288,16 @@ func (p *peer) serve(ctx context.Context, conn net.Conn) error {
 			}
 			return fmt.Errorf("unsolicited data from lookupd: %q", r.data)
 		case <-p.wake:
-			for _, cmd := range p.takeQueue() {
-				if err := request(cmd); err != nil {
-					return fmt.Errorf("send %q: %w", cmd[:len(cmd)-1], err)
+			// Queued commands go out together, up to maxPipelined per
+			// write, and their replies are then read in order: creating
+			// topics and channels one after the other costs one write and
+			// one wake-up per batch instead of per command.
+			for q := p.takeQueue(); len(q) > 0; {
+				n := min(len(q), maxPipelined)
+				if err := pipeline(q[:n]); err != nil {
+					return err
 				}
+				q = q[n:]
 			}
 		case <-ticker.C:
 			if err := request(ping); err != nil {
