@@ -740,13 +740,15 @@ func TestDeferredPublishKeepsItsDeadlineAcrossRestart(t *testing.T) {
 		t.Run(mode.name+"/burst without channel", func(t *testing.T) {
 			h := testutil.StartNSQD(t, keepDeferred(mode.opts))
 			p := testutil.DialV2(t, h.TCPAddr)
+			// every deadline is at least this: a message is stamped when
+			// nsqd takes it, after it was sent (the OKs may be read late)
+			due := time.Now().Add(2500 * time.Millisecond)
 			for i := range 20 {
 				p.Send("DPUB burst 2500", []byte(fmt.Sprintf("d%d", i)))
 			}
 			for range 20 {
 				p.ExpectOK()
 			}
-			due := time.Now().Add(2500 * time.Millisecond)
 			p.Close()
 			time.Sleep(500 * time.Millisecond)
 			h = testutil.RestartNSQD(t, h)
