@@ -42,6 +42,7 @@ type Channel struct {
 
 	mu            sync.Mutex // guards everything below up to the counters
 	mem           msgQueue
+	pool          msgPool // finished messages' structs, reused by take (not for durable channels)
 	inFlight      inFlight
 	deferred      deferredQueue
 	clients       map[uint64]*client
@@ -579,10 +580,15 @@ func (c *Channel) kickAllLocked() {
 	}
 }
 
-// take moves up to cap(dst) messages from memory to in flight for cl and
-// returns them. When it returns none, cl's pump must stop: cl is then either
-// idle (not ready) or waiting for the next put.
-func (c *Channel) take(cl *client, dst []*Message) []*Message {
+// take moves up to max messages from memory to in flight for cl, passing
+// each to emit under the channel's lock; emit returns false when it wants
+// no more after this one. It returns how many it passed. When it passes
+// none, cl's pump must stop: cl is then either idle (not ready) or waiting
+// for the next put.
+//
+// emit must not keep the message: once finished, its struct is reused
+// (msgPool).
+func (c *Channel) take(cl *client, max int, emit func(m *Message) bool) int {
 	c.mu.Lock()
 	// read the clock under the lock: deliveries then enter the in-flight
 	// lists in deadline order and insertSorted appends in O(1)
@@ -590,24 +596,37 @@ func (c *Channel) take(cl *client, dst []*Message) []*Message {
 	if !c.readyLocked(cl) {
 		c.pumpDoneLocked(cl)
 		c.mu.Unlock()
-		return dst[:0]
+		return 0
 	}
 
 	avail := int(cl.readyCount.Load() - cl.inFlightCount.Load())
-	if avail > cap(dst) {
-		avail = cap(dst)
+	if avail > max {
+		avail = max
 	}
-	dst = dst[:0]
+	var pool *msgPool
+	if c.dlog == nil {
+		pool = &c.pool
+	}
+	var scratch [32]*Message // popped a chunk at a time: what emit leaves goes back
 	sampled := cl.sampleRate
 	var sampledOut []uint64
 	var delivered []store.Delivery // durable channels: journaled after unlocking
 	eff := c.eff.Load()
 	var dead []deadItem
-	for len(dst) < avail && c.mem.len() > 0 {
-		start := len(dst)
-		got := c.mem.popN(dst, avail-len(dst))
-		dst = got[:start]
-		for _, m := range got[start:] {
+	n := 0
+	more := true
+	for more && n < avail && c.mem.len() > 0 {
+		got := c.mem.popN(scratch[:0], min(avail-n, len(scratch)), pool)
+		for i, m := range got {
+			if !more {
+				// emit asked to stop: the rest goes back to the front, in order
+				for j := len(got) - 1; j >= i; j-- {
+					c.mem.pushFront(qentry{m: got[j]})
+					got[j] = nil
+				}
+				break
+			}
+			got[i] = nil
 			if eff != nil {
 				if reason := eff.refuse(m, now); reason != "" {
 					dead = append(dead, deadItem{m, reason})
@@ -632,11 +651,12 @@ func (c *Channel) take(cl *client, dst []*Message) []*Message {
 					delivered = append(delivered, store.Delivery{Seq: seq, Attempts: m.Attempts})
 				}
 			}
-			dst = append(dst, m)
+			n++
+			more = emit(m)
 		}
 	}
-	if len(dst) > 0 {
-		cl.inFlightCount.Add(int64(len(dst)))
+	if n > 0 {
+		cl.inFlightCount.Add(int64(n))
 		c.watchLocked()
 	} else {
 		// still ready, nothing to send: wait for the next put
@@ -652,7 +672,7 @@ func (c *Channel) take(cl *client, dst []*Message) []*Message {
 		c.dlog.dt.journal.Deliver(c.name, delivered)
 	}
 	c.disposeDead(dead, eff)
-	return dst
+	return n
 }
 
 // pumpDoneLocked marks cl's pump as stopped. Messages it was woken for and
@@ -680,11 +700,19 @@ func (c *Channel) finish(cl *client, id protocol.MessageID) error {
 	c.mu.Lock()
 	m, err := c.inFlight.remove(id, cl.id)
 	var seq uint64
+	var ts int64
 	journal := false
 	if err == nil {
 		cl.inFlightCount.Add(-1)
+		ts = m.Timestamp
 		if c.dlog != nil {
 			seq, journal = c.dlog.finishedLocked(m)
+		} else {
+			if inFlight := c.inFlight.len(); inFlight == 0 {
+				c.pool = msgPool{} // nothing in flight: an idle channel keeps no spare structs
+			} else {
+				c.pool.put(m, max(inFlight, msgPoolMin))
+			}
 		}
 	}
 	c.mu.Unlock()
@@ -695,11 +723,11 @@ func (c *Channel) finish(cl *client, id protocol.MessageID) error {
 		c.dlog.dt.journal.Finish(c.name, seq)
 	}
 	if c.topic != nil && c.topic.deadLetterTarget.Load() {
-		c.nsqd.deadLetters.consumed(c.topicName, m.ID)
+		c.nsqd.deadLetters.consumed(c.topicName, id)
 	}
 	if c.e2e != nil {
 		now := time.Now()
-		c.e2e.Insert(float64(now.UnixNano()-m.Timestamp), now)
+		c.e2e.Insert(float64(now.UnixNano()-ts), now)
 	}
 	return nil
 }
