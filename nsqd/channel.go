@@ -161,6 +161,9 @@ func (c *Channel) unwatchIfIdle() {
 	}
 	c.watched = false
 	c.nsqd.unwatch(c)
+	// nothing in flight: give back what delivering needed
+	c.inFlight.release()
+	c.pool = msgPool{}
 }
 
 // refill moves messages from the disk queue into memory while some
@@ -657,6 +660,7 @@ func (c *Channel) take(cl *client, max int, emit func(m *Message) bool) int {
 	}
 	if n > 0 {
 		cl.inFlightCount.Add(int64(n))
+		c.pool.noteInFlight(c.inFlight.len())
 		c.watchLocked()
 	} else {
 		// still ready, nothing to send: wait for the next put
@@ -708,11 +712,7 @@ func (c *Channel) finish(cl *client, id protocol.MessageID) error {
 		if c.dlog != nil {
 			seq, journal = c.dlog.finishedLocked(m)
 		} else {
-			if inFlight := c.inFlight.len(); inFlight == 0 {
-				c.pool = msgPool{} // nothing in flight: an idle channel keeps no spare structs
-			} else {
-				c.pool.put(m, max(inFlight, msgPoolMin))
-			}
+			c.pool.put(m)
 		}
 	}
 	c.mu.Unlock()

@@ -71,10 +71,10 @@ var (
 // are 16 lowercase hex digits of a 64-bit number, so they are keyed by that
 // number: a map with 8-byte keys costs about half of one hashing and
 // comparing 16-byte arrays (profiled: the 16-byte map was 17 % of nsqd's CPU
-// while draining a backlog). Any other ID (one read from a disk queue that
+// while draining a backlog), in a table of its own (idTable). Any other ID (one read from a disk queue that
 // some other writer produced) goes to a second map keyed by the ID itself.
 type inFlight struct {
-	byNum   map[uint64]*Message
+	byNum   idTable
 	byOther map[protocol.MessageID]*Message
 	lists   []*msgList // one per distinct msg_timeout in use; usually one
 }
@@ -84,25 +84,34 @@ type inFlight struct {
 // number.
 func idNumber(id *protocol.MessageID) (uint64, bool) {
 	var n uint64
+	bad := byte(0)
 	for _, b := range id {
-		var v byte
-		switch {
-		case b >= '0' && b <= '9':
-			v = b - '0'
-		case b >= 'a' && b <= 'f':
-			v = b - 'a' + 10
-		default:
-			return 0, false
-		}
-		n = n<<4 | uint64(v)
+		v := hexValue[b]
+		bad |= v
+		n = n<<4 | uint64(v&0xf)
 	}
-	return n, true
+	return n, bad&0x80 == 0
 }
+
+// hexValue maps a lowercase hex digit to its value and anything else to
+// 0x80.
+var hexValue = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0x80
+	}
+	for i := byte(0); i < 10; i++ {
+		t['0'+i] = i
+	}
+	for i := byte(0); i < 6; i++ {
+		t['a'+i] = 10 + i
+	}
+	return t
+}()
 
 // get returns the message in flight with id, or nil.
 func (f *inFlight) get(id *protocol.MessageID) *Message {
 	if n, ok := idNumber(id); ok {
-		return f.byNum[n]
+		return f.byNum.get(n)
 	}
 	return f.byOther[*id]
 }
@@ -112,9 +121,7 @@ func (f *inFlight) has(id protocol.MessageID) bool { return f.get(&id) != nil }
 
 // each calls fn for every message in flight.
 func (f *inFlight) each(fn func(m *Message)) {
-	for _, m := range f.byNum {
-		fn(m)
-	}
+	f.byNum.each(fn)
 	for _, m := range f.byOther {
 		fn(m)
 	}
@@ -124,7 +131,14 @@ func (f *inFlight) each(fn func(m *Message)) {
 // idle channel holds none).
 func newInFlight() inFlight { return inFlight{} }
 
-func (f *inFlight) len() int { return len(f.byNum) + len(f.byOther) }
+// release gives back the memory of an empty set (an idle channel's).
+func (f *inFlight) release() {
+	if f.len() == 0 {
+		*f = inFlight{}
+	}
+}
+
+func (f *inFlight) len() int { return f.byNum.n + len(f.byOther) }
 
 func (f *inFlight) listFor(timeout time.Duration) *msgList {
 	for _, l := range f.lists {
@@ -140,14 +154,13 @@ func (f *inFlight) listFor(timeout time.Duration) *msgList {
 // add records m as in flight to client until now+timeout. It reports false if
 // a message with the same ID is already in flight.
 func (f *inFlight) add(m *Message, client uint64, now int64, timeout time.Duration) bool {
-	if n, ok := idNumber(&m.ID); ok {
-		if _, dup := f.byNum[n]; dup {
+	n, ok := idNumber(&m.ID)
+	m.idNum, m.idIsNum = n, ok
+	if ok {
+		if f.byNum.get(n) != nil {
 			return false
 		}
-		if f.byNum == nil {
-			f.byNum = make(map[uint64]*Message)
-		}
-		f.byNum[n] = m
+		f.byNum.insert(n, m)
 	} else {
 		if _, dup := f.byOther[m.ID]; dup {
 			return false
@@ -187,8 +200,8 @@ func (f *inFlight) remove(id protocol.MessageID, client uint64) (*Message, error
 }
 
 func (f *inFlight) unlink(m *Message) {
-	if n, ok := idNumber(&m.ID); ok {
-		delete(f.byNum, n)
+	if m.idIsNum {
+		f.byNum.remove(m.idNum)
 	} else {
 		delete(f.byOther, m.ID)
 	}

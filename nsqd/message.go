@@ -19,6 +19,8 @@ type Message struct {
 	deferBy time.Duration // DPUB: deferred until Timestamp+deferBy, applied when a channel receives it
 
 	clientID   uint64 // connection the message is in flight to
+	idNum      uint64 // in flight: the number ID spells (idNumber), if idIsNum
+	idIsNum    bool
 	deliveryTS int64  // when it was last sent (ns)
 	deadline   int64  // in flight: timeout; deferred: release time (ns)
 

@@ -184,18 +184,19 @@ func (q *msgQueue) popN(dst []*Message, max int, pool *msgPool) []*Message {
 // msgPool is a free list of Message structs, linked through next. A
 // channel puts a message's struct here when it is finished and takes it
 // back to materialize the next one from a batch, so that a steady stream
-// of deliveries allocates nothing; the channel's lock guards it. The
-// channel bounds it by what it has in flight (a consumer's FINs for a whole
-// RDY window arrive together and are followed by as many deliveries), and
-// drops it when nothing is.
+// of deliveries allocates nothing; the channel's lock guards it. It holds
+// at most as many structs as the channel has had in flight at once since
+// it was last idle (a consumer's FINs for a whole RDY window arrive
+// together and are followed by as many deliveries), and the channel drops
+// it when it goes idle.
 type msgPool struct {
 	head *Message
 	n    int
+	max  int // the most in flight at once
 }
 
-// msgPoolMin is how many structs a pool may keep however little is in
-// flight.
-const msgPoolMin = 1024
+// noteInFlight raises the pool's bound to inFlight messages.
+func (p *msgPool) noteInFlight(inFlight int) { p.max = max(p.max, inFlight) }
 
 // get returns a spare struct, or nil; p may be nil.
 func (p *msgPool) get() *Message {
@@ -209,10 +210,10 @@ func (p *msgPool) get() *Message {
 	return m
 }
 
-// put keeps m for reuse unless the pool holds max structs already; m must
-// be reachable from nowhere else.
-func (p *msgPool) put(m *Message, max int) {
-	if p.n >= max {
+// put keeps m for reuse unless the pool is full; m must be reachable from
+// nowhere else.
+func (p *msgPool) put(m *Message) {
+	if p.n >= p.max {
 		return
 	}
 	// drop what m points to, so a kept struct keeps no batch alive

@@ -1,0 +1,115 @@
+package nsqd
+
+import (
+	"net"
+	"testing"
+
+	"github.com/sluicemq/sluice/protocol"
+)
+
+// benchChannel returns a node's channel holding MPUB batches of 200
+// 100-byte messages, and a subscribed consumer on it without a socket.
+func benchChannel(b *testing.B, rdy int64) (*NSQD, *Topic, *Channel, *client, []byte) {
+	b.Helper()
+	opts := NewOptions()
+	opts.TCPAddress, opts.HTTPAddress = "127.0.0.1:0", ""
+	opts.DataPath = b.TempDir()
+	opts.MemQueueSize = 10_000_000
+	opts.LogLevel = "error"
+	n, err := New(opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := n.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(n.Exit)
+	topic, err := n.GetTopic("bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ch, err := n.GetChannel(topic, "c")
+	if err != nil {
+		b.Fatal(err)
+	}
+	server, other := net.Pipe()
+	b.Cleanup(func() { other.Close(); server.Close() })
+	cl := &client{id: 1, nsqd: n, conn: server, msgTimeout: opts.MsgTimeout, outputBufSize: 16 * 1024}
+	if err := ch.addClient(cl, 0); err != nil {
+		b.Fatal(err)
+	}
+	cl.state.Store(stateSubscribed)
+	cl.readyCount.Store(rdy)
+	bodies := make([][]byte, 200)
+	for i := range bodies {
+		bodies[i] = make([]byte, 100)
+	}
+	data := protocol.AppendMPUB(nil, "bench", bodies)[len("MPUB bench\n")+8:]
+	return n, topic, ch, cl, data
+}
+
+// BenchmarkDeliverAndFinish is the consume path without sockets: messages
+// of MPUB batches framed into a 16 KiB output buffer as a pump does
+// (Channel.take), then finished one FIN at a time (Channel.finish), with a
+// window of 2,500 in flight. Reported per message; steady state allocates
+// nothing per message.
+func BenchmarkDeliverAndFinish(b *testing.B) {
+	n, topic, ch, cl, data := benchChannel(b, 2500)
+	buf := make([]byte, 0, 32*1024)
+	ids := make([]protocol.MessageID, 0, 2500)
+	frame := func(m *Message) bool {
+		buf = protocol.AppendMessageFrame(buf, m.Timestamp, m.Attempts, &m.ID, m.Body)
+		ids = append(ids, m.ID)
+		return len(buf) < cl.outputBufSize
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		if ch.mem.len() < 2500 {
+			b.StopTimer()
+			for i := 0; i < 50; i++ {
+				if err := topic.putBatch(n.newBatch(data, 200), 200*100); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StartTimer()
+		}
+		// fill the window, then finish it
+		for len(ids) < 2500 {
+			buf = buf[:0]
+			if ch.take(cl, maxTakePerRun, frame) == 0 {
+				b.Fatal("nothing taken")
+			}
+		}
+		for _, id := range ids {
+			if err := ch.finish(cl, id); err != nil {
+				b.Fatal(err)
+			}
+		}
+		done += len(ids)
+		ids = ids[:0]
+	}
+}
+
+// BenchmarkInFlightAddRemove is the in-flight bookkeeping alone: a window
+// of 2,500 messages added as delivered and removed as finished, by the IDs
+// nsqd hands out.
+func BenchmarkInFlightAddRemove(b *testing.B) {
+	const window = 2500
+	msgs := make([]Message, window)
+	var f inFlight
+	b.ReportAllocs()
+	next := uint64(1_700_000_000_000_000_000)
+	for done := 0; done < b.N; done += window {
+		for i := range msgs {
+			msgs[i] = Message{ID: protocol.NewMessageID(next)}
+			next++
+			f.add(&msgs[i], 1, int64(done), 60e9)
+		}
+		for i := range msgs {
+			if _, err := f.remove(msgs[i].ID, 1); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
