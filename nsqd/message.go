@@ -21,8 +21,8 @@ type Message struct {
 	clientID   uint64 // connection the message is in flight to
 	idNum      uint64 // in flight: the number ID spells (idNumber), if idIsNum
 	idIsNum    bool
-	deliveryTS int64  // when it was last sent (ns)
-	deadline   int64  // in flight: timeout; deferred: release time (ns)
+	deliveryTS int64 // when it was last sent (ns)
+	deadline   int64 // in flight: timeout; deferred: release time (ns)
 
 	// in-flight list links (see inflight.go)
 	prev, next *Message
