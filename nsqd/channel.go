@@ -341,10 +341,8 @@ func (c *Channel) put(ents []qentry) error {
 	c.wakeWaitersLocked(added)
 	c.mu.Unlock()
 	c.messageCount.Add(uint64(total))
-	for _, e := range overflow {
-		if err := c.backend.put(e.materialize()); err != nil {
-			return err
-		}
+	if len(overflow) > 0 {
+		return c.backend.putEntries(overflow)
 	}
 	return nil
 }

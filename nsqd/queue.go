@@ -50,6 +50,22 @@ func (e *qentry) next(m *Message) {
 	e.idx++
 }
 
+// appendNextRecord appends the disk record of the entry's next message
+// (§6.3) to dst and advances; a batch message is serialized from the batch
+// without materializing it.
+func (e *qentry) appendNextRecord(dst []byte) []byte {
+	if e.m != nil {
+		return e.m.appendRecord(dst)
+	}
+	size := int32(binary.BigEndian.Uint32(e.b.data[e.off:]))
+	start := e.off + 4
+	id := protocol.NewMessageID(e.b.firstID + uint64(e.idx))
+	dst = protocol.AppendMessage(dst, e.b.ts, 0, &id, e.b.data[start:start+size])
+	e.off = start + size
+	e.idx++
+	return dst
+}
+
 // skip advances past k batch messages without materializing them.
 func (e *qentry) skip(k int) {
 	for ; k > 0; k-- {
