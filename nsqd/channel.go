@@ -204,8 +204,16 @@ func (c *Channel) refillBatch(first []byte, firstGen int64) {
 	var gens [128]int64
 	batch := append(recs[:0], first)
 	gens[0] = firstGen
+	// structs for the messages come from the pool of finished ones: a
+	// steady drain from disk allocates none of its own per message
+	var spare [128]*Message
 	c.mu.Lock()
 	limit := c.refillLimit - c.mem.len()
+	for i := range min(limit, len(spare)) {
+		if spare[i] = c.pool.get(); spare[i] == nil {
+			break
+		}
+	}
 	c.mu.Unlock()
 	readCh := c.backend.readChan()
 collect:
@@ -221,12 +229,18 @@ collect:
 	}
 	msgs := make([]*Message, 0, len(batch))
 	msgGens := make([]int64, 0, len(batch))
+	used := 0
 	for i, b := range batch {
-		m, err := decodeRecord(b)
-		if err != nil {
+		m := spare[used]
+		if m == nil {
+			m = new(Message)
+		}
+		if err := decodeRecordInto(b, m); err != nil {
 			c.log().Error("dropping corrupt message read from disk", "err", err)
 			continue
 		}
+		spare[used] = nil
+		used++
 		msgs = append(msgs, m)
 		msgGens = append(msgGens, gens[i])
 	}
@@ -239,6 +253,12 @@ collect:
 	withdrawable := c.topic != nil && c.topic.deadLetterTarget.Load()
 	soleChannel := withdrawable && len(c.topic.channelList()) <= 1
 	c.mu.Lock()
+	for _, m := range spare[used:] {
+		if m == nil {
+			break
+		}
+		c.pool.put(m)
+	}
 	cur := c.emptyGen.Load()
 	pushed := 0
 	for i, m := range msgs {
