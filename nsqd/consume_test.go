@@ -2,6 +2,7 @@ package nsqd
 
 import (
 	"bufio"
+	"fmt"
 	"net"
 	"testing"
 
@@ -181,5 +182,85 @@ func BenchmarkDiskPutAndDrain(b *testing.B) {
 			}
 		}
 		w.Flush()
+	}
+}
+
+// A pump that stops taking part-way through a chunk (its output buffer is
+// full) leaves the rest queued in order, and structs reused after FIN
+// carry the right message: every message arrives once, in publish order,
+// with its own body, however the deliveries are cut.
+func TestTakeStoppedMidChunkKeepsOrderAcrossReusedStructs(t *testing.T) {
+	opts := NewOptions()
+	opts.TCPAddress, opts.HTTPAddress = "127.0.0.1:0", ""
+	opts.DataPath = t.TempDir()
+	opts.MemQueueSize = 10_000_000
+	n, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer n.Exit()
+	topic, err := n.GetTopic("order")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := n.GetChannel(topic, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, other := net.Pipe()
+	defer other.Close()
+	cl := &client{id: 1, nsqd: n, conn: server, msgTimeout: opts.MsgTimeout}
+	if err := ch.addClient(cl, 0); err != nil {
+		t.Fatal(err)
+	}
+	cl.state.Store(stateSubscribed)
+	cl.readyCount.Store(300)
+
+	const batches, perBatch = 20, 100
+	for b := 0; b < batches; b++ {
+		bodies := make([][]byte, perBatch)
+		for i := range bodies {
+			bodies[i] = fmt.Appendf(nil, "msg-%05d", b*perBatch+i)
+		}
+		data := protocol.AppendMPUB(nil, "order", bodies)[len("MPUB order\n")+8:]
+		if err := topic.putBatch(n.newBatch(data, perBatch), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	var ids []protocol.MessageID
+	for cut := 1; len(got) < batches*perBatch; cut = cut%37 + 1 {
+		k := 0
+		taken := ch.take(cl, maxTakePerRun, func(m *Message) bool {
+			got = append(got, string(m.Body))
+			ids = append(ids, m.ID)
+			k++
+			return k < cut
+		})
+		if taken != k {
+			t.Fatalf("take reported %d, emitted %d", taken, k)
+		}
+		if taken == 0 {
+			t.Fatalf("nothing taken after %d messages", len(got))
+		}
+		if len(ids) >= 150 { // finish some, so later deliveries reuse their structs
+			for _, id := range ids {
+				if err := ch.finish(cl, id); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ids = ids[:0]
+		}
+	}
+	for i, body := range got {
+		if want := fmt.Sprintf("msg-%05d", i); body != want {
+			t.Fatalf("delivery %d is %q, want %q", i, body, want)
+		}
+	}
+	if d := ch.mem.len(); d != 0 {
+		t.Fatalf("%d messages left queued", d)
 	}
 }
