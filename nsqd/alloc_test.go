@@ -57,21 +57,21 @@ func TestHotPathsAllocatePerBatchNotPerMessage(t *testing.T) {
 	}
 	cl.state.Store(stateSubscribed)
 	cl.readyCount.Store(batch)
-	var arr [256]*Message
 	ids := make([]protocol.MessageID, 0, batch)
+	collect := func(m *Message) bool {
+		ids = append(ids, m.ID)
+		return true
+	}
 	deliver := func() {
-		msgs := ch.take(cl, arr[:0:batch])
 		ids = ids[:0]
-		for _, m := range msgs {
-			ids = append(ids, m.ID)
-		}
+		n := ch.take(cl, batch, collect)
 		for _, id := range ids {
 			if err := ch.finish(cl, id); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if len(msgs) != batch {
-			t.Fatalf("took %d messages, want %d", len(msgs), batch)
+		if n != batch {
+			t.Fatalf("took %d messages, want %d", n, batch)
 		}
 	}
 	deliver() // warm the in-flight map

@@ -111,6 +111,39 @@ func (b *diskBackend) put(msgs []*Message) error {
 	return err
 }
 
+// putEntries appends the messages of queue entries to the disk queue,
+// serializing batch messages straight from their MPUB body: no Message is
+// made for a message that only passes through on its way to disk.
+func (b *diskBackend) putEntries(ents []qentry) error {
+	b.mu.Lock()
+	if b.deleted {
+		b.mu.Unlock()
+		return nil
+	}
+	opened := !b.isOpen()
+	dq := b.openLocked()
+	var err error
+	for _, e := range ents {
+		for k := e.len(); k > 0 && err == nil; k-- {
+			b.scratch = e.appendNextRecord(b.scratch[:0])
+			err = dq.Put(b.scratch)
+			b.onErr(err)
+		}
+		if err != nil {
+			err = fmt.Errorf("write message to disk queue: %w", err)
+			break
+		}
+	}
+	if cap(b.scratch) > 64<<10 {
+		b.scratch = nil
+	}
+	b.mu.Unlock()
+	if opened && b.onOpen != nil {
+		b.onOpen()
+	}
+	return err
+}
+
 func (b *diskBackend) depth() int64 {
 	if box := b.dq.Load(); box != nil {
 		return box.q.Depth()

@@ -42,6 +42,7 @@ type Channel struct {
 
 	mu            sync.Mutex // guards everything below up to the counters
 	mem           msgQueue
+	pool          msgPool // finished messages' structs, reused by take (not for durable channels)
 	inFlight      inFlight
 	deferred      deferredQueue
 	clients       map[uint64]*client
@@ -160,6 +161,9 @@ func (c *Channel) unwatchIfIdle() {
 	}
 	c.watched = false
 	c.nsqd.unwatch(c)
+	// nothing in flight: give back what delivering needed
+	c.inFlight.release()
+	c.pool = msgPool{}
 }
 
 // refill moves messages from the disk queue into memory while some
@@ -200,8 +204,16 @@ func (c *Channel) refillBatch(first []byte, firstGen int64) {
 	var gens [128]int64
 	batch := append(recs[:0], first)
 	gens[0] = firstGen
+	// structs for the messages come from the pool of finished ones: a
+	// steady drain from disk allocates none of its own per message
+	var spare [128]*Message
 	c.mu.Lock()
 	limit := c.refillLimit - c.mem.len()
+	for i := range min(limit, len(spare)) {
+		if spare[i] = c.pool.get(); spare[i] == nil {
+			break
+		}
+	}
 	c.mu.Unlock()
 	readCh := c.backend.readChan()
 collect:
@@ -217,12 +229,18 @@ collect:
 	}
 	msgs := make([]*Message, 0, len(batch))
 	msgGens := make([]int64, 0, len(batch))
+	used := 0
 	for i, b := range batch {
-		m, err := decodeRecord(b)
-		if err != nil {
+		m := spare[used]
+		if m == nil {
+			m = new(Message)
+		}
+		if err := decodeRecordInto(b, m); err != nil {
 			c.log().Error("dropping corrupt message read from disk", "err", err)
 			continue
 		}
+		spare[used] = nil
+		used++
 		msgs = append(msgs, m)
 		msgGens = append(msgGens, gens[i])
 	}
@@ -235,6 +253,12 @@ collect:
 	withdrawable := c.topic != nil && c.topic.deadLetterTarget.Load()
 	soleChannel := withdrawable && len(c.topic.channelList()) <= 1
 	c.mu.Lock()
+	for _, m := range spare[used:] {
+		if m == nil {
+			break
+		}
+		c.pool.put(m)
+	}
 	cur := c.emptyGen.Load()
 	pushed := 0
 	for i, m := range msgs {
@@ -337,10 +361,8 @@ func (c *Channel) put(ents []qentry) error {
 	c.wakeWaitersLocked(added)
 	c.mu.Unlock()
 	c.messageCount.Add(uint64(total))
-	for _, e := range overflow {
-		if err := c.backend.put(e.materialize()); err != nil {
-			return err
-		}
+	if len(overflow) > 0 {
+		return c.backend.putEntries(overflow)
 	}
 	return nil
 }
@@ -579,10 +601,15 @@ func (c *Channel) kickAllLocked() {
 	}
 }
 
-// take moves up to cap(dst) messages from memory to in flight for cl and
-// returns them. When it returns none, cl's pump must stop: cl is then either
-// idle (not ready) or waiting for the next put.
-func (c *Channel) take(cl *client, dst []*Message) []*Message {
+// take moves up to max messages from memory to in flight for cl, passing
+// each to emit under the channel's lock; emit returns false when it wants
+// no more after this one. It returns how many it passed. When it passes
+// none, cl's pump must stop: cl is then either idle (not ready) or waiting
+// for the next put.
+//
+// emit must not keep the message: once finished, its struct is reused
+// (msgPool).
+func (c *Channel) take(cl *client, max int, emit func(m *Message) bool) int {
 	c.mu.Lock()
 	// read the clock under the lock: deliveries then enter the in-flight
 	// lists in deadline order and insertSorted appends in O(1)
@@ -590,24 +617,37 @@ func (c *Channel) take(cl *client, dst []*Message) []*Message {
 	if !c.readyLocked(cl) {
 		c.pumpDoneLocked(cl)
 		c.mu.Unlock()
-		return dst[:0]
+		return 0
 	}
 
 	avail := int(cl.readyCount.Load() - cl.inFlightCount.Load())
-	if avail > cap(dst) {
-		avail = cap(dst)
+	if avail > max {
+		avail = max
 	}
-	dst = dst[:0]
+	var pool *msgPool
+	if c.dlog == nil {
+		pool = &c.pool
+	}
+	var scratch [32]*Message // popped a chunk at a time: what emit leaves goes back
 	sampled := cl.sampleRate
 	var sampledOut []uint64
 	var delivered []store.Delivery // durable channels: journaled after unlocking
 	eff := c.eff.Load()
 	var dead []deadItem
-	for len(dst) < avail && c.mem.len() > 0 {
-		start := len(dst)
-		got := c.mem.popN(dst, avail-len(dst))
-		dst = got[:start]
-		for _, m := range got[start:] {
+	n := 0
+	more := true
+	for more && n < avail && c.mem.len() > 0 {
+		got := c.mem.popN(scratch[:0], min(avail-n, len(scratch)), pool)
+		for i, m := range got {
+			if !more {
+				// emit asked to stop: the rest goes back to the front, in order
+				for j := len(got) - 1; j >= i; j-- {
+					c.mem.pushFront(qentry{m: got[j]})
+					got[j] = nil
+				}
+				break
+			}
+			got[i] = nil
 			if eff != nil {
 				if reason := eff.refuse(m, now); reason != "" {
 					dead = append(dead, deadItem{m, reason})
@@ -632,11 +672,13 @@ func (c *Channel) take(cl *client, dst []*Message) []*Message {
 					delivered = append(delivered, store.Delivery{Seq: seq, Attempts: m.Attempts})
 				}
 			}
-			dst = append(dst, m)
+			n++
+			more = emit(m)
 		}
 	}
-	if len(dst) > 0 {
-		cl.inFlightCount.Add(int64(len(dst)))
+	if n > 0 {
+		cl.inFlightCount.Add(int64(n))
+		c.pool.noteInFlight(c.inFlight.len())
 		c.watchLocked()
 	} else {
 		// still ready, nothing to send: wait for the next put
@@ -652,7 +694,7 @@ func (c *Channel) take(cl *client, dst []*Message) []*Message {
 		c.dlog.dt.journal.Deliver(c.name, delivered)
 	}
 	c.disposeDead(dead, eff)
-	return dst
+	return n
 }
 
 // pumpDoneLocked marks cl's pump as stopped. Messages it was woken for and
@@ -680,11 +722,15 @@ func (c *Channel) finish(cl *client, id protocol.MessageID) error {
 	c.mu.Lock()
 	m, err := c.inFlight.remove(id, cl.id)
 	var seq uint64
+	var ts int64
 	journal := false
 	if err == nil {
 		cl.inFlightCount.Add(-1)
+		ts = m.Timestamp
 		if c.dlog != nil {
 			seq, journal = c.dlog.finishedLocked(m)
+		} else {
+			c.pool.put(m)
 		}
 	}
 	c.mu.Unlock()
@@ -695,11 +741,11 @@ func (c *Channel) finish(cl *client, id protocol.MessageID) error {
 		c.dlog.dt.journal.Finish(c.name, seq)
 	}
 	if c.topic != nil && c.topic.deadLetterTarget.Load() {
-		c.nsqd.deadLetters.consumed(c.topicName, m.ID)
+		c.nsqd.deadLetters.consumed(c.topicName, id)
 	}
 	if c.e2e != nil {
 		now := time.Now()
-		c.e2e.Insert(float64(now.UnixNano()-m.Timestamp), now)
+		c.e2e.Insert(float64(now.UnixNano()-ts), now)
 	}
 	return nil
 }

@@ -446,26 +446,6 @@ func (c *client) flushLocked(release bool) error {
 	return err
 }
 
-// writeMessages frames msgs into the output buffer, flushing whenever it
-// reaches the negotiated output buffer size.
-func (c *client) writeMessages(msgs []*Message) error {
-	c.writeMu.Lock()
-	defer c.writeMu.Unlock()
-	if c.closed.Load() {
-		return net.ErrClosed
-	}
-	c.grabBufLocked()
-	for _, m := range msgs {
-		c.wbuf = protocol.AppendMessageFrame(c.wbuf, m.Timestamp, m.Attempts, &m.ID, m.Body)
-		if len(c.wbuf) >= c.outputBufSize {
-			if err := c.flushLocked(false); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
 func (c *client) flush() error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
@@ -476,23 +456,49 @@ func (c *client) flush() error {
 }
 
 // pump sends messages from ch while ch has messages and the client is ready.
+//
+// Messages are framed straight into the output buffer while the channel
+// hands them over (Channel.take, under its lock), up to the output buffer
+// size the client negotiated; the buffer is written when it is full and
+// once more when the run ends. No pointer to a delivered message outlives
+// the channel's lock, which is what lets the channel reuse a message's
+// struct once it is finished (see msgPool): delivering allocates nothing per
+// message.
 func (c *client) pump(ch *Channel) {
 	defer ch.wg.Done()
-	var arr [256]*Message
+	frame := func(m *Message) bool {
+		c.wbuf = protocol.AppendMessageFrame(c.wbuf, m.Timestamp, m.Attempts, &m.ID, m.Body)
+		return len(c.wbuf) < c.outputBufSize
+	}
 	for {
-		msgs := ch.take(c, arr[:0])
-		if len(msgs) == 0 {
-			break
-		}
-		c.messageCount.Add(uint64(len(msgs)))
-		if err := c.writeMessages(msgs); err != nil {
+		c.writeMu.Lock()
+		if c.closed.Load() {
+			c.writeMu.Unlock()
 			ch.pumpFailed(c)
 			return
 		}
-		clear(arr[:len(msgs)])
+		c.grabBufLocked()
+		n := ch.take(c, maxTakePerRun, frame)
+		if n == 0 {
+			c.flushLocked(true)
+			c.writeMu.Unlock()
+			return
+		}
+		c.messageCount.Add(uint64(n))
+		if len(c.wbuf) >= c.outputBufSize {
+			if err := c.flushLocked(false); err != nil {
+				c.writeMu.Unlock()
+				ch.pumpFailed(c)
+				return
+			}
+		}
+		c.writeMu.Unlock()
 	}
-	c.flush()
 }
+
+// maxTakePerRun bounds the messages a pump takes under the channel's lock
+// at a time (the output buffer size bounds it too).
+const maxTakePerRun = 256
 
 // tryHeartbeat writes a heartbeat frame on the connTimers goroutine when
 // that cannot block: the writer is free, nothing is buffered, and the

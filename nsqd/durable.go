@@ -305,11 +305,11 @@ func (t *Topic) retain(now time.Time) {
 					cur := ch.dlog.cursor.Clone()
 					// the journal records deliveries; the cursor in memory
 					// does not (the in-flight list has them)
-					for _, m := range ch.inFlight.byID {
+					ch.inFlight.each(func(m *Message) {
 						if seq, ok := seqOf(m.ID); ok {
 							cur.Delivered(seq, m.Attempts)
 						}
-					}
+					})
 					out[ch.name] = cur
 				}
 				ch.mu.Unlock()

@@ -19,8 +19,10 @@ type Message struct {
 	deferBy time.Duration // DPUB: deferred until Timestamp+deferBy, applied when a channel receives it
 
 	clientID   uint64 // connection the message is in flight to
-	deliveryTS int64  // when it was last sent (ns)
-	deadline   int64  // in flight: timeout; deferred: release time (ns)
+	idNum      uint64 // in flight: the number ID spells (idNumber), if idIsNum
+	idIsNum    bool
+	deliveryTS int64 // when it was last sent (ns)
+	deadline   int64 // in flight: timeout; deferred: release time (ns)
 
 	// in-flight list links (see inflight.go)
 	prev, next *Message
@@ -51,9 +53,19 @@ func (m *Message) appendRecord(dst []byte) []byte {
 // decodeRecord rebuilds a message read back from a disk queue. The body
 // aliases b, which go-diskqueue hands over and never reuses.
 func decodeRecord(b []byte) (*Message, error) {
-	ts, attempts, id, body, err := protocol.DecodeMessage(b)
-	if err != nil {
+	m := new(Message)
+	if err := decodeRecordInto(b, m); err != nil {
 		return nil, err
 	}
-	return &Message{ID: id, Body: body, Timestamp: ts, Attempts: attempts, heapIndex: -1}, nil
+	return m, nil
+}
+
+// decodeRecordInto is decodeRecord into a struct of the caller's.
+func decodeRecordInto(b []byte, m *Message) error {
+	ts, attempts, id, body, err := protocol.DecodeMessage(b)
+	if err != nil {
+		return err
+	}
+	*m = Message{ID: id, Body: body, Timestamp: ts, Attempts: attempts, heapIndex: -1}
+	return nil
 }

@@ -503,7 +503,7 @@ func (c *Channel) dropOldest(n int64) {
 	}
 	for n > 0 && c.mem.len() > 0 {
 		k := min(int(n), c.mem.len())
-		dropped = c.mem.popN(dropped, k)
+		dropped = c.mem.popN(dropped, k, nil)
 		n -= int64(k)
 	}
 	c.dropPending = max(c.dropPending, n)

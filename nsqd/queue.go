@@ -50,6 +50,22 @@ func (e *qentry) next(m *Message) {
 	e.idx++
 }
 
+// appendNextRecord appends the disk record of the entry's next message
+// (§6.3) to dst and advances; a batch message is serialized from the batch
+// without materializing it.
+func (e *qentry) appendNextRecord(dst []byte) []byte {
+	if e.m != nil {
+		return e.m.appendRecord(dst)
+	}
+	size := int32(binary.BigEndian.Uint32(e.b.data[e.off:]))
+	start := e.off + 4
+	id := protocol.NewMessageID(e.b.firstID + uint64(e.idx))
+	dst = protocol.AppendMessage(dst, e.b.ts, 0, &id, e.b.data[start:start+size])
+	e.off = start + size
+	e.idx++
+	return dst
+}
+
 // skip advances past k batch messages without materializing them.
 func (e *qentry) skip(k int) {
 	for ; k > 0; k-- {
@@ -137,8 +153,9 @@ func (q *msgQueue) pop() *Message {
 }
 
 // popN removes up to max messages, appending them to dst. Batch messages
-// are materialized into one slab allocation per call.
-func (q *msgQueue) popN(dst []*Message, max int) []*Message {
+// are materialized into structs from pool (which may be nil), else into
+// one slab allocation per call.
+func (q *msgQueue) popN(dst []*Message, max int, pool *msgPool) []*Message {
 	if max > q.n {
 		max = q.n
 	}
@@ -159,14 +176,18 @@ func (q *msgQueue) popN(dst []*Message, max int) []*Message {
 		if k > max {
 			k = max
 		}
-		if len(slab) < k {
-			slab = make([]Message, max)
-		}
 		for i := 0; i < k; i++ {
-			e.next(&slab[i])
-			dst = append(dst, &slab[i])
+			m := pool.get()
+			if m == nil {
+				if len(slab) == 0 {
+					slab = make([]Message, max-i)
+				}
+				m = &slab[0]
+				slab = slab[1:]
+			}
+			e.next(m)
+			dst = append(dst, m)
 		}
-		slab = slab[k:]
 		if e.idx == e.end {
 			q.dropFront()
 		}
@@ -174,6 +195,47 @@ func (q *msgQueue) popN(dst []*Message, max int) []*Message {
 		max -= k
 	}
 	return dst
+}
+
+// msgPool is a free list of Message structs, linked through next. A
+// channel puts a message's struct here when it is finished and takes it
+// back to materialize the next one from a batch, so that a steady stream
+// of deliveries allocates nothing; the channel's lock guards it. It holds
+// at most as many structs as the channel has had in flight at once since
+// it was last idle (a consumer's FINs for a whole RDY window arrive
+// together and are followed by as many deliveries), and the channel drops
+// it when it goes idle.
+type msgPool struct {
+	head *Message
+	n    int
+	max  int // the most in flight at once
+}
+
+// noteInFlight raises the pool's bound to inFlight messages.
+func (p *msgPool) noteInFlight(inFlight int) { p.max = max(p.max, inFlight) }
+
+// get returns a spare struct, or nil; p may be nil.
+func (p *msgPool) get() *Message {
+	if p == nil || p.head == nil {
+		return nil
+	}
+	m := p.head
+	p.head = m.next
+	p.n--
+	m.next = nil
+	return m
+}
+
+// put keeps m for reuse unless the pool is full; m must be reachable from
+// nowhere else.
+func (p *msgPool) put(m *Message) {
+	if p.n >= p.max {
+		return
+	}
+	// drop what m points to, so a kept struct keeps no batch alive
+	*m = Message{next: p.head}
+	p.head = m
+	p.n++
 }
 
 // popEntry removes and returns the whole front entry.
@@ -190,7 +252,7 @@ func (q *msgQueue) popEntry() (qentry, bool) {
 // drain removes every message, materialized, in order.
 func (q *msgQueue) drain() []*Message {
 	out := make([]*Message, 0, q.n)
-	out = q.popN(out, q.n)
+	out = q.popN(out, q.n, nil)
 	*q = msgQueue{}
 	return out
 }

@@ -24,7 +24,7 @@ func TestMsgQueueMixesBatchesAndSingles(t *testing.T) {
 	if q.len() != 5 {
 		t.Fatalf("len %d", q.len())
 	}
-	got := q.popN(nil, 3)
+	got := q.popN(nil, 3, nil)
 	want := []string{"single-1", "a", "bb"}
 	for i, m := range got {
 		if string(m.Body) != want[i] {

@@ -135,7 +135,7 @@ func (t *Topic) redrivable(recs []*deadLetter) []*deadLetter {
 		busy := false
 		for _, ch := range chans {
 			ch.mu.Lock()
-			if _, inFlight := ch.inFlight.byID[id]; inFlight {
+			if ch.inFlight.has(id) {
 				busy = true
 			}
 			if ch.dlog != nil {
