@@ -116,15 +116,17 @@ type HostConfig struct {
 	HeartbeatTicks int
 }
 
-// Host drives every Raft group of one node, in three goroutines that never
-// wait on each other: the loop takes the Ready of every group with work
-// and sends its messages to peers batched per peer; the append goroutine
-// saves the writes of every group that has some (one Save each, then one
-// Sync each), then sends the messages that depended on them; the apply
-// goroutine applies committed entries. One ticker ticks every group.
+// Host drives every Raft group of one node with raft's AsyncStorageWrites.
+// A group's Ready is taken by whichever goroutine stepped it (a proposer,
+// the transport's receiver, the append goroutine) or, after a tick, by the
+// loop; its messages to peers go out at once. The append goroutine saves
+// the writes of every group that has some (one Save each, then one Sync
+// each) and then sends the messages that depended on them; the apply
+// goroutine applies committed entries. No goroutine waits on a disk it
+// does not write. One ticker ticks every group.
 //
-// Lock order: Host.mu before group.mu; group.applyMu and group.storeMu
-// before group.mu. The loop never holds Host.mu while it sends.
+// Lock order: Host.mu before group.mu; group.sendMu, group.applyMu and
+// group.storeMu before group.mu. Host.mu is never held while sending.
 type Host struct {
 	cfg    HostConfig
 	log    *slog.Logger
@@ -158,6 +160,10 @@ type group struct {
 	// returns neither is called again.
 	applyMu sync.Mutex
 	storeMu sync.Mutex
+	// sendMu is held while a Ready is taken and handed on, so that the
+	// Readies of a group reach the queues and the transport in order
+	// whichever goroutine takes them. Before mu.
+	sendMu sync.Mutex
 
 	mu       sync.Mutex
 	rn       *raft.RawNode
@@ -363,7 +369,7 @@ func (h *Host) signal() {
 // Receive steps messages from peers into their groups. Messages for a group
 // this node does not run are dropped.
 func (h *Host) Receive(msgs []Envelope) {
-	touched := false
+	var touched []*group
 	for i := range msgs {
 		g := h.group(msgs[i].Group)
 		if g == nil || msgs[i].Msg == nil {
@@ -376,15 +382,12 @@ func (h *Host) Receive(msgs []Envelope) {
 			_ = g.rn.Step(msgs[i].Msg)
 		}
 		g.mu.Unlock()
-		h.mu.Lock()
-		if !g.removed {
-			h.dirty[g] = struct{}{}
+		if !slices.Contains(touched, g) {
+			touched = append(touched, g)
 		}
-		h.mu.Unlock()
-		touched = true
 	}
-	if touched {
-		h.signal()
+	for _, g := range touched {
+		h.handleReady(g)
 	}
 }
 
@@ -432,7 +435,7 @@ func (h *Host) Propose(ctx context.Context, name string, data []byte) error {
 		}
 		return fmt.Errorf("replica: propose to %q: %w", name, err)
 	}
-	h.markDirty(g)
+	h.handleReady(g)
 	select {
 	case err := <-done:
 		return err
@@ -603,7 +606,8 @@ func (h *Host) tickAll() {
 	}
 }
 
-// processReady takes the Ready of every dirty group until none has work.
+// processReady takes the Ready of every dirty group until none has work
+// (see handleReady).
 // Groups run with raft's AsyncStorageWrites: a Ready's messages to peers
 // go out at once, and its writes (MsgStorageAppend: entries, hard state,
 // snapshot) and committed entries (MsgStorageApply) go to the append and
@@ -624,37 +628,48 @@ func (h *Host) processReady() {
 		}
 		clear(h.dirty)
 		h.mu.Unlock()
-
-		var byPeer map[uint64][]Envelope
 		for _, g := range gs {
-			g.mu.Lock()
-			if g.failed != nil || g.removed || !g.rn.HasReady() {
-				g.mu.Unlock()
-				continue
-			}
-			rd := g.rn.Ready()
-			more := g.rn.HasReady()
-			g.mu.Unlock()
-			if more {
-				h.markDirty(g)
-			}
-			if rd.SoftState != nil {
-				// Ordered with the applies: the proposals committed
-				// before the change are answered first.
-				h.applies.push(storageJob{g: g, lead: rd.SoftState.Lead, leadChange: true})
-			}
-			for _, m := range rd.Messages {
-				switch m.GetTo() {
-				case raft.LocalAppendThread:
-					h.appends.push(storageJob{g: g, m: m})
-				case raft.LocalApplyThread:
-					h.applies.push(storageJob{g: g, m: m})
-				default:
-					byPeer = addMessage(byPeer, g, m)
-				}
-			}
+			h.handleReady(g)
 		}
-		h.send(byPeer)
+	}
+}
+
+// handleReady takes g's Ready, if it has one, and hands its parts on: the
+// messages to peers to the transport, writes to the append goroutine,
+// committed entries to the apply goroutine. The loop calls it for groups
+// marked dirty; Receive, Propose and the append goroutine call it at once
+// after stepping a group, which saves the commit path a wake-up of the
+// loop at each of its steps. sendMu keeps a group's Readies in order.
+func (h *Host) handleReady(g *group) {
+	g.sendMu.Lock()
+	defer g.sendMu.Unlock()
+	g.mu.Lock()
+	if g.failed != nil || g.removed || !g.rn.HasReady() {
+		g.mu.Unlock()
+		return
+	}
+	rd := g.rn.Ready()
+	more := g.rn.HasReady()
+	g.mu.Unlock()
+	if rd.SoftState != nil {
+		// Ordered with the applies: the proposals committed before the
+		// change are answered first.
+		h.applies.push(storageJob{g: g, lead: rd.SoftState.Lead, leadChange: true})
+	}
+	var byPeer map[uint64][]Envelope
+	for _, m := range rd.Messages {
+		switch m.GetTo() {
+		case raft.LocalAppendThread:
+			h.appends.push(storageJob{g: g, m: m})
+		case raft.LocalApplyThread:
+			h.applies.push(storageJob{g: g, m: m})
+		default:
+			byPeer = addMessage(byPeer, g, m)
+		}
+	}
+	h.send(byPeer)
+	if more {
+		h.markDirty(g)
 	}
 }
 
@@ -760,6 +775,7 @@ func (h *Host) runAppends() {
 		}
 		h.syncAll(saved)
 		var byPeer map[uint64][]Envelope
+		var stepped []*group
 		for i, j := range jobs {
 			g := j.g
 			if !ok[i] || g.failedNow() || g.isRemoved() {
@@ -768,7 +784,6 @@ func (h *Host) runAppends() {
 			if snap := j.m.GetSnapshot(); snap != nil && !raft.IsEmptySnap(snap) {
 				h.applies.push(storageJob{g: g, restore: snap})
 			}
-			stepped := false
 			for _, r := range j.m.GetResponses() {
 				if r.GetTo() == h.cfg.ID {
 					g.mu.Lock()
@@ -776,16 +791,18 @@ func (h *Host) runAppends() {
 						_ = g.rn.Step(r)
 					}
 					g.mu.Unlock()
-					stepped = true
+					if !slices.Contains(stepped, g) {
+						stepped = append(stepped, g)
+					}
 					continue
 				}
 				byPeer = addMessage(byPeer, g, r)
 			}
-			if stepped {
-				h.markDirty(g)
-			}
 		}
 		h.send(byPeer)
+		for _, g := range stepped {
+			h.handleReady(g)
+		}
 	}
 }
 
