@@ -44,20 +44,20 @@ type replTopic struct {
 	leader  atomic.Uint64 // node ID of the group's leader; 0 when none
 	leading atomic.Bool
 
-	// Apply appends committed publishes without waiting for their fsync
-	// (the Raft log, synced on a majority, is the durable copy): marks
-	// carries each applied batch's round, in order, to markLoop, which
-	// waits for it and only then advances the applied mark on disk, so a
+	// Apply appends committed publishes to the topic log, which does not
+	// sync its commits (store.Log.DeferSyncs: the Raft log, synced on a
+	// majority, is the durable copy): marks carries each applied batch's
+	// round, in order, to markLoop, which waits for it to be written and
+	// advances the applied mark on disk only after syncing the log, so a
 	// restart applies again everything the topic log may have lost.
 	marks    chan pendingMark
 	marksWG  sync.WaitGroup
 	nextEnd  uint64 // the topic log's end once every applied publish is written; host loop only
 	memIndex atomic.Uint64
 
-	mu          sync.Mutex  // guards the fields below
-	applied     appliedMark // synced
-	skip        uint64      // messages of entries applied again that the log already has
-	markWritten time.Time
+	mu          sync.Mutex        // guards the fields below
+	applied     appliedMark       // synced
+	skip        uint64            // messages of entries applied again that the log already has
 	lastCompact uint64            // index of the last snapshot taken here
 	sentCursors map[string]string // channel -> the cursor state last proposed
 
@@ -101,6 +101,7 @@ func newReplTopic(t *Topic, replicas int) (*replTopic, error) {
 	}
 	r.nextEnd = t.dur.log.End()
 	r.memIndex.Store(r.applied.Index)
+	t.dur.log.DeferSyncs()
 	r.marks = make(chan pendingMark, 4096)
 	return r, nil
 }
@@ -118,26 +119,62 @@ func (r *replTopic) start() {
 	}()
 }
 
-// markLoop advances the applied mark as the topic log's rounds are synced.
+// markInterval is how often a replicated topic's log is synced and its
+// applied mark advanced: the Raft log is the durable copy of what was
+// applied since, applied again after a crash.
+const markInterval = time.Second
+
+// markLoop advances the applied mark as the topic log's rounds are written:
+// every markInterval (and when the topic closes) it syncs the log, then
+// records the last mark whose round was written before the sync.
 func (r *replTopic) markLoop() {
-	for pm := range r.marks {
-		if pm.round != nil {
-			if err := pm.round.Wait(r.t.dur.log); err != nil {
-				// The mark stays where it is: a restart applies these
-				// entries again from the Raft log.
-				r.t.nsqd.setHealth(err)
-				r.t.logger.Error("sync a replicated publish to the topic log", "err", err)
-				continue
+	tick := time.NewTicker(markInterval)
+	defer tick.Stop()
+	var written appliedMark
+	for {
+		select {
+		case pm, ok := <-r.marks:
+			if !ok {
+				r.syncMark(written)
+				return
 			}
-		}
-		r.mu.Lock()
-		if pm.mark.Index > r.applied.Index {
-			r.applied = pm.mark
-			if time.Since(r.markWritten) > time.Second {
-				r.writeMarkLocked()
+			if pm.round != nil {
+				if err := pm.round.Wait(r.t.dur.log); err != nil {
+					// The mark stays where it is: a restart applies these
+					// entries again from the Raft log.
+					r.t.nsqd.setHealth(err)
+					r.t.logger.Error("write a replicated publish to the topic log", "err", err)
+					continue
+				}
 			}
+			if pm.mark.Index > written.Index {
+				written = pm.mark
+			}
+		case <-tick.C:
+			r.syncMark(written)
 		}
-		r.mu.Unlock()
+	}
+}
+
+// syncMark syncs the topic log and records m as the applied mark, if m is
+// past it.
+func (r *replTopic) syncMark(m appliedMark) {
+	r.mu.Lock()
+	behind := m.Index > r.applied.Index
+	r.mu.Unlock()
+	if !behind {
+		return
+	}
+	if err := r.t.dur.log.Sync(); err != nil {
+		r.t.nsqd.setHealth(err)
+		r.t.logger.Error("sync a replicated topic's log", "err", err)
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if m.Index > r.applied.Index {
+		r.applied = m
+		r.writeMarkLocked()
 	}
 }
 
@@ -166,7 +203,6 @@ func (r *replTopic) writeMarkLocked() {
 		r.t.logger.Error("write the applied mark of a replicated topic", "err", err)
 		return
 	}
-	r.markWritten = time.Now()
 }
 
 // Apply implements replica.StateMachine.
@@ -274,6 +310,9 @@ func (r *replTopic) Restore(snap *raftpb.Snapshot) error {
 			t.nsqd.persistMetadataOrLog()
 		}
 		ch.takeCursor(cur)
+	}
+	if err := t.dur.log.Sync(); err != nil { // the mark below covers its end
+		return fmt.Errorf("sync replicated topic %s: %w", t.name, err)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -44,9 +44,10 @@ var (
 )
 
 // GroupStorage is the durable Raft log and hard state of one group. The
-// host calls Save for every group with work in a round, then Sync on each,
-// then sends the round's messages: nothing is sent that depends on an
-// unsynced write.
+// host's append goroutine calls Save for every group with writes queued,
+// then Sync on each, then sends the messages that depend on them: nothing
+// is sent that depends on an unsynced write. The raft.Storage methods are
+// called meanwhile from other goroutines.
 type GroupStorage interface {
 	raft.Storage
 	// Save writes hard state (unless empty), entries (replacing every
@@ -74,7 +75,8 @@ type Command struct {
 
 // StateMachine is what a group's committed log is applied to. Every
 // replica applies the same commands in the same order. Its methods are
-// called from the host's loop, one group at a time.
+// called from the host's apply goroutine, one group at a time, only with
+// entries already synced in the group's storage on this node.
 type StateMachine interface {
 	// Apply applies cmds (possibly none) and records that everything up to
 	// and including last has been applied; after a restart the group is
@@ -114,13 +116,17 @@ type HostConfig struct {
 	HeartbeatTicks int
 }
 
-// Host drives every Raft group of one node: one loop persists the Ready
-// state of all groups with work (one Save each, then the syncs), sends
-// their messages batched per peer, applies their committed entries and
-// advances them; one ticker ticks them all.
+// Host drives every Raft group of one node with raft's AsyncStorageWrites.
+// A group's Ready is taken by whichever goroutine stepped it (a proposer,
+// the transport's receiver, the append goroutine) or, after a tick, by the
+// loop; its messages to peers go out at once. The append goroutine saves
+// the writes of every group that has some (one Save each, then one Sync
+// each) and then sends the messages that depended on them; the apply
+// goroutine applies committed entries. No goroutine waits on a disk it
+// does not write. One ticker ticks every group.
 //
-// Lock order: Host.mu before group.mu. The loop never holds Host.mu while
-// it persists, sends or applies.
+// Lock order: Host.mu before group.mu; group.sendMu, group.applyMu and
+// group.storeMu before group.mu. Host.mu is never held while sending.
 type Host struct {
 	cfg    HostConfig
 	log    *slog.Logger
@@ -133,6 +139,11 @@ type Host struct {
 	groups map[string]*group
 	dirty  map[*group]struct{}
 
+	// appends and applies carry raft's storage messages (AsyncStorageWrites)
+	// from the loop to the append and apply goroutines, in order.
+	appends jobQueue
+	applies jobQueue
+
 	proposalSeq atomic.Uint64
 }
 
@@ -144,9 +155,15 @@ type group struct {
 	machine StateMachine
 	onLead  func(uint64)
 
-	// applyMu is held while the machine applies: RemoveGroup takes it so
-	// that once it returns the machine is never called again.
+	// applyMu is held while the machine applies, storeMu while the
+	// storage saves and syncs: RemoveGroup takes both so that once it
+	// returns neither is called again.
 	applyMu sync.Mutex
+	storeMu sync.Mutex
+	// sendMu is held while a Ready is taken and handed on, so that the
+	// Readies of a group reach the queues and the transport in order
+	// whichever goroutine takes them. Before mu.
+	sendMu sync.Mutex
 
 	mu       sync.Mutex
 	rn       *raft.RawNode
@@ -183,25 +200,36 @@ func NewHost(cfg HostConfig) *Host {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Host{
-		cfg:    cfg,
-		log:    cfg.Logger.With("component", "replica", "node", fmt.Sprintf("%x", cfg.ID)),
-		ctx:    ctx,
-		cancel: cancel,
-		wake:   make(chan struct{}, 1),
-		groups: make(map[string]*group),
-		dirty:  make(map[*group]struct{}),
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "replica", "node", fmt.Sprintf("%x", cfg.ID)),
+		ctx:     ctx,
+		cancel:  cancel,
+		wake:    make(chan struct{}, 1),
+		groups:  make(map[string]*group),
+		dirty:   make(map[*group]struct{}),
+		appends: newJobQueue(),
+		applies: newJobQueue(),
 	}
 }
 
 // ID returns the node's ID.
 func (h *Host) ID() uint64 { return h.cfg.ID }
 
-// Start starts the host's loop. Close stops it.
+// Start starts the host's loop and its append and apply goroutines.
+// Close stops them.
 func (h *Host) Start() {
-	h.wg.Add(1)
+	h.wg.Add(3)
 	go func() {
 		defer h.wg.Done()
 		h.run()
+	}()
+	go func() {
+		defer h.wg.Done()
+		h.runAppends()
+	}()
+	go func() {
+		defer h.wg.Done()
+		h.runApplies()
 	}()
 }
 
@@ -233,6 +261,7 @@ func (h *Host) AddGroup(gc GroupConfig) error {
 		MaxSizePerMsg:             DefaultMaxSizePerMsg,
 		MaxInflightMsgs:           DefaultMaxInflightMsgs,
 		MaxUncommittedEntriesSize: DefaultMaxUncommittedBytes,
+		AsyncStorageWrites:        true,
 		CheckQuorum:               true,
 		PreVote:                   true,
 		Logger:                    raftLogger{h.log.With("group", gc.Name)},
@@ -310,6 +339,8 @@ func (h *Host) RemoveGroup(name string) {
 		g.mu.Unlock()
 		g.applyMu.Lock() // an apply in progress ends first
 		g.applyMu.Unlock()
+		g.storeMu.Lock() // so does a save or sync
+		g.storeMu.Unlock()
 	}
 }
 
@@ -338,7 +369,7 @@ func (h *Host) signal() {
 // Receive steps messages from peers into their groups. Messages for a group
 // this node does not run are dropped.
 func (h *Host) Receive(msgs []Envelope) {
-	touched := false
+	var touched []*group
 	for i := range msgs {
 		g := h.group(msgs[i].Group)
 		if g == nil || msgs[i].Msg == nil {
@@ -351,15 +382,12 @@ func (h *Host) Receive(msgs []Envelope) {
 			_ = g.rn.Step(msgs[i].Msg)
 		}
 		g.mu.Unlock()
-		h.mu.Lock()
-		if !g.removed {
-			h.dirty[g] = struct{}{}
+		if !slices.Contains(touched, g) {
+			touched = append(touched, g)
 		}
-		h.mu.Unlock()
-		touched = true
 	}
-	if touched {
-		h.signal()
+	for _, g := range touched {
+		h.handleReady(g)
 	}
 }
 
@@ -407,7 +435,7 @@ func (h *Host) Propose(ctx context.Context, name string, data []byte) error {
 		}
 		return fmt.Errorf("replica: propose to %q: %w", name, err)
 	}
-	h.markDirty(g)
+	h.handleReady(g)
 	select {
 	case err := <-done:
 		return err
@@ -578,22 +606,15 @@ func (h *Host) tickAll() {
 	}
 }
 
-type readyWork struct {
-	g  *group
-	rd raft.Ready
-	// lead: the group's leader made this Ready. A leader's messages go out
-	// before its own entries are synced (the Raft thesis' parallel append,
-	// as etcd's server does): its term and vote were synced when it was
-	// elected, its appends do not depend on its own disk, and an entry
-	// counts toward the commit only once the leader itself reports it
-	// synced (after persist, at Advance).
-	lead bool
-}
-
-// processReady handles one round: the Ready of every dirty group is
-// persisted (all saves, then all syncs), its messages sent, its committed
-// entries applied, and the group advanced, in the order etcd's raft
-// requires.
+// processReady takes the Ready of every dirty group until none has work
+// (see handleReady).
+// Groups run with raft's AsyncStorageWrites: a Ready's messages to peers
+// go out at once, and its writes (MsgStorageAppend: entries, hard state,
+// snapshot) and committed entries (MsgStorageApply) go to the append and
+// apply goroutines, so the loop never waits on a disk or on the state
+// machine. Messages that depend on a write (a follower's acknowledgement,
+// a vote, the leader's count of its own copy) are that write's responses,
+// delivered by the append goroutine once it is synced.
 func (h *Host) processReady() {
 	for {
 		h.mu.Lock()
@@ -607,70 +628,244 @@ func (h *Host) processReady() {
 		}
 		clear(h.dirty)
 		h.mu.Unlock()
-
-		var work []readyWork
 		for _, g := range gs {
-			g.mu.Lock()
-			if g.failed == nil && !g.removed && g.rn.HasReady() {
-				lead := g.rn.BasicStatus().RaftState == raft.StateLeader
-				work = append(work, readyWork{g: g, rd: g.rn.Ready(), lead: lead})
-			}
-			g.mu.Unlock()
-		}
-		if len(work) == 0 {
-			return
-		}
-		h.send(work, true)
-		h.persist(work)
-		h.send(work, false)
-		for i := range work {
-			h.apply(&work[i])
-		}
-		for i := range work {
-			w := &work[i]
-			w.g.mu.Lock()
-			if w.g.failed == nil {
-				w.g.rn.Advance(w.rd)
-				if w.g.rn.HasReady() {
-					h.markDirty(w.g)
-				}
-			}
-			w.g.mu.Unlock()
+			h.handleReady(g)
 		}
 	}
 }
 
-func (h *Host) persist(work []readyWork) {
-	synced := make([]bool, len(work))
-	for i := range work {
-		w := &work[i]
-		rd := &w.rd
-		if rd.HardState == nil && len(rd.Entries) == 0 && rd.Snapshot == nil {
-			continue
-		}
-		if err := w.g.storage.Save(rd.HardState, rd.Entries, rd.Snapshot); err != nil {
-			h.fail(w.g, fmt.Errorf("save: %w", err))
-			continue
-		}
-		synced[i] = true
+// handleReady takes g's Ready, if it has one, and hands its parts on: the
+// messages to peers to the transport, writes to the append goroutine,
+// committed entries to the apply goroutine. The loop calls it for groups
+// marked dirty; Receive, Propose and the append goroutine call it at once
+// after stepping a group, which saves the commit path a wake-up of the
+// loop at each of its steps. sendMu keeps a group's Readies in order.
+func (h *Host) handleReady(g *group) {
+	g.sendMu.Lock()
+	defer g.sendMu.Unlock()
+	g.mu.Lock()
+	if g.failed != nil || g.removed || !g.rn.HasReady() {
+		g.mu.Unlock()
+		return
 	}
-	// One sync per group's storage; groups that share nothing sync in
-	// parallel so a round costs about one fsync however many groups it
-	// covers.
-	var wg sync.WaitGroup
-	for i := range work {
-		if !synced[i] {
+	rd := g.rn.Ready()
+	more := g.rn.HasReady()
+	g.mu.Unlock()
+	if rd.SoftState != nil {
+		// Ordered with the applies: the proposals committed before the
+		// change are answered first.
+		h.applies.push(storageJob{g: g, lead: rd.SoftState.Lead, leadChange: true})
+	}
+	var byPeer map[uint64][]Envelope
+	for _, m := range rd.Messages {
+		switch m.GetTo() {
+		case raft.LocalAppendThread:
+			h.appends.push(storageJob{g: g, m: m})
+		case raft.LocalApplyThread:
+			h.applies.push(storageJob{g: g, m: m})
+		default:
+			byPeer = addMessage(byPeer, g, m)
+		}
+	}
+	h.send(byPeer)
+	if more {
+		h.markDirty(g)
+	}
+}
+
+// addMessage adds m, a message of g to a peer, to byPeer.
+func addMessage(byPeer map[uint64][]Envelope, g *group, m *raftpb.Message) map[uint64][]Envelope {
+	if byPeer == nil {
+		byPeer = make(map[uint64][]Envelope)
+	}
+	to := m.GetTo()
+	if m.GetType() == raftpb.MessageType_MsgSnap {
+		m = g.snapshotFor(m)
+	}
+	byPeer[to] = append(byPeer[to], Envelope{Group: g.name, Msg: m})
+	return byPeer
+}
+
+// storageJob is one storage message of a group for the append or apply
+// goroutine; for the apply goroutine also a leader change (leadChange)
+// or a snapshot synced by the append goroutine (restore).
+type storageJob struct {
+	g          *group
+	m          *raftpb.Message
+	restore    *raftpb.Snapshot
+	lead       uint64
+	leadChange bool
+}
+
+// jobQueue is an unbounded FIFO of storage jobs with one consumer. It
+// needs no bound: raft bounds what it hands out (uncommitted bytes,
+// committed bytes being applied).
+type jobQueue struct {
+	mu   sync.Mutex
+	jobs []storageJob
+	wake chan struct{}
+}
+
+func newJobQueue() jobQueue { return jobQueue{wake: make(chan struct{}, 1)} }
+
+func (q *jobQueue) push(j storageJob) {
+	q.mu.Lock()
+	q.jobs = append(q.jobs, j)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take returns every queued job, oldest first, giving back spare (the
+// previous batch, emptied) for reuse.
+func (q *jobQueue) take(spare []storageJob) []storageJob {
+	clear(spare)
+	q.mu.Lock()
+	jobs := q.jobs
+	q.jobs = spare[:0]
+	q.mu.Unlock()
+	return jobs
+}
+
+// runAppends is the append goroutine: it saves every queued write of every
+// group, syncs each group's storage once for all of them (groups in
+// parallel), then delivers their responses: to this node's groups (the
+// leader's count of its own copy, the end of a write) and to peers (a
+// follower's acknowledgement, a vote). A snapshot saved goes to the apply
+// goroutine before its responses are delivered.
+func (h *Host) runAppends() {
+	var jobs []storageJob
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-h.appends.wake:
+		}
+		jobs = h.appends.take(jobs)
+		if len(jobs) == 0 {
 			continue
 		}
-		wg.Add(1)
-		go func(w *readyWork) {
-			defer wg.Done()
-			if err := w.g.storage.Sync(); err != nil {
-				h.fail(w.g, fmt.Errorf("sync: %w", err))
+		var saved []*group
+		ok := make([]bool, len(jobs))
+		for i, j := range jobs {
+			g, m := j.g, j.m
+			if g.failedNow() || g.isRemoved() {
+				continue
 			}
-		}(&work[i])
+			var hs *raftpb.HardState
+			if m.Term != nil {
+				hs = &raftpb.HardState{Term: m.Term, Vote: m.Vote, Commit: m.Commit}
+			}
+			g.storeMu.Lock()
+			err := error(nil)
+			if !g.isRemoved() {
+				err = g.storage.Save(hs, m.GetEntries(), m.GetSnapshot())
+			}
+			g.storeMu.Unlock()
+			if err != nil {
+				h.fail(g, fmt.Errorf("save: %w", err))
+				continue
+			}
+			ok[i] = true
+			if !slices.Contains(saved, g) {
+				saved = append(saved, g)
+			}
+		}
+		h.syncAll(saved)
+		var byPeer map[uint64][]Envelope
+		var stepped []*group
+		for i, j := range jobs {
+			g := j.g
+			if !ok[i] || g.failedNow() || g.isRemoved() {
+				continue
+			}
+			if snap := j.m.GetSnapshot(); snap != nil && !raft.IsEmptySnap(snap) {
+				h.applies.push(storageJob{g: g, restore: snap})
+			}
+			for _, r := range j.m.GetResponses() {
+				if r.GetTo() == h.cfg.ID {
+					g.mu.Lock()
+					if g.failed == nil {
+						_ = g.rn.Step(r)
+					}
+					g.mu.Unlock()
+					if !slices.Contains(stepped, g) {
+						stepped = append(stepped, g)
+					}
+					continue
+				}
+				byPeer = addMessage(byPeer, g, r)
+			}
+		}
+		h.send(byPeer)
+		for _, g := range stepped {
+			h.handleReady(g)
+		}
+	}
+}
+
+// syncAll syncs the storage of every group in gs: one sync per group, in
+// parallel when there are several, so a round costs about one fsync
+// however many groups it covers.
+func (h *Host) syncAll(gs []*group) {
+	syncOne := func(g *group) {
+		g.storeMu.Lock()
+		err := error(nil)
+		if !g.isRemoved() {
+			err = g.storage.Sync()
+		}
+		g.storeMu.Unlock()
+		if err != nil {
+			h.fail(g, fmt.Errorf("sync: %w", err))
+		}
+	}
+	if len(gs) == 1 {
+		syncOne(gs[0])
+		return
+	}
+	var wg sync.WaitGroup
+	for _, g := range gs {
+		wg.Go(func() { syncOne(g) })
 	}
 	wg.Wait()
+}
+
+// runApplies is the apply goroutine: it applies each group's committed
+// entries (raft hands out only entries already synced on this node) and
+// snapshots, notes leader changes, and tells raft what was applied.
+func (h *Host) runApplies() {
+	var jobs []storageJob
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-h.applies.wake:
+		}
+		jobs = h.applies.take(jobs)
+		for _, j := range jobs {
+			switch {
+			case j.leadChange:
+				h.applyLeader(j.g, j.lead)
+			case j.restore != nil:
+				h.applySnapshot(j.g, j.restore)
+			default:
+				if !h.apply(j.g, j.m.GetEntries()) {
+					continue
+				}
+				g := j.g
+				g.mu.Lock()
+				if g.failed == nil {
+					for _, r := range j.m.GetResponses() {
+						_ = g.rn.Step(r)
+					}
+				}
+				g.mu.Unlock()
+				h.markDirty(g)
+			}
+		}
+	}
 }
 
 // fail stops a group whose storage failed: its log's state on disk is
@@ -693,30 +888,8 @@ func (g *group) failPendingLocked(err error) {
 	}
 }
 
-// send sends, before the round's syncs (early), the messages that depend on
-// nothing being synced: a leader's, and proposals a follower forwards to
-// its leader; after them, the rest.
-func (h *Host) send(work []readyWork, early bool) {
-	var byPeer map[uint64][]Envelope
-	for i := range work {
-		w := &work[i]
-		if w.g.failedNow() {
-			continue
-		}
-		for _, m := range w.rd.Messages {
-			if (w.lead || m.GetType() == raftpb.MessageType_MsgProp) != early {
-				continue
-			}
-			if byPeer == nil {
-				byPeer = make(map[uint64][]Envelope)
-			}
-			to := m.GetTo()
-			if m.GetType() == raftpb.MessageType_MsgSnap {
-				m = w.g.snapshotFor(m)
-			}
-			byPeer[to] = append(byPeer[to], Envelope{Group: w.g.name, Msg: m})
-		}
-	}
+// send sends byPeer's messages, one batch per peer.
+func (h *Host) send(byPeer map[uint64][]Envelope) {
 	for to, msgs := range byPeer {
 		h.cfg.Transport.Send(to, msgs)
 		for _, e := range msgs {
@@ -768,50 +941,60 @@ func (g *group) failedNow() bool {
 	return g.failed != nil
 }
 
-func (h *Host) apply(w *readyWork) {
-	g, rd := w.g, &w.rd
+// applyLeader notes a change of g's leader: proposals made under another
+// leader may have been lost with it, so they fail and their callers can
+// retry.
+func (h *Host) applyLeader(g *group, lead uint64) {
+	g.applyMu.Lock()
+	defer g.applyMu.Unlock()
+	if g.failedNow() || g.isRemoved() || lead == g.leadSeen.Swap(lead) {
+		return
+	}
+	g.mu.Lock()
+	for seq, p := range g.pending {
+		if p.lead != lead {
+			p.done <- ErrLeaderChanged
+			delete(g.pending, seq)
+		}
+	}
+	g.mu.Unlock()
+	if g.onLead != nil {
+		g.onLead(lead)
+	}
+}
+
+// applySnapshot gives g's machine a snapshot its log was behind, once the
+// snapshot is synced in g's storage.
+func (h *Host) applySnapshot(g *group, snap *raftpb.Snapshot) {
+	g.applyMu.Lock()
+	defer g.applyMu.Unlock()
+	if g.failedNow() || g.isRemoved() || snap.GetMetadata().GetIndex() <= g.applied {
+		return
+	}
+	if err := g.machine.Restore(snap); err != nil {
+		h.fail(g, fmt.Errorf("restore snapshot: %w", err))
+		return
+	}
+	g.mu.Lock()
+	g.applied = snap.GetMetadata().GetIndex()
+	if cs := snap.GetMetadata().GetConfState(); cs != nil {
+		g.confSt = proto.CloneOf(cs)
+	}
+	g.mu.Unlock()
+}
+
+// apply applies committed entries to g's machine and answers this node's
+// proposals among them. It reports whether g is still running.
+func (h *Host) apply(g *group, ents []*raftpb.Entry) bool {
 	g.applyMu.Lock()
 	defer g.applyMu.Unlock()
 	if g.failedNow() || g.isRemoved() {
-		return
-	}
-	if rd.SoftState != nil {
-		lead := rd.SoftState.Lead
-		if lead != g.leadSeen.Swap(lead) {
-			// Proposals made under another leader may have been lost
-			// with it: fail them so their callers can retry.
-			g.mu.Lock()
-			for seq, p := range g.pending {
-				if p.lead != lead {
-					p.done <- ErrLeaderChanged
-					delete(g.pending, seq)
-				}
-			}
-			g.mu.Unlock()
-			if g.onLead != nil {
-				g.onLead(lead)
-			}
-		}
-	}
-	if rd.Snapshot != nil && rd.Snapshot.GetMetadata().GetIndex() > g.applied {
-		if err := g.machine.Restore(rd.Snapshot); err != nil {
-			h.fail(g, fmt.Errorf("restore snapshot: %w", err))
-			return
-		}
-		g.mu.Lock()
-		g.applied = rd.Snapshot.GetMetadata().GetIndex()
-		if cs := rd.Snapshot.GetMetadata().GetConfState(); cs != nil {
-			g.confSt = proto.CloneOf(cs)
-		}
-		g.mu.Unlock()
-	}
-	if len(rd.CommittedEntries) == 0 {
-		return
+		return false
 	}
 	var cmds []Command
 	var mine []uint64
 	last := g.applied
-	for _, e := range rd.CommittedEntries {
+	for _, e := range ents {
 		idx := e.GetIndex()
 		if idx <= last {
 			continue
@@ -831,18 +1014,21 @@ func (h *Host) apply(w *readyWork) {
 			// Apply what came before the change, then the change itself.
 			if err := g.machine.Apply(idx-1, cmds); err != nil {
 				h.fail(g, fmt.Errorf("apply: %w", err))
-				return
+				return false
 			}
 			cmds = nil
 			if err := h.applyConfChange(g, e); err != nil {
 				h.fail(g, err)
-				return
+				return false
 			}
 		}
 	}
+	if last == g.applied {
+		return true
+	}
 	if err := g.machine.Apply(last, cmds); err != nil {
 		h.fail(g, fmt.Errorf("apply: %w", err))
-		return
+		return false
 	}
 	g.mu.Lock()
 	g.applied = last
@@ -853,6 +1039,7 @@ func (h *Host) apply(w *readyWork) {
 		}
 	}
 	g.mu.Unlock()
+	return true
 }
 
 func (h *Host) applyConfChange(g *group, e *raftpb.Entry) error {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,17 +25,22 @@ import (
 // is tested in the storage's own tests.
 type memStorage struct {
 	*raft.MemoryStorage
-	syncs int
+	syncs atomic.Int64 // Sync runs on the host's append goroutine
+	mu    sync.Mutex   // guards cs: set from the append and apply goroutines
 	cs    *raftpb.ConfState
 }
 
 func (m *memStorage) SetConfState(_ uint64, cs *raftpb.ConfState) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.cs = proto.CloneOf(cs)
 	return nil
 }
 
 func (m *memStorage) InitialState() (*raftpb.HardState, *raftpb.ConfState, error) {
 	hs, cs, err := m.MemoryStorage.InitialState()
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.cs != nil {
 		cs = m.cs
 	}
@@ -48,7 +54,9 @@ func (m *memStorage) Save(hs *raftpb.HardState, ents []*raftpb.Entry, snap *raft
 		if err := m.ApplySnapshot(snap); err != nil {
 			return err
 		}
+		m.mu.Lock()
 		m.cs = proto.CloneOf(snap.GetMetadata().GetConfState())
+		m.mu.Unlock()
 	}
 	if hs != nil && !raft.IsEmptyHardState(hs) {
 		if err := m.SetHardState(hs); err != nil {
@@ -61,7 +69,7 @@ func (m *memStorage) Save(hs *raftpb.HardState, ents []*raftpb.Entry, snap *raft
 	return nil
 }
 
-func (m *memStorage) Sync() error { m.syncs++; return nil }
+func (m *memStorage) Sync() error { m.syncs.Add(1); return nil }
 
 // modelMachine records what a node applied, in order. It survives a
 // restart of its host like a state machine on disk would.
@@ -379,7 +387,7 @@ func TestGroupOfThreeReplicatesProposalsFromEveryNodeInOneOrder(t *testing.T) {
 		seen[string(cmd.Data)] = true
 	}
 	for _, tn := range c.nodes {
-		if tn.storage.syncs == 0 {
+		if tn.storage.syncs.Load() == 0 {
 			t.Fatalf("node %d never synced its log", tn.id)
 		}
 	}

@@ -126,6 +126,12 @@ type Log struct {
 	spare   []Entry // guarded by the Committer's mu: a drained pending slice to reuse
 	queued  bool    // guarded by the Committer's mu: in the open round's dirty list
 
+	// deferSync: commits write without syncing (DeferSyncs). syncMu
+	// serializes Sync with the sealing and closing of the active segment.
+	// Lock order: syncMu before mu.
+	deferSync atomic.Bool
+	syncMu    sync.Mutex
+
 	mu         sync.RWMutex // guards the fields below
 	segs       []*segment
 	next       uint64 // sequence number of the next record; everything below is committed
@@ -320,8 +326,25 @@ func (l *Log) recoverSegment(base uint64, last bool, rep *RecoveryReport) (*segm
 }
 
 // createSegment adds a new, empty active segment starting at base and
-// makes its directory entry durable.
+// makes its directory entry durable. A log that defers its syncs syncs the
+// segment it seals first, so only the newest segment can have unsynced
+// records.
 func (l *Log) createSegment(base uint64) error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	if l.deferSync.Load() {
+		l.mu.RLock()
+		var prev File
+		if n := len(l.segs); n > 0 {
+			prev = l.segs[n-1].f
+		}
+		l.mu.RUnlock()
+		if prev != nil {
+			if err := prev.Sync(); err != nil {
+				return fmt.Errorf("sync segment before sealing it in %s: %w", l.dir, err)
+			}
+		}
+	}
 	name := segName(base)
 	path := filepath.Join(l.dir, name)
 	f, size, err := l.fs.OpenAppend(path, true)
@@ -382,8 +405,8 @@ func (l *Log) SkipTo(seq uint64) error {
 	return nil
 }
 
-// commit writes ents as records after the log's end and syncs them. It is
-// called by the committer only. On failure nothing of ents is committed
+// commit writes ents as records after the log's end and syncs them (unless
+// the log defers its syncs). It is called by the committer only. On failure nothing of ents is committed
 // and the file is cut back before the next write.
 func (l *Log) commit(ents []Entry) (written int, err error) {
 	l.mu.RLock()
@@ -456,9 +479,11 @@ func (l *Log) commit(ents []Entry) (written int, err error) {
 		l.dirtyTail = true
 		return 0, err // names the file and the cause (no space left on device, ...)
 	}
-	if err := seg.f.Sync(); err != nil {
-		l.dirtyTail = true
-		return 0, err
+	if !l.deferSync.Load() {
+		if err := seg.f.Sync(); err != nil {
+			l.dirtyTail = true
+			return 0, err
+		}
 	}
 	l.bytesWritten.Add(uint64(len(buf)))
 	l.mu.Lock()
@@ -631,15 +656,61 @@ func (l *Log) Retain(floor uint64, keep Retention, now time.Time) (int, error) {
 	return removed, firstErr
 }
 
-// Close closes the log's files. Later appends fail with ErrClosed.
+// DeferSyncs makes the log's commits write without syncing: a round is
+// complete, and its records visible to readers, once written, and Sync
+// makes everything committed so far durable. It is for a log that copies
+// data kept durable elsewhere (a replicated topic's log, whose Raft log is
+// synced on a majority of its replicas), which its owner can write again
+// after a crash. A segment is synced before the next one is created, so a
+// crash can only shorten the newest segment, which recovery cuts back to
+// its last whole record as it does a torn write.
+func (l *Log) DeferSyncs() { l.deferSync.Store(true) }
+
+// Sync makes every record committed so far durable. Only a log that
+// defers its syncs needs it.
+func (l *Log) Sync() error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	l.mu.RLock()
+	closed := l.closed
+	var f File
+	if n := len(l.segs); n > 0 {
+		f = l.segs[n-1].f
+	}
+	l.mu.RUnlock()
+	if closed {
+		return ErrClosed
+	}
+	if f == nil {
+		return nil
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync log %s: %w", l.dir, err)
+	}
+	return nil
+}
+
+// Close closes the log's files (syncing the active segment first when the
+// log defers its syncs). Later appends fail with ErrClosed.
 func (l *Log) Close() error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
 		return nil
 	}
 	l.closed = true
-	return l.closeFilesLocked()
+	var syncErr error
+	if n := len(l.segs); l.deferSync.Load() && n > 0 && l.segs[n-1].f != nil {
+		if err := l.segs[n-1].f.Sync(); err != nil {
+			syncErr = fmt.Errorf("sync log %s: %w", l.dir, err)
+		}
+	}
+	if err := l.closeFilesLocked(); err != nil {
+		return err
+	}
+	return syncErr
 }
 
 func (l *Log) closeFiles() {
