@@ -11,26 +11,8 @@ import (
 // 200-message MPUB into a channel, and delivering then finishing 200
 // messages, each cost a small constant number of allocations.
 func TestHotPathsAllocatePerBatchNotPerMessage(t *testing.T) {
-	opts := NewOptions()
-	opts.TCPAddress, opts.HTTPAddress = "127.0.0.1:0", ""
-	opts.DataPath = t.TempDir()
-	opts.MemQueueSize = 10_000_000
-	n, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer n.Exit()
-	topic, err := n.GetTopic("allocs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch, err := n.GetChannel(topic, "c")
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, topic, ch := startHotPathNSQD(t, 10_000_000, "allocs", "c")
+	opts := n.opts
 
 	const batch = 200
 	bodies := make([][]byte, batch)
@@ -80,4 +62,37 @@ func TestHotPathsAllocatePerBatchNotPerMessage(t *testing.T) {
 		t.Errorf("delivering and finishing %d messages allocates %.0f times; want a constant handful", batch, consume)
 	}
 	t.Logf("allocations: publish %.0f per %d-message MPUB, deliver+FIN %.0f per %d messages", pub, batch, consume, batch)
+}
+
+// startHotPathNSQD starts a node in process (TCP on an ephemeral port, no
+// HTTP, logging errors only) with --mem-queue-size memQueue, stopped when
+// the test ends, and returns it with the named topic and, unless channel
+// is "", its channel.
+func startHotPathNSQD(tb testing.TB, memQueue int64, topic, channel string) (*NSQD, *Topic, *Channel) {
+	tb.Helper()
+	opts := NewOptions()
+	opts.TCPAddress, opts.HTTPAddress = "127.0.0.1:0", ""
+	opts.DataPath = tb.TempDir()
+	opts.MemQueueSize = memQueue
+	opts.LogLevel = "error"
+	n, err := New(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := n.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(n.Exit)
+	t, err := n.GetTopic(topic)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if channel == "" {
+		return n, t, nil
+	}
+	ch, err := n.GetChannel(t, channel)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n, t, ch
 }

@@ -84,31 +84,15 @@ func (b *diskBackend) put(msgs []*Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	b.mu.Lock()
-	if b.deleted {
-		b.mu.Unlock()
-		return nil // the topic or channel is gone, and its messages with it
+	var arr [8]qentry
+	ents := arr[:0]
+	if len(msgs) > len(arr) {
+		ents = make([]qentry, 0, len(msgs))
 	}
-	opened := !b.isOpen()
-	dq := b.openLocked()
-	var err error
 	for _, m := range msgs {
-		b.scratch = m.appendRecord(b.scratch[:0])
-		err = dq.Put(b.scratch)
-		b.onErr(err)
-		if err != nil {
-			err = fmt.Errorf("write message to disk queue: %w", err)
-			break
-		}
+		ents = append(ents, qentry{m: m})
 	}
-	if cap(b.scratch) > 64<<10 {
-		b.scratch = nil
-	}
-	b.mu.Unlock()
-	if opened && b.onOpen != nil {
-		b.onOpen()
-	}
-	return err
+	return b.putEntries(ents)
 }
 
 // putEntries appends the messages of queue entries to the disk queue,

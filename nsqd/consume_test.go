@@ -15,27 +15,8 @@ import (
 // 100-byte messages, and a subscribed consumer on it without a socket.
 func benchChannel(b *testing.B, rdy int64) (*NSQD, *Topic, *Channel, *client, []byte) {
 	b.Helper()
-	opts := NewOptions()
-	opts.TCPAddress, opts.HTTPAddress = "127.0.0.1:0", ""
-	opts.DataPath = b.TempDir()
-	opts.MemQueueSize = 10_000_000
-	opts.LogLevel = "error"
-	n, err := New(opts)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := n.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(n.Exit)
-	topic, err := n.GetTopic("bench")
-	if err != nil {
-		b.Fatal(err)
-	}
-	ch, err := n.GetChannel(topic, "c")
-	if err != nil {
-		b.Fatal(err)
-	}
+	n, topic, ch := startHotPathNSQD(b, 10_000_000, "bench", "c")
+	opts := n.opts
 	server, other := net.Pipe()
 	b.Cleanup(func() { other.Close(); server.Close() })
 	cl := &client{id: 1, nsqd: n, conn: server, msgTimeout: opts.MsgTimeout, outputBufSize: 16 * 1024}
@@ -126,23 +107,7 @@ func BenchmarkInFlightAddRemove(b *testing.B) {
 // record read and the size prefixes it reads and writes with
 // encoding/binary.
 func BenchmarkDiskPutAndDrain(b *testing.B) {
-	opts := NewOptions()
-	opts.TCPAddress, opts.HTTPAddress = "127.0.0.1:0", ""
-	opts.DataPath = b.TempDir()
-	opts.MemQueueSize = 0
-	opts.LogLevel = "error"
-	n, err := New(opts)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := n.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer n.Exit()
-	topic, err := n.GetTopic("bench")
-	if err != nil {
-		b.Fatal(err)
-	}
+	n, topic, _ := startHotPathNSQD(b, 0, "bench", "")
 	conn, err := net.Dial("tcp", n.TCPAddr().String())
 	if err != nil {
 		b.Fatal(err)
@@ -203,26 +168,8 @@ func BenchmarkDiskPutAndDrain(b *testing.B) {
 // carry the right message: every message arrives once, in publish order,
 // with its own body, however the deliveries are cut.
 func TestTakeStoppedMidChunkKeepsOrderAcrossReusedStructs(t *testing.T) {
-	opts := NewOptions()
-	opts.TCPAddress, opts.HTTPAddress = "127.0.0.1:0", ""
-	opts.DataPath = t.TempDir()
-	opts.MemQueueSize = 10_000_000
-	n, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer n.Exit()
-	topic, err := n.GetTopic("order")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch, err := n.GetChannel(topic, "c")
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, topic, ch := startHotPathNSQD(t, 10_000_000, "order", "c")
+	opts := n.opts
 	server, other := net.Pipe()
 	defer other.Close()
 	cl := &client{id: 1, nsqd: n, conn: server, msgTimeout: opts.MsgTimeout}

@@ -12,25 +12,7 @@ import (
 // socket into a topic with one channel, one round trip at a time; the
 // client side allocates nothing, so allocs/op is the daemon's per PUB.
 func BenchmarkPUBRoundTrip(b *testing.B) {
-	opts := NewOptions()
-	opts.TCPAddress, opts.HTTPAddress = "127.0.0.1:0", ""
-	opts.DataPath = b.TempDir()
-	opts.MemQueueSize = 100_000_000
-	n, err := New(opts)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := n.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer n.Exit()
-	topic, err := n.GetTopic("pubrt")
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := n.GetChannel(topic, "c"); err != nil {
-		b.Fatal(err)
-	}
+	n, _, _ := startHotPathNSQD(b, 100_000_000, "pubrt", "c")
 	conn, err := net.Dial("tcp", n.TCPAddr().String())
 	if err != nil {
 		b.Fatal(err)
