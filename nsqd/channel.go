@@ -729,9 +729,10 @@ func (c *Channel) finish(cl *client, id protocol.MessageID) error {
 		ts = m.Timestamp
 		if c.dlog != nil {
 			seq, journal = c.dlog.finishedLocked(m)
-		} else {
-			c.pool.put(m)
 		}
+		// A finished message's struct is not reused: a message being
+		// dead-lettered (disposeDead, without the channel's lock) may
+		// still be read after a late FIN of it (race detector, 2026-12-04).
 	}
 	c.mu.Unlock()
 	if err != nil {
