@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync"
 	"sync/atomic"
 )
 
@@ -20,11 +19,8 @@ var okFrame = []byte{0, 0, 0, 6, 0, 0, 0, 0, 'O', 'K'}
 // them and answers every command except NOP with an OK frame. It measures
 // what the publisher, the loopback and the kernel cost with no queue at all.
 type Sink struct {
-	ln       net.Listener
+	*tcpServer
 	messages atomic.Int64
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	conns    map[net.Conn]struct{}
 }
 
 // NewSink starts a sink listening on addr (e.g. "127.0.0.1:0").
@@ -33,52 +29,17 @@ func NewSink(addr string) (*Sink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sink listen %s: %w", addr, err)
 	}
-	s := &Sink{ln: ln, conns: make(map[net.Conn]struct{})}
-	s.wg.Add(1)
-	go s.acceptLoop()
+	s := &Sink{}
+	s.tcpServer = serveTCP(ln, s.serve)
 	return s, nil
 }
-
-// Addr returns the listening address.
-func (s *Sink) Addr() string { return s.ln.Addr().String() }
 
 // Messages returns how many messages the sink has received.
 func (s *Sink) Messages() int64 { return s.messages.Load() }
 
 // Close stops the listener, closes every connection and waits for all of
 // the sink's goroutines.
-func (s *Sink) Close() error {
-	err := s.ln.Close()
-	s.mu.Lock()
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-	return err
-}
-
-func (s *Sink) acceptLoop() {
-	defer s.wg.Done()
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			return
-		}
-		s.mu.Lock()
-		s.conns[c] = struct{}{}
-		s.mu.Unlock()
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.serve(c)
-			s.mu.Lock()
-			delete(s.conns, c)
-			s.mu.Unlock()
-			c.Close()
-		}()
-	}
-}
+func (s *Sink) Close() error { return s.close(0) }
 
 var errSinkProtocol = errors.New("sink: protocol error")
 

@@ -21,16 +21,13 @@ import (
 // consumers are told to expect. It measures what the consumers, the
 // loopback and the kernel cost with no queue at all.
 type ConsumeSink struct {
-	ln       net.Listener
+	*tcpServer
 	bodySize int
 	// remaining counts the messages no connection has claimed yet.
 	remaining atomic.Int64
 	seq       atomic.Uint64 // message ids
 	sent      atomic.Int64
 	fins      atomic.Int64
-	wg        sync.WaitGroup
-	mu        sync.Mutex
-	conns     map[net.Conn]struct{}
 }
 
 // NewConsumeSink starts a consume sink on addr that serves messages
@@ -40,15 +37,11 @@ func NewConsumeSink(addr string, messages int64, bodySize int) (*ConsumeSink, er
 	if err != nil {
 		return nil, fmt.Errorf("consume sink listen %s: %w", addr, err)
 	}
-	s := &ConsumeSink{ln: ln, bodySize: max(bodySize, 8), conns: make(map[net.Conn]struct{})}
+	s := &ConsumeSink{bodySize: max(bodySize, 8)}
 	s.remaining.Store(messages)
-	s.wg.Add(1)
-	go s.acceptLoop()
+	s.tcpServer = serveTCP(ln, s.serve)
 	return s, nil
 }
-
-// Addr returns the listening address.
-func (s *ConsumeSink) Addr() string { return s.ln.Addr().String() }
 
 // Sent returns how many messages the sink has written; Finished how many
 // FINs it has read.
@@ -58,53 +51,7 @@ func (s *ConsumeSink) Finished() int64 { return s.fins.Load() }
 // Close stops the listener, waits up to grace for the clients to close
 // their connections (so that FINs still in flight are counted), then closes
 // the rest and waits for the sink's goroutines.
-func (s *ConsumeSink) Close(grace time.Duration) error {
-	err := s.ln.Close()
-	waitConnsGone(&s.mu, func() int { return len(s.conns) }, grace)
-	s.mu.Lock()
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-	return err
-}
-
-// waitConnsGone polls count (under mu) until it is 0 or grace has passed.
-func waitConnsGone(mu *sync.Mutex, count func() int, grace time.Duration) {
-	deadline := time.Now().Add(grace)
-	for time.Now().Before(deadline) {
-		mu.Lock()
-		n := count()
-		mu.Unlock()
-		if n == 0 {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func (s *ConsumeSink) acceptLoop() {
-	defer s.wg.Done()
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			return
-		}
-		s.mu.Lock()
-		s.conns[c] = struct{}{}
-		s.mu.Unlock()
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.serve(c)
-			s.mu.Lock()
-			delete(s.conns, c)
-			s.mu.Unlock()
-			c.Close()
-		}()
-	}
-}
+func (s *ConsumeSink) Close(grace time.Duration) error { return s.close(grace) }
 
 // claim takes up to n messages from the shared remainder.
 func (s *ConsumeSink) claim(n int64) int64 {
