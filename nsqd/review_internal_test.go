@@ -12,14 +12,18 @@ import (
 )
 
 // startReviewNSQD starts a daemon on ephemeral ports (testutil cannot be
-// imported from package nsqd: it imports nsqd).
-func startReviewNSQD(t *testing.T) *NSQD {
+// imported from package nsqd: it imports nsqd), with mods applied to its
+// options.
+func startReviewNSQD(t *testing.T, mods ...func(*Options)) *NSQD {
 	t.Helper()
 	o := NewOptions()
 	o.TCPAddress, o.HTTPAddress, o.HTTPSAddress = "127.0.0.1:0", "127.0.0.1:0", ""
 	o.BroadcastAddress = "127.0.0.1"
 	o.DataPath = t.TempDir()
 	o.Logger = slog.New(slog.DiscardHandler)
+	for _, mod := range mods {
+		mod(o)
+	}
 	n, err := New(o)
 	if err != nil {
 		t.Fatal(err)

@@ -21,21 +21,7 @@ import (
 // so that every part of /stats has something in it.
 func startStatsNSQD(t *testing.T) *NSQD {
 	t.Helper()
-	o := NewOptions()
-	o.TCPAddress, o.HTTPAddress, o.HTTPSAddress = "127.0.0.1:0", "127.0.0.1:0", ""
-	o.BroadcastAddress = "127.0.0.1"
-	o.DataPath = t.TempDir()
-	o.Logger = slog.New(slog.DiscardHandler)
-	o.E2EProcessingLatencyPercentiles = []float64{0.5, 0.99}
-	n, err := New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Exit)
-	return n
+	return startReviewNSQD(t, func(o *Options) { o.E2EProcessingLatencyPercentiles = []float64{0.5, 0.99} })
 }
 
 func statsPost(t *testing.T, n *NSQD, path string) {
