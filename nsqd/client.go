@@ -217,18 +217,26 @@ func (r *connReader) maybeRelease() {
 		return
 	}
 	if r.isSmall() || (!r.keep && r.lastFill < quietRead) {
-		r.release()
+		r.dropBuffer()
 	}
 }
 
-// release drops the buffer, giving a pooled one back; nothing may be
-// buffered.
-func (r *connReader) release() {
+// dropBuffer gives the buffer back (a pooled one to the pool); nothing may
+// be buffered. keep stays: a publisher whose command was split over the
+// small array and the pooled buffer still reads the next one into the
+// pooled buffer.
+func (r *connReader) dropBuffer() {
 	if r.buf != nil && !r.isSmall() {
 		b := r.buf[:cap(r.buf)]
 		readBufPool.Put(&b)
 	}
 	r.buf, r.r, r.w = nil, 0, 0
+}
+
+// release drops the buffer and forgets keep: the connection goes idle
+// (shed or parked) or ends. Nothing may be buffered.
+func (r *connReader) release() {
+	r.dropBuffer()
 	r.keep = false
 }
 
@@ -243,7 +251,12 @@ func (r *connReader) isSmall() bool { return len(r.buf) == len(r.small) }
 // whether the connection is between commands.
 func (r *connReader) fill(h readHook, atLineStart bool) error {
 	if r.buf == nil {
-		r.buf, r.r, r.w = r.small[:], 0, 0
+		if r.keep {
+			r.buf = *(readBufPool.Get().(*[]byte))
+		} else {
+			r.buf = r.small[:]
+		}
+		r.r, r.w = 0, 0
 	}
 	if r.r > 0 {
 		copy(r.buf, r.buf[r.r:r.w])

@@ -84,7 +84,9 @@ func TestPublisherReadsEachPUBInOneReadAfterTheFirst(t *testing.T) {
 	const pubs = 1000
 	body := bytes.Repeat([]byte{'x'}, 100)
 	cmd := append([]byte("PUB topic\n\x00\x00\x00\x64"), body...)
-	src := &countingSource{data: bytes.Repeat(cmd, pubs), max: len(cmd)}
+	// a round-trip publisher sends the next PUB only after the OK: no
+	// read brings bytes of two commands
+	src := &commandSource{cmd: cmd, left: pubs}
 	r := &connReader{src: src}
 	got := make([]byte, 100)
 	for i := 0; i < pubs; i++ {
@@ -109,6 +111,30 @@ func TestPublisherReadsEachPUBInOneReadAfterTheFirst(t *testing.T) {
 	if r.buf != nil || r.keep {
 		t.Fatal("release kept the buffer")
 	}
+}
+
+// commandSource hands out left copies of cmd, never more than the rest of
+// the current copy in one read, counting the reads: a client that waits
+// for each answer before sending the next command.
+type commandSource struct {
+	cmd   []byte
+	left  int
+	off   int
+	reads int
+}
+
+func (s *commandSource) Read(p []byte) (int, error) {
+	if s.left == 0 {
+		return 0, io.EOF
+	}
+	s.reads++
+	n := copy(p, s.cmd[s.off:])
+	s.off += n
+	if s.off == len(s.cmd) {
+		s.off = 0
+		s.left--
+	}
+	return n, nil
 }
 
 func TestConsumerFINsLetTheBufferGoWhenQuiet(t *testing.T) {
