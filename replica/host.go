@@ -102,6 +102,25 @@ type GroupConfig struct {
 	// OnLeader, if set, is called from the host's loop when the group's
 	// leader changes (0: none known). It must not block.
 	OnLeader func(leader uint64)
+	// Amnesiac says this node was a member of the group and has lost its
+	// state (its disk was replaced or wiped; it is back under the same
+	// ID). Such a node forgot its log and the votes it gave: granting a
+	// vote now could elect a leader that lacks entries this node had
+	// acknowledged, losing committed (acknowledged) messages, or give a
+	// second vote in a term. It grants no vote until its log holds
+	// everything the group had committed when a leader first reached it
+	// (see group.amnesiac); it still follows, rejects and catches up.
+	//
+	// The group's leader still counts the entries the node held before
+	// (Raft assumes a member never loses what it acknowledged): its
+	// heartbeats would commit past the end of the node's empty log (Raft
+	// panics on that; the node takes from heartbeats no commit beyond
+	// its own while amnesiac), and it never sends those entries again.
+	// OnAmnesia is called once, with the leader, when a leader first
+	// reaches the node: the leader must forget what it counted (take
+	// the node out of the group and in again, see Cluster).
+	Amnesiac  bool
+	OnAmnesia func(leader uint64)
 }
 
 // HostConfig configures a Host.
@@ -175,6 +194,23 @@ type group struct {
 	confSt   *raftpb.ConfState
 	confIdx  uint64 // index of the last conf change applied
 	leadSeen atomic.Uint64
+
+	// amnesiac is set while the node withholds its votes (see
+	// GroupConfig.Amnesiac); catchUpTo is the commit index of the first
+	// append or snapshot a leader sent (valid once heardLeader), guarded by
+	// mu: the votes are given again once this node's commit reaches it.
+	amnesiac    atomic.Bool
+	heardLeader bool
+	catchUpTo   uint64
+	onAmnesia   func(leader uint64)
+	askedAt     time.Time // when onAmnesia was last called; mu
+
+	// On the leader, members being taken out and in again (Readmit): the
+	// removal is proposed, and its application proposes the addition;
+	// readmitted says when each came back in. Both guarded by mu.
+	readmitting map[uint64]bool
+	readmitted  map[uint64]time.Time
+	readd       []uint64 // taken out, to be taken in again once Raft has applied the removal
 }
 
 // pendingProposal waits for its entry to be applied; lead is the leader
@@ -307,6 +343,11 @@ func (h *Host) AddGroup(gc GroupConfig) error {
 		applied: gc.Applied,
 		pending: make(map[uint64]pendingProposal),
 	}
+	if gc.Amnesiac {
+		g.amnesiac.Store(true)
+		g.onAmnesia = gc.OnAmnesia
+		h.log.Warn("this node lost its state of the group: it gives no vote until it has caught up", "group", gc.Name)
+	}
 	if cs != nil {
 		g.confSt = proto.CloneOf(cs)
 	}
@@ -375,13 +416,20 @@ func (h *Host) Receive(msgs []Envelope) {
 		if g == nil || msgs[i].Msg == nil {
 			continue
 		}
+		var amnesiaLeader uint64
 		g.mu.Lock()
 		if g.failed == nil {
+			if g.amnesiac.Load() {
+				amnesiaLeader = g.noteLeaderLocked(msgs[i].Msg)
+			}
 			// Step refuses messages addressed elsewhere, local message
 			// types and the like; none of that is worth more than a drop.
 			_ = g.rn.Step(msgs[i].Msg)
 		}
 		g.mu.Unlock()
+		if amnesiaLeader != 0 && g.onAmnesia != nil {
+			g.onAmnesia(amnesiaLeader)
+		}
 		if !slices.Contains(touched, g) {
 			touched = append(touched, g)
 		}
@@ -644,12 +692,19 @@ func (h *Host) handleReady(g *group) {
 	g.sendMu.Lock()
 	defer g.sendMu.Unlock()
 	g.mu.Lock()
+	if len(g.readd) > 0 && g.failed == nil && !g.removed {
+		h.readdLocked(g)
+	}
 	if g.failed != nil || g.removed || !g.rn.HasReady() {
 		g.mu.Unlock()
 		return
 	}
 	rd := g.rn.Ready()
 	more := g.rn.HasReady()
+	if g.amnesiac.Load() && g.heardLeader && g.rn.BasicStatus().HardState.GetCommit() >= g.catchUpTo {
+		g.amnesiac.Store(false)
+		h.log.Info("this node has caught up with the group: it votes again", "group", g.name, "commit", g.catchUpTo)
+	}
 	g.mu.Unlock()
 	if rd.SoftState != nil {
 		// Ordered with the applies: the proposals committed before the
@@ -682,8 +737,128 @@ func addMessage(byPeer map[uint64][]Envelope, g *group, m *raftpb.Message) map[u
 	if m.GetType() == raftpb.MessageType_MsgSnap {
 		m = g.snapshotFor(m)
 	}
+	if withheldVote(g, m) {
+		return byPeer
+	}
 	byPeer[to] = append(byPeer[to], Envelope{Group: g.name, Msg: m})
 	return byPeer
+}
+
+// withheldVote reports whether m is a vote (or pre-vote) this node grants
+// while it is amnesiac: it is not sent, so it counts for no candidate. (Its
+// vote is recorded in its own state all the same; a refusal is sent as
+// usual.)
+func withheldVote(g *group, m *raftpb.Message) bool {
+	t := m.GetType()
+	return (t == raftpb.MessageType_MsgVoteResp || t == raftpb.MessageType_MsgPreVoteResp) &&
+		!m.GetReject() && g.amnesiac.Load()
+}
+
+// noteLeaderLocked looks at a message an amnesiac node receives. A
+// heartbeat's commit is cut to the node's own: the leader still counts the
+// entries the node had before it lost them. The first message of a leader
+// records how far the group had committed (the commit of a heartbeat or an
+// append, or a snapshot's index): what the node must hold before it votes
+// again; it returns that leader, once, else 0. mu held.
+func (g *group) noteLeaderLocked(m *raftpb.Message) (leader uint64) {
+	var commit uint64
+	switch m.GetType() {
+	case raftpb.MessageType_MsgHeartbeat:
+		commit = m.GetCommit()
+		if own := g.rn.BasicStatus().HardState.GetCommit(); commit > own {
+			m.Commit = proto.Uint64(own)
+		}
+	case raftpb.MessageType_MsgApp:
+		commit = m.GetCommit()
+	case raftpb.MessageType_MsgSnap:
+		commit = max(m.GetCommit(), m.GetSnapshot().GetMetadata().GetIndex())
+	default:
+		return 0
+	}
+	if !g.heardLeader {
+		g.heardLeader, g.catchUpTo = true, commit
+	}
+	// Asked again while the node has not caught up: a request can be
+	// lost, or the leader change.
+	if now := time.Now(); now.Sub(g.askedAt) >= amnesiaAskEvery {
+		g.askedAt = now
+		return m.GetFrom()
+	}
+	return 0
+}
+
+// amnesiaAskEvery spaces an amnesiac node's requests to be readmitted.
+const amnesiaAskEvery = 2 * time.Second
+
+// readmitQuiet is how long after readmitting a member the leader ignores
+// its requests to be readmitted again: it is catching up meanwhile.
+const readmitQuiet = 10 * time.Second
+
+// readdLocked proposes taking back in the first member Readmit took out,
+// once Raft counts the removal applied (it refuses a membership change
+// while another is pending); a node that no longer leads leaves it to the
+// next leader (Cluster's duties add a placement's missing members). mu
+// held.
+func (h *Host) readdLocked(g *group) {
+	st := g.rn.BasicStatus()
+	if st.RaftState != raft.StateLeader {
+		g.readd = nil
+		return
+	}
+	if st.Applied < g.confIdx {
+		h.markDirty(g) // look again
+		return
+	}
+	id := g.readd[0]
+	g.readd = g.readd[1:]
+	g.readmitted[id] = time.Now()
+	cc := &raftpb.ConfChange{Type: raftpb.ConfChangeAddNode.Enum(), NodeId: proto.Uint64(id)}
+	if err := g.rn.ProposeConfChange(cc); err != nil {
+		h.log.Warn("take a member back in", "group", g.name, "member", id, "err", err)
+	}
+}
+
+// ErrNotLeader refuses what only the group's leader does.
+var ErrNotLeader = errors.New("this node does not lead the group")
+
+// Readmit takes member id, which has lost its state (see
+// GroupConfig.Amnesiac), out of the group and in again, so that this
+// leader forgets what it counted id to hold and sends it everything
+// again. Only the leader does it; a request for a member readmitted in
+// the last readmitQuiet, or being readmitted, is ignored.
+func (h *Host) Readmit(name string, id uint64) error {
+	g := h.group(name)
+	if g == nil {
+		return ErrNoGroup
+	}
+	g.mu.Lock()
+	st := g.rn.BasicStatus()
+	if st.RaftState != raft.StateLeader {
+		g.mu.Unlock()
+		return ErrNotLeader
+	}
+	if id == h.cfg.ID || g.readmitting[id] || time.Since(g.readmitted[id]) < readmitQuiet ||
+		g.confSt == nil || !slices.Contains(g.confSt.GetVoters(), id) {
+		g.mu.Unlock()
+		return nil
+	}
+	if g.readmitting == nil {
+		g.readmitting = make(map[uint64]bool)
+		g.readmitted = make(map[uint64]time.Time)
+	}
+	g.readmitting[id] = true
+	cc := &raftpb.ConfChange{Type: raftpb.ConfChangeRemoveNode.Enum(), NodeId: proto.Uint64(id)}
+	err := g.rn.ProposeConfChange(cc)
+	if err != nil {
+		delete(g.readmitting, id)
+	}
+	g.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("replica: take %d out of %q: %w", id, name, err)
+	}
+	h.log.Warn("a member lost its state: taking it out of the group and in again", "group", name, "member", id)
+	h.markDirty(g)
+	return nil
 }
 
 // storageJob is one storage message of a group for the append or apply
@@ -1063,7 +1238,18 @@ func (h *Host) applyConfChange(g *group, e *raftpb.Entry) error {
 		g.confSt = proto.CloneOf(cs)
 	}
 	g.confIdx = e.GetIndex()
+	readd := false
+	if c, ok := cc.(*raftpb.ConfChange); ok && c.GetType() == raftpb.ConfChangeRemoveNode && g.readmitting[c.GetNodeId()] {
+		// Raft takes the next membership change only once it counts this
+		// one applied: handleReady proposes the addition then.
+		delete(g.readmitting, c.GetNodeId())
+		g.readd = append(g.readd, c.GetNodeId())
+		readd = true
+	}
 	g.mu.Unlock()
+	if readd {
+		h.markDirty(g)
+	}
 	if cs != nil {
 		if err := g.storage.SetConfState(e.GetIndex(), cs); err != nil {
 			return fmt.Errorf("record membership at %d: %w", e.GetIndex(), err)

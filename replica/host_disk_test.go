@@ -17,6 +17,10 @@ type diskNode struct {
 	storage *Storage
 	machine *modelMachine
 	mn      *memNode
+	// amnesiac starts the group with GroupConfig.Amnesiac (a node back
+	// on a wiped disk), and onAmnesia as its OnAmnesia.
+	amnesiac  bool
+	onAmnesia func(leader uint64)
 }
 
 func startDiskNode(t *testing.T, net *memNet, dn *diskNode, ids []uint64) {
@@ -29,7 +33,8 @@ func startDiskNode(t *testing.T, net *memNet, dn *diskNode, ids []uint64) {
 	h := NewHost(HostConfig{ID: dn.id, Transport: memTransport{net: net, from: dn.id}, Logger: quietLogger(),
 		Tick: 20 * time.Millisecond, ElectionTicks: 10})
 	applied, _ := dn.machine.snapshot()
-	if err := h.AddGroup(GroupConfig{Name: "orders", Storage: st, Machine: dn.machine, Bootstrap: ids, Applied: applied}); err != nil {
+	if err := h.AddGroup(GroupConfig{Name: "orders", Storage: st, Machine: dn.machine, Bootstrap: ids, Applied: applied,
+		Amnesiac: dn.amnesiac, OnAmnesia: dn.onAmnesia}); err != nil {
 		t.Fatal(err)
 	}
 	h.Start()

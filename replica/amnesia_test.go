@@ -1,0 +1,238 @@
+package replica
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluicemq/sluice/store"
+)
+
+// A voter that comes back on a wiped disk under its old ID has forgotten
+// its log. The scenario: C acknowledged entries with the leader L while B
+// lagged (cut off); C's disk is lost and it restarts empty; L becomes
+// unreachable. B and C alone: if C grants B its vote, B leads without the
+// entries L and C had committed, and they are lost.
+func TestWipedVoterGivesNoVoteUntilItHasCaughtUp(t *testing.T) {
+	t.Run("without the guard the lagging node is elected", func(t *testing.T) {
+		_, b, c, _, acked := wipedVoterScenario(t, false)
+		lead := leaderAmong(t, 5*time.Second, b, c)
+		if lead != b {
+			t.Fatalf("node %d leads, want the lagging node %d", lead.id, b.id)
+		}
+		_, cmds := b.machine.snapshot()
+		for _, cmd := range cmds {
+			if slices.Contains(acked, string(cmd.Data)) {
+				t.Fatalf("the lagging node holds %q: the scenario lost nothing", cmd.Data)
+			}
+		}
+	})
+	t.Run("with the guard nothing acknowledged is lost", func(t *testing.T) {
+		l, b, c, net, acked := wipedVoterScenario(t, true)
+		// No leader while only B and C can talk: C withholds its vote
+		// and B's log is ahead of C's.
+		deadline := time.Now().Add(3 * time.Second)
+		for time.Now().Before(deadline) {
+			for _, dn := range []*diskNode{b, c} {
+				if st, ok := dn.mn.host.Status("orders"); ok && st.IsLead {
+					t.Fatalf("node %d was elected by a node that forgot its log", dn.id)
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		// L returns: it leads again and C catches up from it.
+		net.isolate(l.id, false)
+		lead := leaderAmong(t, 10*time.Second, l, b, c)
+		for i := 0; i < 10; i++ {
+			d := fmt.Sprintf("after-%d", i)
+			if err := propose(lead.mn.host, "orders", d, 5*time.Second); err != nil {
+				t.Fatalf("propose %s: %v", d, err)
+			}
+			acked = append(acked, d)
+		}
+		waitApplied(t, acked, l, b, c)
+		// C votes again once caught up: cut the leader off, and the two
+		// others elect one of them.
+		net.isolate(lead.id, true)
+		var rest []*diskNode
+		for _, dn := range []*diskNode{l, b, c} {
+			if dn != lead {
+				rest = append(rest, dn)
+			}
+		}
+		leaderAmong(t, 10*time.Second, rest...)
+	})
+}
+
+// A follower's disk is lost while the leader stays: the leader still counts
+// the entries the follower had and would never send them again (and its
+// heartbeats would commit past the end of the follower's empty log, which
+// makes Raft panic). The follower asks the leader to readmit it, and
+// catches up.
+func TestWipedFollowerIsReadmittedAndCatchesUp(t *testing.T) {
+	net := newMemNet(2)
+	ids := []uint64{1, 2, 3}
+	var nodes []*diskNode
+	for _, id := range ids {
+		dn := &diskNode{id: id, fs: store.NewMemFS(), machine: &modelMachine{}}
+		nodes = append(nodes, dn)
+		startDiskNode(t, net, dn, ids)
+	}
+	t.Cleanup(func() {
+		for _, dn := range nodes {
+			stopDiskNode(net, dn)
+		}
+	})
+	l := leaderAmong(t, 5*time.Second, nodes...)
+	var acked []string
+	publish := func(tag string, n int) {
+		for i := 0; i < n; i++ {
+			d := fmt.Sprintf("%s-%d", tag, i)
+			if err := propose(l.mn.host, "orders", d, 5*time.Second); err != nil {
+				t.Fatalf("propose %s: %v", d, err)
+			}
+			acked = append(acked, d)
+		}
+	}
+	publish("before", 20)
+	waitApplied(t, acked, nodes...)
+	var c *diskNode
+	for _, dn := range nodes {
+		if dn != l {
+			c = dn
+			break
+		}
+	}
+	stopDiskNode(net, c)
+	var asked atomic.Int32
+	c.fs, c.machine, c.amnesiac = store.NewMemFS(), &modelMachine{}, true
+	c.onAmnesia = func(leader uint64) {
+		asked.Add(1)
+		net.mu.Lock()
+		mn := net.nodes[leader]
+		net.mu.Unlock()
+		if mn != nil {
+			go mn.host.Readmit("orders", c.id)
+		}
+	}
+	startDiskNode(t, net, c, ids)
+	publish("after", 10)
+	waitApplied(t, acked, nodes...)
+	if asked.Load() == 0 {
+		t.Fatal("the wiped follower never asked to be readmitted")
+	}
+	if st, _ := l.mn.host.Status("orders"); len(st.Voters) != 3 {
+		t.Fatalf("voters %v after the readmission, want 3", st.Voters)
+	}
+	// It votes again: with the leader cut off the two others elect one.
+	net.isolate(l.id, true)
+	var rest []*diskNode
+	for _, dn := range nodes {
+		if dn != l {
+			rest = append(rest, dn)
+		}
+	}
+	leaderAmong(t, 10*time.Second, rest...)
+}
+
+// wipedVoterScenario runs the scenario up to the point where only B and C
+// can talk, C restarted on an empty disk (amnesiac or not). It returns L,
+// B, C, the network and what L acknowledged while B lagged.
+func wipedVoterScenario(t *testing.T, guard bool) (l, b, c *diskNode, net *memNet, acked []string) {
+	t.Helper()
+	net = newMemNet(1)
+	ids := []uint64{1, 2, 3}
+	var nodes []*diskNode
+	for _, id := range ids {
+		dn := &diskNode{id: id, fs: store.NewMemFS(), machine: &modelMachine{}}
+		nodes = append(nodes, dn)
+		startDiskNode(t, net, dn, ids)
+	}
+	t.Cleanup(func() {
+		for _, dn := range nodes {
+			stopDiskNode(net, dn)
+		}
+	})
+	l = leaderAmong(t, 5*time.Second, nodes...)
+	for _, dn := range nodes {
+		if dn == l {
+			continue
+		}
+		if b == nil {
+			b = dn
+		} else {
+			c = dn
+		}
+	}
+	net.isolate(b.id, true)
+	for i := 0; i < 20; i++ {
+		d := fmt.Sprintf("acked-%d", i)
+		if err := propose(l.mn.host, "orders", d, 5*time.Second); err != nil {
+			t.Fatalf("propose %s: %v", d, err)
+		}
+		acked = append(acked, d)
+	}
+	// C's disk is lost; L is cut off before C is back, so that C cannot
+	// catch up from it; B is reachable again.
+	stopDiskNode(net, c)
+	net.mu.Lock()
+	for _, link := range [][2]uint64{{l.id, b.id}, {b.id, l.id}, {l.id, c.id}, {c.id, l.id}} {
+		net.cut[link] = true
+	}
+	net.cut[[2]uint64{b.id, c.id}], net.cut[[2]uint64{c.id, b.id}] = false, false
+	net.mu.Unlock()
+	c.fs, c.machine, c.amnesiac = store.NewMemFS(), &modelMachine{}, guard
+	startDiskNode(t, net, c, ids) // a replica opened again on an empty disk bootstraps
+	return l, b, c, net, acked
+}
+
+// leaderAmong waits for one of nodes to lead the group.
+func leaderAmong(t *testing.T, timeout time.Duration, nodes ...*diskNode) *diskNode {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		for _, dn := range nodes {
+			if dn.mn == nil {
+				continue
+			}
+			if st, ok := dn.mn.host.Status("orders"); ok && st.IsLead {
+				return dn
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var ids []string
+	for _, dn := range nodes {
+		ids = append(ids, fmt.Sprint(dn.id))
+	}
+	t.Fatalf("none of nodes %s leads within %v", strings.Join(ids, ", "), timeout)
+	return nil
+}
+
+// waitApplied waits until every node has applied exactly want.
+func waitApplied(t *testing.T, want []string, nodes ...*diskNode) {
+	t.Helper()
+	want = slices.Clone(want)
+	slices.Sort(want)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		done := true
+		for _, dn := range nodes {
+			got := applied(dn.machine)
+			slices.Sort(got)
+			if !slices.Equal(got, want) {
+				done = false
+				if time.Now().After(deadline) {
+					t.Fatalf("node %d applied %d commands, want the %d acknowledged", dn.id, len(got), len(want))
+				}
+			}
+		}
+		if done {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
