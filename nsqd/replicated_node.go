@@ -42,7 +42,8 @@ func (n *NSQD) startReplication() error {
 	self := n.selfAddr()
 	n.nodeID = replica.NodeID(self)
 	logger := n.logger.With("component", "replica")
-	if err := n.checkReplicaIdentity(self); err != nil {
+	fresh, err := n.checkReplicaIdentity(self)
+	if err != nil {
 		return err
 	}
 	mux := replica.NewRequestMux(nil, n.nodeID)
@@ -82,6 +83,7 @@ func (n *NSQD) startReplication() error {
 		Topics:         replicaTopics{n},
 		Logger:         logger,
 		ReplicaTimeout: n.opts.ReplicaTimeout,
+		Fresh:          fresh,
 	})
 	mux.SetHandler(cl)
 	mux.SetNext(cl.Host())
@@ -357,7 +359,11 @@ func (n *NSQD) doReplicatedCreate(ctx context.Context, name string, cfg *topicCo
 // a node the cluster still knows under that address, and must not be
 // reused under this one. It is set aside, and the node joins as a new one
 // (the topics it held are replaced on other nodes after --replica-timeout).
-func (n *NSQD) checkReplicaIdentity(self string) error {
+// fresh reports that the state was created now: the node's first start, or
+// its data path was lost (a replaced disk) or set aside; a fresh node that
+// the cluster still counts as a member rejoins as amnesiac (see
+// replica.ClusterConfig.Fresh).
+func (n *NSQD) checkReplicaIdentity(self string) (fresh bool, err error) {
 	dir := filepath.Join(dataPathOf(n.opts), replicationDirName)
 	idPath := filepath.Join(dir, "node.id")
 	old, err := os.ReadFile(idPath)
@@ -366,15 +372,15 @@ func (n *NSQD) checkReplicaIdentity(self string) error {
 		aside := fmt.Sprintf("%s.%s.%d", dir, strings.NewReplacer(":", "_", "/", "_").Replace(string(old)), time.Now().Unix())
 		n.logger.Warn("this data path held replicas under another address; set aside", "old", string(old), "new", self, "moved_to", aside)
 		if err := os.Rename(dir, aside); err != nil {
-			return fmt.Errorf("set aside the replication state of %s: %w", old, err)
+			return false, fmt.Errorf("set aside the replication state of %s: %w", old, err)
 		}
 	case err != nil && !errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("read %s: %w", idPath, err)
+		return false, fmt.Errorf("read %s: %w", idPath, err)
 	case err == nil:
-		return nil
+		return false, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
+		return false, fmt.Errorf("create %s: %w", dir, err)
 	}
-	return store.WriteFileAtomic(store.OSFS{}, idPath, []byte(self))
+	return true, store.WriteFileAtomic(store.OSFS{}, idPath, []byte(self))
 }

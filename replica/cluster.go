@@ -71,6 +71,13 @@ type ClusterConfig struct {
 	ElectionTicks  int
 	ReplicaTimeout time.Duration
 	DutyInterval   time.Duration
+	// Fresh says this node's replication state was created at this start:
+	// its first start, or its disk was lost. A fresh node that the
+	// cluster still counts as a member of the meta group or of topics'
+	// groups (its disk was lost) rejoins them as amnesiac (see
+	// GroupConfig.Amnesiac): it votes only once it has caught up, and
+	// the groups' leaders readmit it.
+	Fresh bool
 }
 
 // Cluster is a node's part in replication: the meta group (placement),
@@ -98,6 +105,10 @@ type Cluster struct {
 	topics      map[string]*localTopic
 	lastSeen    map[uint64]time.Time
 	invited     map[uint64]time.Time
+	// amnesiac: the topics this fresh node was a member of when it first
+	// knew the placement (nil until then; see ClusterConfig.Fresh).
+	amnesiac   map[string]bool
+	memberSeek time.Time // when a fresh node last looked for a meta group it belongs to
 }
 
 type localTopic struct {
@@ -226,7 +237,13 @@ func (c *Cluster) startMeta(initial []uint64, logDir string) error {
 	if err != nil {
 		return fmt.Errorf("replica: open meta log: %w", err)
 	}
-	if err := c.host.AddGroup(GroupConfig{Name: MetaGroup, Storage: st, Machine: mm, Bootstrap: initial, Applied: mm.appliedIndex()}); err != nil {
+	gc := GroupConfig{Name: MetaGroup, Storage: st, Machine: mm, Bootstrap: initial, Applied: mm.appliedIndex()}
+	if c.cfg.Fresh && len(initial) == 0 && mm.appliedIndex() == 0 {
+		// Joining: as a new node (a learner: it votes in nothing), or as
+		// a member that lost its disk.
+		gc.Amnesiac, gc.OnAmnesia = true, c.readmitSoon(MetaGroup)
+	}
+	if err := c.host.AddGroup(gc); err != nil {
 		closeStorage(st)
 		return err
 	}
@@ -273,6 +290,9 @@ func (c *Cluster) reconcile() {
 		return
 	}
 	p := mm.view()
+	if c.cfg.Fresh && !c.noteAmnesia(p) {
+		return // the meta group is still catching up: its placement is not current
+	}
 	c.mu.Lock()
 	var closing []*localTopic
 	for topic, lt := range c.topics {
@@ -305,6 +325,88 @@ func (c *Cluster) reconcile() {
 	}
 }
 
+// noteAmnesia decides, on a fresh node, which topics' groups it rejoins as
+// amnesiac: those the placement counts it a member of when its meta group
+// has first caught up. It reports false while the meta group has not.
+func (c *Cluster) noteAmnesia(p *Placement) bool {
+	c.mu.Lock()
+	decided := c.amnesiac != nil
+	c.mu.Unlock()
+	if decided {
+		return true
+	}
+	if st, ok := c.host.Status(MetaGroup); !ok || st.Amnesiac {
+		return false
+	}
+	lost := make(map[string]bool)
+	for topic, a := range p.Topics {
+		if a.Has(c.cfg.Self) {
+			lost[topic] = true
+		}
+	}
+	if len(lost) > 0 {
+		c.log.Warn("this node lost its replicas (a new data path): it rejoins their groups and catches up", "topics", len(lost))
+	}
+	c.mu.Lock()
+	c.amnesiac = lost
+	c.mu.Unlock()
+	return true
+}
+
+// readmitSoon returns an amnesiac group's OnAmnesia: it asks the leader,
+// in the background, to readmit this node.
+func (c *Cluster) readmitSoon(group string) func(leader uint64) {
+	return func(leader uint64) {
+		if leader == 0 || leader == c.cfg.Self {
+			return
+		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
+			defer cancel()
+			if _, err := c.cfg.Requester.Request(ctx, leader, "replica.readmit", []byte(group)); err != nil {
+				c.log.Debug("ask to be readmitted", "group", group, "err", err)
+			}
+		}()
+	}
+}
+
+// seekMembership: a fresh node that the cluster still counts in its meta
+// group (its disk was lost) is not invited (it is a member); it joins by
+// itself, at most every 10 s.
+func (c *Cluster) seekMembership(now time.Time) {
+	c.mu.Lock()
+	recent := now.Sub(c.memberSeek) < 10*time.Second
+	if !recent {
+		c.memberSeek = now
+	}
+	c.mu.Unlock()
+	if recent {
+		return
+	}
+	for id := range c.liveNodes() {
+		if id == c.cfg.Self {
+			continue
+		}
+		info, err := c.askMetaInfo(c.ctx, id)
+		if err != nil || !info.Joined {
+			continue
+		}
+		if slices.Contains(info.Voters, c.cfg.Self) || slices.Contains(info.Learners, c.cfg.Self) {
+			c.metaMu.Lock()
+			defer c.metaMu.Unlock()
+			if c.metaMachine() == nil {
+				c.log.Warn("the cluster counts this node in its meta group, which it has no state of: rejoining")
+				if err := c.joinMeta(c.ctx, info.Voters); err != nil {
+					c.log.Warn("rejoin the meta group", "err", err)
+				}
+			}
+		}
+		return
+	}
+}
+
 func (c *Cluster) groupDir(group string) string { return filepath.Join(c.cfg.Dir, "groups", group) }
 
 func (c *Cluster) openTopic(topic string, a Assignment) error {
@@ -324,6 +426,12 @@ func (c *Cluster) openTopic(topic string, a Assignment) error {
 	}
 	gc := GroupConfig{Name: group, Storage: st, Machine: sm, Bootstrap: boot, Applied: applied,
 		OnLeader: func(l uint64) { c.cfg.Topics.LeaderChanged(topic, l) }}
+	c.mu.Lock()
+	lost := c.amnesiac[topic]
+	c.mu.Unlock()
+	if last, err := st.LastIndex(); lost && err == nil && applied == 0 && last == 0 {
+		gc.Amnesiac, gc.OnAmnesia = true, c.readmitSoon(group)
+	}
 	if err := c.host.AddGroup(gc); err != nil {
 		closeStorage(st)
 		c.cfg.Topics.CloseTopic(topic, false)
@@ -645,6 +753,9 @@ func (c *Cluster) duties() {
 	c.mu.Unlock()
 	mm := c.metaMachine()
 	if mm == nil {
+		if c.cfg.Fresh {
+			c.seekMembership(now)
+		}
 		return
 	}
 	p := mm.view()

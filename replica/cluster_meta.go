@@ -245,6 +245,12 @@ func (c *Cluster) HandleRequest(ctx context.Context, from uint64, kind string, b
 		return nil, c.startMeta(members, "")
 	case "meta.form", "meta.invite":
 		return nil, c.ensureMeta(ctx)
+	case "replica.readmit":
+		err := c.host.Readmit(string(body), from)
+		if errors.Is(err, ErrNoGroup) || errors.Is(err, ErrNotLeader) {
+			return nil, fmt.Errorf("%w: %s", err, body)
+		}
+		return nil, err
 	case "meta.rejoin":
 		var voters []uint64
 		if err := json.Unmarshal(body, &voters); err != nil || len(voters) == 0 {

@@ -574,6 +574,9 @@ type GroupStatus struct {
 	// Lag, on the leader only, is how many entries each member's log is
 	// behind the leader's (the leader at 0).
 	Lag map[uint64]uint64
+	// Amnesiac: this node lost its state of the group and has not caught
+	// up yet (see GroupConfig.Amnesiac).
+	Amnesiac bool
 }
 
 // Status returns the group's status, or false when this node does not run
@@ -594,6 +597,7 @@ func (h *Host) Status(name string) (GroupStatus, bool) {
 		IsLead:   st.RaftState == raft.StateLeader,
 		Voters:   append([]uint64(nil), g.confSt.GetVoters()...),
 		Learners: append([]uint64(nil), g.confSt.GetLearners()...),
+		Amnesiac: g.amnesiac.Load(),
 	}
 	if gs.IsLead {
 		last, _ := g.storage.LastIndex()

@@ -53,6 +53,8 @@ type node struct {
 	id      uint64 // replica.NodeID(ident)
 	logPath string
 	proxy   *proxy // nil when the node is not behind one
+	// dataPath is the node's --data-path.
+	dataPath string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -84,6 +86,7 @@ func newNode(t *testing.T, bin string, spec nodeSpec) *node {
 		httpAddr: "127.0.0.1:" + strconv.Itoa(httpPort),
 		ident:    "127.0.0.1:" + strconv.Itoa(tcpPort),
 		logPath:  filepath.Join(dir, spec.name+".log"),
+		dataPath: filepath.Join(dir, "data"),
 	}
 	if keep := os.Getenv("SLUICE_CHAOS_LOGS"); keep != "" {
 		// Kept after the test, e.g. to read a passing run's warnings.
