@@ -459,13 +459,24 @@ func (n *NSQD) newBatch(data []byte, count int) *msgBatch {
 // GetTopic returns the named topic, creating it (and, at run time, the
 // channels lookupd knows for it) when it does not exist.
 func (n *NSQD) GetTopic(name string) (*Topic, error) {
-	if n.cluster.Load() != nil {
-		if _, local := n.ExistingTopic(name); !local && n.replicatedElsewhere(name) {
-			return n.forwarder(name), nil
+	if cl := n.cluster.Load(); cl != nil {
+		if _, local := n.ExistingTopic(name); !local {
+			// A node back on a lost disk first learns which replicated
+			// topics it holds (bounded: replica.Cluster.Settled).
+			ctx, cancel := context.WithTimeout(context.Background(), settleWait)
+			cl.Settled(ctx)
+			cancel()
+			if n.replicatedElsewhere(name) {
+				return n.forwarder(name), nil
+			}
 		}
 	}
 	return n.getTopicWith(name, nil)
 }
+
+// settleWait bounds how long a publish to a new topic on a node with a
+// fresh replication state waits for it to learn its replicated topics.
+const settleWait = 4 * time.Second
 
 // getTopicWith is GetTopic where cfg, when not nil, says how a new topic is
 // created (otherwise defaultTopicConfig does).

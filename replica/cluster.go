@@ -109,6 +109,13 @@ type Cluster struct {
 	// knew the placement (nil until then; see ClusterConfig.Fresh).
 	amnesiac   map[string]bool
 	memberSeek time.Time // when a fresh node last looked for a meta group it belongs to
+
+	// settled: this node knows the placement as far as it concerns it
+	// (see Settled); closed once.
+	settled    chan struct{}
+	settleOnce sync.Once
+	seekStart  time.Time     // the first seek; guarded by mu
+	seek       chan struct{} // asks run to look for a meta group counting this node
 }
 
 type localTopic struct {
@@ -139,6 +146,11 @@ func NewCluster(cfg ClusterConfig) *Cluster {
 		topics:   make(map[string]*localTopic),
 		lastSeen: make(map[uint64]time.Time),
 		invited:  make(map[uint64]time.Time),
+	}
+	c.settled = make(chan struct{})
+	c.seek = make(chan struct{}, 1)
+	if !cfg.Fresh {
+		c.settle()
 	}
 	c.host = NewHost(HostConfig{ID: cfg.Self, Transport: cfg.Transport, Logger: cfg.Logger,
 		Tick: cfg.Tick, ElectionTicks: cfg.ElectionTicks})
@@ -277,6 +289,10 @@ func (c *Cluster) run() {
 		case <-t.C:
 			c.duties()
 		case <-c.kick:
+		case <-c.seek:
+			if c.metaMachine() == nil {
+				c.seekMembership(time.Now())
+			}
 		}
 		c.reconcile()
 	}
@@ -289,10 +305,10 @@ func (c *Cluster) reconcile() {
 	if mm == nil {
 		return
 	}
-	p := mm.view()
-	if c.cfg.Fresh && !c.noteAmnesia(p) {
+	if c.cfg.Fresh && !c.noteAmnesia(mm) {
 		return // the meta group is still catching up: its placement is not current
 	}
+	p := mm.view()
 	c.mu.Lock()
 	var closing []*localTopic
 	for topic, lt := range c.topics {
@@ -323,21 +339,59 @@ func (c *Cluster) reconcile() {
 			c.log.Error("open replicated topic", "topic", topic, "err", err)
 		}
 	}
+	c.settle() // the placement is known and this node's topics are open
+}
+
+// settleWithin bounds how long a fresh node waits to learn whether the
+// cluster counts it a member (nsqlookupd or peers silent); seekEvery
+// spaces its questions, seekTimeout bounds each.
+const (
+	settleWithin = 3 * time.Second
+	seekEvery    = time.Second
+	seekTimeout  = time.Second
+)
+
+func (c *Cluster) settle() { c.settleOnce.Do(func() { close(c.settled) }) }
+
+// Settled waits, until ctx ends, for a fresh node (ClusterConfig.Fresh)
+// to know whether the cluster counts it a member of topics' groups and, if
+// so, to have opened them: before that, a publish to a topic it does not
+// hold would create a plain local topic under a replicated topic's name
+// (the node lost its disk and does not know the topic yet). It reports
+// whether the node has settled; a node that is not fresh has.
+func (c *Cluster) Settled(ctx context.Context) bool {
+	select {
+	case <-c.settled:
+		return true
+	default:
+	}
+	select { // look now (nothing is sent before replication is used)
+	case c.seek <- struct{}{}:
+	default:
+	}
+	select {
+	case <-c.settled:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // noteAmnesia decides, on a fresh node, which topics' groups it rejoins as
 // amnesiac: those the placement counts it a member of when its meta group
 // has first caught up. It reports false while the meta group has not.
-func (c *Cluster) noteAmnesia(p *Placement) bool {
+func (c *Cluster) noteAmnesia(mm *metaMachine) bool {
 	c.mu.Lock()
 	decided := c.amnesiac != nil
 	c.mu.Unlock()
 	if decided {
 		return true
 	}
-	if st, ok := c.host.Status(MetaGroup); !ok || st.Amnesiac {
+	// Caught up, and the placement applied as far as committed then.
+	if st, ok := c.host.Status(MetaGroup); !ok || st.Amnesiac || mm.appliedIndex() < st.Commit {
 		return false
 	}
+	p := mm.view()
 	lost := make(map[string]bool)
 	for topic, a := range p.Topics {
 		if a.Has(c.cfg.Self) {
@@ -375,9 +429,28 @@ func (c *Cluster) readmitSoon(group string) func(leader uint64) {
 // seekMembership: a fresh node that the cluster still counts in its meta
 // group (its disk was lost) is not invited (it is a member); it joins by
 // itself, at most every 10 s.
+// memberSeekIdle reports whether no seek was asked for (Settled) or the
+// node has settled.
+func (c *Cluster) memberSeekIdle() bool {
+	select {
+	case <-c.settled:
+		return true
+	default:
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.memberSeek.IsZero()
+}
+
 func (c *Cluster) seekMembership(now time.Time) {
 	c.mu.Lock()
-	recent := now.Sub(c.memberSeek) < 10*time.Second
+	if c.seekStart.IsZero() {
+		c.seekStart = now
+	}
+	if now.Sub(c.seekStart) > settleWithin {
+		c.settle() // nothing answered: go on as a node that holds nothing
+	}
+	recent := now.Sub(c.memberSeek) < seekEvery
 	if !recent {
 		c.memberSeek = now
 	}
@@ -385,25 +458,54 @@ func (c *Cluster) seekMembership(now time.Time) {
 	if recent {
 		return
 	}
+	if c.cfg.Refresh != nil && !c.cfg.Refresh(c.ctx) {
+		return // nsqlookupd did not answer: the live nodes are unknown
+	}
+	// Every live node at once, briefly: a publish may be waiting.
+	type answer struct {
+		info metaInfo
+		err  error
+	}
+	var ids []uint64
 	for id := range c.liveNodes() {
-		if id == c.cfg.Self {
-			continue
+		if id != c.cfg.Self {
+			ids = append(ids, id)
 		}
-		info, err := c.askMetaInfo(c.ctx, id)
-		if err != nil || !info.Joined {
-			continue
-		}
-		if slices.Contains(info.Voters, c.cfg.Self) || slices.Contains(info.Learners, c.cfg.Self) {
+	}
+	answers := make([]answer, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(c.ctx, seekTimeout)
+			defer cancel()
+			answers[i].info, answers[i].err = c.askMetaInfo(ctx, id)
+		}()
+	}
+	wg.Wait()
+	silent := 0
+	for _, a := range answers {
+		switch {
+		case errors.Is(a.err, context.DeadlineExceeded):
+			silent++ // it may still answer: ask again
+		case a.err != nil || !a.info.Joined:
+			// not in a meta group, or refuses the replication protocol
+			// (an NSQ node registered with the same nsqlookupd)
+		case slices.Contains(a.info.Voters, c.cfg.Self) || slices.Contains(a.info.Learners, c.cfg.Self):
 			c.metaMu.Lock()
 			defer c.metaMu.Unlock()
 			if c.metaMachine() == nil {
 				c.log.Warn("the cluster counts this node in its meta group, which it has no state of: rejoining")
-				if err := c.joinMeta(c.ctx, info.Voters); err != nil {
+				if err := c.joinMeta(c.ctx, a.info.Voters); err != nil {
 					c.log.Warn("rejoin the meta group", "err", err)
 				}
 			}
+			return // settled once its topics are open (reconcile)
 		}
-		return
+	}
+	if silent == 0 {
+		c.settle() // no meta group counts this node: it holds nothing
 	}
 }
 
@@ -707,14 +809,23 @@ func (c *Cluster) inviteLive(ctx context.Context, st GroupStatus) {
 	now := time.Now()
 	var wg sync.WaitGroup
 	for id := range c.liveNodes() {
-		if id == c.cfg.Self || slices.Contains(st.Voters, id) || slices.Contains(st.Learners, id) {
+		if id == c.cfg.Self || slices.Contains(st.Learners, id) {
 			continue
+		}
+		if slices.Contains(st.Voters, id) {
+			// A voter silent to the leader while it is registered may
+			// have lost its disk and not know it is a member: an
+			// invitation makes it join (as amnesiac, see
+			// ClusterConfig.Fresh); a node that runs the group ignores it.
+			if !st.IsLead || !slices.Contains(st.Silent, id) {
+				continue
+			}
 		}
 		// A registered node that is no member was removed while it was
 		// gone (a lost voter's replacement) and is back: it rejoins.
 		// Only the leader's configuration is current enough to say so.
 		kind, body := "meta.invite", []byte(nil)
-		if _, ok := p.Nodes[id]; ok {
+		if _, ok := p.Nodes[id]; ok && !slices.Contains(st.Voters, id) {
 			if !st.IsLead {
 				continue
 			}
@@ -753,8 +864,8 @@ func (c *Cluster) duties() {
 	c.mu.Unlock()
 	mm := c.metaMachine()
 	if mm == nil {
-		if c.cfg.Fresh {
-			c.seekMembership(now)
+		if c.cfg.Fresh && !c.memberSeekIdle() {
+			c.seekMembership(now) // asked for by Settled: go on until settled
 		}
 		return
 	}

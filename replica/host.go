@@ -577,6 +577,9 @@ type GroupStatus struct {
 	// Amnesiac: this node lost its state of the group and has not caught
 	// up yet (see GroupConfig.Amnesiac).
 	Amnesiac bool
+	// Silent, on the leader only, lists the members it has not heard
+	// from lately (Raft's check-quorum activity).
+	Silent []uint64
 }
 
 // Status returns the group's status, or false when this node does not run
@@ -606,6 +609,9 @@ func (h *Host) Status(name string) (GroupStatus, bool) {
 		}
 		gs.Lag = make(map[uint64]uint64, len(st.Progress))
 		for id, pr := range st.Progress {
+			if id != h.cfg.ID && !pr.RecentActive {
+				gs.Silent = append(gs.Silent, id)
+			}
 			if id == h.cfg.ID || pr.Match >= last {
 				gs.Lag[id] = 0
 			} else {

@@ -28,7 +28,7 @@ func TestReplicaBackOnAWipedDiskCatchesUpAndLosesNothing(t *testing.T) {
 	if code, body, err := lead.post("/channel/create?topic=orders&channel=c"); err != nil || code != 200 {
 		t.Fatalf("channel/create: %d %s %v", code, body, err)
 	}
-	const before, after = 200, 100
+	const before, during, after = 200, 50, 100
 	publish := func(n *node, from, count int) {
 		p := testutil.NewProducer(t, n.tcpAddr, nil)
 		defer p.Stop()
@@ -65,8 +65,12 @@ func TestReplicaBackOnAWipedDiskCatchesUpAndLosesNothing(t *testing.T) {
 	}
 	wiped.start(t)
 	back := time.Now()
-	testutil.WaitFor(t, 60*time.Second, func() bool { return depthIs(wiped, before) },
-		"%s, back on an empty disk, holds the %d messages", wiped.name, before)
+	// Publishes through it at once: it must not take the topic for a new,
+	// unreplicated one while it does not know it yet (it waits to learn
+	// its replicated topics), and forwards or replicates them.
+	publish(wiped, before, during)
+	testutil.WaitFor(t, 60*time.Second, func() bool { return depthIs(wiped, before+during) },
+		"%s, back on an empty disk, holds the %d messages", wiped.name, before+during)
 	t.Logf("%s caught up %v after its restart", wiped.name, time.Since(back))
 	if !wiped.running() {
 		t.Fatalf("%s exited: %v", wiped.name, wiped.exitList())
@@ -74,23 +78,24 @@ func TestReplicaBackOnAWipedDiskCatchesUpAndLosesNothing(t *testing.T) {
 
 	// The group works with it: publishes through it, every replica holds
 	// them, and a consumer through nsqlookupd receives every message.
-	publish(wiped, before, after)
+	publish(wiped, before+during, after)
+	total := before + during + after
 	testutil.WaitFor(t, 30*time.Second, func() bool {
 		for _, n := range ns {
-			if !depthIs(n, before+after) {
+			if !depthIs(n, int64(total)) {
 				return false
 			}
 		}
 		return true
-	}, "every replica holds the %d messages", before+after)
+	}, "every replica holds the %d messages", total)
 	col := &collector{}
 	lookupdConsumer(t, lk, "orders", "c", 100, col)
 	testutil.WaitFor(t, 30*time.Second, func() bool {
-		for i := 0; i < before+after; i++ {
+		for i := 0; i < total; i++ {
 			if !col.has(fmt.Sprintf("m%04d", i)) {
 				return false
 			}
 		}
 		return true
-	}, "all %d messages delivered", before+after)
+	}, "all %d messages delivered", total)
 }
