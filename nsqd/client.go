@@ -216,7 +216,13 @@ func (r *connReader) maybeRelease() {
 	if r.buf == nil || r.r != r.w {
 		return
 	}
-	if r.isSmall() || (!r.keep && r.lastFill < quietRead) {
+	if r.isSmall() {
+		// the small array is the connection's own: nothing to give back,
+		// and keep stays (release, on going idle, is what clears it)
+		r.buf, r.r, r.w = nil, 0, 0
+		return
+	}
+	if !r.keep && r.lastFill < quietRead {
 		r.release()
 	}
 }
@@ -236,8 +242,9 @@ func (r *connReader) isSmall() bool { return len(r.buf) == len(r.small) }
 
 // fill reads more bytes, compacting the buffer first. Reads start in the
 // connection's own 64-byte array (a heartbeat reply or a FIN never needs
-// more); the pooled buffer is taken when that fills up, or when the last
-// read filled all the space it had: a busy consumer's FINs then arrive
+// more); the pooled buffer is taken when that fills up, on a publishing
+// connection (keep), or when the last read filled all the space it had:
+// a busy consumer's FINs then arrive
 // 16 KiB per read rather than 64 bytes (profiled: the 64-byte reads were
 // about 30 % of nsqd's CPU while draining a backlog). atLineStart tells h
 // whether the connection is between commands.
@@ -250,7 +257,7 @@ func (r *connReader) fill(h readHook, atLineStart bool) error {
 		r.w -= r.r
 		r.r = 0
 	}
-	if r.isSmall() && (r.w == len(r.buf) || r.fullRead) {
+	if r.isSmall() && (r.w == len(r.buf) || r.fullRead || r.keep) {
 		big := *(readBufPool.Get().(*[]byte))
 		copy(big, r.buf[:r.w])
 		r.buf = big
