@@ -103,6 +103,8 @@ type publisherState struct {
 
 	scratchBodies [][]byte   // reader goroutine only: MPUB parsing
 	scratchMsgs   []*Message // reader goroutine only: publishing
+
+	replies *pubReplies // durable publishes answered by the committer's side; set by the reader goroutine
 }
 
 // publisher returns the connection's publisher state, creating it on the

@@ -297,3 +297,6 @@ func writeNow(conn net.Conn, b []byte) (n int, ok bool) {
 	}
 	return max(n, 0), true
 }
+
+// canWriteNow says whether writeNow can write without blocking here.
+const canWriteNow = true
