@@ -56,10 +56,9 @@ type pubReplies struct {
 	c *client
 
 	mu      sync.Mutex
-	ring    [maxPendingReplies]pendingPub // appended, not yet committed
+	queue   []pendingPub // appended, not yet committed: queue[head:]
 	head    int
-	count   int
-	pending int    // appended and not yet written: count plus the frames in out
+	pending int    // appended and not yet written: the queue plus the frames in out
 	out     []byte // replies the notifier could not write at once, in order
 	outN    int    // replies in out
 	writing bool   // a goroutine is writing out
@@ -153,16 +152,24 @@ func (c *client) publishDurableAsync(t *Topic, cmd, failCode string, body []byte
 	r := c.replies()
 	r.await(maxPendingReplies - 1)
 	r.mu.Lock()
-	r.ring[(r.head+r.count)%maxPendingReplies] = pendingPub{t: t, bytes: uint64(len(body)), dpub: cmd == "DPUB"}
-	r.count++
+	if r.head > 0 && len(r.queue) == cap(r.queue) {
+		// a pipelining client never drains the queue: reuse its front
+		n := copy(r.queue, r.queue[r.head:])
+		clear(r.queue[n:])
+		r.queue, r.head = r.queue[:n], 0
+	}
+	r.queue = append(r.queue, pendingPub{t: t, bytes: uint64(len(body)), dpub: cmd == "DPUB"})
 	r.pending++
 	r.mu.Unlock()
 	if err := c.nsqd.committer.AppendNotify(t.dur.log, ents[:], r); err != nil {
 		// nothing was queued: take the entry back (the newest; the
 		// notifier only takes the oldest) and answer in order
 		r.mu.Lock()
-		r.count--
-		r.ring[(r.head+r.count)%maxPendingReplies] = pendingPub{}
+		r.queue[len(r.queue)-1] = pendingPub{}
+		r.queue = r.queue[:len(r.queue)-1]
+		if r.head == len(r.queue) {
+			r.queue, r.head = r.queue[:0], 0
+		}
 		r.mu.Unlock()
 		r.answered(1)
 		return true, publishFailure(failCode, cmd, &durableWriteError{err})
@@ -174,10 +181,11 @@ func (c *client) publishDurableAsync(t *Topic, cmd, failCode string, body []byte
 // synced (err nil) or failed; its reply is written. Notifier goroutine.
 func (r *pubReplies) Committed(err error) {
 	r.mu.Lock()
-	p := r.ring[r.head]
-	r.ring[r.head] = pendingPub{}
-	r.head = (r.head + 1) % maxPendingReplies
-	r.count--
+	p := r.queue[r.head]
+	r.queue[r.head] = pendingPub{}
+	if r.head++; r.head == len(r.queue) {
+		r.queue, r.head = r.queue[:0], 0 // drained: a publisher that waits for each OK uses one slot
+	}
 	r.mu.Unlock()
 	c := r.c
 	frame := okFrame
