@@ -64,6 +64,8 @@ type pubReplies struct {
 	writing bool   // a goroutine is writing out
 	waitFor int    // the reader waits until pending <= waitFor; -1: not waiting
 	wake    chan struct{}
+
+	nw *nowWriter // the notifier's writer on the socket; made at its first reply
 }
 
 // replies returns the connection's reply state, creating it on the reader
@@ -224,8 +226,11 @@ func (r *pubReplies) send(frame []byte) {
 			r.answered(1)
 			return
 		}
-		if len(c.wbuf) == 0 && c.w == io.Writer(c.conn) {
-			n, ok := writeNow(c.conn, frame)
+		if r.nw == nil {
+			r.nw = newNowWriter(c.conn)
+		}
+		if len(c.wbuf) == 0 && c.w == io.Writer(c.conn) && r.nw != nil {
+			n, ok := r.nw.writeNow(frame)
 			switch {
 			case ok && n == len(frame):
 				c.writeMu.Unlock()
