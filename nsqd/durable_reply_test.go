@@ -266,32 +266,29 @@ func TestDurableClientVanishingWithRepliesPending(t *testing.T) {
 	createChannel(t, h, "reset", "c")
 	const conns, pubs = 16, 50
 	pipeline := func(topic string) []byte {
-		b := []byte("  V2")
+		var b []byte
 		for i := range pubs {
 			b = append(b, testutil.Command("PUB "+topic, []byte(fmt.Sprintf("m%d", i)))...)
 		}
 		return b
 	}
+	// each connection is known to the daemon (its IDENTIFY answered)
+	// before it pipelines its PUBs and goes
+	dial := func() *testutil.V2Conn {
+		c := testutil.DialV2(t, h.TCPAddr)
+		c.Identify(map[string]any{"client_id": "vanishing"})
+		return c
+	}
 	for i := range conns {
-		c, err := net.Dial("tcp", h.TCPAddr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Write(pipeline("gone")); err != nil {
-			t.Fatal(err)
-		}
+		c := dial()
+		c.Write(pipeline("gone"))
 		c.Close() // graceful: the daemon reads every PUB, then EOF
-		r, err := net.Dial("tcp", h.TCPAddr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := r.Write(pipeline("reset")); err != nil {
-			t.Fatal(err)
-		}
+		r := dial()
+		r.Write(pipeline("reset"))
 		if i%2 == 0 {
 			time.Sleep(time.Millisecond) // some resets land while replies are being written
 		}
-		r.(*net.TCPConn).SetLinger(0)
+		r.Conn.(*net.TCPConn).SetLinger(0)
 		r.Close() // reset: unread PUBs are lost, read ones are committed
 	}
 	p := testutil.DialV2(t, h.TCPAddr)
