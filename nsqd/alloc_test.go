@@ -70,11 +70,17 @@ func TestHotPathsAllocatePerBatchNotPerMessage(t *testing.T) {
 // is "", its channel.
 func startHotPathNSQD(tb testing.TB, memQueue int64, topic, channel string) (*NSQD, *Topic, *Channel) {
 	tb.Helper()
+	return startHotPathNSQDWith(tb, func(o *Options) { o.MemQueueSize = memQueue }, topic, channel)
+}
+
+// startHotPathNSQDWith is startHotPathNSQD with options of the caller's.
+func startHotPathNSQDWith(tb testing.TB, mutate func(*Options), topic, channel string) (*NSQD, *Topic, *Channel) {
+	tb.Helper()
 	opts := NewOptions()
 	opts.TCPAddress, opts.HTTPAddress = "127.0.0.1:0", ""
 	opts.DataPath = tb.TempDir()
-	opts.MemQueueSize = memQueue
 	opts.LogLevel = "error"
+	mutate(opts)
 	n, err := New(opts)
 	if err != nil {
 		tb.Fatal(err)

@@ -297,3 +297,52 @@ func writeNow(conn net.Conn, b []byte) (n int, ok bool) {
 	}
 	return max(n, 0), true
 }
+
+// canWriteNow says whether writeNow can write without blocking here.
+const canWriteNow = true
+
+// nowWriter is writeNow for a caller that writes to one socket often (the
+// durable replies' notifier): the raw connection and the callback are made
+// once, so that a write allocates nothing. One writer at a time.
+type nowWriter struct {
+	rc  syscall.RawConn
+	fn  func(fd uintptr) bool
+	b   []byte
+	n   int
+	err error
+}
+
+// newNowWriter returns nil when conn is not a socket.
+func newNowWriter(conn net.Conn) *nowWriter {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	w := &nowWriter{rc: rc}
+	w.fn = w.write
+	return w
+}
+
+func (w *nowWriter) write(fd uintptr) bool {
+	for {
+		w.n, w.err = syscall.Write(int(fd), w.b)
+		if !errors.Is(w.err, syscall.EINTR) {
+			return true // one attempt: never wait for room
+		}
+	}
+}
+
+// writeNow is the package's writeNow on w's socket.
+func (w *nowWriter) writeNow(b []byte) (n int, ok bool) {
+	w.b = b
+	err := w.rc.Write(w.fn)
+	w.b = nil
+	if err != nil || (w.err != nil && !errors.Is(w.err, syscall.EAGAIN)) {
+		return 0, false
+	}
+	return max(w.n, 0), true
+}

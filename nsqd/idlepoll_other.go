@@ -23,3 +23,11 @@ func (p *idlePoller) run()                {}
 func (p *idlePoller) stop()               {}
 
 func writeNow(net.Conn, []byte) (int, bool) { return 0, false }
+
+type nowWriter struct{}
+
+func newNowWriter(net.Conn) *nowWriter                { return nil }
+func (w *nowWriter) writeNow([]byte) (n int, ok bool) { return 0, false }
+
+// canWriteNow says whether writeNow can write without blocking here.
+const canWriteNow = false

@@ -73,6 +73,10 @@ func (c *client) end(err error) {
 	if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 		c.nsqd.logger.Debug("client closed", "client", c.remoteAddr(), "err", err)
 	}
+	// a durable publish appended before the end is committed, and its
+	// reply written if the peer is still there, before the connection
+	// counts as gone (Exit closes the logs once every connection is)
+	c.awaitReplies()
 	c.closeConn()
 	c.nsqd.connTimers.stop(c)
 	if ch := c.subscribedChannel(); ch != nil {

@@ -113,6 +113,7 @@ func (c *client) execLine(line []byte) error {
 		if !errors.As(perr, &pe) {
 			return perr // I/O failure while reading a body
 		}
+		c.awaitReplies() // replies to earlier commands go first
 		if werr := c.writeFrame(protocol.FrameTypeError, []byte(pe.Error())); werr != nil {
 			return werr
 		}
@@ -122,6 +123,7 @@ func (c *client) execLine(line []byte) error {
 		return nil
 	}
 	if resp != nil {
+		c.awaitReplies()
 		return c.writeFrame(protocol.FrameTypeResponse, resp)
 	}
 	return nil
@@ -185,6 +187,9 @@ const (
 //
 //go:noinline
 func (c *client) execOffStack(cmd int, p [][]byte) (resp []byte, err error) {
+	// these may change how the connection writes (TLS, compression) or
+	// what it is: every reply the committer's side owes goes out first
+	c.awaitReplies()
 	switch cmd {
 	case cmdSUB:
 		q := cloneParams(p) // p lives in ioLoop's frame; the closure must not keep it
@@ -282,7 +287,23 @@ func (c *client) pub(p [][]byte) ([]byte, error) {
 	if err := c.checkAuth("PUB", topicName, ""); err != nil {
 		return nil, err
 	}
-	return c.publish("PUB", protocol.ErrPubFailed, topicName, [][]byte{body}, 0)
+	return c.publishOne("PUB", protocol.ErrPubFailed, topicName, body, 0)
+}
+
+// publishOne publishes the body of a PUB or DPUB. On a durable topic the
+// reply is written by the committer's side once the message is synced (see
+// publishDurableAsync): the response is then nil.
+func (c *client) publishOne(cmd, failCode, topicName string, body []byte, deferBy time.Duration) ([]byte, error) {
+	t, err := c.nsqd.GetTopic(topicName)
+	if err != nil {
+		return nil, publishFailure(failCode, cmd, err)
+	}
+	if t.dur != nil && c.asyncReplies() {
+		if queued, err := c.publishDurableAsync(t, cmd, failCode, body, deferBy); queued {
+			return nil, err
+		}
+	}
+	return c.publish(cmd, failCode, t, [][]byte{body}, deferBy)
 }
 
 func (c *client) dpub(p [][]byte) ([]byte, error) {
@@ -308,7 +329,7 @@ func (c *client) dpub(p [][]byte) ([]byte, error) {
 	if err := c.checkAuth("DPUB", topicName, ""); err != nil {
 		return nil, err
 	}
-	return c.publish("DPUB", protocol.ErrDPubFailed, topicName, [][]byte{body}, time.Duration(ms)*time.Millisecond)
+	return c.publishOne("DPUB", protocol.ErrDPubFailed, topicName, body, time.Duration(ms)*time.Millisecond)
 }
 
 func (c *client) mpub(p [][]byte) ([]byte, error) {
@@ -365,20 +386,16 @@ func (c *client) mpub(p [][]byte) ([]byte, error) {
 }
 
 // publish turns bodies into messages and hands them to the topic in one go.
-func (c *client) publish(cmd, failCode, topicName string, bodies [][]byte, deferBy time.Duration) ([]byte, error) {
-	t, err := c.nsqd.GetTopic(topicName)
-	if err != nil {
-		return nil, publishFailure(failCode, cmd, err)
-	}
+func (c *client) publish(cmd, failCode string, t *Topic, bodies [][]byte, deferBy time.Duration) ([]byte, error) {
 	ps := c.publisher()
 	msgs := c.nsqd.newMessages(bodies, deferBy, ps.scratchMsgs[:0])
-	err = t.putMessages(msgs)
+	err := t.putMessages(msgs)
 	clear(msgs)
 	ps.scratchMsgs = msgs[:0]
 	if err != nil {
 		return nil, publishFailure(failCode, cmd, err)
 	}
-	c.notePublish(topicName, len(bodies))
+	c.notePublish(t.name, len(bodies))
 	return protocol.OK, nil
 }
 

@@ -26,6 +26,13 @@ type Committer struct {
 	stop     chan struct{}
 	done     chan struct{}
 
+	// rounds with notices go from the committer to the notifier, which
+	// tells their Notifiers while the committer starts the next round;
+	// their notice slices come back through spareNotices
+	notify       chan *Round
+	notifyDone   chan struct{}
+	spareNotices chan []notice
+
 	syncs        atomic.Uint64
 	bytesWritten atomic.Uint64
 	wakeups      atomic.Uint64 // times an Append woke the committer (tests)
@@ -37,6 +44,23 @@ type Round struct {
 	appends int // Append calls in the round, guarded by Committer.mu
 	done    chan struct{}
 	errs    map[*Log]error // written before done is closed
+	notices []notice       // AppendNotify calls in order; guarded by Committer.mu while open
+}
+
+// Notifier is told the outcome of an append made with AppendNotify.
+type Notifier interface {
+	// Committed is called once per AppendNotify, with nil once the
+	// entries are on stable storage or with the error that kept them
+	// from it. Every call is made on the committer's notifier goroutine,
+	// in the order of the appends (a round's after the previous round's),
+	// while the committer goes on with the next round; it must not block.
+	Committed(err error)
+}
+
+// notice is one AppendNotify waiting for its round.
+type notice struct {
+	to Notifier
+	l  *Log
 }
 
 func newRound() *Round { return &Round{done: make(chan struct{})} }
@@ -60,9 +84,34 @@ func NewCommitter(journalInterval time.Duration) *Committer {
 		wake:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
+
+		notify:       make(chan *Round, 2),
+		notifyDone:   make(chan struct{}),
+		spareNotices: make(chan []notice, 2),
 	}
 	go c.run()
+	go c.notifier()
 	return c
+}
+
+// notifier tells each round's Notifiers its outcome, round after round,
+// until the committer closes notify.
+func (c *Committer) notifier() {
+	defer close(c.notifyDone)
+	for r := range c.notify {
+		for _, n := range r.notices {
+			n.to.Committed(r.errs[n.l])
+		}
+		ns := r.notices
+		clear(ns)
+		r.notices = nil
+		if cap(ns) <= 4096 {
+			select {
+			case c.spareNotices <- ns[:0]:
+			default:
+			}
+		}
+	}
 }
 
 // Append queues ents for l in the open round and returns the round. It
@@ -70,6 +119,19 @@ func NewCommitter(journalInterval time.Duration) *Committer {
 // log's MaxRecordBytes (with the record overhead) or whose Packed does not
 // hold Count messages.
 func (c *Committer) Append(l *Log, ents []Entry) (*Round, error) {
+	return c.append(l, ents, nil)
+}
+
+// AppendNotify is Append for a caller that does not wait: instead, once
+// the round is committed, n.Committed is called with l's result (see
+// Notifier). An error returned here means that nothing was queued and n
+// will not be called.
+func (c *Committer) AppendNotify(l *Log, ents []Entry, n Notifier) error {
+	_, err := c.append(l, ents, n)
+	return err
+}
+
+func (c *Committer) append(l *Log, ents []Entry, n Notifier) (*Round, error) {
 	// entries were not checked. A message over MaxRecordBytes was
 	// written and acknowledged, then refused by every read and cut off at
 	// the next start as implausible; a malformed pack panicked in the
@@ -91,6 +153,9 @@ func (c *Committer) Append(l *Log, ents []Entry) (*Round, error) {
 	}
 	r := c.open
 	r.appends++
+	if n != nil {
+		r.notices = append(r.notices, notice{to: n, l: l})
+	}
 	// The committer needs waking by the first append of a round, and while
 	// it gathers (see gather) by the append that fills the round: not by
 	// every append, which with 64 producers woke it ~60 times per round
@@ -167,6 +232,11 @@ func (c *Committer) Close() {
 
 func (c *Committer) run() {
 	defer close(c.done)
+	defer func() {
+		// every round has been handed over: let the notifier finish them
+		close(c.notify)
+		<-c.notifyDone
+	}()
 	journalTimer := time.NewTimer(time.Hour)
 	journalTimer.Stop()
 	var journalC <-chan time.Time // set while the timer runs
@@ -193,8 +263,12 @@ func (c *Committer) run() {
 		// an append made after this belongs to the next round entirely
 		c.mu.Lock()
 		r, logs := c.open, c.dirty
-		peakAppends = max(float64(r.appends), peakAppends*0.9)
 		c.open, c.dirty = newRound(), nil
+		select {
+		case ns := <-c.spareNotices:
+			c.open.notices = ns
+		default:
+		}
 		batches = batches[:0]
 		for _, l := range logs {
 			batches = append(batches, l.pending)
@@ -225,9 +299,23 @@ func (c *Committer) run() {
 		clear(batches)
 		c.mu.Unlock()
 		close(r.done)
+		if len(r.notices) > 0 {
+			c.notify <- r
+		}
 		if len(logs) > 0 {
 			lastSync = time.Since(started)
 			c.rounds.Add(1)
+			// The producers to wait for next: this round's, about to come
+			// back, and those that appended while it was written. Counting
+			// only a round's own appends, 64 producers settled into two
+			// cohorts of ~32 taking turns (measured: 33 msgs per fsync on
+			// durable-pub64): each round filled up to the previous one's
+			// count with the cohort that had queued during its sync and
+			// never waited for the other.
+			c.mu.Lock()
+			waiting := r.appends + c.open.appends
+			c.mu.Unlock()
+			peakAppends = max(float64(waiting), peakAppends*0.9)
 		}
 		if stopping || flushNow {
 			c.flushJournals()

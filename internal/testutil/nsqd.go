@@ -62,6 +62,13 @@ func StartNSQD(t testing.TB, mutate func(*nsqd.Options)) *NSQDHandle {
 	return startNSQD(t, t.TempDir(), mutate)
 }
 
+// StartNSQDAt is StartNSQD on a data directory of the caller's (a small
+// tmpfs, say).
+func StartNSQDAt(t testing.TB, dataPath string, mutate func(*nsqd.Options)) *NSQDHandle {
+	t.Helper()
+	return startNSQD(t, dataPath, mutate)
+}
+
 // RestartNSQD exits h (if it still runs) and starts a new nsqd with the same
 // options and the same data directory. The new daemon listens on new
 // ephemeral ports; clients must reconnect to the returned handle's addresses.
