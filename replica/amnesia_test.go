@@ -23,10 +23,9 @@ func TestWipedVoterGivesNoVoteUntilItHasCaughtUp(t *testing.T) {
 		if lead != b {
 			t.Fatalf("node %d leads, want the lagging node %d", lead.id, b.id)
 		}
-		_, cmds := b.machine.snapshot()
-		for _, cmd := range cmds {
-			if slices.Contains(acked, string(cmd.Data)) {
-				t.Fatalf("the lagging node holds %q: the scenario lost nothing", cmd.Data)
+		for _, d := range proposed(b.machine) {
+			if slices.Contains(acked, d) {
+				t.Fatalf("the lagging node holds %q: the scenario lost nothing", d)
 			}
 		}
 	})
@@ -48,9 +47,7 @@ func TestWipedVoterGivesNoVoteUntilItHasCaughtUp(t *testing.T) {
 		lead := leaderAmong(t, 10*time.Second, l, b, c)
 		for i := 0; i < 10; i++ {
 			d := fmt.Sprintf("after-%d", i)
-			if err := propose(lead.mn.host, "orders", d, 5*time.Second); err != nil {
-				t.Fatalf("propose %s: %v", d, err)
-			}
+			proposeDecided(t, lead, d)
 			acked = append(acked, d)
 		}
 		waitApplied(t, acked, l, b, c)
@@ -91,9 +88,7 @@ func TestWipedFollowerIsReadmittedAndCatchesUp(t *testing.T) {
 	publish := func(tag string, n int) {
 		for i := 0; i < n; i++ {
 			d := fmt.Sprintf("%s-%d", tag, i)
-			if err := propose(l.mn.host, "orders", d, 5*time.Second); err != nil {
-				t.Fatalf("propose %s: %v", d, err)
-			}
+			proposeDecided(t, l, d)
 			acked = append(acked, d)
 		}
 	}
@@ -170,9 +165,7 @@ func wipedVoterScenario(t *testing.T, guard bool) (l, b, c *diskNode, net *memNe
 	net.isolate(b.id, true)
 	for i := 0; i < 20; i++ {
 		d := fmt.Sprintf("acked-%d", i)
-		if err := propose(l.mn.host, "orders", d, 5*time.Second); err != nil {
-			t.Fatalf("propose %s: %v", d, err)
-		}
+		proposeDecided(t, l, d)
 		acked = append(acked, d)
 	}
 	// C's disk is lost; L is cut off before C is back, so that C cannot
@@ -221,7 +214,7 @@ func waitApplied(t *testing.T, want []string, nodes ...*diskNode) {
 	for {
 		done := true
 		for _, dn := range nodes {
-			got := applied(dn.machine)
+			got := proposed(dn.machine)
 			slices.Sort(got)
 			if !slices.Equal(got, want) {
 				done = false
