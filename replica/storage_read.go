@@ -2,6 +2,7 @@ package replica
 
 import (
 	"fmt"
+	"io"
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -93,12 +94,12 @@ func (s *Storage) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
 // opened is an error and never a wrong entry.
 func (s *Storage) readEntries(lo uint64, locs []entryLoc, out []*pb.Entry) error {
 	var buf []byte
-	var f store.File
+	var f io.ReaderAt
 	var fseq uint32
-	opened := false // f was opened here (a sealed segment)
+	var sealed store.File // f when it was opened here (a sealed segment)
 	defer func() {
-		if opened {
-			f.Close()
+		if sealed != nil {
+			sealed.Close()
 		}
 	}()
 	for k := 0; k < len(locs); {
@@ -111,18 +112,18 @@ func (s *Storage) readEntries(lo uint64, locs []entryLoc, out []*pb.Entry) error
 		}
 		path := s.segPath(seq)
 		if f == nil || fseq != seq {
-			if opened {
-				f.Close()
-				opened = false
+			if sealed != nil {
+				sealed.Close()
+				sealed = nil
 			}
 			if seq == s.active.seq {
 				f = s.active.f
 			} else {
 				var err error
-				if f, _, err = s.fs.OpenAppend(path, false); err != nil {
+				if sealed, _, err = s.fs.OpenAppend(path, false); err != nil {
 					return fmt.Errorf("raft log: open segment %s to read entry %d: %w", path, lo+uint64(k), err)
 				}
-				opened = true
+				f = sealed
 			}
 			fseq = seq
 		}

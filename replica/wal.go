@@ -1,10 +1,12 @@
 package replica
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"log/slog"
 	"path/filepath"
 	"strconv"
@@ -320,9 +322,58 @@ func (st *walState) replaySegment(data []byte, seq uint32) (good int64, records 
 // of them holds one descriptor.
 type walSegment struct {
 	seq  uint32
-	size int64
-	f    store.File
+	size int64 // of its records
+	// alloc is the file's size: size, plus a zero-filled tail written
+	// ahead of the records on a file system that writes at offsets
+	// (Storage.preallocate). A segment is cut back to size before it is
+	// sealed.
+	alloc      int64
+	noPrealloc bool // preallocating failed (a full disk): the segment is written without
+	f          segFile
 }
+
+// segFile is the open file of the active segment.
+type segFile interface {
+	io.ReaderAt
+	WriteAt(p []byte, off int64) (int, error)
+	Sync() error
+	Truncate(size int64) error
+	Close() error
+}
+
+// appendFile is a segFile on a file system that only appends: the storage
+// writes such a segment only at its end (off is always its size).
+type appendFile struct{ store.File }
+
+func (f appendFile) WriteAt(p []byte, _ int64) (int, error) { return f.Write(p) }
+
+// openSegFile opens a segment for writing: at offsets where fs can,
+// appending otherwise.
+func openSegFile(fs store.FS, path string, create bool) (segFile, int64, error) {
+	if ofs, ok := fs.(store.OffsetFS); ok {
+		return ofs.OpenAt(path, create)
+	}
+	f, size, err := fs.OpenAppend(path, create)
+	if err != nil {
+		return nil, 0, err
+	}
+	return appendFile{f}, size, nil
+}
+
+// zeroTail reports whether b holds only zeros: the preallocated space
+// after a segment's last record, not a torn write.
+func zeroTail(b []byte) bool {
+	for len(b) > 0 {
+		n := min(len(b), len(zeros))
+		if !bytes.Equal(b[:n], zeros[:n]) {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
+}
+
+var zeros = make([]byte, 64<<10)
 
 func segName(seq uint32) string { return fmt.Sprintf("%020d.wal", seq) }
 
@@ -344,32 +395,29 @@ func parseSnapName(name string) (uint64, bool) {
 	return n, err == nil
 }
 
-// readWhole reads the file at path; the file stays open when keep is set.
-func readWhole(fs store.FS, path string, keep bool) ([]byte, store.File, error) {
+// readWhole reads the file at path.
+func readWhole(fs store.FS, path string) ([]byte, error) {
 	f, size, err := fs.OpenAppend(path, false)
 	if err != nil {
-		return nil, nil, err // names the file
+		return nil, err // names the file
 	}
+	defer f.Close()
 	data := make([]byte, size)
 	if n, err := f.ReadAt(data, 0); int64(n) < size {
-		f.Close()
-		return nil, nil, fmt.Errorf("read %s: %d of %d bytes: %v", path, n, size, err)
+		return nil, fmt.Errorf("read %s: %d of %d bytes: %v", path, n, size, err)
 	}
-	if !keep {
-		f.Close()
-		f = nil
-	}
-	return data, f, nil
+	return data, nil
 }
 
 // recoverWAL replays the segments seqs (ascending, contiguous) of dir. A
 // bad record in an older segment is an error naming the file and offset;
 // in the newest one, it and everything after it are cut off (a torn write),
-// reported in cut. The newest segment comes back open; when it held no
-// good header any more it is started afresh.
+// reported in cut, unless everything after it is zeros: the space
+// preallocated ahead of the records, kept. The newest segment comes back
+// open; when it held no good header any more it is started afresh.
 func recoverWAL(fs store.FS, dir string, seqs []uint32, logger *slog.Logger) (st *walState, segs []*walSegment, cut []string, err error) {
 	st = &walState{}
-	var newest store.File // closed on failure (the returns clear segs)
+	var newest segFile // closed on failure (the returns clear segs)
 	defer func() {
 		if err != nil && newest != nil {
 			newest.Close()
@@ -384,16 +432,31 @@ func recoverWAL(fs store.FS, dir string, seqs []uint32, logger *slog.Logger) (st
 			return nil, nil, nil, fmt.Errorf("raft log %s: %s missing", dir, missing)
 		}
 		path := filepath.Join(dir, segName(seq))
-		data, f, err := readWhole(fs, path, i == len(seqs)-1)
+		var f segFile
+		var data []byte
+		if i == len(seqs)-1 {
+			var size int64
+			if f, size, err = openSegFile(fs, path, false); err == nil {
+				newest = f
+				data = make([]byte, size)
+				if n, rerr := f.ReadAt(data, 0); int64(n) < size {
+					err = fmt.Errorf("read %s: %d of %d bytes: %v", path, n, size, rerr)
+				}
+			}
+		} else {
+			data, err = readWhole(fs, path)
+		}
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("raft log: %w", err)
 		}
-		newest = f
 		good, records, bad := st.replaySegment(data, seq)
+		if bad != "" && f != nil && records > 0 && zeroTail(data[good:]) {
+			bad = "" // preallocated space after the last record
+		}
 		if records == 0 && bad == "" {
 			bad = "no header record (the segment's creation did not finish)"
 		}
-		seg := &walSegment{seq: seq, size: good, f: f}
+		seg := &walSegment{seq: seq, size: good, alloc: int64(len(data)), f: f}
 		segs = append(segs, seg)
 		if bad == "" {
 			continue
@@ -407,13 +470,13 @@ func recoverWAL(fs store.FS, dir string, seqs []uint32, logger *slog.Logger) (st
 		if err := f.Truncate(good); err != nil {
 			return nil, nil, nil, fmt.Errorf("cut torn tail of %s at %d: %w", path, good, err)
 		}
-		seg.size = good
+		seg.size, seg.alloc = good, good
 		if records == 0 { // not even a header: the segment is started again
 			buf := appendNumbers(nil, recHeader, st.headerNumbers(seq)...)
-			if _, err := f.Write(buf); err != nil {
+			if _, err := f.WriteAt(buf, 0); err != nil {
 				return nil, nil, nil, fmt.Errorf("rewrite header of %s: %w", path, err)
 			}
-			seg.size = int64(len(buf))
+			seg.size, seg.alloc = int64(len(buf)), int64(len(buf))
 		}
 		if err := f.Sync(); err != nil {
 			return nil, nil, nil, fmt.Errorf("sync %s after cutting its tail: %w", path, err)

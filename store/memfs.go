@@ -174,6 +174,15 @@ func (fs *MemFS) OpenAppend(name string, create bool) (File, int64, error) {
 	return &memFile{fs: fs, nd: nd, name: name}, int64(len(nd.data)), nil
 }
 
+// OpenAt implements OffsetFS: the file is written at offsets.
+func (fs *MemFS) OpenAt(name string, create bool) (FileAt, int64, error) {
+	f, size, err := fs.OpenAppend(name, create)
+	if err != nil {
+		return nil, 0, err
+	}
+	return &memFileAt{f.(*memFile)}, size, nil
+}
+
 func (fs *MemFS) Remove(name string) error {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
@@ -338,6 +347,40 @@ func (f *memFile) Write(p []byte) (int, error) {
 		}
 	}
 	f.nd.data = append(f.nd.data, p[:n]...)
+	f.fs.WrittenSize += int64(n)
+	return n, err
+}
+
+// memFileAt is a memFile written at offsets (MemFS.OpenAt).
+type memFileAt struct{ *memFile }
+
+// WriteAt writes p at off, growing the file (with zeros before off when
+// off is past its end) as needed; like Write, it is lost in a crash until
+// synced.
+func (f *memFileAt) WriteAt(p []byte, off int64) (int, error) {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if f.closed {
+		return 0, os.ErrClosed
+	}
+	if off < 0 {
+		return 0, &os.PathError{Op: "writeat", Path: f.name, Err: os.ErrInvalid}
+	}
+	if err := f.fs.step(); err != nil {
+		return 0, &os.PathError{Op: "writeat", Path: f.name, Err: err}
+	}
+	n := len(p)
+	var err error
+	if grow := off + int64(n) - int64(len(f.nd.data)); grow > 0 && f.fs.space > 0 {
+		if room := f.fs.space - f.fs.used(); grow > room {
+			n = int(max(int64(n)-(grow-max(room, 0)), 0))
+			err = &os.PathError{Op: "writeat", Path: f.name, Err: syscall.ENOSPC}
+		}
+	}
+	if end := off + int64(n); end > int64(len(f.nd.data)) {
+		f.nd.data = append(f.nd.data, make([]byte, end-int64(len(f.nd.data)))...)
+	}
+	copy(f.nd.data[off:], p[:n])
 	f.fs.WrittenSize += int64(n)
 	return n, err
 }
