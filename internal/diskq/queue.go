@@ -120,8 +120,8 @@ func (q *Queue) loadMeta() error {
 }
 
 type meta struct {
-	depth              int64
-	readFile, readPos  int64
+	depth               int64
+	readFile, readPos   int64
 	writeFile, writePos int64
 }
 
