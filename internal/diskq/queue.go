@@ -54,6 +54,7 @@ type Queue struct {
 	readFile     store.File
 	readEnd      int64 // end of the read file when it is not the write file
 	writeFile    store.File
+	unsynced     []store.File // written files no longer written to, to fsync at the next sync
 
 	// buf[bufOff:] are the read file's bytes from readPos on, read ahead.
 	// Bytes of buf before len(buf) are never written again: Read hands
@@ -84,6 +85,13 @@ func Open(name, dir string, o Options) *Queue {
 	q := &Queue{name: name, dir: dir, fs: o.FS, o: o, log: o.Logger.With("queue", name)}
 	if err := q.loadMeta(); err != nil && !errors.Is(err, os.ErrNotExist) {
 		q.log.Error("read disk queue metadata", "err", err)
+	}
+	if q.readFileNum > q.writeFileNum || (q.readFileNum == q.writeFileNum && q.readPos > q.writePos) {
+		// corrupt metadata, from which go-diskqueue would try missing file
+		// after missing file for ever: writing goes on after the reader
+		q.log.Error("disk queue metadata read position past its write position, writing on from the read position",
+			"read_file", q.readFileNum, "read_pos", q.readPos, "write_file", q.writeFileNum, "write_pos", q.writePos)
+		q.writeFileNum, q.writePos = q.readFileNum, q.readPos
 	}
 	q.skipWrittenFiles()
 	return q
@@ -267,18 +275,26 @@ func (q *Queue) roll() {
 	if q.readFileNum == q.writeFileNum-1 && q.readPos >= q.readEnd {
 		q.leaveFinishedFile()
 	}
+	q.setAsideWriteFile()
 	if err := q.sync(); err != nil {
 		q.log.Error("sync disk queue", "err", err)
 	}
+}
+
+// setAsideWriteFile stops writing to the write file, which the next sync
+// still fsyncs before it writes metadata that counts on its records.
+func (q *Queue) setAsideWriteFile() {
 	if q.writeFile != nil {
-		q.writeFile.Close()
+		q.unsynced = append(q.unsynced, q.writeFile)
 		q.writeFile = nil
 	}
 }
 
 // writeChunk writes records (all for the current write file) with one
 // write. On failure nothing is counted as written; the next write starts
-// again at the write position.
+// again at the write position. (go-diskqueue closes a file whose write or
+// fsync failed; this keeps it for the next sync to fsync, so that no
+// metadata is written that counts on records not known to be durable.)
 func (q *Queue) writeChunk(chunk []byte, recs int) error {
 	if len(chunk) == 0 {
 		return nil
@@ -308,8 +324,7 @@ func (q *Queue) writeChunk(chunk []byte, recs int) error {
 		q.log.Debug("disk queue opened file for writing", "file", name)
 	}
 	if _, err := q.writeFile.Write(chunk); err != nil {
-		q.writeFile.Close()
-		q.writeFile = nil
+		q.setAsideWriteFile() // reopened, and cut back to the write position, by the next write
 		return fmt.Errorf("write disk queue file: %w", err)
 	}
 	q.writePos += int64(len(chunk))
@@ -332,6 +347,11 @@ func (q *Queue) Read(dst [][]byte, max int) ([][]byte, error) {
 	n := 0
 	for n < max && (q.readFileNum < q.writeFileNum || q.readPos < q.writePos) {
 		rec, err := q.readOne()
+		if err != nil && errors.Is(err, os.ErrNotExist) && q.readFileNum < q.writeFileNum {
+			q.log.Error("disk queue file missing, reading on with the next one", "file", q.fileName(q.readFileNum))
+			q.skipMissingFiles()
+			continue
+		}
 		if err != nil {
 			q.log.Error("read disk queue", "pos", q.readPos, "file", q.fileName(q.readFileNum), "err", err)
 			q.handleReadError()
@@ -517,6 +537,35 @@ func (q *Queue) handleReadError() {
 	q.checkTailCorruption()
 }
 
+// skipMissingFiles moves the read position from a missing file to the
+// next data file there is (go-diskqueue tries each number in turn, which
+// ends the same way, one failed open per number).
+func (q *Queue) skipMissingFiles() {
+	next := q.writeFileNum
+	names, err := q.fs.List(q.dir)
+	if err == nil {
+		prefix := q.name + ".diskqueue."
+		for _, n := range names {
+			num, ok := strings.CutPrefix(n, prefix)
+			if !ok {
+				continue
+			}
+			num, ok = strings.CutSuffix(num, ".dat")
+			if !ok {
+				continue
+			}
+			if v, err := strconv.ParseInt(num, 10, 64); err == nil && v > q.readFileNum && v < next {
+				next = v
+			}
+		}
+	}
+	q.readFileNum = next
+	q.readPos = 0
+	q.resetBuf()
+	q.needSync = true
+	q.checkTailCorruption()
+}
+
 // skipToNextRWFile removes every data file and goes on, empty, at the
 // next file number.
 func (q *Queue) skipToNextRWFile() error {
@@ -546,6 +595,10 @@ func (q *Queue) closeFiles() {
 		q.writeFile.Close()
 		q.writeFile = nil
 	}
+	for _, f := range q.unsynced {
+		f.Close()
+	}
+	q.unsynced = nil
 }
 
 // sync makes the data written so far durable and then persists the
@@ -554,10 +607,18 @@ func (q *Queue) closeFiles() {
 func (q *Queue) sync() error {
 	q.ops = 0
 	q.needSync = true // until it succeeds: the next call tries again
+	for len(q.unsynced) > 0 {
+		f := q.unsynced[0]
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("sync disk queue file: %w", err)
+		}
+		f.Close()
+		q.unsynced = q.unsynced[1:]
+	}
+	q.unsynced = nil
 	if q.writeFile != nil {
+		// on failure the file stays open, to be fsynced again
 		if err := q.writeFile.Sync(); err != nil {
-			q.writeFile.Close()
-			q.writeFile = nil
 			return fmt.Errorf("sync disk queue file: %w", err)
 		}
 	}
