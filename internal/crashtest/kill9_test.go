@@ -20,7 +20,7 @@ type model struct {
 	delivered map[string][]time.Time
 	finAt     map[string]time.Time // body -> when its FIN was sent (first life)
 	life      int
-	noDefer   bool // producers send PUB instead of DPUB
+	noDefer   bool     // producers send PUB instead of DPUB
 	lateDups  []string // delivered after the restart though finished > 1 s before the kill
 	early     []string // deferred messages delivered before their deadline
 	life2     map[string]int
