@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"testing"
 
@@ -230,6 +231,70 @@ func TestKill9KeepsEveryRecordWritten(t *testing.T) {
 		}
 		if first+uint64(len(got)) != c.next {
 			t.Fatalf("seed %d: %d records from %d after kill -9, want up to %d", seed, len(got), first, c.next-1)
+		}
+	}
+}
+
+// flakyFS fails the next Write of any of its files once armed, writing
+// nothing: a transient error (EIO, a full disk freed at once).
+type flakyFS struct {
+	store.FS
+	fail bool
+}
+
+type flakyFile struct {
+	store.File
+	fs *flakyFS
+}
+
+func (f *flakyFS) OpenAppend(name string, create bool) (store.File, int64, error) {
+	file, size, err := f.FS.OpenAppend(name, create)
+	if err != nil {
+		return nil, 0, err
+	}
+	return flakyFile{file, f}, size, nil
+}
+
+func (f flakyFile) Write(p []byte) (int, error) {
+	if f.fs.fail {
+		f.fs.fail = false
+		return 0, fmt.Errorf("flaky disk: %w", io.ErrShortWrite)
+	}
+	return f.File.Write(p)
+}
+
+// TestSyncAfterFailedWriteStillSyncsEarlierRecords: a write fails, nothing
+// is written after it, and a sync then succeeds: the records written
+// before the failure are durable (the metadata the sync writes counts
+// them), and the failed ones are not there.
+func TestSyncAfterFailedWriteStillSyncsEarlierRecords(t *testing.T) {
+	mem := store.NewMemFS()
+	mem.MkdirAll("/d")
+	mem.SyncDir("/d")
+	fs := &flakyFS{FS: mem}
+	o := Options{FS: fs, MaxBytesPerFile: 1 << 20, MinMsgSize: 8, MaxMsgSize: 64, SyncEvery: 1 << 30, Logger: quiet}
+	q := Open("crash", "/d", o)
+	for seq := range uint64(3) {
+		if err := q.Put(crashBody(seq)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fs.fail = true
+	if err := q.Put(crashBody(3)); err == nil {
+		t.Fatal("put on a failing disk succeeded")
+	}
+	if err := q.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	mem.Crash()
+	q = Open("crash", "/d", Options{FS: mem, MaxBytesPerFile: 1 << 20, MinMsgSize: 8, MaxMsgSize: 64, SyncEvery: 1 << 30, Logger: quiet})
+	recs, _ := q.Read(nil, 10)
+	if len(recs) != 3 {
+		t.Fatalf("read %d records after the crash, want the 3 written before the failed write", len(recs))
+	}
+	for i, b := range recs {
+		if seq, err := checkCrashBody(b); err != nil || seq != uint64(i) {
+			t.Fatalf("record %d: %d, %v", i, seq, err)
 		}
 	}
 }
