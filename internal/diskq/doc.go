@@ -42,14 +42,33 @@
 // removes every data file and the metadata file and goes on at the next
 // file number.
 //
-// Differences, none of which changes a file's bytes: a Put of many
-// records fsyncs (when --sync-every is due) before it returns rather than
-// just after; a data file created since the last sync is made durable
-// with an fsync of the directory at the next sync (go-diskqueue never
-// syncs the directory, so a power cut could lose a whole new file); Close
-// fsyncs the data file it was writing; and at open, when the metadata is
-// older than the data (a write position short of the file's size), the
-// writer skips past every later data file that already holds bytes
-// instead of only the first, so that stale metadata never makes it write
-// over records a reader can still salvage.
+// Differences, none of which changes the bytes of a record, a data file
+// or the metadata for the same puts and reads:
+//
+//   - a Put of many records fsyncs (when --sync-every is due) before it
+//     returns rather than just after; Close fsyncs the data file it was
+//     writing;
+//   - a data file created since the last sync is made durable with an
+//     fsync of the directory at the next sync (go-diskqueue never syncs
+//     the directory, so a power cut could lose a whole new file);
+//   - a data file whose write or fsync failed is fsynced again by the next
+//     sync (go-diskqueue closes it, and its next sync writes metadata
+//     counting records that were never made durable);
+//   - when the writer rolls to a new file while the reader has read the
+//     old one to its end, go-diskqueue, having read ahead, takes the end
+//     of the finished file for a read error and renames that file, every
+//     record of which was read, .bad; diskq removes it, as any file read
+//     to its end;
+//   - corrupt metadata cannot make it spin: a missing data file is
+//     skipped to the next one there is at once (go-diskqueue tries one
+//     file number after another), a read position past the write position
+//     at open moves the write position there (go-diskqueue would try
+//     missing files for ever), and a record running past the write
+//     position is a read error (go-diskqueue reads on into whatever
+//     follows);
+//   - at open, when the metadata is older than the data (a write position
+//     short of the file's size), the writer skips past every later data
+//     file that already holds bytes instead of only the first, so that
+//     stale metadata never makes it write over records a reader can
+//     still salvage.
 package diskq
