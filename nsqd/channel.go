@@ -183,13 +183,9 @@ func (c *Channel) refill() {
 	for {
 		c.mu.Lock()
 		want := c.wantRefillLocked()
-		limit := c.refillLimit - c.mem.len()
-		if c.dropPending > 0 {
-			limit = max(limit, int(min(c.dropPending, refillMax)))
-		}
+		limit := c.refillRoomLocked()
 		c.mu.Unlock()
 		if want {
-			limit = min(max(limit, 1), refillMax)
 			gen := c.emptyGen.Load()
 			recs = c.backend.read(recs[:0], limit)
 			if len(recs) == 0 {
@@ -317,6 +313,24 @@ func (c *Channel) wantRefillLocked() bool {
 		return c.mem.len() < min(c.refillLimit, expiryWindow)
 	}
 	return false
+}
+
+// refillRoomLocked is how many records the refiller reads next: what
+// memory has room for under the rule of wantRefillLocked, or what
+// drop_oldest still drops, at least 1 and at most refillMax.
+func (c *Channel) refillRoomLocked() int {
+	room := 0
+	if !c.paused && !c.standby {
+		if c.active > 0 {
+			room = c.refillLimit - c.mem.len()
+		} else if e := c.eff.Load(); e != nil && e.ttl > 0 {
+			room = min(c.refillLimit, expiryWindow) - c.mem.len()
+		}
+	}
+	if c.dropPending > 0 {
+		room = max(room, int(min(c.dropPending, refillMax)))
+	}
+	return min(max(room, 1), refillMax)
 }
 
 // signalRefillLocked wakes the refiller if it may have work.
