@@ -223,9 +223,10 @@ func (c *Channel) diskPut() {
 }
 
 // refillBatch moves records just read from disk (under emptyGen gen) into
-// memory. Message structs come from the pool of finished ones, so a steady
-// drain from disk allocates none of its own per message; bodies stay in
-// the disk queue's read block.
+// memory. Message structs come from the channel's pool, else from one slab
+// allocated for the batch (as msgQueue.popN does), so that a drain from
+// disk allocates per batch, not per message; bodies stay in the disk
+// queue's read block.
 func (c *Channel) refillBatch(recs [][]byte, gen int64) {
 	var spareArr [refillMax]*Message
 	spare := spareArr[:len(recs)]
@@ -239,10 +240,15 @@ func (c *Channel) refillBatch(recs [][]byte, gen int64) {
 	var msgArr [refillMax]*Message
 	msgs := msgArr[:0]
 	used := 0
-	for _, b := range recs {
+	var slab []Message
+	for i, b := range recs {
 		m := spare[used]
 		if m == nil {
-			m = new(Message)
+			if len(slab) == 0 {
+				slab = make([]Message, len(recs)-i)
+			}
+			m = &slab[0]
+			slab = slab[1:]
 		}
 		if err := decodeRecordInto(b, m); err != nil {
 			c.log().Error("dropping corrupt message read from disk", "err", err)
