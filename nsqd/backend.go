@@ -26,12 +26,9 @@ import (
 // go-diskqueue's, exactly as NSQ writes them.
 type diskBackend struct {
 	name   string
-	opts   *Options
+	n      *NSQD // options, health (after every write) and the Syncer
 	logger *slog.Logger
-	syncer *diskq.Syncer
-	onErr  func(error) // reports health after every write
-	onOpen func()      // called, without locks held, when a put opened the queue
-	onPut  func()      // called, without locks held, after records were written
+	owner  diskOwner
 
 	dq      atomic.Pointer[diskq.Queue] // nil until opened
 	mu      sync.Mutex                  // guards scratch, opening and orders puts
@@ -39,10 +36,17 @@ type diskBackend struct {
 	deleted bool // guarded by mu: puts after delete are dropped
 }
 
+// diskOwner is the topic or channel of a diskBackend; the backend calls it
+// without holding locks.
+type diskOwner interface {
+	diskOpened() // a put opened the queue
+	diskPut()    // a put wrote records
+}
+
 // newDiskBackend returns the backend of queue name; it opens the queue at
 // once when onDisk says it has files.
-func newDiskBackend(name string, n *NSQD, logger *slog.Logger, onDisk bool) *diskBackend {
-	b := &diskBackend{name: name, opts: n.opts, logger: logger, syncer: n.diskSyncer, onErr: n.setHealth}
+func newDiskBackend(name string, n *NSQD, logger *slog.Logger, owner diskOwner, onDisk bool) *diskBackend {
+	b := &diskBackend{name: name, n: n, logger: logger, owner: owner}
 	if onDisk {
 		b.openLocked()
 	}
@@ -53,13 +57,13 @@ func (b *diskBackend) openLocked() *diskq.Queue {
 	if q := b.dq.Load(); q != nil {
 		return q
 	}
-	o := b.opts
+	o := b.n.opts
 	q := diskq.Open(b.name, dataPathOf(o), diskq.Options{
 		MaxBytesPerFile: o.MaxBytesPerFile,
 		MinMsgSize:      int32(protocol.MessageHeaderSize),
 		MaxMsgSize:      int32(o.MaxMsgSize) + protocol.MessageHeaderSize,
 		SyncEvery:       o.SyncEvery,
-		Syncer:          b.syncer,
+		Syncer:          b.n.diskSyncer,
 		Logger:          b.logger,
 	})
 	b.dq.Store(q)
@@ -107,7 +111,7 @@ func (b *diskBackend) putEntries(ents []qentry) error {
 		}
 	}
 	err := q.PutFramed(buf)
-	b.onErr(err)
+	b.n.setHealth(err)
 	if err != nil {
 		err = fmt.Errorf("write messages to disk queue: %w", err)
 	}
@@ -116,12 +120,10 @@ func (b *diskBackend) putEntries(ents []qentry) error {
 	}
 	b.scratch = buf
 	b.mu.Unlock()
-	if opened && b.onOpen != nil {
-		b.onOpen()
+	if opened {
+		b.owner.diskOpened()
 	}
-	if b.onPut != nil {
-		b.onPut()
-	}
+	b.owner.diskPut()
 	return err
 }
 
@@ -165,7 +167,7 @@ func (b *diskBackend) close() error {
 	if b.deleted {
 		return nil
 	}
-	path := filepath.Join(dataPathOf(b.opts), b.name+".diskqueue.meta.dat")
+	path := filepath.Join(dataPathOf(b.n.opts), b.name+".diskqueue.meta.dat")
 	if _, err := os.Stat(path); err == nil {
 		return nil // left by an earlier run: empty, or it would have been opened
 	}

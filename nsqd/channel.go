@@ -101,9 +101,7 @@ func newChannel(topicName, name string, n *NSQD, durable bool) *Channel {
 	}
 	if !c.ephemeral && !durable {
 		queue := topicName + ":" + name
-		c.backend = newDiskBackend(queue, n, n.logger, n.hasDiskQueue(queue))
-		c.backend.onOpen = c.startRefiller
-		c.backend.onPut = c.diskPut
+		c.backend = newDiskBackend(queue, n, n.logger, c, n.hasDiskQueue(queue))
 		c.diskDefer = n.takeDeferrals(queue)
 		if c.backend.isOpen() {
 			c.startRefiller()
@@ -209,6 +207,9 @@ func (c *Channel) refill() {
 		}
 	}
 }
+
+// diskOpened is the backend's call when a put opened the disk queue.
+func (c *Channel) diskOpened() { c.startRefiller() }
 
 // diskPut is the backend's call after a put: it wakes the refiller when it
 // waits for records to be written.

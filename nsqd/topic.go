@@ -87,8 +87,7 @@ func newTopic(name string, n *NSQD, cfg topicConfig) (*Topic, error) {
 		return t, nil // channels read the log themselves: no pump
 	}
 	if !t.ephemeral {
-		t.backend = newDiskBackend(name, n, t.logger, n.hasDiskQueue(name))
-		t.backend.onOpen = t.signal
+		t.backend = newDiskBackend(name, n, t.logger, t, n.hasDiskQueue(name))
 		t.diskDefer = n.takeDeferrals(name)
 	}
 	return t, nil // the pump starts when there is something to hand on
@@ -207,6 +206,13 @@ func (t *Topic) put(ents []qentry, bodyBytes uint64) error {
 	t.afterPut()
 	return nil
 }
+
+// diskOpened is the backend's call when a put opened the disk queue.
+func (t *Topic) diskOpened() { t.signal() }
+
+// diskPut is the backend's call after a put: the topic's put signals its
+// pump itself once all its writes are done.
+func (t *Topic) diskPut() {}
 
 // pumpMayAct reports whether the pump could hand anything on or has a
 // policy to apply to the queue. A topic without channels and policies
