@@ -64,6 +64,7 @@ type Queue struct {
 	bufOff int
 
 	ops        int64 // reads and writes since the last sync (--sync-every)
+	dataDirty  bool  // the write file has bytes not yet fsynced
 	needSync   bool  // positions moved to another file: sync after this call
 	newFile    bool  // a data file was created since the last sync
 	syncQueued bool  // in the Syncer's list
@@ -285,8 +286,13 @@ func (q *Queue) roll() {
 // still fsyncs before it writes metadata that counts on its records.
 func (q *Queue) setAsideWriteFile() {
 	if q.writeFile != nil {
-		q.unsynced = append(q.unsynced, q.writeFile)
+		if q.dataDirty {
+			q.unsynced = append(q.unsynced, q.writeFile)
+		} else {
+			q.writeFile.Close()
+		}
 		q.writeFile = nil
+		q.dataDirty = false
 	}
 }
 
@@ -320,6 +326,9 @@ func (q *Queue) writeChunk(chunk []byte, recs int) error {
 		if size == 0 {
 			q.newFile = true
 		}
+		if size != q.writePos {
+			q.dataDirty = true
+		}
 		q.writeFile = f
 		q.log.Debug("disk queue opened file for writing", "file", name)
 	}
@@ -327,6 +336,7 @@ func (q *Queue) writeChunk(chunk []byte, recs int) error {
 		q.setAsideWriteFile() // reopened, and cut back to the write position, by the next write
 		return fmt.Errorf("write disk queue file: %w", err)
 	}
+	q.dataDirty = true
 	q.writePos += int64(len(chunk))
 	q.depth.Add(int64(recs))
 	q.ops += int64(recs)
@@ -517,6 +527,7 @@ func (q *Queue) handleReadError() {
 		if q.writeFile != nil {
 			q.writeFile.Close()
 			q.writeFile = nil
+			q.dataDirty = false
 		}
 		q.writeFileNum++
 		q.writePos = 0
@@ -594,6 +605,7 @@ func (q *Queue) closeFiles() {
 	if q.writeFile != nil {
 		q.writeFile.Close()
 		q.writeFile = nil
+		q.dataDirty = false
 	}
 	for _, f := range q.unsynced {
 		f.Close()
@@ -602,8 +614,9 @@ func (q *Queue) closeFiles() {
 }
 
 // sync makes the data written so far durable and then persists the
-// positions: fsync of the write file (and of the directory when a data
-// file was created since the last sync), then the metadata file replaced.
+// positions: fsync of the write file when it was written to since (and of
+// the directory when a data file was created since the last sync), then
+// the metadata file replaced.
 func (q *Queue) sync() error {
 	q.ops = 0
 	q.needSync = true // until it succeeds: the next call tries again
@@ -616,11 +629,12 @@ func (q *Queue) sync() error {
 		q.unsynced = q.unsynced[1:]
 	}
 	q.unsynced = nil
-	if q.writeFile != nil {
+	if q.writeFile != nil && q.dataDirty {
 		// on failure the file stays open, to be fsynced again
 		if err := q.writeFile.Sync(); err != nil {
 			return fmt.Errorf("sync disk queue file: %w", err)
 		}
+		q.dataDirty = false
 	}
 	if q.newFile {
 		if err := q.fs.SyncDir(q.dir); err != nil {
