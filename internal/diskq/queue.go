@@ -700,7 +700,8 @@ func (q *Queue) queueSync() {
 }
 
 // timedSync is the Syncer's call: sync if anything changed, and let go of
-// a read-ahead block nothing is buffered in.
+// the read-ahead block (what was buffered is read again when needed), so
+// that a queue whose reads stopped keeps no block.
 func (q *Queue) timedSync() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -713,9 +714,7 @@ func (q *Queue) timedSync() {
 			q.log.Error("sync disk queue", "err", err)
 		}
 	}
-	if q.bufOff == len(q.buf) {
-		q.buf, q.bufOff = nil, 0
-	}
+	q.buf, q.bufOff = nil, 0
 }
 
 // Empty discards every record: the data files and the metadata file are
