@@ -10,70 +10,64 @@ import (
 	"sync"
 	"sync/atomic"
 
-	diskqueue "github.com/nsqio/go-diskqueue"
-
+	"github.com/sluicemq/sluice/internal/diskq"
 	"github.com/sluicemq/sluice/protocol"
 )
 
-// diskBackend is the disk overflow of one topic or channel: a go-diskqueue
-// plus a scratch buffer for serializing records. Put and Empty are safe for
-// concurrent use.
+// diskBackend is the disk overflow of one topic or channel: a queue in
+// go-diskqueue's format (internal/diskq) plus a scratch buffer for
+// serializing records. Put and Empty are safe for concurrent use.
 //
-// The go-diskqueue is opened only when it is needed: at creation when the
-// queue has files on disk, otherwise at the first put. An unopened queue
-// is an empty one and costs no goroutine, timer or file (go-diskqueue runs
-// a goroutine with a sync ticker per queue: with 100,000 idle channels
-// those tickers alone kept a core busy). The files, once written, are
+// The queue is opened only when it is needed: at creation when the queue
+// has files on disk, otherwise at the first put. An unopened queue is an
+// empty one and costs no goroutine, timer or file; an opened one costs
+// none either while idle (diskq runs no goroutine per queue, and one
+// Syncer per node serves --sync-timeout). The files, once written, are
 // go-diskqueue's, exactly as NSQ writes them.
 type diskBackend struct {
 	name   string
-	opts   *Options
+	n      *NSQD // options, health (after every write) and the Syncer
 	logger *slog.Logger
-	onErr  func(error) // reports health after every write
-	onOpen func()      // called, without locks held, when a put opened the queue
+	owner  diskOwner
 
-	dq      atomic.Pointer[dqBox] // nil until opened
-	mu      sync.Mutex            // guards scratch, opening and orders puts
+	dq      atomic.Pointer[diskq.Queue] // nil until opened
+	mu      sync.Mutex                  // guards scratch, opening and orders puts
 	scratch []byte
 	deleted bool // guarded by mu: puts after delete are dropped
 }
 
-type dqBox struct{ q diskqueue.Interface }
+// diskOwner is the topic or channel of a diskBackend; the backend calls it
+// without holding locks.
+type diskOwner interface {
+	diskOpened() // a put opened the queue
+	diskPut()    // a put wrote records
+}
 
 // newDiskBackend returns the backend of queue name; it opens the queue at
 // once when onDisk says it has files.
-func newDiskBackend(name string, o *Options, logger *slog.Logger, onErr func(error), onDisk bool) *diskBackend {
-	b := &diskBackend{name: name, opts: o, logger: logger, onErr: onErr}
+func newDiskBackend(name string, n *NSQD, logger *slog.Logger, owner diskOwner, onDisk bool) *diskBackend {
+	b := &diskBackend{name: name, n: n, logger: logger, owner: owner}
 	if onDisk {
 		b.openLocked()
 	}
 	return b
 }
 
-func (b *diskBackend) openLocked() diskqueue.Interface {
-	if box := b.dq.Load(); box != nil {
-		return box.q
+func (b *diskBackend) openLocked() *diskq.Queue {
+	if q := b.dq.Load(); q != nil {
+		return q
 	}
-	name, logger := b.name, b.logger
-	logf := func(lvl diskqueue.LogLevel, f string, args ...any) {
-		msg := strings.TrimSpace(fmt.Sprintf(f, args...))
-		switch lvl {
-		case diskqueue.DEBUG:
-			logger.Debug(msg, "queue", name)
-		case diskqueue.INFO:
-			logger.Info(msg, "queue", name)
-		case diskqueue.WARN:
-			logger.Warn(msg, "queue", name)
-		default:
-			logger.Error(msg, "queue", name)
-		}
-	}
-	o := b.opts
-	dq := diskqueue.New(name, dataPathOf(o), o.MaxBytesPerFile,
-		int32(protocol.MessageHeaderSize), int32(o.MaxMsgSize)+protocol.MessageHeaderSize,
-		o.SyncEvery, o.SyncTimeout, logf)
-	b.dq.Store(&dqBox{dq})
-	return dq
+	o := b.n.opts
+	q := diskq.Open(b.name, dataPathOf(o), diskq.Options{
+		MaxBytesPerFile: o.MaxBytesPerFile,
+		MinMsgSize:      int32(protocol.MessageHeaderSize),
+		MaxMsgSize:      int32(o.MaxMsgSize) + protocol.MessageHeaderSize,
+		SyncEvery:       o.SyncEvery,
+		Syncer:          b.n.diskSyncer,
+		Logger:          b.logger,
+	})
+	b.dq.Store(q)
+	return q
 }
 
 // isOpen reports whether the queue has been opened.
@@ -95,9 +89,10 @@ func (b *diskBackend) put(msgs []*Message) error {
 	return b.putEntries(ents)
 }
 
-// putEntries appends the messages of queue entries to the disk queue,
-// serializing batch messages straight from their MPUB body: no Message is
-// made for a message that only passes through on its way to disk.
+// putEntries appends the messages of queue entries to the disk queue with
+// one write (per data file), serializing batch messages straight from
+// their MPUB body: no Message is made for a message that only passes
+// through on its way to disk.
 func (b *diskBackend) putEntries(ents []qentry) error {
 	b.mu.Lock()
 	if b.deleted {
@@ -105,49 +100,57 @@ func (b *diskBackend) putEntries(ents []qentry) error {
 		return nil
 	}
 	opened := !b.isOpen()
-	dq := b.openLocked()
-	var err error
+	q := b.openLocked()
+	buf := b.scratch[:0]
 	for _, e := range ents {
-		for k := e.len(); k > 0 && err == nil; k-- {
-			b.scratch = e.appendNextRecord(b.scratch[:0])
-			err = dq.Put(b.scratch)
-			b.onErr(err)
-		}
-		if err != nil {
-			err = fmt.Errorf("write message to disk queue: %w", err)
-			break
+		for k := e.len(); k > 0; k-- {
+			var start int
+			buf, start = diskq.AppendFrame(buf)
+			buf = e.appendNextRecord(buf)
+			diskq.EndFrame(buf, start)
 		}
 	}
-	if cap(b.scratch) > 64<<10 {
-		b.scratch = nil
+	err := q.PutFramed(buf)
+	b.n.setHealth(err)
+	if err != nil {
+		err = fmt.Errorf("write messages to disk queue: %w", err)
 	}
+	if cap(buf) > 256<<10 {
+		buf = nil
+	}
+	b.scratch = buf
 	b.mu.Unlock()
-	if opened && b.onOpen != nil {
-		b.onOpen()
+	if opened {
+		b.owner.diskOpened()
 	}
+	b.owner.diskPut()
 	return err
 }
 
 func (b *diskBackend) depth() int64 {
-	if box := b.dq.Load(); box != nil {
-		return box.q.Depth()
+	if q := b.dq.Load(); q != nil {
+		return q.Depth()
 	}
 	return 0
 }
 
-// readChan is the queue's read channel; nil (never ready) while unopened.
-func (b *diskBackend) readChan() <-chan []byte {
-	if box := b.dq.Load(); box != nil {
-		return box.q.ReadChan()
+// read appends up to max records read from the queue to dst (none while
+// unopened). The records alias a read-ahead block that is never reused:
+// a message decoded from one may keep its body there.
+func (b *diskBackend) read(dst [][]byte, max int) [][]byte {
+	q := b.dq.Load()
+	if q == nil {
+		return dst
 	}
-	return nil
+	dst, _ = q.Read(dst, max) // fails only once closed: nothing read
+	return dst
 }
 
 func (b *diskBackend) empty() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if box := b.dq.Load(); box != nil {
-		return box.q.Empty()
+	if q := b.dq.Load(); q != nil {
+		return q.Empty()
 	}
 	return nil
 }
@@ -158,13 +161,13 @@ func (b *diskBackend) empty() error {
 func (b *diskBackend) close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if box := b.dq.Load(); box != nil {
-		return box.q.Close()
+	if q := b.dq.Load(); q != nil {
+		return q.Close()
 	}
 	if b.deleted {
 		return nil
 	}
-	path := filepath.Join(dataPathOf(b.opts), b.name+".diskqueue.meta.dat")
+	path := filepath.Join(dataPathOf(b.n.opts), b.name+".diskqueue.meta.dat")
 	if _, err := os.Stat(path); err == nil {
 		return nil // left by an earlier run: empty, or it would have been opened
 	}
@@ -178,18 +181,18 @@ func (b *diskBackend) close() error {
 	return nil
 }
 
-// delete discards every message and removes the queue's files (go-diskqueue's
-// Delete only closes the queue).
+// delete discards every message and removes the queue's files (Delete,
+// like go-diskqueue's, only closes the queue).
 func (b *diskBackend) delete() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.deleted = true
-	box := b.dq.Load()
-	if box == nil {
+	q := b.dq.Load()
+	if q == nil {
 		return nil
 	}
-	err := box.q.Empty()
-	if derr := box.q.Delete(); err == nil {
+	err := q.Empty()
+	if derr := q.Delete(); err == nil {
 		err = derr
 	}
 	return err

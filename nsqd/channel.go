@@ -4,7 +4,6 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,6 +62,8 @@ type Channel struct {
 	// the empty and is dropped.
 	emptyGen atomic.Int64
 
+	starved atomic.Bool // the refiller found the disk queue empty: diskPut wakes it
+
 	messageCount atomic.Uint64
 	requeueCount atomic.Uint64
 	timeoutCount atomic.Uint64
@@ -100,8 +101,7 @@ func newChannel(topicName, name string, n *NSQD, durable bool) *Channel {
 	}
 	if !c.ephemeral && !durable {
 		queue := topicName + ":" + name
-		c.backend = newDiskBackend(queue, o, n.logger, n.setHealth, n.hasDiskQueue(queue))
-		c.backend.onOpen = c.startRefiller
+		c.backend = newDiskBackend(queue, n, n.logger, c, n.hasDiskQueue(queue))
 		c.diskDefer = n.takeDeferrals(queue)
 		if c.backend.isOpen() {
 			c.startRefiller()
@@ -166,27 +166,41 @@ func (c *Channel) unwatchIfIdle() {
 	c.pool = msgPool{}
 }
 
+// refillMax is the most records the refiller reads from disk at once.
+const refillMax = 256
+
 // refill moves messages from the disk queue into memory while some
 // consumer wants one (it is waiting or pumping) and memory has room, so that
 // consumers only ever take from memory. Without demand, messages stay on
-// disk and depth/backend_depth read as they would in NSQ.
+// disk and depth/backend_depth read as they would in NSQ. Each round reads
+// as many records as memory has room for (up to refillMax) with one call
+// to the disk queue, which reads them ahead in large blocks.
 func (c *Channel) refill() {
 	defer c.wg.Done()
+	var recs [][]byte
 	for {
 		c.mu.Lock()
 		want := c.wantRefillLocked()
+		limit := c.refillRoomLocked()
 		c.mu.Unlock()
-		if !want {
-			select {
-			case <-c.roomCh:
+		if want {
+			gen := c.emptyGen.Load()
+			recs = c.backend.read(recs[:0], limit)
+			if len(recs) == 0 {
+				// nothing on disk: a put wakes us from now on (and what
+				// a put wrote before that is found by reading again)
+				c.starved.Store(true)
+				if recs = c.backend.read(recs[:0], limit); len(recs) > 0 {
+					c.starved.Store(false)
+				}
+			}
+			if len(recs) > 0 {
+				c.refillBatch(recs, gen)
+				clear(recs)
 				continue
-			case <-c.exitCh:
-				return
 			}
 		}
 		select {
-		case b := <-c.backend.readChan():
-			c.refillBatch(b, c.emptyGen.Load())
 		case <-c.roomCh:
 		case <-c.exitCh:
 			return
@@ -194,46 +208,48 @@ func (c *Channel) refill() {
 	}
 }
 
-// refillBatch moves the message just read from disk, and those right
-// behind it, into memory. go-diskqueue hands messages over one at a time
-// through a channel; yielding between receives lets its reader queue the
-// next one, so a backlog moves in batches and consumers are woken, and their
-// output flushed, once per batch rather than once per message.
-func (c *Channel) refillBatch(first []byte, firstGen int64) {
-	var recs [128][]byte
-	var gens [128]int64
-	batch := append(recs[:0], first)
-	gens[0] = firstGen
-	// structs for the messages come from the pool of finished ones: a
-	// steady drain from disk allocates none of its own per message
-	var spare [128]*Message
+// diskOpened is the backend's call when a put opened the disk queue.
+func (c *Channel) diskOpened() { c.startRefiller() }
+
+// diskPut is the backend's call after a put: it wakes the refiller when it
+// waits for records to be written.
+func (c *Channel) diskPut() {
+	if c.starved.Load() && c.starved.CompareAndSwap(true, false) {
+		// roomCh was made before the refiller, which set starved, started
+		select {
+		case c.roomCh <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// refillBatch moves records just read from disk (under emptyGen gen) into
+// memory. Message structs come from the channel's pool, else from one slab
+// allocated for the batch (as msgQueue.popN does), so that a drain from
+// disk allocates per batch, not per message; bodies stay in the disk
+// queue's read block.
+func (c *Channel) refillBatch(recs [][]byte, gen int64) {
+	var spareArr [refillMax]*Message
+	spare := spareArr[:len(recs)]
 	c.mu.Lock()
-	limit := c.refillLimit - c.mem.len()
-	for i := range min(limit, len(spare)) {
+	for i := range spare {
 		if spare[i] = c.pool.get(); spare[i] == nil {
 			break
 		}
 	}
 	c.mu.Unlock()
-	readCh := c.backend.readChan()
-collect:
-	for len(batch) < len(recs) && len(batch) < limit {
-		runtime.Gosched()
-		select {
-		case b := <-readCh:
-			gens[len(batch)] = c.emptyGen.Load()
-			batch = append(batch, b)
-		default:
-			break collect
-		}
-	}
-	msgs := make([]*Message, 0, len(batch))
-	msgGens := make([]int64, 0, len(batch))
+	var msgArr [refillMax]*Message
+	msgs := msgArr[:0]
 	used := 0
-	for i, b := range batch {
+	var slab []Message
+	for i, b := range recs {
 		m := spare[used]
 		if m == nil {
-			m = new(Message)
+			if len(slab) == 0 {
+				slab = make([]Message, len(recs)-i)
+			}
+			m = &slab[0]
+			slab = slab[1:]
 		}
 		if err := decodeRecordInto(b, m); err != nil {
 			c.log().Error("dropping corrupt message read from disk", "err", err)
@@ -242,7 +258,6 @@ collect:
 		spare[used] = nil
 		used++
 		msgs = append(msgs, m)
-		msgGens = append(msgGens, gens[i])
 	}
 	eff := c.eff.Load()
 	var dead []deadItem
@@ -259,12 +274,11 @@ collect:
 		}
 		c.pool.put(m)
 	}
-	cur := c.emptyGen.Load()
+	if gen != c.emptyGen.Load() {
+		msgs = msgs[:0] // read before an empty: discarded with the rest
+	}
 	pushed := 0
-	for i, m := range msgs {
-		if msgGens[i] != cur {
-			continue // read before an empty: discarded with the rest
-		}
+	for _, m := range msgs {
 		if c.takeDropLocked() {
 			drops = append(drops, m)
 			continue
@@ -306,6 +320,24 @@ func (c *Channel) wantRefillLocked() bool {
 		return c.mem.len() < min(c.refillLimit, expiryWindow)
 	}
 	return false
+}
+
+// refillRoomLocked is how many records the refiller reads next: what
+// memory has room for under the rule of wantRefillLocked, or what
+// drop_oldest still drops, at least 1 and at most refillMax.
+func (c *Channel) refillRoomLocked() int {
+	room := 0
+	if !c.paused && !c.standby {
+		if c.active > 0 {
+			room = c.refillLimit - c.mem.len()
+		} else if e := c.eff.Load(); e != nil && e.ttl > 0 {
+			room = min(c.refillLimit, expiryWindow) - c.mem.len()
+		}
+	}
+	if c.dropPending > 0 {
+		room = max(room, int(min(c.dropPending, refillMax)))
+	}
+	return min(max(room, 1), refillMax)
 }
 
 // signalRefillLocked wakes the refiller if it may have work.

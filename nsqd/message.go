@@ -51,7 +51,8 @@ func (m *Message) appendRecord(dst []byte) []byte {
 }
 
 // decodeRecord rebuilds a message read back from a disk queue. The body
-// aliases b, which go-diskqueue hands over and never reuses.
+// aliases b: the disk queue hands over records in read blocks it never
+// writes again.
 func decodeRecord(b []byte) (*Message, error) {
 	m := new(Message)
 	if err := decodeRecordInto(b, m); err != nil {

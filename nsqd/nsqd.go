@@ -15,7 +15,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/sluicemq/sluice/store"
 	"log/slog"
 	"net"
 	"net/http"
@@ -28,9 +27,11 @@ import (
 	"time"
 
 	"github.com/sluicemq/sluice/internal/config"
+	"github.com/sluicemq/sluice/internal/diskq"
 	"github.com/sluicemq/sluice/internal/lookupclient"
 	"github.com/sluicemq/sluice/protocol"
 	"github.com/sluicemq/sluice/replica"
+	"github.com/sluicemq/sluice/store"
 )
 
 // Version is the version nsqd reports everywhere.
@@ -72,6 +73,7 @@ type NSQD struct {
 	closingDeferrals  map[string]diskDeferrals // of queues closed at exit
 
 	diskQueues map[string]bool // queues with go-diskqueue files at start; read-only after Start
+	diskSyncer *diskq.Syncer   // --sync-timeout of every disk queue
 
 	// watched are the channels scanLoop visits: those with messages in
 	// flight or deferred, or a TTL to sweep. An idle channel costs the scan
@@ -126,6 +128,7 @@ func New(opts *Options) (*NSQD, error) {
 		replicaConns: make(map[net.Conn]struct{}),
 	}
 	n.connTimers = newConnTimers(time.Now())
+	n.diskSyncer = diskq.NewSyncer(opts.SyncTimeout)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if opts.TLSCert != "" {
 		cfg, err := buildTLSConfig(opts)

@@ -87,8 +87,7 @@ func newTopic(name string, n *NSQD, cfg topicConfig) (*Topic, error) {
 		return t, nil // channels read the log themselves: no pump
 	}
 	if !t.ephemeral {
-		t.backend = newDiskBackend(name, n.opts, t.logger, n.setHealth, n.hasDiskQueue(name))
-		t.backend.onOpen = t.signal
+		t.backend = newDiskBackend(name, n, t.logger, t, n.hasDiskQueue(name))
 		t.diskDefer = n.takeDeferrals(name)
 	}
 	return t, nil // the pump starts when there is something to hand on
@@ -208,6 +207,13 @@ func (t *Topic) put(ents []qentry, bodyBytes uint64) error {
 	return nil
 }
 
+// diskOpened is the backend's call when a put opened the disk queue.
+func (t *Topic) diskOpened() { t.signal() }
+
+// diskPut is the backend's call after a put: the topic's put signals its
+// pump itself once all its writes are done.
+func (t *Topic) diskPut() {}
+
 // pumpMayAct reports whether the pump could hand anything on or has a
 // policy to apply to the queue. A topic without channels and policies
 // queues publishes without waking (or starting) the pump for each:
@@ -267,6 +273,7 @@ func (t *Topic) distribute(ents []qentry, chans []*Channel) error {
 func (t *Topic) pump() {
 	defer t.wg.Done()
 	var batch []qentry
+	var recs [][]byte
 	for {
 		t.mu.Lock()
 		canDistribute := len(t.chanList) > 0 && !t.paused && !t.held && !t.exiting
@@ -289,57 +296,78 @@ func (t *Topic) pump() {
 			continue
 		}
 		t.mu.Unlock()
-		var diskCh <-chan []byte
 		if t.backend != nil && (canDistribute || t.readsWithoutChannels()) && t.backend.depth() > 0 {
-			diskCh = t.backend.readChan()
+			limit := topicDiskBatch
+			if !canDistribute {
+				limit = 1 // for drop_oldest or the TTL window: one at a time
+			}
+			if recs = t.backend.read(recs[:0], limit); len(recs) > 0 {
+				t.handOnFromDisk(recs)
+				clear(recs)
+				continue
+			}
 		}
-		if diskCh == nil && t.pumpIdle() {
+		if t.pumpIdle() {
 			return
 		}
 		select {
 		case <-t.wake:
-		case b := <-diskCh:
-			m, err := decodeRecord(b)
-			if err != nil {
-				t.logger.Error("dropping corrupt message read from disk", "err", err)
-				continue
-			}
-			t.mu.RLock()
-			chans := t.chanList
-			t.mu.RUnlock()
-			if t.deadLetterTarget.Load() && t.nsqd.deadLetters.isWithdrawn(t.name, m.ID, true) {
-				continue // redriven: no channel has it yet
-			}
-			if t.nsqd.opts.KeepDeferred {
-				t.mu.Lock()
-				if at, ok := t.diskDefer.deadlineOf(m.ID); ok {
-					m.deferBy = time.Duration(at - m.Timestamp)
-				}
-				t.mu.Unlock()
-			}
-			if len(chans) == 0 {
-				// read for expiry or drop_oldest, or the last channel went
-				// away after the read: keep the message unless it goes
-				t.mu.Lock()
-				if t.dropPending > 0 {
-					t.dropPending--
-					t.mu.Unlock()
-					t.droppedCount.Add(1)
-					continue
-				}
-				if p := t.policy.Load(); p != nil && p.ttl > 0 && time.Now().UnixNano()-m.Timestamp > int64(p.ttl) {
-					t.mu.Unlock()
-					t.expiredCount.Add(1)
-					continue
-				}
-				t.mem.push(m)
-				t.mu.Unlock()
-				continue
-			}
-			t.distribute([]qentry{{m: m}}, chans)
 		case <-t.exitCh:
 			return
 		}
+	}
+}
+
+// topicDiskBatch is the most records the topic's pump reads from its disk
+// queue at once.
+const topicDiskBatch = 128
+
+// handOnFromDisk hands records read from the topic's disk queue to its
+// channels, or keeps them (or drops them) when it has none.
+func (t *Topic) handOnFromDisk(recs [][]byte) {
+	t.mu.RLock()
+	chans := t.chanList
+	t.mu.RUnlock()
+	ents := make([]qentry, 0, len(recs))
+	for _, b := range recs {
+		m, err := decodeRecord(b)
+		if err != nil {
+			t.logger.Error("dropping corrupt message read from disk", "err", err)
+			continue
+		}
+		if t.deadLetterTarget.Load() && t.nsqd.deadLetters.isWithdrawn(t.name, m.ID, true) {
+			continue // redriven: no channel has it yet
+		}
+		if t.nsqd.opts.KeepDeferred {
+			t.mu.Lock()
+			if at, ok := t.diskDefer.deadlineOf(m.ID); ok {
+				m.deferBy = time.Duration(at - m.Timestamp)
+			}
+			t.mu.Unlock()
+		}
+		if len(chans) == 0 {
+			// read for expiry or drop_oldest, or the last channel went
+			// away after the read: keep the message unless it goes
+			t.mu.Lock()
+			if t.dropPending > 0 {
+				t.dropPending--
+				t.mu.Unlock()
+				t.droppedCount.Add(1)
+				continue
+			}
+			if p := t.policy.Load(); p != nil && p.ttl > 0 && time.Now().UnixNano()-m.Timestamp > int64(p.ttl) {
+				t.mu.Unlock()
+				t.expiredCount.Add(1)
+				continue
+			}
+			t.mem.push(m)
+			t.mu.Unlock()
+			continue
+		}
+		ents = append(ents, qentry{m: m})
+	}
+	if len(ents) > 0 {
+		t.distribute(ents, chans)
 	}
 }
 

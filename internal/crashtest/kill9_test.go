@@ -20,6 +20,7 @@ type model struct {
 	delivered map[string][]time.Time
 	finAt     map[string]time.Time // body -> when its FIN was sent (first life)
 	life      int
+	noDefer   bool     // producers send PUB instead of DPUB
 	lateDups  []string // delivered after the restart though finished > 1 s before the kill
 	early     []string // deferred messages delivered before their deadline
 	life2     map[string]int
@@ -56,7 +57,7 @@ func produce(addr string, id int, r *rand.Rand, m *model, stop <-chan struct{}) 
 		var earliest time.Time
 		now := time.Now()
 		switch k := r.IntN(10); {
-		case k < 5:
+		case k < 5 || (k == 9 && m.noDefer):
 			b := fmt.Sprintf("p%d-%d", id, n)
 			bodies = []string{b}
 			cmd = putFrameCmd("PUB "+topic, []byte(b))
