@@ -72,17 +72,7 @@ func TestWipedVoterGivesNoVoteUntilItHasCaughtUp(t *testing.T) {
 func TestWipedFollowerIsReadmittedAndCatchesUp(t *testing.T) {
 	net := newMemNet(2)
 	ids := []uint64{1, 2, 3}
-	var nodes []*diskNode
-	for _, id := range ids {
-		dn := &diskNode{id: id, fs: store.NewMemFS(), machine: &modelMachine{}}
-		nodes = append(nodes, dn)
-		startDiskNode(t, net, dn, ids)
-	}
-	t.Cleanup(func() {
-		for _, dn := range nodes {
-			stopDiskNode(net, dn)
-		}
-	})
+	nodes := startDiskGroup(t, net, ids)
 	l := leaderAmong(t, 5*time.Second, nodes...)
 	var acked []string
 	publish := func(tag string, n int) {
@@ -140,17 +130,7 @@ func wipedVoterScenario(t *testing.T, guard bool) (l, b, c *diskNode, net *memNe
 	t.Helper()
 	net = newMemNet(1)
 	ids := []uint64{1, 2, 3}
-	var nodes []*diskNode
-	for _, id := range ids {
-		dn := &diskNode{id: id, fs: store.NewMemFS(), machine: &modelMachine{}}
-		nodes = append(nodes, dn)
-		startDiskNode(t, net, dn, ids)
-	}
-	t.Cleanup(func() {
-		for _, dn := range nodes {
-			stopDiskNode(net, dn)
-		}
-	})
+	nodes := startDiskGroup(t, net, ids)
 	l = leaderAmong(t, 5*time.Second, nodes...)
 	for _, dn := range nodes {
 		if dn == l {

@@ -48,6 +48,24 @@ func startDiskNode(t *testing.T, net *memNet, dn *diskNode, ids []uint64) {
 	dn.mn = mn
 }
 
+// startDiskGroup starts a node of the group "orders" on a MemFS of its own
+// for each of ids, stopped at the end of the test.
+func startDiskGroup(t *testing.T, net *memNet, ids []uint64) []*diskNode {
+	t.Helper()
+	var nodes []*diskNode
+	for _, id := range ids {
+		dn := &diskNode{id: id, fs: store.NewMemFS(), machine: &modelMachine{}}
+		nodes = append(nodes, dn)
+		startDiskNode(t, net, dn, ids)
+	}
+	t.Cleanup(func() {
+		for _, dn := range nodes {
+			stopDiskNode(net, dn)
+		}
+	})
+	return nodes
+}
+
 func stopDiskNode(net *memNet, dn *diskNode) {
 	if dn.mn == nil {
 		return
@@ -104,17 +122,7 @@ func proposed(m *modelMachine) []string {
 func TestGroupOnDiskSurvivesACrashThatDropsUnsyncedWrites(t *testing.T) {
 	net := newMemNet(5)
 	ids := []uint64{1, 2, 3}
-	var nodes []*diskNode
-	for _, id := range ids {
-		dn := &diskNode{id: id, fs: store.NewMemFS(), machine: &modelMachine{}}
-		nodes = append(nodes, dn)
-		startDiskNode(t, net, dn, ids)
-	}
-	t.Cleanup(func() {
-		for _, dn := range nodes {
-			stopDiskNode(net, dn)
-		}
-	})
+	nodes := startDiskGroup(t, net, ids)
 	leaderOf := func() *diskNode {
 		deadline := time.Now().Add(5 * time.Second)
 		for time.Now().Before(deadline) {
