@@ -66,24 +66,24 @@ type osFile struct{ *os.File }
 func (f osFile) Sync() error { return fdatasync(f.File) }
 
 func (OSFS) OpenAppend(name string, create bool) (File, int64, error) {
-	flag := os.O_RDWR | os.O_APPEND
-	if create {
-		flag |= os.O_CREATE
-	}
-	f, err := os.OpenFile(name, flag, 0o600)
+	f, size, err := openSized(name, os.O_RDWR|os.O_APPEND, create)
 	if err != nil {
 		return nil, 0, err
 	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, 0, err
-	}
-	return osFile{f}, st.Size(), nil
+	return osFile{f}, size, nil
 }
 
 func (OSFS) OpenAt(name string, create bool) (FileAt, int64, error) {
-	flag := os.O_RDWR
+	f, size, err := openSized(name, os.O_RDWR, create)
+	if err != nil {
+		return nil, 0, err
+	}
+	return osFile{f}, size, nil
+}
+
+// openSized opens name with flag (and O_CREATE when create) and returns it
+// with its size.
+func openSized(name string, flag int, create bool) (*os.File, int64, error) {
 	if create {
 		flag |= os.O_CREATE
 	}
@@ -96,7 +96,7 @@ func (OSFS) OpenAt(name string, create bool) (FileAt, int64, error) {
 		f.Close()
 		return nil, 0, err
 	}
-	return osFile{f}, st.Size(), nil
+	return f, st.Size(), nil
 }
 
 func (OSFS) Remove(name string) error             { return os.Remove(name) }

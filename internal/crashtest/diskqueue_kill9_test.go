@@ -75,12 +75,7 @@ func diskKillRound(t *testing.T, seed uint64, withConsumer bool) (lost []string,
 	lastCount := -1
 	for time.Now().Before(deadline) {
 		m.mu.Lock()
-		missing := 0
-		for b := range m.acked {
-			if len(m.delivered[b]) == 0 {
-				missing++
-			}
-		}
+		missing := len(m.undeliveredLocked())
 		count := len(m.life2)
 		m.mu.Unlock()
 		if count != lastCount {
@@ -97,11 +92,7 @@ func diskKillRound(t *testing.T, seed uint64, withConsumer bool) (lost []string,
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for b := range m.acked {
-		if len(m.delivered[b]) == 0 {
-			lost = append(lost, b)
-		}
-	}
+	lost = m.undeliveredLocked()
 	t.Logf("seed %d (consumer before the kill: %v): %d acknowledged, %d delivered before the kill, %d after, %d lost",
 		seed, withConsumer, len(m.acked), len(m.finAt), len(m.life2), len(lost))
 	return lost, len(m.acked)

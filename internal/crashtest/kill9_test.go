@@ -30,6 +30,17 @@ func newModel() *model {
 	return &model{acked: map[string]time.Time{}, delivered: map[string][]time.Time{}, finAt: map[string]time.Time{}, life2: map[string]int{}}
 }
 
+// undeliveredLocked returns the acknowledged bodies never delivered; mu held.
+func (m *model) undeliveredLocked() []string {
+	var out []string
+	for b := range m.acked {
+		if len(m.delivered[b]) == 0 {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
 const topic, channel = "crash", "c"
 
 func putFrameCmd(line string, body []byte) []byte {
@@ -230,12 +241,7 @@ func killRound(t *testing.T, seed uint64) (acked, dups, bound int) {
 	lastCount := -1
 	for time.Now().Before(deadline) {
 		m.mu.Lock()
-		missing := 0
-		for b := range m.acked {
-			if len(m.delivered[b]) == 0 {
-				missing++
-			}
-		}
+		missing := len(m.undeliveredLocked())
 		count := len(m.life2)
 		m.mu.Unlock()
 		if count != lastCount {
@@ -252,12 +258,7 @@ func killRound(t *testing.T, seed uint64) (acked, dups, bound int) {
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var lost []string
-	for b := range m.acked {
-		if len(m.delivered[b]) == 0 {
-			lost = append(lost, b)
-		}
-	}
+	lost := m.undeliveredLocked()
 	for b := range m.life2 {
 		if fin, ok := m.finAt[b]; ok {
 			dups++
