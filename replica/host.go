@@ -771,22 +771,23 @@ func withheldVote(g *group, m *raftpb.Message) bool {
 // append, or a snapshot's index): what the node must hold before it votes
 // again; it returns that leader, once, else 0. mu held.
 func (g *group) noteLeaderLocked(m *raftpb.Message) (leader uint64) {
-	var commit uint64
 	switch m.GetType() {
 	case raftpb.MessageType_MsgHeartbeat:
-		commit = m.GetCommit()
-		if own := g.rn.BasicStatus().HardState.GetCommit(); commit > own {
+		// Capped at what the leader counts this node to hold (nothing,
+		// once readmitted): no catch-up target, and cut to the node's own.
+		if own := g.rn.BasicStatus().HardState.GetCommit(); m.GetCommit() > own {
 			m.Commit = proto.Uint64(own)
 		}
 	case raftpb.MessageType_MsgApp:
-		commit = m.GetCommit()
+		if !g.heardLeader {
+			g.heardLeader, g.catchUpTo = true, m.GetCommit()
+		}
 	case raftpb.MessageType_MsgSnap:
-		commit = max(m.GetCommit(), m.GetSnapshot().GetMetadata().GetIndex())
+		if !g.heardLeader {
+			g.heardLeader, g.catchUpTo = true, max(m.GetCommit(), m.GetSnapshot().GetMetadata().GetIndex())
+		}
 	default:
 		return 0
-	}
-	if !g.heardLeader {
-		g.heardLeader, g.catchUpTo = true, commit
 	}
 	// Asked again while the node has not caught up: a request can be
 	// lost, or the leader change.
