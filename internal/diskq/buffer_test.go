@@ -334,6 +334,40 @@ func TestBufferedRecordsKeepTheirSpaceWhenTheDiskFills(t *testing.T) {
 	checkSeqs(t, "after the disk filled up", readAll(t, q), 0, seq)
 }
 
+// TestLargePutsAreWrittenAtOnce: a put of an eighth of the buffer or more
+// is written in the put (after the records buffered before it), as
+// without a buffer.
+func TestLargePutsAreWrittenAtOnce(t *testing.T) {
+	mem := memDir(t)
+	fs := &countingFS{FS: mem, reserve: true}
+	q := Open("large", "/d", Options{FS: fs, MaxBytesPerFile: 1 << 20, MinMsgSize: 8, MaxMsgSize: 64,
+		SyncEvery: 1 << 30, Logger: quiet, WriteBuffer: 800, Syncer: idleSyncer()})
+	defer q.Close()
+	if err := q.Put(crashBody(0)); err != nil {
+		t.Fatal(err)
+	}
+	var b []byte
+	for seq := uint64(1); seq < 9; seq++ {
+		var start int
+		b, start = AppendFrame(b)
+		b = append(b, crashBody(seq)...)
+		EndFrame(b, start)
+	}
+	if len(b) < 100 {
+		t.Fatalf("batch of %d bytes: not an eighth of the buffer", len(b))
+	}
+	if err := q.PutFramed(b); err != nil {
+		t.Fatal(err)
+	}
+	if fs.writes != 2 || len(q.wbuf) != 0 {
+		t.Fatalf("%d writes, %d bytes buffered; want 2 (the buffered record, then the batch), none", fs.writes, len(q.wbuf))
+	}
+	data, _ := mem.ReadFile("/d/large.diskqueue.000000.dat")
+	if int64(len(data)) != q.writePos {
+		t.Fatalf("data file of %d bytes, write position %d", len(data), q.writePos)
+	}
+}
+
 // TestWithoutReservationEveryPutIsWritten: on a file system that cannot
 // reserve space, a queue asked to buffer writes every put at once.
 func TestWithoutReservationEveryPutIsWritten(t *testing.T) {

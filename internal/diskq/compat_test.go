@@ -255,7 +255,7 @@ func TestSameOperationsWriteTheSameFiles(t *testing.T) {
 	for seed := range uint64(24) {
 		wbuf := 0
 		if seed%2 == 1 {
-			wbuf = []int{64, 700, 4096, 64 << 10}[seed/2%4]
+			wbuf = []int{700, 2400, 4096, 64 << 10}[seed/2%4]
 		}
 		t.Run(fmt.Sprintf("%d/buffer=%d", seed, wbuf), func(t *testing.T) {
 			script := randomScript(rand.New(rand.NewPCG(seed, 1)), 60)
@@ -301,7 +301,7 @@ func TestEachReadsWhereTheOtherStopped(t *testing.T) {
 		case 1:
 			q = openOwn(t, "handoff", dir, 2000, 1<<30, 300)
 		default:
-			q = openOwnBuffered(t, "handoff", dir, 2000, 1<<30, 300, 1000)
+			q = openOwnBuffered(t, "handoff", dir, 2000, 1<<30, 300, 4000)
 		}
 		if d := q.depth(); d != int64(next-want) {
 			t.Fatalf("life %d: depth %d at open, want %d", life, d, next-want)

@@ -152,7 +152,7 @@ func crashOptions(fs store.FS, r *rand.Rand) Options {
 // of failure points stays deterministic).
 func bufferedCrashOptions(fs store.FS, r *rand.Rand) Options {
 	o := crashOptions(fs, r)
-	o.WriteBuffer = []int{40, 150, 600, 4096}[r.IntN(4)]
+	o.WriteBuffer = []int{400, 1200, 4096, 16384}[r.IntN(4)]
 	o.Syncer = idleSyncer()
 	return o
 }

@@ -30,14 +30,15 @@
 // # Write buffer (opt-in)
 //
 // With Options.WriteBuffer (nsqd --disk-write-buffer) a put of a few
-// records does not write them: they join the records put before them in
-// a buffer of at most that many bytes, and one write syscall takes the
-// lot. Profiled under nsqd (one PUB per round trip, a channel without a
+// records (less than an eighth of the buffer) does not write them: they
+// join the records put before them in a buffer of at most that many
+// bytes, and one write syscall takes the lot. A larger put (an MPUB of
+// many messages) already pays for its own write: the buffer is written
+// and then the put, at once, as without the option. Profiled under nsqd (one PUB per round trip, a channel without a
 // consumer past its --mem-queue-size), the write syscall of every
 // single-message put was 14% of the daemon's CPU. The buffer is written:
 //
-//   - before it would overflow (a put larger than it is written at once,
-//     after the buffer);
+//   - before it would overflow, and before a larger put is written;
 //   - at every sync, before the data file is fsynced and the metadata
 //     written, so metadata never counts a record that is not in its file
 //     (a put that makes --sync-every due writes and syncs in the put, so

@@ -32,8 +32,9 @@ type Options struct {
 	Syncer          *Syncer  // syncs a queue --sync-timeout after it changed; nil: none
 	Logger          *slog.Logger
 	ReadBlock       int // bytes read ahead per read syscall; 0: 128 KiB
-	// WriteBuffer, when positive, lets puts collect up to that many bytes
-	// of records in memory and write them with one write syscall: when
+	// WriteBuffer, when positive, lets puts of less than an eighth of it
+	// collect up to that many bytes of records in memory and write them
+	// with one write syscall (larger puts are written at once): when
 	// the buffer would overflow, before every sync, before a read needs
 	// them, on Close, and FlushDelay after the first of them was put (the
 	// Syncer's timer). Space for buffered records is reserved on disk as
@@ -318,7 +319,7 @@ func (q *Queue) putLocked(b []byte) error {
 
 // store adds records (all for the current write file) to the write
 // buffer, or writes them at once when the queue does not buffer or they
-// are too large for the buffer. When the buffer cannot take them it is
+// take an eighth of the buffer or more. When the buffer cannot take them it is
 // written out first; if that fails, they are not stored.
 func (q *Queue) store(chunk []byte, recs int) error {
 	if len(chunk) == 0 {
@@ -327,12 +328,14 @@ func (q *Queue) store(chunk []byte, recs int) error {
 	if !q.buffering() {
 		return q.writeChunk(chunk, recs)
 	}
-	if len(q.wbuf)+len(chunk) > q.o.WriteBuffer {
+	if len(q.wbuf)+len(chunk) > q.o.WriteBuffer || len(chunk) >= q.o.WriteBuffer/8 {
 		if err := q.flush(); err != nil {
 			return err
 		}
 	}
-	if len(chunk) >= q.o.WriteBuffer {
+	if len(chunk) >= q.o.WriteBuffer/8 {
+		// a batch this large pays for its own write syscall: it is
+		// written at once, as without a buffer (an MPUB's messages)
 		return q.writeChunk(chunk, recs)
 	}
 	if err := q.reserve(int64(len(chunk))); err != nil {
