@@ -34,9 +34,10 @@
 // join the records put before them in a buffer of at most that many
 // bytes, and one write syscall takes the lot. A larger put (an MPUB of
 // many messages) already pays for its own write: the buffer is written
-// and then the put, at once, as without the option. Profiled under nsqd (one PUB per round trip, a channel without a
-// consumer past its --mem-queue-size), the write syscall of every
-// single-message put was 14% of the daemon's CPU. The buffer is written:
+// and then the put, at once, as without the option. Profiled under nsqd
+// (one PUB per round trip, a channel without a consumer past its
+// --mem-queue-size), the write syscall of every single-message put was
+// 14% of the daemon's CPU. The buffer is written:
 //
 //   - before it would overflow, and before a larger put is written;
 //   - at every sync, before the data file is fsynced and the metadata
@@ -58,10 +59,13 @@
 // before it returns (store.Reserver: fallocate with FALLOC_FL_KEEP_SIZE,
 // a write buffer's worth ahead, or exactly the records' size when the
 // disk has less); a reservation changes neither the size nor the bytes
-// of the file. A put whose reservation fails with ENOSPC fails with that
+// of the file (the blocks reserved past the end of a file the writer
+// has left, at most a buffer's worth, are freed with the file). A put
+// whose reservation fails with ENOSPC fails with that
 // error, storing none of its records, as the write of an unbuffered put
-// would; nsqd's diskBackend passes the error on unchanged (health set,
-// the PUB answered E_PUB_FAILED), as for a failed write today. The
+// would; nsqd's diskBackend passes the error on unchanged, so that the
+// publish fails as one whose write failed does (health set to the error,
+// E_PUB_FAILED over TCP, 503 over HTTP). The
 // records buffered by earlier, acknowledged puts keep their reserved
 // space, so their later write cannot run out of it (on file systems that
 // allocate in place: ext4, xfs, tmpfs; copy-on-write ones such as btrfs
@@ -71,17 +75,19 @@
 // fails for another reason (EIO) keeps the records buffered, to be
 // written again at the next occasion (the file is first cut back to
 // where they begin, as after a failed unbuffered write); the put that
-// made the failing write due to --sync-every fails and its records are
-// taken back out of the buffer, so that it is not acknowledged, as an
+// made the failing write due fails: one that the buffer could not take
+// is not stored, one that made --sync-every due has its records taken
+// back out of the buffer, so that neither is acknowledged, as an
 // unbuffered put whose write failed is not. No metadata is written while
-// the buffer cannot be.
+// the buffer cannot be, and a Read stops short of the records it holds.
 //
 // Crashes: power loss loses nothing a sync promised, since every sync
 // writes the buffer first. A kill -9 is where the option costs: records
-// still buffered are lost (at most WriteBuffer bytes, at most FlushDelay
-// old), while go-diskqueue's and this package's unbuffered writes are in
-// the page cache at once, and Open salvages them even past the metadata's
-// write position. That is why it is off by default.
+// still buffered are lost (less than WriteBuffer bytes, put within the
+// last FlushDelay unless a write failed), while go-diskqueue's and this
+// package's unbuffered writes are in the page cache at once, and Open
+// salvages them even past the metadata's write position. That is why it
+// is off by default.
 //
 // # Compatibility
 //
