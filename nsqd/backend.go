@@ -65,6 +65,7 @@ func (b *diskBackend) openLocked() *diskq.Queue {
 		SyncEvery:       o.SyncEvery,
 		Syncer:          b.n.diskSyncer,
 		Logger:          b.logger,
+		WriteBuffer:     int(o.DiskWriteBuffer),
 	})
 	b.dq.Store(q)
 	return q

@@ -36,9 +36,14 @@ type MemFS struct {
 }
 
 type memNode struct {
-	data   []byte
-	synced []byte
+	data     []byte
+	synced   []byte
+	reserved int64 // Reserve: space held up to this offset (0: none)
 }
+
+// size is the space the node takes: its bytes, or its reservation when
+// that reaches further.
+func (nd *memNode) size() int64 { return max(int64(len(nd.data)), nd.reserved) }
 
 // NewMemFS returns an empty MemFS with the root directory "/" durable.
 func NewMemFS() *MemFS {
@@ -82,7 +87,7 @@ func (fs *MemFS) step() error {
 func (fs *MemFS) used() int64 {
 	var n int64
 	for _, nd := range fs.nodes {
-		n += int64(len(nd.data))
+		n += nd.size()
 	}
 	return n
 }
@@ -103,6 +108,7 @@ func (fs *MemFS) Crash() {
 		}
 		for name, nd := range ents {
 			nd.data = append([]byte(nil), nd.synced...)
+			nd.reserved = 0
 			fs.nodes[filepath.Join(dir, name)] = nd
 		}
 	}
@@ -341,7 +347,9 @@ func (f *memFile) Write(p []byte) (int, error) {
 	n := len(p)
 	var err error
 	if f.fs.space > 0 {
-		if room := f.fs.space - f.fs.used(); int64(n) > room {
+		// bytes written into the node's reservation take no new space
+		held := max(f.nd.reserved-int64(len(f.nd.data)), 0)
+		if room := f.fs.space - f.fs.used() + held; int64(n) > room {
 			n = int(max(room, 0))
 			err = &os.PathError{Op: "write", Path: f.name, Err: syscall.ENOSPC}
 		}
@@ -371,7 +379,7 @@ func (f *memFileAt) WriteAt(p []byte, off int64) (int, error) {
 	}
 	n := len(p)
 	var err error
-	if grow := off + int64(n) - int64(len(f.nd.data)); grow > 0 && f.fs.space > 0 {
+	if grow := off + int64(n) - f.nd.size(); grow > 0 && f.fs.space > 0 {
 		if room := f.fs.space - f.fs.used(); grow > room {
 			n = int(max(int64(n)-(grow-max(room, 0)), 0))
 			err = &os.PathError{Op: "writeat", Path: f.name, Err: syscall.ENOSPC}
@@ -404,6 +412,30 @@ func (f *memFile) Truncate(size int64) error {
 	}
 	if size < int64(len(f.nd.data)) {
 		f.nd.data = f.nd.data[:size:size]
+	}
+	f.nd.reserved = 0 // truncating frees the blocks past the end
+	return nil
+}
+
+// Reserve implements Reserver: space for bytes [off, off+n) is taken from
+// SetSpace's budget at once (all or nothing: ENOSPC when it does not fit),
+// and writes into it take none. A reservation is not durable: Crash drops
+// it.
+func (f *memFile) Reserve(off, n int64) error {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if f.closed {
+		return os.ErrClosed
+	}
+	if err := f.fs.step(); err != nil {
+		return &os.PathError{Op: "fallocate", Path: f.name, Err: err}
+	}
+	end := off + n
+	if grow := end - f.nd.size(); grow > 0 {
+		if f.fs.space > 0 && grow > f.fs.space-f.fs.used() {
+			return &os.PathError{Op: "fallocate", Path: f.name, Err: syscall.ENOSPC}
+		}
+		f.nd.reserved = end
 	}
 	return nil
 }

@@ -20,6 +20,16 @@ type File interface {
 	Close() error
 }
 
+// Reserver is implemented by files that can set disk space aside for
+// bytes not yet written (on Linux, OSFS's files: fallocate keeping the
+// size). Writes into a reserved range cannot fail for want of space on a
+// file system that allocates in place (ext4, xfs, tmpfs); copy-on-write
+// file systems (btrfs, zfs) promise less. The file's size and contents
+// are unchanged.
+type Reserver interface {
+	Reserve(off, n int64) error
+}
+
 // FS is the part of a file system the store uses. Creating, renaming and
 // removing files changes a directory; those changes are durable only after
 // SyncDir of that directory.

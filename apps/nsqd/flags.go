@@ -51,6 +51,7 @@ func newFlagSet(opts *nsqd.Options, level *slog.LevelVar) *flag.FlagSet {
 	fs.DurationVar(&opts.RetentionTime, "retention-time", opts.RetentionTime, "durable topics: keep segments every channel has finished this long, for replay (0 = remove at once) (Sluice)")
 	fs.Int64Var(&opts.RetentionBytes, "retention-bytes", opts.RetentionBytes, "durable topics: keep the newest finished segments up to this many bytes, for replay (0 = none) (Sluice)")
 	fs.Int64Var(&opts.DurableSegmentBytes, "durable-segment-bytes", opts.DurableSegmentBytes, "durable topics: segment file size before rolling (Sluice)")
+	fs.Int64Var(&opts.DiskWriteBuffer, "disk-write-buffer", opts.DiskWriteBuffer, "bytes of messages each disk queue may collect in memory to write at once (at most 10ms; before every fsync and every read of them); a kill -9 loses what is collected (0 = write every publish at once, as NSQ) (Sluice)")
 	fs.BoolVar(&opts.KeepDeferred, "keep-deferred", opts.KeepDeferred, "deferred messages (DPUB, REQ with a delay) wait for their deadline also after a restart and when written to disk, instead of being delivered when read back (Sluice)")
 	fs.DurationVar(&opts.ReplicaTimeout, "replica-timeout", opts.ReplicaTimeout, "replicated topics: how long a replica may be gone before another live node replaces it (Sluice)")
 	fs.IntVar(&opts.MaxAttempts, "max-attempts", opts.MaxAttempts, "default max_attempts of channels: a message about to be delivered more often goes to the channel's dead-letter topic (<topic>.dlq) (0 = unlimited) (Sluice)")

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -137,6 +139,128 @@ func TestFullDiskFailsPublishesKeepsConnectionAndRecovers(t *testing.T) {
 		acked[b] = true
 	}
 	n.kill()
+	n.start()
+	got := map[string]int{}
+	m := newModel()
+	m.life = 1
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- consume(n.tcpAddr, m, stop) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		m.mu.Lock()
+		for b, ts := range m.delivered {
+			got[b] = len(ts)
+		}
+		m.mu.Unlock()
+		if len(got) >= len(acked) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	close(stop)
+	if err := <-done; err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatal(err)
+	}
+	for b := range acked {
+		if got[b] == 0 {
+			t.Fatalf("acknowledged message %.20s... lost (%d of %d delivered)", b, len(got), len(acked))
+		}
+	}
+}
+
+// TestDiskWriteBufferFullDiskFailsPublishes: NSQ's storage with
+// --disk-write-buffer on a small tmpfs: single publishes (collected in
+// the channel's buffer, their space reserved as they are acknowledged)
+// and batches fill the disk; publishes then fail with NSQ's 503 (over
+// HTTP: a failed TCP PUB closes the connection, as in NSQ) and /ping names
+// the cause; after space returns, publishes succeed again,
+// and after nsqd is stopped (SIGTERM) and started again, every
+// acknowledged message is delivered.
+func TestDiskWriteBufferFullDiskFailsPublishes(t *testing.T) {
+	dir := mountTmpfs(t, "16m")
+	filler := filepath.Join(dir, "filler")
+	if err := os.WriteFile(filler, make([]byte, 4<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := newNode(t, dir, "--mem-queue-size=0", "--disk-write-buffer=65536", "--max-bytes-per-file=1048576")
+	n.start()
+	n.post("/topic/create?topic=" + topic)
+	n.post("/channel/create?topic=" + topic + "&channel=" + channel)
+	publish := func(path string, body string) (int, string) {
+		r, err := http.Post("http://"+n.httpAddr+path+"?topic="+topic, "", strings.NewReader(body))
+		if err != nil {
+			t.Fatalf("POST %s on a full disk: %v", path, err)
+		}
+		defer r.Body.Close()
+		b, _ := io.ReadAll(r.Body)
+		return r.StatusCode, string(b)
+	}
+	pad := strings.Repeat("x", 1000)
+	acked := map[string]bool{}
+	var pubErr, mpubErr string
+	for i := 0; pubErr == "" || mpubErr == ""; i++ {
+		if i > 100000 {
+			t.Fatal("the disk never filled")
+		}
+		var bodies []string
+		var code int
+		var answer string
+		if i%4 != 3 {
+			bodies = []string{fmt.Sprintf("p%d-%s", i, pad)}
+			code, answer = publish("/pub", bodies[0])
+		} else {
+			for k := range 10 {
+				bodies = append(bodies, fmt.Sprintf("m%d-%d-%s", i, k, pad))
+			}
+			code, answer = publish("/mpub", strings.Join(bodies, "\n"))
+		}
+		switch {
+		case code == 200:
+			for _, b := range bodies {
+				acked[b] = true
+			}
+		case code == 503 && len(bodies) == 1:
+			pubErr = answer
+		case code == 503:
+			mpubErr = answer
+		default:
+			t.Fatalf("unexpected answer %d %q", code, answer)
+		}
+	}
+	ping := func() string {
+		r, err := http.Get("http://" + n.httpAddr + "/ping")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Body.Close()
+		b, _ := io.ReadAll(r.Body)
+		return string(b)
+	}
+	if h := ping(); !strings.Contains(h, "no space left on device") {
+		t.Fatalf("/ping on a full disk: %q, want the cause", h)
+	}
+	t.Logf("%d messages acknowledged before the disk filled; errors: %q, %q; /ping: %q", len(acked), pubErr, mpubErr, ping())
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		b := fmt.Sprintf("after-%d", i)
+		if code, answer := publish("/pub", b); code != 200 {
+			t.Fatalf("publish after space returned: %d %q", code, answer)
+		}
+		acked[b] = true
+	}
+	if h := ping(); h != "OK" {
+		t.Fatalf("/ping after space returned: %q", h)
+	}
+	n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.exited:
+		n.cmd = nil
+	case <-time.After(30 * time.Second):
+		t.Fatal("nsqd did not stop on SIGTERM")
+	}
 	n.start()
 	got := map[string]int{}
 	m := newModel()

@@ -1,6 +1,7 @@
 package diskq
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -28,6 +29,46 @@ func benchBatch(n int) []byte {
 
 func BenchmarkPutBatch200(b *testing.B) {
 	q := Open("bench", b.TempDir(), Options{MaxBytesPerFile: 100 << 20, MinMsgSize: 26, MaxMsgSize: 1 << 20, SyncEvery: 2500, Logger: quiet})
+	defer q.Close()
+	batch := benchBatch(200)
+	b.SetBytes(benchRecord)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += 200 {
+		if err := q.PutFramed(batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPutSingle is nsqd's put of one PUB's message: one record per
+// put, without a write buffer (one write syscall each) and with nsqd's
+// --disk-write-buffer=65536 (one per 64 KiB).
+func BenchmarkPutSingle(b *testing.B) {
+	for _, wbuf := range []int{0, 64 << 10} {
+		b.Run(fmt.Sprintf("buffer=%d", wbuf), func(b *testing.B) {
+			s := NewSyncer(2 * time.Second)
+			q := Open("bench", b.TempDir(), Options{MaxBytesPerFile: 100 << 20, MinMsgSize: 26, MaxMsgSize: 1 << 20, SyncEvery: 2500,
+				Syncer: s, Logger: quiet, WriteBuffer: wbuf})
+			defer q.Close()
+			rec := benchBatch(1)
+			b.SetBytes(benchRecord)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if err := q.PutFramed(rec); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkPutBatch200Buffered: an MPUB's batch with the write buffer on
+// is written at once, as without it.
+func BenchmarkPutBatch200Buffered(b *testing.B) {
+	q := Open("bench", b.TempDir(), Options{MaxBytesPerFile: 100 << 20, MinMsgSize: 26, MaxMsgSize: 1 << 20, SyncEvery: 2500,
+		Syncer: NewSyncer(2 * time.Second), Logger: quiet, WriteBuffer: 64 << 10})
 	defer q.Close()
 	batch := benchBatch(200)
 	b.SetBytes(benchRecord)

@@ -74,10 +74,28 @@ type ownQueue struct {
 }
 
 func openOwn(t testing.TB, name, dir string, maxBytes, syncEvery int64, block int) *ownQueue {
-	return &ownQueue{t, Open(name, dir, Options{
+	return openOwnBuffered(t, name, dir, maxBytes, syncEvery, block, 0)
+}
+
+// openOwnBuffered opens a diskq queue with a write buffer of wbuf bytes
+// (0: none), served by a Syncer whose timers never fire during a test:
+// what is buffered is written only when the queue itself must.
+func openOwnBuffered(t testing.TB, name, dir string, maxBytes, syncEvery int64, block, wbuf int) *ownQueue {
+	o := Options{
 		MaxBytesPerFile: maxBytes, MinMsgSize: testMin, MaxMsgSize: testMax,
 		SyncEvery: syncEvery, Logger: quiet, ReadBlock: block,
-	})}
+	}
+	if wbuf > 0 {
+		o.WriteBuffer, o.Syncer = wbuf, idleSyncer()
+	}
+	return &ownQueue{t, Open(name, dir, o)}
+}
+
+// idleSyncer is a Syncer that syncs and flushes only after an hour.
+func idleSyncer() *Syncer {
+	s := NewSyncer(time.Hour)
+	s.flush.delay = time.Hour
+	return s
 }
 
 func (o *ownQueue) put(b []byte) error { return o.q.Put(b) }
@@ -231,14 +249,22 @@ func runScript(t *testing.T, s []op, open func() queueUnderTest, sizes *rand.Ran
 // empties and restarts on go-diskqueue and on diskq, with small files so
 // that they roll often: both read the same records, report the same
 // depth and leave byte-identical data and metadata files.
+// With a write buffer (every other seed; sizes from a few records to more
+// than a file), the files are the same.
 func TestSameOperationsWriteTheSameFiles(t *testing.T) {
-	for seed := range uint64(12) {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+	for seed := range uint64(24) {
+		wbuf := 0
+		if seed%2 == 1 {
+			wbuf = []int{700, 2400, 4096, 64 << 10}[seed/2%4]
+		}
+		t.Run(fmt.Sprintf("%d/buffer=%d", seed, wbuf), func(t *testing.T) {
 			script := randomScript(rand.New(rand.NewPCG(seed, 1)), 60)
 			maxBytes := int64(512 + 400*seed)
 			libDir, ownDir := t.TempDir(), t.TempDir()
 			libRead := runScript(t, script, func() queueUnderTest { return openLib(t, "t:c", libDir, maxBytes, 1<<30) }, rand.New(rand.NewPCG(seed, 2)))
-			ownRead := runScript(t, script, func() queueUnderTest { return openOwn(t, "t:c", ownDir, maxBytes, 1<<30, 256+int(seed)*97) }, rand.New(rand.NewPCG(seed, 2)))
+			ownRead := runScript(t, script, func() queueUnderTest {
+				return openOwnBuffered(t, "t:c", ownDir, maxBytes, 1<<30, 256+int(seed)*97, wbuf)
+			}, rand.New(rand.NewPCG(seed, 2)))
 			if len(libRead) != len(ownRead) {
 				t.Fatalf("go-diskqueue read %d records, diskq %d", len(libRead), len(ownRead))
 			}
@@ -262,16 +288,20 @@ func TestSameOperationsWriteTheSameFiles(t *testing.T) {
 // over one directory: each life opens the files the other left (read
 // position mid-file, several rolled files, depth in the metadata), reads
 // some, writes some and closes. Every record comes out once, in order.
+// diskq's lives alternate between no write buffer and one.
 func TestEachReadsWhereTheOtherStopped(t *testing.T) {
 	dir := t.TempDir()
 	r := rand.New(rand.NewPCG(7, 7))
 	next, want := 0, 0
 	for life := range 16 {
 		var q queueUnderTest
-		if life%2 == 0 {
+		switch life % 4 {
+		case 0, 2:
 			q = openLib(t, "handoff", dir, 2000, 1<<30)
-		} else {
+		case 1:
 			q = openOwn(t, "handoff", dir, 2000, 1<<30, 300)
+		default:
+			q = openOwnBuffered(t, "handoff", dir, 2000, 1<<30, 300, 4000)
 		}
 		if d := q.depth(); d != int64(next-want) {
 			t.Fatalf("life %d: depth %d at open, want %d", life, d, next-want)

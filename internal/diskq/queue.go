@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/sluicemq/sluice/store"
 )
@@ -31,6 +32,17 @@ type Options struct {
 	Syncer          *Syncer  // syncs a queue --sync-timeout after it changed; nil: none
 	Logger          *slog.Logger
 	ReadBlock       int // bytes read ahead per read syscall; 0: 128 KiB
+	// WriteBuffer, when positive, lets puts of less than an eighth of it
+	// collect up to that many bytes of records in memory and write them
+	// with one write syscall (larger puts are written at once): when
+	// the buffer would overflow, before every sync, before a read needs
+	// them, on Close, and FlushDelay after the first of them was put (the
+	// Syncer's timer). Space for buffered records is reserved on disk as
+	// they are put (store.Reserver), so a full disk fails the put, as an
+	// unbuffered write would. 0 (the default) writes every put at once,
+	// as go-diskqueue does. It takes effect only with a Syncer, with
+	// SyncEvery above 1 and on a file system that can reserve space.
+	WriteBuffer int
 }
 
 const defaultReadBlock = 128 << 10
@@ -55,6 +67,16 @@ type Queue struct {
 	readEnd      int64 // end of the read file when it is not the write file
 	writeFile    store.File
 	unsynced     []store.File // written files no longer written to, to fsync at the next sync
+
+	// wbuf holds the newest records put (Options.WriteBuffer), not yet
+	// written: they end at writePos, and the write file ends where they
+	// begin. Metadata is never written while it holds any.
+	wbuf        []byte
+	putBufBytes int   // bytes at wbuf's end put by the put in progress
+	putBufRecs  int   // and their records
+	reserved    int64 // the write file has space reserved up to here
+	noReserve   bool  // the file system cannot reserve space: no buffering
+	flushQueued bool  // in the Syncer's flush line
 
 	// buf[bufOff:] are the read file's bytes from readPos on, read ahead.
 	// Bytes of buf before len(buf) are never written again: Read hands
@@ -193,6 +215,15 @@ func (q *Queue) skipWrittenFiles() {
 // Depth is the number of records not yet read.
 func (q *Queue) Depth() int64 { return q.depth.Load() }
 
+// flushedPos is where the write file ends: the write position less the
+// records still buffered.
+func (q *Queue) flushedPos() int64 { return q.writePos - int64(len(q.wbuf)) }
+
+// buffering reports whether puts go through the write buffer.
+func (q *Queue) buffering() bool {
+	return q.o.WriteBuffer > 0 && q.o.Syncer != nil && q.o.SyncEvery > 1 && !q.noReserve
+}
+
 // Put appends one record.
 func (q *Queue) Put(data []byte) error {
 	b := make([]byte, 4, 4+len(data))
@@ -223,15 +254,34 @@ func (q *Queue) PutFramed(b []byte) error {
 	if q.closed {
 		return ErrClosed
 	}
+	q.putBufBytes, q.putBufRecs = 0, 0
 	err := q.putLocked(b)
 	if q.ops >= q.o.SyncEvery || q.needSync {
-		if serr := q.sync(); serr != nil {
+		// the records are written in the put, as unbuffered, when it
+		// syncs: if that write fails, those of this put are not stored
+		if ferr := q.flush(); ferr != nil {
+			q.unbufferPut()
+			if err == nil {
+				err = ferr
+			}
+		} else if serr := q.sync(); serr != nil {
 			q.log.Error("sync disk queue", "err", serr)
 		}
 	} else {
 		q.queueSync()
 	}
+	q.queueFlush()
 	return err
+}
+
+// unbufferPut takes the records the put in progress buffered back out
+// of the buffer, uncounted: the put fails as a failed write does.
+func (q *Queue) unbufferPut() {
+	q.wbuf = q.wbuf[:len(q.wbuf)-q.putBufBytes]
+	q.writePos -= int64(q.putBufBytes)
+	q.depth.Add(-int64(q.putBufRecs))
+	q.ops -= int64(q.putBufRecs)
+	q.putBufBytes, q.putBufRecs = 0, 0
 }
 
 func (q *Queue) putLocked(b []byte) error {
@@ -242,7 +292,7 @@ func (q *Queue) putLocked(b []byte) error {
 		}
 		size := int32(binary.BigEndian.Uint32(b[pos:]))
 		if size < q.o.MinMsgSize || size > q.o.MaxMsgSize {
-			if err := q.writeChunk(b[start:pos], recs); err != nil {
+			if err := q.store(b[start:pos], recs); err != nil {
 				return err
 			}
 			return fmt.Errorf("invalid message write size (%d) minMsgSize=%d maxMsgSize=%d", size, q.o.MinMsgSize, q.o.MaxMsgSize)
@@ -252,7 +302,10 @@ func (q *Queue) putLocked(b []byte) error {
 			return errors.New("disk queue put: truncated frame")
 		}
 		if wp := q.writePos + int64(pos-start); wp > 0 && wp+int64(total) > q.o.MaxBytesPerFile {
-			if err := q.writeChunk(b[start:pos], recs); err != nil {
+			if err := q.store(b[start:pos], recs); err != nil {
+				return err
+			}
+			if err := q.flush(); err != nil {
 				return err
 			}
 			q.roll()
@@ -261,7 +314,128 @@ func (q *Queue) putLocked(b []byte) error {
 		pos += total
 		recs++
 	}
-	return q.writeChunk(b[start:pos], recs)
+	return q.store(b[start:pos], recs)
+}
+
+// store adds records (all for the current write file) to the write
+// buffer, or writes them at once when the queue does not buffer or they
+// take an eighth of the buffer or more. When the buffer cannot take them it is
+// written out first; if that fails, they are not stored.
+func (q *Queue) store(chunk []byte, recs int) error {
+	if len(chunk) == 0 {
+		return nil
+	}
+	if !q.buffering() {
+		return q.writeChunk(chunk, recs)
+	}
+	if len(q.wbuf)+len(chunk) > q.o.WriteBuffer || len(chunk) >= q.o.WriteBuffer/8 {
+		if err := q.flush(); err != nil {
+			return err
+		}
+	}
+	if len(chunk) >= q.o.WriteBuffer/8 {
+		// a batch this large pays for its own write syscall: it is
+		// written at once, as without a buffer (an MPUB's messages)
+		return q.writeChunk(chunk, recs)
+	}
+	if err := q.reserve(int64(len(chunk))); err != nil {
+		if !errors.Is(err, errCannotReserve) {
+			return err
+		}
+		q.log.Warn("disk queue file system cannot reserve space: writing every put at once", "err", err)
+		q.noReserve = true
+		if err := q.flush(); err != nil {
+			return err
+		}
+		return q.writeChunk(chunk, recs)
+	}
+	if q.wbuf == nil {
+		q.wbuf = make([]byte, 0, q.o.WriteBuffer)
+	}
+	q.wbuf = append(q.wbuf, chunk...)
+	q.putBufBytes += len(chunk)
+	q.putBufRecs += recs
+	q.writePos += int64(len(chunk))
+	q.depth.Add(int64(recs))
+	q.ops += int64(recs)
+	return nil
+}
+
+// errCannotReserve marks a file system that cannot reserve space.
+var errCannotReserve = errors.New("space reservation not supported")
+
+// reserve makes sure the write file has space reserved for n more bytes
+// at the write position: a write buffer's worth ahead (no further than
+// the file will grow), or, on a disk too full for that, just n.
+func (q *Queue) reserve(n int64) error {
+	end := q.writePos + n
+	if end <= q.reserved {
+		return nil
+	}
+	f, err := q.openWriteFile()
+	if err != nil {
+		return err
+	}
+	r, ok := f.(store.Reserver)
+	if !ok {
+		return errCannotReserve
+	}
+	want := max(end, min(q.writePos+int64(q.o.WriteBuffer), q.o.MaxBytesPerFile))
+	err = r.Reserve(q.writePos, want-q.writePos)
+	if err != nil && want > end {
+		want = end
+		err = r.Reserve(q.writePos, want-q.writePos)
+	}
+	switch {
+	case err == nil:
+		q.reserved = want
+		return nil
+	case errors.Is(err, syscall.EOPNOTSUPP), errors.Is(err, syscall.ENOSYS):
+		return fmt.Errorf("%w: %w", errCannotReserve, err)
+	default:
+		return fmt.Errorf("reserve disk queue space: %w", err)
+	}
+}
+
+// flush writes the buffered records to the write file with one write.
+// On failure they stay buffered, to be written again (the file is cut
+// back to where they begin first).
+func (q *Queue) flush() error {
+	if len(q.wbuf) == 0 {
+		return nil
+	}
+	if err := q.writeOut(q.wbuf); err != nil {
+		return err
+	}
+	q.wbuf = q.wbuf[:0]
+	q.putBufBytes, q.putBufRecs = 0, 0
+	return nil
+}
+
+// queueFlush asks the Syncer to write the buffered records FlushDelay
+// from now.
+func (q *Queue) queueFlush() {
+	if q.o.Syncer == nil || q.flushQueued || len(q.wbuf) == 0 {
+		return
+	}
+	q.flushQueued = true
+	q.o.Syncer.addFlush(q)
+}
+
+// timedFlush is the Syncer's call: write the buffered records, and let go
+// of the buffer, so that a queue whose puts stopped keeps none.
+func (q *Queue) timedFlush() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.flushQueued = false
+	if q.closed {
+		return
+	}
+	if err := q.flush(); err != nil {
+		q.log.Error("write buffered disk queue records", "records_bytes", len(q.wbuf), "err", err)
+		return
+	}
+	q.wbuf = nil
 }
 
 // roll starts a new write file, syncing the one written so far.
@@ -293,6 +467,7 @@ func (q *Queue) setAsideWriteFile() {
 		}
 		q.writeFile = nil
 		q.dataDirty = false
+		q.reserved = 0
 	}
 }
 
@@ -305,42 +480,63 @@ func (q *Queue) writeChunk(chunk []byte, recs int) error {
 	if len(chunk) == 0 {
 		return nil
 	}
-	if q.writeFile == nil {
-		name := q.fileName(q.writeFileNum)
-		f, size, err := q.fs.OpenAppend(name, true)
-		if err != nil {
-			return fmt.Errorf("open disk queue file: %w", err)
-		}
-		// bytes past the write position are the remains of a failed write;
-		// a file shorter than it gets zeros, as a write after a seek would
-		switch {
-		case size > q.writePos:
-			err = f.Truncate(q.writePos)
-		case size < q.writePos:
-			_, err = f.Write(make([]byte, q.writePos-size))
-		}
-		if err != nil {
-			f.Close()
-			return fmt.Errorf("position disk queue file %s: %w", name, err)
-		}
-		if size == 0 {
-			q.newFile = true
-		}
-		if size != q.writePos {
-			q.dataDirty = true
-		}
-		q.writeFile = f
-		q.log.Debug("disk queue opened file for writing", "file", name)
+	if err := q.writeOut(chunk); err != nil {
+		return err
 	}
-	if _, err := q.writeFile.Write(chunk); err != nil {
-		q.setAsideWriteFile() // reopened, and cut back to the write position, by the next write
-		return fmt.Errorf("write disk queue file: %w", err)
-	}
-	q.dataDirty = true
 	q.writePos += int64(len(chunk))
 	q.depth.Add(int64(recs))
 	q.ops += int64(recs)
 	return nil
+}
+
+// writeOut appends bytes to the write file, which ends at flushedPos.
+func (q *Queue) writeOut(b []byte) error {
+	f, err := q.openWriteFile()
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		q.setAsideWriteFile() // reopened, and cut back to where it ended, by the next write
+		return fmt.Errorf("write disk queue file: %w", err)
+	}
+	q.dataDirty = true
+	return nil
+}
+
+// openWriteFile opens the write file unless it is open, making it end at
+// flushedPos.
+func (q *Queue) openWriteFile() (store.File, error) {
+	if q.writeFile != nil {
+		return q.writeFile, nil
+	}
+	name := q.fileName(q.writeFileNum)
+	f, size, err := q.fs.OpenAppend(name, true)
+	if err != nil {
+		return nil, fmt.Errorf("open disk queue file: %w", err)
+	}
+	// bytes past the write position are the remains of a failed write;
+	// a file shorter than it gets zeros, as a write after a seek would
+	pos := q.flushedPos()
+	switch {
+	case size > pos:
+		err = f.Truncate(pos)
+	case size < pos:
+		_, err = f.Write(make([]byte, pos-size))
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("position disk queue file %s: %w", name, err)
+	}
+	if size == 0 {
+		q.newFile = true
+	}
+	if size != pos {
+		q.dataDirty = true
+	}
+	q.writeFile = f
+	q.reserved = 0
+	q.log.Debug("disk queue opened file for writing", "file", name)
+	return f, nil
 }
 
 // Read appends up to max records to dst, in order, and counts them read
@@ -355,7 +551,20 @@ func (q *Queue) Read(dst [][]byte, max int) ([][]byte, error) {
 		return dst, ErrClosed
 	}
 	n := 0
-	for n < max && (q.readFileNum < q.writeFileNum || q.readPos < q.writePos) {
+	flushed := false
+	for n < max {
+		if q.readFileNum == q.writeFileNum && q.readPos >= q.flushedPos() {
+			// the rest is buffered: write it for the reader, once per call
+			if len(q.wbuf) == 0 || flushed {
+				break
+			}
+			flushed = true
+			if err := q.flush(); err != nil {
+				q.log.Error("write buffered disk queue records for a reader", "err", err)
+				break
+			}
+			continue
+		}
 		rec, err := q.readOne()
 		if err != nil && errors.Is(err, os.ErrNotExist) && q.readFileNum < q.writeFileNum {
 			q.log.Error("disk queue file missing, reading on with the next one", "file", q.fileName(q.readFileNum))
@@ -436,7 +645,7 @@ func (q *Queue) fill(need int) error {
 	}
 	limit := q.readEnd
 	if q.readFileNum == q.writeFileNum {
-		limit = q.writePos
+		limit = q.flushedPos()
 	}
 	from := q.readPos + int64(have) // file offset of the first unbuffered byte
 	if q.readPos+int64(need) > limit {
@@ -528,9 +737,12 @@ func (q *Queue) handleReadError() {
 			q.writeFile.Close()
 			q.writeFile = nil
 			q.dataDirty = false
+			q.reserved = 0
 		}
+		// records still buffered were not in the bad file: they go on to
+		// the next
 		q.writeFileNum++
-		q.writePos = 0
+		q.writePos = int64(len(q.wbuf))
 	}
 	if q.readFile != nil {
 		q.readFile.Close()
@@ -606,7 +818,10 @@ func (q *Queue) closeFiles() {
 		q.writeFile.Close()
 		q.writeFile = nil
 		q.dataDirty = false
+		q.reserved = 0
 	}
+	q.wbuf = nil
+	q.putBufBytes, q.putBufRecs = 0, 0
 	for _, f := range q.unsynced {
 		f.Close()
 	}
@@ -620,6 +835,11 @@ func (q *Queue) closeFiles() {
 func (q *Queue) sync() error {
 	q.ops = 0
 	q.needSync = true // until it succeeds: the next call tries again
+	// the metadata counts on every record put: the buffered ones are
+	// written first
+	if err := q.flush(); err != nil {
+		return err
+	}
 	for len(q.unsynced) > 0 {
 		f := q.unsynced[0]
 		if err := f.Sync(); err != nil {
@@ -744,6 +964,10 @@ func (q *Queue) Close() error {
 	}
 	q.closed = true
 	err := q.sync()
+	if len(q.wbuf) > 0 {
+		q.log.Error("disk queue closed with records it could not write: they are lost",
+			"bytes", len(q.wbuf), "err", err)
+	}
 	q.closeFiles()
 	q.buf, q.bufOff = nil, 0
 	return err

@@ -7,20 +7,34 @@ import (
 
 // Syncer syncs every queue that changed within Timeout of its first
 // change since its last sync: go-diskqueue's --sync-timeout, without a
-// ticker per queue. It holds the changed queues in arrival order (one
-// timeout for all, so the first in line is always due first) and runs a
-// timer only while the line is not empty: with nothing to sync it costs
-// no goroutine and no timer.
+// ticker per queue. It also writes out, within FlushDelay, the records a
+// queue with Options.WriteBuffer holds in memory once puts stop. Each of
+// the two holds its queues in arrival order (one delay for all, so the
+// first in line is always due first) and runs a timer only while its line
+// is not empty: with nothing to sync or flush it costs no goroutine and
+// no timer.
 type Syncer struct {
-	timeout time.Duration
+	sync  line // --sync-timeout: sync (fsync, metadata)
+	flush line // FlushDelay: write buffered records
+}
+
+// FlushDelay is the longest a record put into a queue with a write buffer
+// waits in memory before it is written to its data file (unless the
+// --sync-timeout is shorter: then that).
+const FlushDelay = 10 * time.Millisecond
+
+// line is a queue of queues due one fixed delay after they were added.
+type line struct {
+	delay time.Duration
+	do    func(*Queue) // called without the line's lock
 
 	mu    sync.Mutex
-	line  []syncItem
+	items []lineItem
 	armed bool
 	timer *time.Timer
 }
 
-type syncItem struct {
+type lineItem struct {
 	q   *Queue
 	due time.Time
 }
@@ -30,48 +44,57 @@ func NewSyncer(timeout time.Duration) *Syncer {
 	if timeout <= 0 {
 		timeout = time.Millisecond
 	}
-	return &Syncer{timeout: timeout}
+	s := &Syncer{}
+	s.sync = line{delay: timeout, do: (*Queue).timedSync}
+	s.flush = line{delay: min(timeout, FlushDelay), do: (*Queue).timedFlush}
+	return s
 }
 
 // add queues q to be synced; the caller holds q.mu and has set
 // q.syncQueued.
-func (s *Syncer) add(q *Queue) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.line = append(s.line, syncItem{q: q, due: time.Now().Add(s.timeout)})
-	if !s.armed {
-		s.armed = true
-		if s.timer == nil {
-			s.timer = time.AfterFunc(s.timeout, s.fire)
+func (s *Syncer) add(q *Queue) { s.sync.add(q) }
+
+// addFlush queues q to have its buffered records written; the caller
+// holds q.mu and has set q.flushQueued.
+func (s *Syncer) addFlush(q *Queue) { s.flush.add(q) }
+
+func (l *line) add(q *Queue) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.items = append(l.items, lineItem{q: q, due: time.Now().Add(l.delay)})
+	if !l.armed {
+		l.armed = true
+		if l.timer == nil {
+			l.timer = time.AfterFunc(l.delay, l.fire)
 		} else {
-			s.timer.Reset(s.timeout)
+			l.timer.Reset(l.delay)
 		}
 	}
 }
 
-// fire syncs the queues that are due and sets the timer for the next.
-func (s *Syncer) fire() {
+// fire serves the queues that are due and sets the timer for the next.
+func (l *line) fire() {
 	now := time.Now()
-	s.mu.Lock()
+	l.mu.Lock()
 	i := 0
-	for i < len(s.line) && !s.line[i].due.After(now) {
+	for i < len(l.items) && !l.items[i].due.After(now) {
 		i++
 	}
 	due := make([]*Queue, i)
 	for k := range i {
-		due[k] = s.line[k].q
+		due[k] = l.items[k].q
 	}
-	s.line = append(s.line[:0], s.line[i:]...)
-	if len(s.line) == 0 {
-		s.armed = false
-		if cap(s.line) > 1024 {
-			s.line = nil
+	l.items = append(l.items[:0], l.items[i:]...)
+	if len(l.items) == 0 {
+		l.armed = false
+		if cap(l.items) > 1024 {
+			l.items = nil
 		}
 	} else {
-		s.timer.Reset(s.line[0].due.Sub(now))
+		l.timer.Reset(l.items[0].due.Sub(now))
 	}
-	s.mu.Unlock()
+	l.mu.Unlock()
 	for _, q := range due {
-		q.timedSync()
+		l.do(q)
 	}
 }
