@@ -7,7 +7,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 	"unique"
 
@@ -71,7 +70,6 @@ type client struct {
 	dirty       bool  // this goroutine ran more than NOPs: its stack may have grown
 	keepSince   bool  // a fresh reader goroutine continues the previous one's wait
 	woken       bool  // started by the idle poller: the socket has something to read
-	pubPark     bool  // the last command was a PUB the idle poller could have served: park between PUBs
 	fd          int32 // the socket's descriptor, for the idle poller; -1: cannot park
 	shedAt      int64 // read deadline armed to shed the goroutine when idle (unix ns); 0: none
 	auth        *authState
@@ -91,9 +89,6 @@ type client struct {
 	// wdeadline is the write deadline armed on the socket (unix ns; 0 for
 	// none): see armWriteDeadlineLocked.
 	wdeadline int64
-
-	// guarded by idlePoller.mu: parked as a publisher the poller serves
-	served bool
 }
 
 // publisherState is what a connection that publishes keeps; most consumers
@@ -110,8 +105,6 @@ type publisherState struct {
 	scratchMsgs   []*Message // reader goroutine only: publishing
 
 	replies *pubReplies // durable publishes answered by the committer's side; set by the reader goroutine
-
-	raw syscall.RawConn // the socket, for the idle poller's reads of a served publisher; its owner only
 }
 
 // publisher returns the connection's publisher state, creating it on the

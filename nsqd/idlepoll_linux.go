@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -36,19 +35,9 @@ import (
 // waits on the epoll descriptor through Go's poller too, so it holds no
 // thread while nothing happens.
 //
-// The poller is sharded, one epoll set and goroutine per P
-// (GOMAXPROCS): a connection belongs to the shard of its descriptor, so
-// publishers the poller serves (pubserve_linux.go) are served on every
-// core rather than one.
-//
-// Lock order: client.writeMu, then pollShard.mu (closeConn, which may run
+// Lock order: client.writeMu, then idlePoller.mu (closeConn, which may run
 // under writeMu, unparks).
 type idlePoller struct {
-	shards []*pollShard
-}
-
-// pollShard is one epoll set of the idle poller and its goroutine.
-type pollShard struct {
 	epfd    int
 	file    *os.File // epfd, registered with Go's poller; closing it stops run
 	raw     syscall.RawConn
@@ -58,12 +47,12 @@ type pollShard struct {
 	parked   map[int32]*client // by fd; guarded by mu
 	stopping atomic.Bool       // set by stop before it closes file
 	done     chan struct{}     // closed when run returns
-
-	pubs *servedPub // publishers served between PUBs (pubserve_linux.go); nil: none
 }
 
-// newPollShard opens one epoll set.
-func newPollShard(answerNOPs bool) (*pollShard, error) {
+// newIdlePoller opens the epoll set; the caller runs run and, at the end,
+// stop. answerNOPs is false when a NOP must be refused on a connection
+// without TLS (--tls-required): those go to the reader.
+func newIdlePoller(answerNOPs bool) (*idlePoller, error) {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
@@ -83,66 +72,8 @@ func newPollShard(answerNOPs bool) (*pollShard, error) {
 		file.Close()
 		return nil, fmt.Errorf("epoll fd: %w", err)
 	}
-	return &pollShard{epfd: epfd, file: file, raw: raw, nopOnly: answerNOPs,
+	return &idlePoller{epfd: epfd, file: file, raw: raw, nopOnly: answerNOPs,
 		parked: make(map[int32]*client), done: make(chan struct{})}, nil
-}
-
-// newIdlePoller opens a shard per P; the caller runs run and, at the end,
-// stop. answerNOPs is false when a NOP must be refused on a connection
-// without TLS (--tls-required): those go to the reader.
-func newIdlePoller(answerNOPs bool) (*idlePoller, error) {
-	p := &idlePoller{}
-	for range max(1, runtime.GOMAXPROCS(0)) {
-		s, err := newPollShard(answerNOPs)
-		if err != nil {
-			for _, s := range p.shards {
-				s.file.Close()
-			}
-			return nil, err
-		}
-		p.shards = append(p.shards, s)
-	}
-	return p, nil
-}
-
-// shard returns the shard that holds c.
-func (p *idlePoller) shard(c *client) *pollShard {
-	return p.shards[int(c.fd)%len(p.shards)]
-}
-
-// park: see pollShard.park.
-func (p *idlePoller) park(c *client) bool {
-	if p == nil || c.fd < 0 {
-		return false
-	}
-	return p.shard(c).park(c)
-}
-
-// unpark: see pollShard.unpark.
-func (p *idlePoller) unpark(c *client) bool {
-	if p == nil || c.fd < 0 {
-		return false
-	}
-	return p.shard(c).unpark(c)
-}
-
-// run runs every shard until stop.
-func (p *idlePoller) run() {
-	var wg sync.WaitGroup
-	for _, s := range p.shards {
-		wg.Go(s.run)
-	}
-	wg.Wait()
-}
-
-// stop ends run; no connection may be parked.
-func (p *idlePoller) stop() {
-	if p == nil {
-		return
-	}
-	for _, s := range p.shards {
-		s.stop()
-	}
 }
 
 // pollFD returns the descriptor of a socket connection that can be
@@ -164,7 +95,7 @@ func pollFD(conn any) int32 {
 // park hands c's idle socket to the poller and reports true; the caller's
 // goroutine must then leave c alone. It reports false when c cannot be
 // parked (closed, or the kernel refused), and the caller keeps it.
-func (p *pollShard) park(c *client) bool {
+func (p *idlePoller) park(c *client) bool {
 	if p == nil || c.fd < 0 {
 		return false
 	}
@@ -177,7 +108,6 @@ func (p *pollShard) park(c *client) bool {
 		return false
 	}
 	p.parked[c.fd] = c
-	c.served = c.pubPark && p.pubs != nil
 	return true
 }
 
@@ -188,7 +118,7 @@ const epollET = 1 << 31
 // armLocked adds fd to the set; mu held. Edge-triggered: each arrival of
 // bytes is reported once and the socket stays in the set, so answering a
 // NOP costs no epoll_ctl; bytes already there are reported at once.
-func (p *pollShard) armLocked(fd int32) bool {
+func (p *idlePoller) armLocked(fd int32) bool {
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | epollET, Fd: fd}
 	err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
 	if errors.Is(err, syscall.EEXIST) { // cannot happen: taken out on every unpark and resume
@@ -198,14 +128,14 @@ func (p *pollShard) armLocked(fd int32) bool {
 }
 
 // disarmLocked takes fd out of the set; mu held.
-func (p *pollShard) disarmLocked(fd int32) {
+func (p *idlePoller) disarmLocked(fd int32) {
 	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
 }
 
 // unpark takes c out of the poller if it is parked there, before its
 // socket is closed, and reports whether it was: the caller then owes c a
 // reader goroutine (to clean up).
-func (p *pollShard) unpark(c *client) bool {
+func (p *idlePoller) unpark(c *client) bool {
 	if p == nil || c.fd < 0 {
 		return false
 	}
@@ -220,7 +150,7 @@ func (p *pollShard) unpark(c *client) bool {
 }
 
 // run handles readiness reports until stop.
-func (p *pollShard) run() {
+func (p *idlePoller) run() {
 	defer close(p.done)
 	events := make([]syscall.EpollEvent, 256)
 	var ready []*client
@@ -241,9 +171,6 @@ func (p *pollShard) run() {
 				go c.serve() // connWG still counts the connection
 			}
 			clear(ready)
-			if p.pubs != nil && len(p.pubs.list) > 0 {
-				p.servePublishers()
-			}
 			if n < len(events) {
 				return false
 			}
@@ -257,7 +184,7 @@ func (p *pollShard) run() {
 // handle deals with readiness reports: each parked connection is read
 // once; those that only sent NOPs stay parked, the others are taken out
 // and appended to resume, which is returned.
-func (p *pollShard) handle(events []syscall.EpollEvent, resume []*client) []*client {
+func (p *idlePoller) handle(events []syscall.EpollEvent, resume []*client) []*client {
 	now := time.Now().UnixNano()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -265,13 +192,6 @@ func (p *pollShard) handle(events []syscall.EpollEvent, resume []*client) []*cli
 		c := p.parked[ev.Fd]
 		if c == nil {
 			continue // unparked since the report
-		}
-		if c.served {
-			// a publisher: its turn runs after this, outside mu; out of
-			// the parked set meanwhile, so closeConn leaves it to the turn
-			delete(p.parked, ev.Fd)
-			p.pubs.list = append(p.pubs.list, c)
-			continue
 		}
 		if p.readParkedLocked(c, now) {
 			continue
@@ -289,7 +209,7 @@ func (p *pollShard) handle(events []syscall.EpollEvent, resume []*client) []*cli
 // connection's buffer for its reader, which will see an end of stream or
 // error itself. The socket cannot be closed meanwhile: closeConn unparks
 // under mu first.
-func (p *pollShard) readParkedLocked(c *client, now int64) bool {
+func (p *idlePoller) readParkedLocked(c *client, now int64) bool {
 	r := &c.rd
 	for {
 		n, err := syscall.Read(int(c.fd), r.small[:])
@@ -311,7 +231,7 @@ func (p *pollShard) readParkedLocked(c *client, now int64) bool {
 
 // handOverLocked leaves the n bytes just read in c's buffer (n <= 0: none,
 // the stream ended or failed) for the reader goroutine about to start.
-func (p *pollShard) handOverLocked(c *client, n int) bool {
+func (p *idlePoller) handOverLocked(c *client, n int) bool {
 	r := &c.rd
 	if n > 0 {
 		r.buf, r.r, r.w = r.small[:], 0, n
@@ -341,7 +261,7 @@ func onlyNOPs(b []byte) bool {
 
 // stop ends run and closes the set; no connection may be parked (NSQD
 // closes every connection first).
-func (p *pollShard) stop() {
+func (p *idlePoller) stop() {
 	if p == nil {
 		return
 	}

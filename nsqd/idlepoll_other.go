@@ -16,13 +16,11 @@ func newIdlePoller(bool) (*idlePoller, error) {
 	return nil, errors.New("parking idle connections needs epoll (Linux)")
 }
 
-func pollFD(any) int32                       { return -1 }
-func (p *idlePoller) park(*client) bool      { return false }
-func (p *idlePoller) unpark(*client) bool    { return false }
-func (p *idlePoller) run()                   {}
-func (p *idlePoller) stop()                  {}
-func (p *idlePoller) enablePublishers()      {}
-func (p *idlePoller) servesPublishers() bool { return false }
+func pollFD(any) int32                    { return -1 }
+func (p *idlePoller) park(*client) bool   { return false }
+func (p *idlePoller) unpark(*client) bool { return false }
+func (p *idlePoller) run()                {}
+func (p *idlePoller) stop()               {}
 
 func writeNow(net.Conn, []byte) (int, bool) { return 0, false }
 

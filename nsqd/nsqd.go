@@ -283,9 +283,6 @@ func (n *NSQD) Start() error {
 		n.logger.Info("idle connections keep a goroutine each", "reason", err)
 	} else {
 		n.idle = p
-		if len(o.AuthHTTPAddresses) == 0 {
-			p.enablePublishers() // a PUB needs no AUTH check: the poller may run it
-		}
 		go p.run() // stopped by exit once every connection has ended
 	}
 	n.wg.Add(1)

@@ -43,15 +43,11 @@ import (
 // their commit or their reply's write.
 const maxPendingReplies = 128
 
-// pendingPub is what a reply needs to know about its PUB. An entry with a
-// frame is a reply already decided (a publish answered at once behind
-// durable ones still syncing, see reply): it goes out right after the
-// reply before it.
+// pendingPub is what a reply needs to know about its PUB.
 type pendingPub struct {
 	t     *Topic
 	bytes uint64
 	dpub  bool
-	frame []byte
 }
 
 // pubReplies is a connection's durable publishes waiting for their
@@ -59,11 +55,6 @@ type pendingPub struct {
 type pubReplies struct {
 	c *client
 
-	// sendMu orders the replies leaving for the socket: the notifier
-	// (Committed) and the idle poller answering a publish at once (reply)
-	// each take it across deciding what is next and handing it to send.
-	// Order: sendMu, then mu, then (TryLock only) the client's writeMu.
-	sendMu  sync.Mutex
 	mu      sync.Mutex
 	queue   []pendingPub // appended, not yet committed: queue[head:]
 	head    int
@@ -99,14 +90,6 @@ func (c *client) repliesPending() bool {
 	n := r.pending
 	r.mu.Unlock()
 	return n > 0
-}
-
-// full reports whether one more durable publish would have to wait for
-// room (see maxPendingReplies).
-func (r *pubReplies) full() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.pending >= maxPendingReplies-1
 }
 
 // awaitReplies waits until every pending reply is written; reader
@@ -197,13 +180,14 @@ func (c *client) publishDurableAsync(t *Topic, cmd, failCode string, body []byte
 }
 
 // Committed implements store.Notifier: the oldest pending publish is
-// synced (err nil) or failed; its reply is written, then any replies
-// decided while it synced that were queued behind it. Notifier goroutine.
+// synced (err nil) or failed; its reply is written. Notifier goroutine.
 func (r *pubReplies) Committed(err error) {
-	r.sendMu.Lock()
-	defer r.sendMu.Unlock()
 	r.mu.Lock()
-	p := r.popLocked()
+	p := r.queue[r.head]
+	r.queue[r.head] = pendingPub{}
+	if r.head++; r.head == len(r.queue) {
+		r.queue, r.head = r.queue[:0], 0 // drained: a publisher that waits for each OK uses one slot
+	}
 	r.mu.Unlock()
 	c := r.c
 	frame := okFrame
@@ -222,47 +206,10 @@ func (r *pubReplies) Committed(err error) {
 		frame = protocol.AppendFrame(nil, protocol.FrameTypeError, []byte(pe.Error()))
 	}
 	r.send(frame)
-	for {
-		r.mu.Lock()
-		if r.head == len(r.queue) || r.queue[r.head].frame == nil {
-			r.mu.Unlock()
-			return
-		}
-		next := r.popLocked().frame
-		r.mu.Unlock()
-		r.send(next)
-	}
-}
-
-// popLocked takes the oldest entry off the queue; mu held.
-func (r *pubReplies) popLocked() pendingPub {
-	p := r.queue[r.head]
-	r.queue[r.head] = pendingPub{}
-	if r.head++; r.head == len(r.queue) {
-		r.queue, r.head = r.queue[:0], 0 // drained: a publisher that waits for each OK uses one slot
-	}
-	return p
-}
-
-// reply sends a reply decided at once (a publish to a topic that is not
-// durable, or a failure), in order behind the durable publishes still
-// waiting for their sync. It never blocks on the connection.
-func (r *pubReplies) reply(frame []byte) {
-	r.sendMu.Lock()
-	defer r.sendMu.Unlock()
-	r.mu.Lock()
-	r.pending++
-	if r.head < len(r.queue) {
-		r.queue = append(r.queue, pendingPub{frame: frame})
-		r.mu.Unlock()
-		return
-	}
-	r.mu.Unlock()
-	r.send(frame)
 }
 
 // send writes one reply frame, or queues it behind those not yet written.
-// sendMu held: it never blocks on the connection.
+// Notifier goroutine only: it never blocks on the connection.
 func (r *pubReplies) send(frame []byte) {
 	r.mu.Lock()
 	if r.writing {

@@ -118,8 +118,7 @@ func (c *client) beforeRead(atLineStart bool) error {
 	now := time.Now().UnixNano()
 	if atLineStart && c.woken {
 		c.woken = false // the first read after a wake-up has data waiting
-	} else if atLineStart && (!c.dirty || c.pubPark) && c.parkable() {
-		// idle, or a publisher between PUBs the poller serves
+	} else if atLineStart && !c.dirty && c.parkable() {
 		if !c.keepSince {
 			c.readSince.Store(now)
 		}

@@ -134,7 +134,6 @@ func (c *client) execLine(line []byte) error {
 // a *protocol.Error to send, or an I/O error that ends the connection.
 func (c *client) exec(p [][]byte) (resp []byte, kick bool, err error) {
 	cmd := p[0]
-	c.pubPark = false
 	if c.nsqd.opts.TLSRequired != TLSNotRequired && !c.tlsActive() && !bytes.Equal(cmd, []byte("IDENTIFY")) {
 		return nil, false, protocol.Fatalf(protocol.ErrInvalid, "cannot %s in current state (TLS required)", cmd)
 	}
@@ -288,28 +287,7 @@ func (c *client) pub(p [][]byte) ([]byte, error) {
 	if err := c.checkAuth("PUB", topicName, ""); err != nil {
 		return nil, err
 	}
-	resp, err := c.publishOne("PUB", protocol.ErrPubFailed, topicName, body, 0)
-	if err == nil && c.nsqd.idle.servesPublishers() && c.asyncReplies() && c.state.Load() == stateInit {
-		// the idle poller may serve this publisher's next PUBs
-		c.pubPark = c.nsqd.servableTopic(topicName) != nil
-	}
-	return resp, err
-}
-
-// servableTopic returns the topic name when the idle poller may publish to
-// it itself: it exists, and a publish to it cannot wait (not replicated
-// or forwarded; if durable, answered by the committer's side).
-func (n *NSQD) servableTopic(name string) *Topic {
-	n.mu.RLock()
-	t := n.topics[name]
-	n.mu.RUnlock()
-	if t == nil || t.fwd || t.repl != nil || t.isExiting() {
-		return nil
-	}
-	if t.dur != nil && t.policy.Load() != nil {
-		return nil
-	}
-	return t
+	return c.publishOne("PUB", protocol.ErrPubFailed, topicName, body, 0)
 }
 
 // publishOne publishes the body of a PUB or DPUB. On a durable topic the
