@@ -370,12 +370,44 @@ func (c *Cluster) Settled(ctx context.Context) bool {
 	case c.seek <- struct{}{}:
 	default:
 	}
+	c.mu.Lock()
+	if c.seekStart.IsZero() {
+		c.seekStart = time.Now()
+	}
+	giveUp := time.NewTimer(time.Until(c.seekStart.Add(settleWithin)))
+	c.mu.Unlock()
+	defer giveUp.Stop()
+	for {
+		select {
+		case <-c.settled:
+			return true
+		case <-ctx.Done():
+			return false
+		case <-giveUp.C:
+			// On time, whatever the cluster's loop is doing (asking).
+			c.settleIfNoMeta(time.Now())
+		}
+	}
+}
+
+// settleIfNoMeta settles a fresh node that has looked for its meta group
+// for settleWithin while no node answered that it runs one (see
+// seekMembership); it reports whether it did.
+func (c *Cluster) settleIfNoMeta(now time.Time) bool {
+	c.mu.Lock()
+	giveUp := !c.seekStart.IsZero() && now.Sub(c.seekStart) >= settleWithin && !c.metaSeen && c.meta == nil
+	c.mu.Unlock()
+	if !giveUp {
+		return false
+	}
 	select {
 	case <-c.settled:
 		return true
-	case <-ctx.Done():
-		return false
+	default:
 	}
+	c.log.Info("no node answered that it runs a meta group: going on as a node that holds no replica")
+	c.settle()
+	return true
 }
 
 // noteAmnesia decides, on a fresh node, which topics' groups it rejoins as
@@ -459,12 +491,11 @@ func (c *Cluster) seekMembership(now time.Time) {
 	if c.seekStart.IsZero() {
 		c.seekStart = now
 	}
-	if now.Sub(c.seekStart) > settleWithin && !c.metaSeen {
-		c.mu.Unlock()
-		c.log.Info("no node answered that it runs a meta group: going on as a node that holds no replica")
-		c.settle()
+	c.mu.Unlock()
+	if c.settleIfNoMeta(now) {
 		return
 	}
+	c.mu.Lock()
 	recent := now.Sub(c.memberSeek) < seekEvery
 	if !recent {
 		c.memberSeek = now

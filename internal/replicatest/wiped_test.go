@@ -73,9 +73,9 @@ func TestReplicaBackOnAWipedDiskCatchesUpAndLosesNothing(t *testing.T) {
 	}
 	wiped.start(t)
 	back := time.Now()
-	// Publishes through it once it holds the topic again. (Publishing
-	// through it at once, before it knows the topic, now and then still
-	// creates a plain topic of that name: see replica/DESIGN.md.)
+	// Publishes through it once it holds the topic again (publishing
+	// through it at once, before it knows the topic, may be refused, to
+	// be retried: TestWipedNodeNeverTakesItsReplicatedTopicForAPlainOne).
 	testutil.WaitFor(t, 60*time.Second, func() bool { return depthIs(wiped, before) },
 		"%s, back on an empty disk, holds the %d messages", wiped.name, before)
 	publish(wiped, before, during)
