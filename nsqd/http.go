@@ -360,6 +360,18 @@ func (n *NSQD) doTopicCreate(_ http.ResponseWriter, r *http.Request, _ httproute
 	if cfg.replicas > 0 {
 		return nil, n.doReplicatedCreate(r.Context(), name, cfg, q, setPolicy)
 	}
+	if cl := n.cluster.Load(); cl != nil {
+		if _, local := n.ExistingTopic(name); !local {
+			// As GetTopic: not under the name of a replicated topic.
+			t, err := n.beforeNewTopic(cl, name)
+			if err != nil {
+				return nil, publishError(err)
+			}
+			if t != nil && t.fwd {
+				return nil, errf(http.StatusConflict, "TOPIC_EXISTS: "+(&errReplicatedElsewhere{topic: name}).Error())
+			}
+		}
+	}
 	t, err := n.getTopicWith(name, cfg)
 	if err != nil {
 		if errors.Is(err, errExiting) {

@@ -464,22 +464,57 @@ func (n *NSQD) newBatch(data []byte, count int) *msgBatch {
 func (n *NSQD) GetTopic(name string) (*Topic, error) {
 	if cl := n.cluster.Load(); cl != nil {
 		if _, local := n.ExistingTopic(name); !local {
-			// A node back on a lost disk first learns which replicated
-			// topics it holds (bounded: replica.Cluster.Settled).
-			ctx, cancel := context.WithTimeout(context.Background(), settleWait)
-			cl.Settled(ctx)
-			cancel()
-			if n.replicatedElsewhere(name) {
-				return n.forwarder(name), nil
+			switch t, err := n.beforeNewTopic(cl, name); {
+			case err != nil:
+				return nil, err
+			case t != nil:
+				return t, nil
 			}
 		}
 	}
 	return n.getTopicWith(name, nil)
 }
 
-// settleWait bounds how long a publish to a new topic on a node with a
-// fresh replication state waits for it to learn its replicated topics.
+// settleWait bounds how long a publish to a topic this node does not have
+// waits for it to learn whether the topic is replicated (a node with a
+// fresh replication state, see replica.Cluster.Settled) or for its
+// replica to open.
 const settleWait = 4 * time.Second
+
+// beforeNewTopic is asked, on a node that takes part in replication,
+// before it creates a plain topic it does not have: a topic replicated
+// here must not be shadowed by a plain one of the same name (its replica
+// could then never open here), nor a topic replicated elsewhere. It
+// returns the topic to use instead (a replica opened meanwhile, or the
+// forwarder to the replicas elsewhere), an error when it is too early to
+// tell (retryable: nothing was created), or neither: create it.
+func (n *NSQD) beforeNewTopic(cl *replica.Cluster, name string) (*Topic, error) {
+	ctx, cancel := context.WithTimeout(n.ctx, settleWait)
+	defer cancel()
+	// A node back on a lost disk first learns which replicated topics it
+	// holds, and opens them.
+	if !cl.Settled(ctx) {
+		return nil, &replicationError{topic: name, err: errRejoining}
+	}
+	a, ok := cl.Assignment(name)
+	switch {
+	case !ok:
+		return nil, nil
+	case !a.Has(n.nodeID):
+		return n.forwarder(name), nil
+	}
+	// Placed here: wait for the replica to open (reconcile).
+	for {
+		if t, ok := n.ExistingTopic(name); ok {
+			return t, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, &replicationError{topic: name, err: errReplicaOpening}
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
 
 // getTopicWith is GetTopic where cfg, when not nil, says how a new topic is
 // created (otherwise defaultTopicConfig does).

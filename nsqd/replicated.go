@@ -578,13 +578,29 @@ func (r *replTopic) publish(ents []store.Entry) error {
 	return nil
 }
 
-// replicationError is a publish the replicated topic's group did not commit.
+// errRejoining refuses to create a topic on a node whose replication state
+// is new (its first start, or a lost disk) until it knows from the cluster
+// whether it holds the topic's replica: a plain topic created meanwhile
+// would shadow the replica it is about to get back.
+var errRejoining = errors.New("this node is rejoining the cluster (new replication state) and does not know yet whether the topic is replicated here")
+
+// errReplicaOpening refuses a publish to a topic placed on this node whose
+// replica has not opened in time.
+var errReplicaOpening = errors.New("this node holds a replica of the topic, not open yet")
+
+// replicationError is a publish the replicated topic's group did not
+// commit, or one refused because this node cannot tell yet whether the
+// topic is replicated (errRejoining, errReplicaOpening): both are
+// retryable, and answered E_PUB_FAILED (TCP) or 503 PUB_FAILED (HTTP).
 type replicationError struct {
 	topic string
 	err   error
 }
 
 func (e *replicationError) Error() string {
+	if errors.Is(e.err, errRejoining) || errors.Is(e.err, errReplicaOpening) {
+		return fmt.Sprintf("topic %s: not created yet: %v; retry", e.topic, e.err)
+	}
 	cause := e.err.Error()
 	switch {
 	case errors.Is(e.err, context.DeadlineExceeded):

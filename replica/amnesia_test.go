@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -207,5 +208,60 @@ func waitApplied(t *testing.T, want []string, nodes ...*diskNode) {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A meta learner (a node beyond the meta group's three voters) that holds
+// a replica loses its disk. Its meta leader still counts the placement
+// entries it had, and ignores its rejections of appends it cannot take
+// (Raft takes them for stale): it would never learn the placement again,
+// nor settle (Cluster.Settled), had the leader not readmitted it as a
+// learner. It settles holding its replica, which catches up.
+func TestWipedMetaLearnerIsReadmittedAndSettlesHoldingItsReplica(t *testing.T) {
+	tc := newTestCl(t, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	a, err := tc.nodes[400].cluster.CreateTopic(ctx, "orders", Assignment{Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.Has(400) {
+		t.Fatalf("assignment %+v: want the creator among the members", a)
+	}
+	waitUntil(t, "node 400 is a meta learner", 15*time.Second, func() bool {
+		st, ok := tc.nodes[100].cluster.host.Status(MetaGroup)
+		return ok && slices.Contains(st.Learners, 400) && len(st.Voters) == 3
+	})
+	for i := 0; i < 20; i++ {
+		if err := tc.nodes[100].cluster.Publish(ctx, "orders", []byte(fmt.Sprintf("m%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, "node 400 holds every message", 15*time.Second, func() bool {
+		return len(applied(tc.nodes[400].topics.machine("orders"))) == 20
+	})
+
+	cn := tc.nodes[400]
+	tc.stop(cn)
+	tc.mu.Lock()
+	cn.fs, cn.topics, cn.stores, cn.fresh = store.NewMemFS(), newFakeTopics(), make(map[string]*memStorage), true
+	tc.mu.Unlock()
+	tc.start(cn)
+	sctx, scancel := context.WithTimeout(ctx, 20*time.Second)
+	defer scancel()
+	if !cn.cluster.Settled(sctx) {
+		t.Fatal("the wiped learner did not settle: it never learnt the placement again")
+	}
+	if _, ok := cn.cluster.TopicStatus("orders"); !ok {
+		t.Fatal("the wiped learner settled without its replica of orders open")
+	}
+	if err := tc.nodes[100].cluster.Publish(ctx, "orders", []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the wiped learner's replica holds every message again", 20*time.Second, func() bool {
+		return len(applied(cn.topics.machine("orders"))) == 21
+	})
+	if st, _ := cn.cluster.host.Status(MetaGroup); !slices.Contains(st.Learners, 400) {
+		t.Fatalf("meta membership %+v after the readmission: want node 400 a learner", st)
 	}
 }

@@ -115,6 +115,7 @@ type Cluster struct {
 	settled    chan struct{}
 	settleOnce sync.Once
 	seekStart  time.Time     // the first seek; guarded by mu
+	metaSeen   bool          // a node answered that it runs a meta group; guarded by mu
 	seek       chan struct{} // asks run to look for a meta group counting this node
 }
 
@@ -369,12 +370,44 @@ func (c *Cluster) Settled(ctx context.Context) bool {
 	case c.seek <- struct{}{}:
 	default:
 	}
+	c.mu.Lock()
+	if c.seekStart.IsZero() {
+		c.seekStart = time.Now()
+	}
+	giveUp := time.NewTimer(time.Until(c.seekStart.Add(settleWithin)))
+	c.mu.Unlock()
+	defer giveUp.Stop()
+	for {
+		select {
+		case <-c.settled:
+			return true
+		case <-ctx.Done():
+			return false
+		case <-giveUp.C:
+			// On time, whatever the cluster's loop is doing (asking).
+			c.settleIfNoMeta(time.Now())
+		}
+	}
+}
+
+// settleIfNoMeta settles a fresh node that has looked for its meta group
+// for settleWithin while no node answered that it runs one (see
+// seekMembership); it reports whether it did.
+func (c *Cluster) settleIfNoMeta(now time.Time) bool {
+	c.mu.Lock()
+	giveUp := !c.seekStart.IsZero() && now.Sub(c.seekStart) >= settleWithin && !c.metaSeen && c.meta == nil
+	c.mu.Unlock()
+	if !giveUp {
+		return false
+	}
 	select {
 	case <-c.settled:
 		return true
-	case <-ctx.Done():
-		return false
+	default:
 	}
+	c.log.Info("no node answered that it runs a meta group: going on as a node that holds no replica")
+	c.settle()
+	return true
 }
 
 // noteAmnesia decides, on a fresh node, which topics' groups it rejoins as
@@ -427,8 +460,19 @@ func (c *Cluster) readmitSoon(group string) func(leader uint64) {
 }
 
 // seekMembership: a fresh node that the cluster still counts in its meta
-// group (its disk was lost) is not invited (it is a member); it joins by
-// itself, at most every 10 s.
+// group (its disk was lost) is not invited (it is a member); it looks for
+// that group by itself, asking every live node at most every seekEvery,
+// while a publish waits on Settled.
+//
+// It settles as a node that holds nothing when the live nodes answered
+// and none counts it a member, or when some node in a meta group answered
+// and does not count it (membership changes only through that group). It
+// settles after settleWithin of asking without any answer only when no
+// node ever answered that it runs a meta group: a cluster without
+// replication (NSQ nodes with a Sluice among them, or nsqlookupd down)
+// must not keep it waiting. Once a meta group is known to exist, the node
+// settles only on an answer: it may be a member whose peers are slow.
+//
 // memberSeekIdle reports whether no seek was asked for (Settled) or the
 // node has settled.
 func (c *Cluster) memberSeekIdle() bool {
@@ -447,9 +491,11 @@ func (c *Cluster) seekMembership(now time.Time) {
 	if c.seekStart.IsZero() {
 		c.seekStart = now
 	}
-	if now.Sub(c.seekStart) > settleWithin {
-		c.settle() // nothing answered: go on as a node that holds nothing
+	c.mu.Unlock()
+	if c.settleIfNoMeta(now) {
+		return
 	}
+	c.mu.Lock()
 	recent := now.Sub(c.memberSeek) < seekEvery
 	if !recent {
 		c.memberSeek = now
@@ -484,7 +530,7 @@ func (c *Cluster) seekMembership(now time.Time) {
 		}()
 	}
 	wg.Wait()
-	silent := 0
+	silent, notCounted := 0, 0
 	for _, a := range answers {
 		switch {
 		case errors.Is(a.err, context.DeadlineExceeded):
@@ -492,21 +538,45 @@ func (c *Cluster) seekMembership(now time.Time) {
 		case a.err != nil || !a.info.Joined:
 			// not in a meta group, or refuses the replication protocol
 			// (an NSQ node registered with the same nsqlookupd)
-		case slices.Contains(a.info.Voters, c.cfg.Self) || slices.Contains(a.info.Learners, c.cfg.Self):
-			c.metaMu.Lock()
-			defer c.metaMu.Unlock()
-			if c.metaMachine() == nil {
-				c.log.Warn("the cluster counts this node in its meta group, which it has no state of: rejoining")
-				if err := c.joinMeta(c.ctx, a.info.Voters); err != nil {
-					c.log.Warn("rejoin the meta group", "err", err)
-				}
+		case counts(a.info, c.cfg.Self):
+			if !c.metaMu.TryLock() {
+				return // being formed or joined (an invitation): asked again later
 			}
-			return // settled once its topics are open (reconcile)
+			defer c.metaMu.Unlock()
+			if err := c.rejoinAsMember(); err != nil {
+				c.log.Warn("rejoin the meta group", "err", err)
+			}
+			return // settled once caught up and its topics are open (reconcile)
+		default:
+			notCounted++
 		}
 	}
-	if silent == 0 {
+	if notCounted > 0 {
+		c.mu.Lock()
+		c.metaSeen = true
+		c.mu.Unlock()
+	}
+	if silent == 0 || notCounted > 0 {
 		c.settle() // no meta group counts this node: it holds nothing
 	}
+}
+
+// counts reports whether a meta group's membership includes node.
+func counts(info metaInfo, node uint64) bool {
+	return slices.Contains(info.Voters, node) || slices.Contains(info.Learners, node)
+}
+
+// rejoinAsMember runs the meta group on a fresh node that the cluster
+// still counts in it (its disk was lost): empty, and amnesiac (see
+// startMeta). It asks nobody to add it: it is a member, and the leader's
+// next message reaches it; its leader readmits it and sends it the log.
+// metaMu held.
+func (c *Cluster) rejoinAsMember() error {
+	if c.metaMachine() != nil {
+		return nil
+	}
+	c.log.Warn("the cluster counts this node in its meta group, which it has no state of: rejoining")
+	return c.startMeta(nil, "")
 }
 
 func (c *Cluster) groupDir(group string) string { return filepath.Join(c.cfg.Dir, "groups", group) }

@@ -80,6 +80,14 @@ func (c *Cluster) ensureMeta(ctx context.Context) error {
 			continue
 		}
 		if info.Joined && len(info.Voters) > 0 {
+			if c.cfg.Fresh && counts(info, c.cfg.Self) {
+				// A member that lost its disk (invited by the meta
+				// leader, which it is silent to).
+				if err := c.rejoinAsMember(); err != nil {
+					return err
+				}
+				return c.waitMetaLeader(ctx)
+			}
 			return c.joinMeta(ctx, info.Voters)
 		}
 	}

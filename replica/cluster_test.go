@@ -108,6 +108,7 @@ type clusterNode struct {
 	cluster *Cluster
 	mn      *memNode
 	stores  map[string]*memStorage // by dir, survive restarts
+	fresh   bool                   // ClusterConfig.Fresh at the next start
 }
 
 type testCl struct {
@@ -170,7 +171,7 @@ func (tc *testCl) start(cn *clusterNode) {
 		OpenStorage: open, Transport: memTransport{net: tc.net, from: cn.id},
 		Requester: memRequester{rn: tc.rn, from: cn.id}, Peers: tc.peers, Topics: cn.topics,
 		Logger: quietLogger(), Tick: 20 * time.Millisecond, ElectionTicks: 10,
-		ReplicaTimeout: time.Second, DutyInterval: 100 * time.Millisecond,
+		ReplicaTimeout: time.Second, DutyInterval: 100 * time.Millisecond, Fresh: cn.fresh,
 	})
 	mn := &memNode{id: cn.id, net: tc.net, inbox: make(chan []Envelope, 1024), done: make(chan struct{}), host: cl.Host()}
 	mn.serve(cl.Host())

@@ -208,9 +208,9 @@ type group struct {
 	// On the leader, members being taken out and in again (Readmit): the
 	// removal is proposed, and its application proposes the addition;
 	// readmitted says when each came back in. Both guarded by mu.
-	readmitting map[uint64]bool
+	readmitting map[uint64]raftpb.ConfChangeType // how each is taken in again
 	readmitted  map[uint64]time.Time
-	readd       []uint64 // taken out, to be taken in again once Raft has applied the removal
+	readd       []readdition // taken out, to be taken in again once Raft has applied the removal
 }
 
 // pendingProposal waits for its entry to be applied; lead is the leader
@@ -820,13 +820,21 @@ func (h *Host) readdLocked(g *group) {
 		h.markDirty(g) // look again
 		return
 	}
-	id := g.readd[0]
+	r := g.readd[0]
 	g.readd = g.readd[1:]
+	id := r.id
 	g.readmitted[id] = time.Now()
-	cc := &raftpb.ConfChange{Type: raftpb.ConfChangeAddNode.Enum(), NodeId: proto.Uint64(id)}
+	cc := &raftpb.ConfChange{Type: r.as.Enum(), NodeId: proto.Uint64(id)}
 	if err := g.rn.ProposeConfChange(cc); err != nil {
 		h.log.Warn("take a member back in", "group", g.name, "member", id, "err", err)
 	}
+}
+
+// readdition is a member Readmit took out, and how it comes back in: as
+// a voter or as a learner, what it was.
+type readdition struct {
+	id uint64
+	as raftpb.ConfChangeType
 }
 
 // ErrNotLeader refuses what only the group's leader does.
@@ -848,16 +856,23 @@ func (h *Host) Readmit(name string, id uint64) error {
 		g.mu.Unlock()
 		return ErrNotLeader
 	}
-	if id == h.cfg.ID || g.readmitting[id] || time.Since(g.readmitted[id]) < readmitQuiet ||
-		g.confSt == nil || !slices.Contains(g.confSt.GetVoters(), id) {
+	// A learner (a meta group's node beyond its voters) is taken back in
+	// as a learner: its leader too counts what it held.
+	as := raftpb.ConfChangeAddNode
+	if slices.Contains(g.confSt.GetLearners(), id) {
+		as = raftpb.ConfChangeAddLearnerNode
+	}
+	_, being := g.readmitting[id]
+	if id == h.cfg.ID || being || time.Since(g.readmitted[id]) < readmitQuiet || g.confSt == nil ||
+		!slices.Contains(g.confSt.GetVoters(), id) && as != raftpb.ConfChangeAddLearnerNode {
 		g.mu.Unlock()
 		return nil
 	}
 	if g.readmitting == nil {
-		g.readmitting = make(map[uint64]bool)
+		g.readmitting = make(map[uint64]raftpb.ConfChangeType)
 		g.readmitted = make(map[uint64]time.Time)
 	}
-	g.readmitting[id] = true
+	g.readmitting[id] = as
 	cc := &raftpb.ConfChange{Type: raftpb.ConfChangeRemoveNode.Enum(), NodeId: proto.Uint64(id)}
 	err := g.rn.ProposeConfChange(cc)
 	if err != nil {
@@ -1250,12 +1265,14 @@ func (h *Host) applyConfChange(g *group, e *raftpb.Entry) error {
 	}
 	g.confIdx = e.GetIndex()
 	readd := false
-	if c, ok := cc.(*raftpb.ConfChange); ok && c.GetType() == raftpb.ConfChangeRemoveNode && g.readmitting[c.GetNodeId()] {
-		// Raft takes the next membership change only once it counts this
-		// one applied: handleReady proposes the addition then.
-		delete(g.readmitting, c.GetNodeId())
-		g.readd = append(g.readd, c.GetNodeId())
-		readd = true
+	if c, ok := cc.(*raftpb.ConfChange); ok && c.GetType() == raftpb.ConfChangeRemoveNode {
+		if as, being := g.readmitting[c.GetNodeId()]; being {
+			// Raft takes the next membership change only once it counts
+			// this one applied: handleReady proposes the addition then.
+			delete(g.readmitting, c.GetNodeId())
+			g.readd = append(g.readd, readdition{id: c.GetNodeId(), as: as})
+			readd = true
+		}
 	}
 	g.mu.Unlock()
 	if readd {

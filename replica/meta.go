@@ -69,7 +69,8 @@ func (m *metaMachine) Apply(last uint64, cmds []Command) error {
 			m.log.Debug("placement command refused", "index", c.Index, "err", err)
 		}
 	}
-	if last > m.applied {
+	advanced := last > m.applied
+	if advanced {
 		m.applied = last
 	}
 	var data []byte
@@ -78,6 +79,12 @@ func (m *metaMachine) Apply(last uint64, cmds []Command) error {
 	}
 	m.mu.Unlock()
 	if data == nil {
+		if advanced {
+			// Only membership changes or a leader's empty entry: the
+			// placement is the same, but a node catching up (a lost
+			// disk) may now have applied all the group had committed.
+			m.onChange()
+		}
 		return nil
 	}
 	if err := store.WriteFileAtomic(m.fs, m.path, data); err != nil {

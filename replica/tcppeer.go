@@ -27,6 +27,9 @@ type peer struct {
 	ctx    context.Context // cancelled by stop
 	cancel context.CancelFunc
 	wake   chan struct{} // capacity 1; signalled when records are queued
+	// up (capacity 1) says the peer just connected to this node: it is
+	// back, so a dial waiting out its backoff goes at once.
+	up chan struct{}
 
 	// mu guards queue, queueBytes, spare and conn.
 	mu         sync.Mutex
@@ -50,6 +53,17 @@ func newPeer(t *TCPTransport, id uint64, addr string) *peer {
 		ctx:    ctx,
 		cancel: cancel,
 		wake:   make(chan struct{}, 1),
+		up:     make(chan struct{}, 1),
+	}
+}
+
+// peerUp tells run that the peer connected to this node (it is back from
+// a restart): the next dial is not held back by the backoff of the dials
+// that failed while it was down.
+func (p *peer) peerUp() {
+	select {
+	case p.up <- struct{}{}:
+	default:
 	}
 }
 
@@ -226,8 +240,17 @@ func (p *peer) run() {
 		case <-p.wake:
 		}
 		if l == nil {
-			if !sleepUntil(p.ctx, notBefore) {
+			select {
+			case <-p.up:
+				backoff, notBefore = p.cfg.MinBackoff, time.Time{}
+			default:
+			}
+			up, ok := sleepUntil(p.ctx, notBefore, p.up)
+			if !ok {
 				return
+			}
+			if up {
+				backoff = p.cfg.MinBackoff
 			}
 			var err error
 			if l, err = p.dial(); err != nil {
@@ -386,18 +409,21 @@ func writeFrames(w *bufio.Writer, recs [][]byte, maxFrame int) error {
 	return nil
 }
 
-// sleepUntil waits until t; it returns false if ctx ends first.
-func sleepUntil(ctx context.Context, t time.Time) bool {
+// sleepUntil waits until t, or until early is signalled (woken); ok is
+// false if ctx ends first.
+func sleepUntil(ctx context.Context, t time.Time, early <-chan struct{}) (woken, ok bool) {
 	d := time.Until(t)
 	if d <= 0 {
-		return ctx.Err() == nil
+		return false, ctx.Err() == nil
 	}
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	select {
 	case <-ctx.Done():
-		return false
+		return false, false
 	case <-timer.C:
-		return true
+		return false, true
+	case <-early:
+		return true, true
 	}
 }

@@ -375,6 +375,9 @@ func (t *TCPTransport) serveConn(conn net.Conn) error {
 		return ErrTransportClosed
 	}
 	t.inbound[conn] = from
+	if p := t.peers[from]; p != nil && !p.connected.Load() {
+		p.peerUp() // it is back: dial it now rather than after a backoff
+	}
 	in = t.from[from]
 	if in == nil {
 		in = &inbound{id: from}

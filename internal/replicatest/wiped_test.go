@@ -2,9 +2,17 @@ package replicatest
 
 import (
 	"fmt"
+	"io"
+	"maps"
+	"net/http"
 	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nsqio/go-nsq"
 
 	"github.com/sluicemq/sluice/internal/lookupdtest"
 	"github.com/sluicemq/sluice/internal/testutil"
@@ -65,9 +73,9 @@ func TestReplicaBackOnAWipedDiskCatchesUpAndLosesNothing(t *testing.T) {
 	}
 	wiped.start(t)
 	back := time.Now()
-	// Publishes through it once it holds the topic again. (Publishing
-	// through it at once, before it knows the topic, now and then still
-	// creates a plain topic of that name: see replica/DESIGN.md.)
+	// Publishes through it once it holds the topic again (publishing
+	// through it at once, before it knows the topic, may be refused, to
+	// be retried: TestWipedNodeNeverTakesItsReplicatedTopicForAPlainOne).
 	testutil.WaitFor(t, 60*time.Second, func() bool { return depthIs(wiped, before) },
 		"%s, back on an empty disk, holds the %d messages", wiped.name, before)
 	publish(wiped, before, during)
@@ -100,4 +108,231 @@ func TestReplicaBackOnAWipedDiskCatchesUpAndLosesNothing(t *testing.T) {
 		}
 		return true
 	}, "all %d messages delivered", total)
+}
+
+// TestWipedNodeNeverTakesItsReplicatedTopicForAPlainOne: publishes reach a
+// replica back on an empty disk from the moment it answers, before it has
+// learnt from the cluster that it holds the topic: over TCP (PUB, a
+// go-nsq producer that retries what was refused) and over HTTP (/pub),
+// with /topic/create and SUB besides.
+// The node must not create a plain topic of that name meanwhile (it would
+// keep its replica from opening there: "exists on this node and is not
+// replicated"); it may refuse a publish (the producer retries) or hand it
+// to the group. In the end it holds the replicated topic, every replica
+// holds every acknowledged message, and a consumer receives them all.
+func TestWipedNodeNeverTakesItsReplicatedTopicForAPlainOne(t *testing.T) {
+	bin := testutil.BuildApp(t, "github.com/sluicemq/sluice/apps/nsqd")
+	lk := lookupdtest.Start(t, nil)
+	ns := startNodes(t, bin, lk, 3, false)
+	dumpLogsOnFailure(t, ns)
+	createReplicated(t, ns[0], "orders", 3)
+	lead := waitLeader(t, ns, "orders", 20*time.Second)
+	if code, body, err := lead.post("/channel/create?topic=orders&channel=c"); err != nil || code != 200 {
+		t.Fatalf("channel/create: %d %s %v", code, body, err)
+	}
+	led := newLedger()
+	p := testutil.NewProducer(t, lead.tcpAddr, nil)
+	for i := range 50 {
+		b := fmt.Sprintf("before-%03d", i)
+		led.attempt([]string{b})
+		if err := p.Publish("orders", []byte(b)); err != nil {
+			t.Fatalf("publish %s through %s: %v", b, lead.name, err)
+		}
+		led.ack([]string{b})
+	}
+	p.Stop()
+
+	var wiped, slow *node
+	for _, n := range ns {
+		switch {
+		case n == lead:
+		case wiped == nil:
+			wiped = n
+		default:
+			slow = n
+		}
+	}
+	wiped.kill9(t)
+	if err := os.RemoveAll(wiped.dataPath); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(wiped.dataPath, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The third node is frozen for the first seconds after the restart:
+	// without it neither group can take the wiped node back in (its votes
+	// are withheld, its empty log acknowledges nothing), so it stays for
+	// a while a node that does not know what it holds.
+	slow.freeze(t)
+	thawed := make(chan struct{})
+	go func() {
+		defer close(thawed)
+		time.Sleep(6 * time.Second)
+		slow.thaw(t)
+	}()
+	t.Cleanup(func() { <-thawed })
+	wiped.start(t)
+
+	// From now on: a TCP and an HTTP publisher through the wiped node, and
+	// a watcher of its /stats that records a plain "orders" if one shows.
+	const each = 40
+	var wg sync.WaitGroup
+	var plainSeen atomic.Value // string: the first plain topic seen
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			if ts, ok := wiped.topicStats("orders"); ok && ts.Replicas == nil {
+				plainSeen.CompareAndSwap(nil, fmt.Sprintf("%+v", ts))
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	refused := make([]atomic.Int64, 2)
+	publishers := []func(string) error{
+		func() func(string) error {
+			var prod *nsq.Producer
+			t.Cleanup(func() {
+				if prod != nil {
+					prod.Stop()
+				}
+			})
+			return func(b string) error {
+				if prod == nil {
+					var err error
+					if prod, err = nsq.NewProducer(wiped.tcpAddr, testutil.NewConfig()); err != nil {
+						return err
+					}
+					prod.SetLogger(testutil.GoNSQLogger())
+				}
+				err := prod.Publish("orders", []byte(b))
+				if err != nil { // a refusal closes the connection: start over
+					prod.Stop()
+					prod = nil
+				}
+				return err
+			}
+		}(),
+		func(b string) error {
+			resp, err := postClient.Post("http://"+wiped.httpAddr+"/pub?topic=orders", "", strings.NewReader(b))
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			reply, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("/pub: %d %s", resp.StatusCode, reply)
+			}
+			return nil
+		},
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	var pubWG sync.WaitGroup
+	for i, publish := range publishers {
+		pubWG.Add(1)
+		go func() {
+			defer pubWG.Done()
+			for j := 0; j < each; j++ {
+				b := fmt.Sprintf("p%d-%03d", i, j)
+				led.attempt([]string{b})
+				for {
+					err := publish(b)
+					if err == nil {
+						led.ack([]string{b})
+						break
+					}
+					refused[i].Add(1)
+					led.pubErr(err)
+					if time.Now().After(deadline) {
+						t.Errorf("publisher %d: %s not acknowledged through %s within 90 s: %v", i, b, wiped.name, err)
+						return
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	// Meanwhile, what else creates a topic: /topic/create and a SUB (on a
+	// channel of its own, so that c keeps every message for the count).
+	var creates, subs atomic.Int64
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for {
+			if code, _, err := wiped.post("/topic/create?topic=orders"); err == nil && code == http.StatusOK {
+				creates.Add(1)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for {
+			cons, err := nsq.NewConsumer("orders", "probe", testutil.NewConfig())
+			if err != nil {
+				panic(err) // only a bad config fails here
+			}
+			cons.SetLogger(testutil.GoNSQLogger())
+			cons.AddHandler(nsq.HandlerFunc(func(*nsq.Message) error { return nil }))
+			if cons.ConnectToNSQD(wiped.tcpAddr) == nil {
+				subs.Add(1)
+			}
+			testutil.StopConsumer(t, cons)
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	pubWG.Wait()
+	close(stop)
+	wg.Wait()
+	t.Logf("meanwhile %d /topic/create and %d SUB through %s succeeded", creates.Load(), subs.Load(), wiped.name)
+	t.Logf("publishes refused while %s rejoined: tcp %d, http %d (%v)", wiped.name, refused[0].Load(), refused[1].Load(), led.errKinds())
+	if s := plainSeen.Load(); s != nil {
+		t.Fatalf("%s, back on an empty disk, showed a plain (not replicated) topic orders: %s", wiped.name, s)
+	}
+	if b, err := os.ReadFile(wiped.logPath); err == nil && strings.Contains(string(b), "not replicated") {
+		t.Fatalf("%s refused its replica of orders: a plain topic of that name was in the way", wiped.name)
+	}
+	// (A publish given up by its producer may have been committed all the
+	// same: the replicas hold at least what was acknowledged.)
+	total := int64(led.ackCount())
+	testutil.WaitFor(t, 60*time.Second, func() bool {
+		var depth int64 = -1
+		for _, n := range ns {
+			ts, ok := n.topicStats("orders")
+			if !ok || ts.Replicas == nil || channelDepth(ts, "c") < total || depth >= 0 && channelDepth(ts, "c") != depth {
+				return false
+			}
+			depth = channelDepth(ts, "c")
+		}
+		return true
+	}, "every replica (%s back on an empty disk too) holds the same messages, at least the %d acknowledged", wiped.name, total)
+	lookupdConsumer(t, lk, "orders", "c", 100, led)
+	testutil.WaitFor(t, 30*time.Second, func() bool { return len(led.missing()) == 0 },
+		"every acknowledged message delivered")
+}
+
+func (l *ledger) ackCount() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.acked)
+}
+
+// errKinds returns how many publish errors of each kind were seen.
+func (l *ledger) errKinds() map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return maps.Clone(l.pubErrs)
 }
