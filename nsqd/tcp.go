@@ -438,6 +438,11 @@ func (c *client) sub(p [][]byte) ([]byte, error) {
 		if errors.As(err, &pr) {
 			return nil, protocol.Fatalf(protocol.ErrSubFailed, "SUB failed to create channel %s:%s: %v", topicName, channelName, pr.err)
 		}
+		if rj := (*replicationError)(nil); errors.As(err, &rj) {
+			// a node rejoining the cluster cannot tell yet whether the
+			// topic is replicated here: say so (the consumer reconnects)
+			return nil, protocol.Fatalf(protocol.ErrSubFailed, "SUB failed: %v", rj)
+		}
 		if attempt == 1 {
 			return nil, protocol.Fatalf(protocol.ErrSubFailed, "SUB failed to deleted topic/channel")
 		}
