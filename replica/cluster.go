@@ -116,6 +116,7 @@ type Cluster struct {
 	settleOnce sync.Once
 	seekStart  time.Time     // the first seek; guarded by mu
 	metaSeen   bool          // a node answered that it runs a meta group; guarded by mu
+	silentSeen bool          // the last seek had a live node that did not answer in time; guarded by mu
 	seek       chan struct{} // asks run to look for a meta group counting this node
 }
 
@@ -344,12 +345,17 @@ func (c *Cluster) reconcile() {
 }
 
 // settleWithin bounds how long a fresh node waits to learn whether the
-// cluster counts it a member (nsqlookupd or peers silent); seekEvery
-// spaces its questions, seekTimeout bounds each.
+// cluster counts it a member when every live node answered without
+// telling (nsqlookupd silent, or nodes without replication);
+// settleWithinSilent when a live node does not answer at all (down but
+// still registered, or busy: a meta member slow to answer must not be
+// taken for none, measured under load at over 3 s). seekEvery spaces its
+// questions, seekTimeout bounds each.
 const (
-	settleWithin = 3 * time.Second
-	seekEvery    = time.Second
-	seekTimeout  = time.Second
+	settleWithin       = 3 * time.Second
+	settleWithinSilent = 15 * time.Second
+	seekEvery          = time.Second
+	seekTimeout        = time.Second
 )
 
 func (c *Cluster) settle() { c.settleOnce.Do(func() { close(c.settled) }) }
@@ -385,17 +391,24 @@ func (c *Cluster) Settled(ctx context.Context) bool {
 			return false
 		case <-giveUp.C:
 			// On time, whatever the cluster's loop is doing (asking).
-			c.settleIfNoMeta(time.Now())
+			if !c.settleIfNoMeta(time.Now()) {
+				c.mu.Lock()
+				giveUp.Reset(max(time.Until(c.seekStart.Add(settleWithinSilent)), seekEvery))
+				c.mu.Unlock()
+			}
 		}
 	}
 }
 
 // settleIfNoMeta settles a fresh node that has looked for its meta group
-// for settleWithin while no node answered that it runs one (see
-// seekMembership); it reports whether it did.
+// while no node answered that it runs one (see seekMembership): for
+// settleWithin when every live node answered, for settleWithinSilent when
+// one did not; it reports whether it did.
 func (c *Cluster) settleIfNoMeta(now time.Time) bool {
 	c.mu.Lock()
-	giveUp := !c.seekStart.IsZero() && now.Sub(c.seekStart) >= settleWithin && !c.metaSeen && c.meta == nil
+	waited := now.Sub(c.seekStart)
+	giveUp := !c.seekStart.IsZero() && !c.metaSeen && c.meta == nil &&
+		(waited >= settleWithinSilent || (waited >= settleWithin && !c.silentSeen))
 	c.mu.Unlock()
 	if !giveUp {
 		return false
@@ -467,11 +480,14 @@ func (c *Cluster) readmitSoon(group string) func(leader uint64) {
 // It settles as a node that holds nothing when the live nodes answered
 // and none counts it a member, or when some node in a meta group answered
 // and does not count it (membership changes only through that group). It
-// settles after settleWithin of asking without any answer only when no
-// node ever answered that it runs a meta group: a cluster without
-// replication (NSQ nodes with a Sluice among them, or nsqlookupd down)
-// must not keep it waiting. Once a meta group is known to exist, the node
-// settles only on an answer: it may be a member whose peers are slow.
+// settles without such an answer only when no node ever answered that it
+// runs a meta group: after settleWithin when every live node answered (a
+// cluster without replication, NSQ nodes with a Sluice among them, or
+// nsqlookupd down must not keep it waiting), after settleWithinSilent
+// when a live node stayed silent (it may be a meta member too busy to
+// answer: taken for none, the node would create a plain topic under the
+// name of a replica it holds). Once a meta group is known to exist, the
+// node settles only on an answer.
 //
 // memberSeekIdle reports whether no seek was asked for (Settled) or the
 // node has settled.
@@ -531,6 +547,11 @@ func (c *Cluster) seekMembership(now time.Time) {
 	}
 	wg.Wait()
 	silent, notCounted := 0, 0
+	defer func() {
+		c.mu.Lock()
+		c.silentSeen = silent > 0
+		c.mu.Unlock()
+	}()
 	for _, a := range answers {
 		switch {
 		case errors.Is(a.err, context.DeadlineExceeded):

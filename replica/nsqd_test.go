@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -95,7 +96,27 @@ func TestTransportOverNSQD(t *testing.T) {
 		}
 		testutil.WaitFor(t, 10*time.Second, func() bool { return to.rcv.from(from.id) == "[0 1 2]" }, "delivery to %d", to.id)
 	}
-	testutil.DialV2(t, a.h.TCPAddr).Publish("still-nsq", []byte("hi"))
+	// V2 on the same port: a PUB to a new topic is answered. The peer's
+	// replication port here is this test's transport, which never answers
+	// the node's own questions, so the fresh node may refuse the topic
+	// (retryable, naming why) until it gives up asking (settleWithinSilent).
+	c := testutil.DialV2(t, a.h.TCPAddr)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c.Send("PUB still-nsq", []byte("hi"))
+		f, err := c.ReadNonHeartbeat(10 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Type == testutil.FrameTypeResponse && string(f.Data) == "OK" {
+			break
+		}
+		if f.Type != testutil.FrameTypeError || !strings.Contains(string(f.Data), "E_PUB_FAILED") ||
+			!strings.Contains(string(f.Data), "rejoining the cluster") || time.Now().After(deadline) {
+			t.Fatalf("PUB answered %v %q, want OK (or, at first, a retryable refusal while the node settles)", f.Type, f.Data)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // TestTransportToNSQDWithoutReplication: an nsqd without replication

@@ -140,33 +140,7 @@ func TestFullDiskFailsPublishesKeepsConnectionAndRecovers(t *testing.T) {
 	}
 	n.kill()
 	n.start()
-	got := map[string]int{}
-	m := newModel()
-	m.life = 1
-	stop := make(chan struct{})
-	done := make(chan error, 1)
-	go func() { done <- consume(n.tcpAddr, m, stop) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		m.mu.Lock()
-		for b, ts := range m.delivered {
-			got[b] = len(ts)
-		}
-		m.mu.Unlock()
-		if len(got) >= len(acked) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	close(stop)
-	if err := <-done; err != nil && !errors.Is(err, syscall.ECONNRESET) {
-		t.Fatal(err)
-	}
-	for b := range acked {
-		if got[b] == 0 {
-			t.Fatalf("acknowledged message %.20s... lost (%d of %d delivered)", b, len(got), len(acked))
-		}
-	}
+	expectDelivered(t, n, acked)
 }
 
 // TestDiskWriteBufferFullDiskFailsPublishes: NSQ's storage with
@@ -262,6 +236,35 @@ func TestDiskWriteBufferFullDiskFailsPublishes(t *testing.T) {
 		t.Fatal("nsqd did not stop on SIGTERM")
 	}
 	n.start()
+	expectDelivered(t, n, acked)
+}
+
+// TestUnreadableDataPathStopsStartWithOneLine: nsqd refuses to start when
+// its durable folder cannot be read, with one clear line and a non-zero exit.
+func TestUnreadableDataPathStopsStartWithOneLine(t *testing.T) {
+	data := t.TempDir()
+	if err := os.WriteFile(filepath.Join(data, "durable"), []byte("not a folder"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := newNode(t, data, "--durable")
+	cmd := exec.Command(n.bin, "--tcp-address="+n.tcpAddr, "--http-address="+n.httpAddr, "--https-address=", "--data-path="+data, "--durable")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+		t.Fatalf("nsqd started on a broken data path: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	last := lines[len(lines)-1]
+	if !strings.Contains(last, "durable") {
+		t.Fatalf("start failure does not say what is wrong: %q", out)
+	}
+	t.Logf("start refused: %s", last)
+}
+
+// expectDelivered consumes from n until every acknowledged body has been
+// delivered (for 30 s at most) and fails the test for each that was not.
+func expectDelivered(t *testing.T, n *node, acked map[string]bool) {
+	t.Helper()
 	got := map[string]int{}
 	m := newModel()
 	m.life = 1
@@ -289,26 +292,4 @@ func TestDiskWriteBufferFullDiskFailsPublishes(t *testing.T) {
 			t.Fatalf("acknowledged message %.20s... lost (%d of %d delivered)", b, len(got), len(acked))
 		}
 	}
-}
-
-// TestUnreadableDataPathStopsStartWithOneLine: nsqd refuses to start when
-// its durable folder cannot be read, with one clear line and a non-zero exit.
-func TestUnreadableDataPathStopsStartWithOneLine(t *testing.T) {
-	data := t.TempDir()
-	if err := os.WriteFile(filepath.Join(data, "durable"), []byte("not a folder"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	n := newNode(t, data, "--durable")
-	cmd := exec.Command(n.bin, "--tcp-address="+n.tcpAddr, "--http-address="+n.httpAddr, "--https-address=", "--data-path="+data, "--durable")
-	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() == 0 {
-		t.Fatalf("nsqd started on a broken data path: %v\n%s", err, out)
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	last := lines[len(lines)-1]
-	if !strings.Contains(last, "durable") {
-		t.Fatalf("start failure does not say what is wrong: %q", out)
-	}
-	t.Logf("start refused: %s", last)
 }

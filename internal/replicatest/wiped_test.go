@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluicemq/sluice/internal/lookupdtest"
 	"github.com/sluicemq/sluice/internal/testutil"
+	"github.com/sluicemq/sluice/lookupd"
 )
 
 // TestReplicaBackOnAWipedDiskCatchesUpAndLosesNothing: a replica's disk is
@@ -27,15 +28,7 @@ import (
 // holds every message again. Before this, the leader's first heartbeat made
 // it panic (a commit past the end of its log).
 func TestReplicaBackOnAWipedDiskCatchesUpAndLosesNothing(t *testing.T) {
-	bin := testutil.BuildApp(t, "github.com/sluicemq/sluice/apps/nsqd")
-	lk := lookupdtest.Start(t, nil)
-	ns := startNodes(t, bin, lk, 3, false)
-	dumpLogsOnFailure(t, ns)
-	createReplicated(t, ns[0], "orders", 3)
-	lead := waitLeader(t, ns, "orders", 20*time.Second)
-	if code, body, err := lead.post("/channel/create?topic=orders&channel=c"); err != nil || code != 200 {
-		t.Fatalf("channel/create: %d %s %v", code, body, err)
-	}
+	lk, ns, lead := startOrders(t)
 	const before, during, after = 200, 50, 100
 	publish := func(n *node, from, count int) {
 		p := testutil.NewProducer(t, n.tcpAddr, nil)
@@ -121,15 +114,7 @@ func TestReplicaBackOnAWipedDiskCatchesUpAndLosesNothing(t *testing.T) {
 // to the group. In the end it holds the replicated topic, every replica
 // holds every acknowledged message, and a consumer receives them all.
 func TestWipedNodeNeverTakesItsReplicatedTopicForAPlainOne(t *testing.T) {
-	bin := testutil.BuildApp(t, "github.com/sluicemq/sluice/apps/nsqd")
-	lk := lookupdtest.Start(t, nil)
-	ns := startNodes(t, bin, lk, 3, false)
-	dumpLogsOnFailure(t, ns)
-	createReplicated(t, ns[0], "orders", 3)
-	lead := waitLeader(t, ns, "orders", 20*time.Second)
-	if code, body, err := lead.post("/channel/create?topic=orders&channel=c"); err != nil || code != 200 {
-		t.Fatalf("channel/create: %d %s %v", code, body, err)
-	}
+	lk, ns, lead := startOrders(t)
 	led := newLedger()
 	p := testutil.NewProducer(t, lead.tcpAddr, nil)
 	for i := range 50 {
@@ -335,4 +320,21 @@ func (l *ledger) errKinds() map[string]int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return maps.Clone(l.pubErrs)
+}
+
+// startOrders starts nsqlookupd and 3 nsqd of the built binary, creates the
+// topic orders with 3 replicas and its channel c through the leader, and
+// returns the daemons and that leader.
+func startOrders(t *testing.T) (lk *lookupd.Daemon, ns []*node, lead *node) {
+	t.Helper()
+	bin := testutil.BuildApp(t, "github.com/sluicemq/sluice/apps/nsqd")
+	lk = lookupdtest.Start(t, nil)
+	ns = startNodes(t, bin, lk, 3, false, "--log-level=info")
+	dumpLogsOnFailure(t, ns)
+	createReplicated(t, ns[0], "orders", 3)
+	lead = waitLeader(t, ns, "orders", 20*time.Second)
+	if code, body, err := lead.post("/channel/create?topic=orders&channel=c"); err != nil || code != 200 {
+		t.Fatalf("channel/create: %d %s %v", code, body, err)
+	}
+	return lk, ns, lead
 }
