@@ -28,7 +28,12 @@ func benchBatch(n int) []byte {
 }
 
 func BenchmarkPutBatch200(b *testing.B) {
-	q := Open("bench", b.TempDir(), Options{MaxBytesPerFile: 100 << 20, MinMsgSize: 26, MaxMsgSize: 1 << 20, SyncEvery: 2500, Logger: quiet})
+	benchmarkPutBatch200(b, Options{MaxBytesPerFile: 100 << 20, MinMsgSize: 26, MaxMsgSize: 1 << 20, SyncEvery: 2500, Logger: quiet})
+}
+
+// benchmarkPutBatch200 puts an MPUB's batch of 200 records at a time.
+func benchmarkPutBatch200(b *testing.B, o Options) {
+	q := Open("bench", b.TempDir(), o)
 	defer q.Close()
 	batch := benchBatch(200)
 	b.SetBytes(benchRecord)
@@ -67,18 +72,8 @@ func BenchmarkPutSingle(b *testing.B) {
 // BenchmarkPutBatch200Buffered: an MPUB's batch with the write buffer on
 // is written at once, as without it.
 func BenchmarkPutBatch200Buffered(b *testing.B) {
-	q := Open("bench", b.TempDir(), Options{MaxBytesPerFile: 100 << 20, MinMsgSize: 26, MaxMsgSize: 1 << 20, SyncEvery: 2500,
+	benchmarkPutBatch200(b, Options{MaxBytesPerFile: 100 << 20, MinMsgSize: 26, MaxMsgSize: 1 << 20, SyncEvery: 2500,
 		Syncer: NewSyncer(2 * time.Second), Logger: quiet, WriteBuffer: 64 << 10})
-	defer q.Close()
-	batch := benchBatch(200)
-	b.SetBytes(benchRecord)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i += 200 {
-		if err := q.PutFramed(batch); err != nil {
-			b.Fatal(err)
-		}
-	}
 }
 
 func BenchmarkRead(b *testing.B) {

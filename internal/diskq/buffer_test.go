@@ -275,13 +275,7 @@ func TestFullDiskFailsBufferedPutsAtOnce(t *testing.T) {
 		t.Fatalf("next put on the full disk: %v, want ENOSPC", err)
 	}
 	mem.SetSpace(0) // space freed: room for the metadata
-	if err := q.Close(); err != nil {
-		t.Fatal(err)
-	}
-	mem.Crash()
-	q = Open("full", "/d", Options{FS: mem, MaxBytesPerFile: 8 << 10, MinMsgSize: 8, MaxMsgSize: 64, SyncEvery: 1 << 30, Logger: quiet})
-	defer q.Close()
-	checkSeqs(t, "after the disk filled up", readAll(t, q), 0, seq)
+	checkSeqsAfterCrash(t, mem, q, 8<<10, seq)
 }
 
 // TestBufferedRecordsKeepTheirSpaceWhenTheDiskFills: something else takes
@@ -325,13 +319,7 @@ func TestBufferedRecordsKeepTheirSpaceWhenTheDiskFills(t *testing.T) {
 	}
 	hog.Close()
 	mem.Remove("/d/hog") // room for the metadata
-	if err := q.Close(); err != nil {
-		t.Fatal(err)
-	}
-	mem.Crash()
-	q = Open("full", "/d", Options{FS: mem, MaxBytesPerFile: 1 << 20, MinMsgSize: 8, MaxMsgSize: 64, SyncEvery: 1 << 30, Logger: quiet})
-	defer q.Close()
-	checkSeqs(t, "after the disk filled up", readAll(t, q), 0, seq)
+	checkSeqsAfterCrash(t, mem, q, 1<<20, seq)
 }
 
 // TestLargePutsAreWrittenAtOnce: a put of an eighth of the buffer or more
@@ -427,4 +415,18 @@ func TestKill9WithBufferLosesOnlyTheBufferedTail(t *testing.T) {
 			t.Fatalf("seed %d: %d bytes buffered, more than the buffer's %d", seed, buffered, o.WriteBuffer)
 		}
 	}
+}
+
+// checkSeqsAfterCrash closes q (writing what it buffered), crashes mem,
+// reopens the queue full in /d without a buffer and checks that it holds
+// records 0 to n-1.
+func checkSeqsAfterCrash(t *testing.T, mem *store.MemFS, q *Queue, maxBytesPerFile int64, n uint64) {
+	t.Helper()
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mem.Crash()
+	q = Open("full", "/d", Options{FS: mem, MaxBytesPerFile: maxBytesPerFile, MinMsgSize: 8, MaxMsgSize: 64, SyncEvery: 1 << 30, Logger: quiet})
+	defer q.Close()
+	checkSeqs(t, "after the disk filled up", readAll(t, q), 0, n)
 }
