@@ -265,3 +265,83 @@ func TestWipedMetaLearnerIsReadmittedAndSettlesHoldingItsReplica(t *testing.T) {
 		t.Fatalf("meta membership %+v after the readmission: want node 400 a learner", st)
 	}
 }
+
+// A voter loses its disk and comes back while another member is frozen
+// (SIGSTOP: it holds connections open and answers nothing). The meta
+// leader invites the wiped node, which looks for the group; a question to
+// the frozen node hangs for a whole request timeout. Meanwhile a publish
+// waits on Settled. The node must not settle as one that holds nothing
+// (it would take a publish for a new plain topic under its replica's
+// name): it settles once its replica is open, after the frozen node
+// thaws and the groups take it back.
+func TestWipedVoterSettlesOnlyWithItsReplicaWhileAPeerIsFrozen(t *testing.T) {
+	tc := newTestCl(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if _, err := tc.nodes[100].cluster.CreateTopic(ctx, "orders", Assignment{Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		if err := tc.nodes[100].cluster.Publish(ctx, "orders", []byte(fmt.Sprintf("m%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, "every replica holds the 10 messages", 15*time.Second, func() bool {
+		for _, cn := range tc.nodes {
+			if len(applied(cn.topics.machine("orders"))) != 10 {
+				return false
+			}
+		}
+		return true
+	})
+	metaLeader := func() uint64 {
+		for id, cn := range tc.nodes {
+			if st, ok := cn.cluster.host.Status(MetaGroup); ok && st.IsLead {
+				return id
+			}
+		}
+		return 0
+	}
+	waitUntil(t, "a meta leader", 15*time.Second, func() bool { return metaLeader() != 0 })
+	// The frozen node is asked before the leader when ids are sorted: the
+	// leader must not be node 100.
+	if metaLeader() == 100 {
+		tc.net.isolate(100, true)
+		waitUntil(t, "a meta leader other than node 100", 15*time.Second, func() bool {
+			l := metaLeader()
+			return l != 0 && l != 100
+		})
+		tc.net.healAll()
+	}
+	lead := metaLeader()
+	frozen, wiped := uint64(100), uint64(200)
+	if lead == 200 {
+		wiped = 300
+	}
+
+	cn := tc.nodes[wiped]
+	tc.stop(cn)
+	tc.mu.Lock()
+	cn.fs, cn.topics, cn.stores, cn.fresh = store.NewMemFS(), newFakeTopics(), make(map[string]*memStorage), true
+	tc.mu.Unlock()
+	tc.freeze(frozen, true)
+	thawed := make(chan struct{})
+	go func() {
+		defer close(thawed)
+		time.Sleep(6 * time.Second)
+		tc.freeze(frozen, false)
+	}()
+	t.Cleanup(func() { <-thawed })
+	tc.start(cn)
+	sctx, scancel := context.WithTimeout(ctx, 45*time.Second)
+	defer scancel()
+	if !cn.cluster.Settled(sctx) {
+		t.Fatal("the wiped voter did not settle")
+	}
+	if _, ok := cn.cluster.TopicStatus("orders"); !ok {
+		t.Fatalf("the wiped voter (node %d) settled without its replica of orders open, node %d frozen, meta leader %d", wiped, frozen, lead)
+	}
+	waitUntil(t, "the wiped voter's replica holds every message again", 30*time.Second, func() bool {
+		return len(applied(cn.topics.machine("orders"))) == 10
+	})
+}

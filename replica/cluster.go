@@ -116,7 +116,7 @@ type Cluster struct {
 	settleOnce sync.Once
 	seekStart  time.Time     // the first seek; guarded by mu
 	metaSeen   bool          // a node answered that it runs a meta group; guarded by mu
-	silentSeen bool          // the last seek had a live node that did not answer in time; guarded by mu
+	silentSeen bool          // no seek has ended yet, or the last had a live node that did not answer in time; guarded by mu
 	seek       chan struct{} // asks run to look for a meta group counting this node
 }
 
@@ -151,6 +151,10 @@ func NewCluster(cfg ClusterConfig) *Cluster {
 	}
 	c.settled = make(chan struct{})
 	c.seek = make(chan struct{}, 1)
+	// Until a seek has heard every live node, one may be a silent meta
+	// member (an invitation being handled can hold the seek back for a
+	// whole requestTimeout while a frozen node is asked first).
+	c.silentSeen = true
 	if !cfg.Fresh {
 		c.settle()
 	}
@@ -520,9 +524,7 @@ func (c *Cluster) seekMembership(now time.Time) {
 	if recent {
 		return
 	}
-	if c.cfg.Refresh != nil && !c.cfg.Refresh(c.ctx) {
-		return // nsqlookupd did not answer: the live nodes are unknown
-	}
+	refreshed := c.cfg.Refresh == nil || c.cfg.Refresh(c.ctx)
 	// Every live node at once, briefly: a publish may be waiting.
 	type answer struct {
 		info metaInfo
@@ -533,6 +535,14 @@ func (c *Cluster) seekMembership(now time.Time) {
 		if id != c.cfg.Self {
 			ids = append(ids, id)
 		}
+	}
+	if !refreshed && len(ids) == 0 {
+		// nsqlookupd did not answer and no node is known: nobody to wait
+		// for (settleWithin), unless a node did answer before.
+		c.mu.Lock()
+		c.silentSeen = false
+		c.mu.Unlock()
+		return
 	}
 	answers := make([]answer, len(ids))
 	var wg sync.WaitGroup
@@ -553,6 +563,9 @@ func (c *Cluster) seekMembership(now time.Time) {
 		c.mu.Unlock()
 	}()
 	for _, a := range answers {
+		if a.err == nil && a.info.Joined {
+			c.noteMetaSeen()
+		}
 		switch {
 		case errors.Is(a.err, context.DeadlineExceeded):
 			silent++ // it may still answer: ask again
@@ -572,14 +585,24 @@ func (c *Cluster) seekMembership(now time.Time) {
 			notCounted++
 		}
 	}
-	if notCounted > 0 {
-		c.mu.Lock()
-		c.metaSeen = true
-		c.mu.Unlock()
-	}
 	if silent == 0 || notCounted > 0 {
+		select {
+		case <-c.settled:
+		default:
+			c.log.Info("no meta group counts this node: going on as a node that holds no replica",
+				"asked", len(ids), "not_counted", notCounted)
+		}
 		c.settle() // no meta group counts this node: it holds nothing
 	}
+}
+
+// noteMetaSeen records that a node answered that it runs a meta group:
+// from then on a fresh node settles only on an answer (seekMembership),
+// never because the wait ran out.
+func (c *Cluster) noteMetaSeen() {
+	c.mu.Lock()
+	c.metaSeen = true
+	c.mu.Unlock()
 }
 
 // counts reports whether a meta group's membership includes node.
@@ -679,7 +702,7 @@ func (c *Cluster) Addr(node uint64) string {
 // meta group committed it. Creating a topic that exists with the same
 // replicas returns its assignment.
 func (c *Cluster) CreateTopic(ctx context.Context, topic string, a Assignment) (Assignment, error) {
-	if err := c.ensureMeta(ctx); err != nil {
+	if err := c.ensureMeta(ctx, 0); err != nil {
 		return Assignment{}, err
 	}
 	mm := c.metaMachine()

@@ -52,8 +52,10 @@ type joinRequest struct {
 var ErrMetaForming = errors.New("the cluster's meta group is not formed yet")
 
 // ensureMeta makes this node take part in the meta group, forming it when
-// no live peer is in one.
-func (c *Cluster) ensureMeta(ctx context.Context) error {
+// no live peer is in one. Node first, when not 0, is asked first: the node
+// that invited this one runs the group, and asking a frozen node before it
+// would hold the join back for a whole requestTimeout.
+func (c *Cluster) ensureMeta(ctx context.Context, first uint64) error {
 	if c.metaMachine() != nil {
 		return nil
 	}
@@ -71,7 +73,11 @@ func (c *Cluster) ensureMeta(ctx context.Context) error {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
-	for _, id := range ids {
+	asked := ids
+	if i := slices.Index(ids, first); i > 0 {
+		asked = slices.Concat([]uint64{first}, ids[:i], ids[i+1:])
+	}
+	for _, id := range asked {
 		if id == c.cfg.Self {
 			continue
 		}
@@ -80,6 +86,7 @@ func (c *Cluster) ensureMeta(ctx context.Context) error {
 			continue
 		}
 		if info.Joined && len(info.Voters) > 0 {
+			c.noteMetaSeen()
 			if c.cfg.Fresh && counts(info, c.cfg.Self) {
 				// A member that lost its disk (invited by the meta
 				// leader, which it is silent to).
@@ -251,8 +258,10 @@ func (c *Cluster) HandleRequest(ctx context.Context, from uint64, kind string, b
 			return nil, errors.New("no reservation for this meta group")
 		}
 		return nil, c.startMeta(members, "")
-	case "meta.form", "meta.invite":
-		return nil, c.ensureMeta(ctx)
+	case "meta.form":
+		return nil, c.ensureMeta(ctx, 0)
+	case "meta.invite":
+		return nil, c.ensureMeta(ctx, from)
 	case "replica.readmit":
 		err := c.host.Readmit(string(body), from)
 		if errors.Is(err, ErrNoGroup) || errors.Is(err, ErrNotLeader) {

@@ -17,6 +17,10 @@ type reqNet struct {
 	net      *memNet
 	mu       sync.Mutex
 	handlers map[uint64]RequestHandler
+	// frozen nodes (SIGSTOP) neither answer nor ask: a request to or from
+	// one waits until its context ends, as over a connection that stays
+	// open to a stopped process
+	frozen map[uint64]bool
 }
 
 type memRequester struct {
@@ -25,6 +29,13 @@ type memRequester struct {
 }
 
 func (r memRequester) Request(ctx context.Context, to uint64, kind string, body []byte) ([]byte, error) {
+	r.rn.mu.Lock()
+	frozen := r.rn.frozen[to] || r.rn.frozen[r.from]
+	r.rn.mu.Unlock()
+	if frozen {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
 	r.rn.net.mu.Lock()
 	_, up := r.rn.net.nodes[to]
 	cut := r.rn.net.cut[[2]uint64{r.from, to}]
@@ -125,7 +136,7 @@ type testCl struct {
 func newTestCl(t *testing.T, n int) *testCl {
 	t.Helper()
 	net := newMemNet(1)
-	tc := &testCl{t: t, net: net, rn: &reqNet{net: net, handlers: make(map[uint64]RequestHandler)},
+	tc := &testCl{t: t, net: net, rn: &reqNet{net: net, handlers: make(map[uint64]RequestHandler), frozen: make(map[uint64]bool)},
 		nodes: make(map[uint64]*clusterNode), hidden: make(map[uint64]bool)}
 	for i := 1; i <= n; i++ {
 		cn := &clusterNode{id: uint64(i * 100), fs: store.NewMemFS(), topics: newFakeTopics(), stores: make(map[string]*memStorage)}
@@ -201,6 +212,22 @@ func (tc *testCl) stop(cn *clusterNode) {
 	cn.mn.wg.Wait()
 	cn.cluster.Close()
 	cn.cluster = nil
+}
+
+// freeze stops node id answering anything (on), as SIGSTOP does, or lets
+// it go on (off).
+func (tc *testCl) freeze(id uint64, on bool) {
+	tc.rn.mu.Lock()
+	tc.rn.frozen[id] = on
+	tc.rn.mu.Unlock()
+	tc.net.mu.Lock()
+	defer tc.net.mu.Unlock()
+	for other := range tc.nodes { // running or not
+		if other != id {
+			tc.net.cut[[2]uint64{id, other}] = on
+			tc.net.cut[[2]uint64{other, id}] = on
+		}
+	}
 }
 
 func waitUntil(t *testing.T, what string, timeout time.Duration, ok func() bool) {

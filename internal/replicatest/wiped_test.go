@@ -114,12 +114,6 @@ func TestReplicaBackOnAWipedDiskCatchesUpAndLosesNothing(t *testing.T) {
 // to the group. In the end it holds the replicated topic, every replica
 // holds every acknowledged message, and a consumer receives them all.
 func TestWipedNodeNeverTakesItsReplicatedTopicForAPlainOne(t *testing.T) {
-	if os.Getenv("SLUICE_WIPE_RACE") != "1" {
-		// Still fails now and then under load (CI, 2026-12-04: 1 run in
-		// about 10): an open bug, written down in replica/DESIGN.md
-		// "Failures"; run it with SLUICE_WIPE_RACE=1 while fixing it.
-		t.Skip("known open bug (replica/DESIGN.md, Failures): set SLUICE_WIPE_RACE=1 to run")
-	}
 	lk, ns, lead := startOrders(t)
 	led := newLedger()
 	p := testutil.NewProducer(t, lead.tcpAddr, nil)
