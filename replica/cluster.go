@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -261,6 +262,7 @@ func (c *Cluster) startMeta(initial []uint64, logDir string) error {
 		// a member that lost its disk.
 		gc.Amnesiac, gc.OnAmnesia = true, c.readmitSoon(MetaGroup)
 	}
+	last, lastErr := st.LastIndex()
 	if err := c.host.AddGroup(gc); err != nil {
 		closeStorage(st)
 		return err
@@ -268,6 +270,9 @@ func (c *Cluster) startMeta(initial []uint64, logDir string) error {
 	c.mu.Lock()
 	c.meta, c.metaStorage, c.metaLog = mm, st, logDir
 	c.mu.Unlock()
+	if lastErr == nil && last == 0 && len(initial) > 0 && firstCandidate(MetaGroup, initial) == c.cfg.Self {
+		c.standSoon(MetaGroup) // the group is being formed: see standSoon
+	}
 	c.reconcileSoon()
 	return nil
 }
@@ -645,7 +650,8 @@ func (c *Cluster) openTopic(topic string, a Assignment) error {
 	c.mu.Lock()
 	lost := c.amnesiac[topic]
 	c.mu.Unlock()
-	if last, err := st.LastIndex(); lost && err == nil && applied == 0 && last == 0 {
+	last, err := st.LastIndex()
+	if lost && err == nil && applied == 0 && last == 0 {
 		gc.Amnesiac, gc.OnAmnesia = true, c.readmitSoon(group)
 	}
 	if err := c.host.AddGroup(gc); err != nil {
@@ -656,7 +662,48 @@ func (c *Cluster) openTopic(topic string, a Assignment) error {
 	c.mu.Lock()
 	c.topics[topic] = &localTopic{topic: topic, group: group, created: a.Created, storage: st}
 	c.mu.Unlock()
+	if err == nil && last == 0 && len(boot) > 0 && !gc.Amnesiac && firstCandidate(topic, boot) == c.cfg.Self {
+		c.standSoon(group)
+	}
 	return nil
+}
+
+// firstCandidate is the member of a new group that stands for its first
+// leader at once: one picked by the topic's name, so that topics created
+// through one node spread their leaders over the nodes.
+func firstCandidate(topic string, members []uint64) uint64 {
+	h := fnv.New32a()
+	h.Write([]byte(topic))
+	return members[h.Sum32()%uint32(len(members))]
+}
+
+// standSoon makes this node campaign in a group it just bootstrapped.
+// Left to itself, a new group elects its first leader only after a
+// randomized election timeout (1-2 s at the default tick): the time a
+// /topic/create?replicas= took. The other members open the group as they
+// apply the placement, about when this one does; a campaign whose
+// messages reach one before it has is tried again, every 50 ms for
+// 400 ms, and then raft's own timeout elects. Pre-vote keeps a
+// campaign that meets a leader from changing anything.
+func (c *Cluster) standSoon(group string) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		for range 8 {
+			if st, ok := c.host.Status(group); !ok || st.Leader != 0 {
+				return
+			}
+			if err := c.host.Campaign(group); err != nil {
+				c.log.Debug("stand for leader of a new group", "group", group, "err", err)
+				return
+			}
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
 }
 
 // Assignment returns where topic is replicated, when it is.

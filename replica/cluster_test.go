@@ -131,13 +131,20 @@ type testCl struct {
 	// as nsqlookupd drops a node whose connection ended
 	hidden map[uint64]bool
 	mu     sync.Mutex
+	// electionTicks is every node's ClusterConfig.ElectionTicks (20 ms
+	// ticks; 10 unless set by newTestClElecting)
+	electionTicks int
 }
 
-func newTestCl(t *testing.T, n int) *testCl {
+func newTestCl(t *testing.T, n int) *testCl { return newTestClElecting(t, n, 10) }
+
+// newTestClElecting is newTestCl with an election timeout of
+// electionTicks ticks of 20 ms.
+func newTestClElecting(t *testing.T, n, electionTicks int) *testCl {
 	t.Helper()
 	net := newMemNet(1)
 	tc := &testCl{t: t, net: net, rn: &reqNet{net: net, handlers: make(map[uint64]RequestHandler), frozen: make(map[uint64]bool)},
-		nodes: make(map[uint64]*clusterNode), hidden: make(map[uint64]bool)}
+		nodes: make(map[uint64]*clusterNode), hidden: make(map[uint64]bool), electionTicks: electionTicks}
 	for i := 1; i <= n; i++ {
 		cn := &clusterNode{id: uint64(i * 100), fs: store.NewMemFS(), topics: newFakeTopics(), stores: make(map[string]*memStorage)}
 		tc.nodes[cn.id] = cn
@@ -181,7 +188,7 @@ func (tc *testCl) start(cn *clusterNode) {
 		Self: cn.id, SelfAddr: fmt.Sprintf("127.0.0.1:%d", cn.id), Dir: "/data/replicated", FS: cn.fs,
 		OpenStorage: open, Transport: memTransport{net: tc.net, from: cn.id},
 		Requester: memRequester{rn: tc.rn, from: cn.id}, Peers: tc.peers, Topics: cn.topics,
-		Logger: quietLogger(), Tick: 20 * time.Millisecond, ElectionTicks: 10,
+		Logger: quietLogger(), Tick: 20 * time.Millisecond, ElectionTicks: tc.electionTicks,
 		ReplicaTimeout: time.Second, DutyInterval: 100 * time.Millisecond, Fresh: cn.fresh,
 	})
 	mn := &memNode{id: cn.id, net: tc.net, inbox: make(chan []Envelope, 1024), done: make(chan struct{}), host: cl.Host()}
@@ -488,4 +495,38 @@ func TestReplacedMetaVoterThatReturnsRejoinsAndLearnsThePlacement(t *testing.T) 
 	waitUntil(t, "the returning node hears from the meta leader", 10*time.Second, func() bool {
 		return tc.nodes[300].cluster.host.Leader(MetaGroup) != 0
 	})
+}
+
+// A new group (the meta group as it is formed, a topic's as it is
+// created) does not wait for an election timeout before its first leader:
+// one member, picked by the group's name, stands at once. Here the
+// timeout is 10 to 20 s, so without it no group would have a leader
+// within the test's time; topics created through one node get their
+// leaders on the members their names pick, not all on that node.
+func TestNewGroupsElectTheirFirstLeaderWithoutWaitingForAnElectionTimeout(t *testing.T) {
+	tc := newTestClElecting(t, 3, 500)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	leaders := make(map[uint64]int)
+	for i := range 6 {
+		topic := fmt.Sprintf("orders-%d", i)
+		a, err := tc.nodes[100].cluster.CreateTopic(ctx, topic, Assignment{Replicas: 3})
+		if err != nil {
+			t.Fatalf("create %s: %v", topic, err)
+		}
+		st, ok := tc.nodes[100].cluster.TopicStatus(topic)
+		if !ok || st.Leader == 0 {
+			t.Fatalf("create %s returned with no leader (status %+v, %v)", topic, st, ok)
+		}
+		if want := firstCandidate(topic, a.Members); st.Leader != want {
+			t.Fatalf("%s: leader %d, want %d, the member its name picks among %v", topic, st.Leader, want, a.Members)
+		}
+		leaders[st.Leader]++
+	}
+	if len(leaders) < 2 {
+		t.Fatalf("6 topics created through node 100 are all led by one node: %v", leaders)
+	}
+	if st, ok := tc.nodes[100].cluster.host.Status(MetaGroup); !ok || st.Leader == 0 {
+		t.Fatalf("meta group without a leader: %+v", st)
+	}
 }
