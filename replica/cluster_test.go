@@ -221,6 +221,15 @@ func (tc *testCl) stop(cn *clusterNode) {
 	cn.cluster = nil
 }
 
+// wipe stops cn and gives it an empty disk: its next start is a fresh
+// one (ClusterConfig.Fresh), as after a lost data path.
+func (tc *testCl) wipe(cn *clusterNode) {
+	tc.stop(cn)
+	tc.mu.Lock()
+	cn.fs, cn.topics, cn.stores, cn.fresh = store.NewMemFS(), newFakeTopics(), make(map[string]*memStorage), true
+	tc.mu.Unlock()
+}
+
 // freeze stops node id answering anything (on), as SIGSTOP does, or lets
 // it go on (off).
 func (tc *testCl) freeze(id uint64, on bool) {
