@@ -62,7 +62,9 @@ type replTopic struct {
 	sentCursors map[string]string // channel -> the cursor state last proposed
 
 	stop chan struct{}
-	wg   sync.WaitGroup
+	// dirty wakes the cursor loop: a channel's cursor changed
+	dirty chan struct{}
+	wg    sync.WaitGroup
 }
 
 type pendingMark struct {
@@ -103,6 +105,7 @@ func newReplTopic(t *Topic, replicas int) (*replTopic, error) {
 	r.memIndex.Store(r.applied.Index)
 	t.dur.log.DeferSyncs()
 	r.marks = make(chan pendingMark, 4096)
+	r.dirty = make(chan struct{}, 1)
 	return r, nil
 }
 
@@ -128,8 +131,12 @@ const markInterval = time.Second
 // every markInterval (and when the topic closes) it syncs the log, then
 // records the last mark whose round was written before the sync.
 func (r *replTopic) markLoop() {
-	tick := time.NewTicker(markInterval)
-	defer tick.Stop()
+	// The timer runs only while a written mark waits for its sync: an
+	// idle topic's loop does not wake.
+	timer := time.NewTimer(markInterval)
+	timer.Stop()
+	armed := false
+	defer timer.Stop()
 	var written appliedMark
 	for {
 		select {
@@ -150,7 +157,12 @@ func (r *replTopic) markLoop() {
 			if pm.mark.Index > written.Index {
 				written = pm.mark
 			}
-		case <-tick.C:
+			if !armed {
+				timer.Reset(markInterval)
+				armed = true
+			}
+		case <-timer.C:
+			armed = false
 			r.syncMark(written)
 		}
 	}
@@ -459,67 +471,116 @@ func (r *replTopic) applyCursors(states map[string]*store.Cursor) {
 	}
 }
 
-// cursorLoop proposes the channels' cursors while this node leads.
+// cursorLoop proposes the channels' cursors while this node leads. It
+// wakes when a cursor changed (store.Cursor.SetNotify: each scan hooks
+// every channel's cursor to cursorChanged) and then waits cursorInterval,
+// so that a burst of FINs is one proposal; and every cursorSweep all the
+// same (a channel created since the last scan is hooked then), or every
+// compactEvery on a follower, whose loop only compacts. An idle topic's
+// loop wakes that seldom.
 func (r *replTopic) cursorLoop() {
-	tick := time.NewTicker(cursorInterval)
-	defer tick.Stop()
-	ticks := 0
+	timer := time.NewTimer(cursorSweep)
+	defer timer.Stop()
+	var lastCompact time.Time
 	for {
 		select {
 		case <-r.stop:
 			return
-		case <-tick.C:
+		case <-r.dirty:
+			select { // gather what changes meanwhile
+			case <-r.stop:
+				return
+			case <-time.After(cursorInterval):
+			}
+		case <-timer.C:
 		}
-		if ticks++; ticks%25 == 0 { // every 5 s
+		if time.Since(lastCompact) >= compactInterval {
+			lastCompact = time.Now()
 			r.maybeCompact()
 		}
-		if !r.leading.Load() {
-			continue
-		}
-		changed := make(map[string]*store.Cursor)
-		enc := make(map[string]string)
-		for _, ch := range r.t.channelList() {
-			if ch.ephemeral || ch.dlog == nil {
-				continue
-			}
-			ch.mu.Lock()
-			cur := ch.dlog.cursor.Clone()
-			ch.mu.Unlock()
-			s := string(store.EncodeCursorState(nil, ch.name, cur))
-			r.mu.Lock()
-			same := r.sentCursors[ch.name] == s
-			r.mu.Unlock()
-			if !same {
-				changed[ch.name] = cur
-				enc[ch.name] = s
+		next := compactInterval
+		if r.leading.Load() {
+			next = cursorSweep
+			if !r.proposeCursors() {
+				r.cursorChanged() // try again after cursorInterval
 			}
 		}
-		if len(changed) == 0 {
-			continue
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
 		}
-		cl := r.t.nsqd.cluster.Load()
-		if cl == nil {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		err := cl.Propose(ctx, r.t.name, encodeCursors(changed))
-		cancel()
-		if err != nil {
-			r.t.logger.Debug("replicate channel progress", "err", err)
-			continue
-		}
-		r.mu.Lock()
-		for k, v := range enc {
-			r.sentCursors[k] = v
-		}
-		r.mu.Unlock()
+		timer.Reset(next)
 	}
+}
+
+// cursorSweep and compactInterval space a replicated topic's cursor loop
+// when no cursor changes (see cursorLoop); a replica looks whether to
+// compact every compactInterval.
+const (
+	cursorSweep     = 2 * time.Second
+	compactInterval = 5 * time.Second
+)
+
+// cursorChanged wakes the cursor loop (see cursorLoop). It never blocks.
+func (r *replTopic) cursorChanged() {
+	select {
+	case r.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// proposeCursors proposes the cursors of the channels whose progress
+// changed since last proposed, and hooks every cursor to cursorChanged. It
+// reports false when a proposal failed.
+func (r *replTopic) proposeCursors() bool {
+	changed := make(map[string]*store.Cursor)
+	enc := make(map[string]string)
+	for _, ch := range r.t.channelList() {
+		if ch.ephemeral || ch.dlog == nil {
+			continue
+		}
+		ch.mu.Lock()
+		ch.dlog.cursor.SetNotify(r.cursorChanged)
+		cur := ch.dlog.cursor.Clone()
+		ch.mu.Unlock()
+		s := string(store.EncodeCursorState(nil, ch.name, cur))
+		r.mu.Lock()
+		same := r.sentCursors[ch.name] == s
+		r.mu.Unlock()
+		if !same {
+			changed[ch.name] = cur
+			enc[ch.name] = s
+		}
+	}
+	if len(changed) == 0 {
+		return true
+	}
+	cl := r.t.nsqd.cluster.Load()
+	if cl == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	err := cl.Propose(ctx, r.t.name, encodeCursors(changed))
+	cancel()
+	if err != nil {
+		r.t.logger.Debug("replicate channel progress", "err", err)
+		return false
+	}
+	r.mu.Lock()
+	for k, v := range enc {
+		r.sentCursors[k] = v
+	}
+	r.mu.Unlock()
+	return true
 }
 
 // announce proposes a channel's creation or deletion to the group, so
 // every replica has the channels any of them has. It retries for a while
 // in the background (a group without a leader, a proposal lost with one).
 func (r *replTopic) announce(cmd []byte) {
+	r.cursorChanged() // a new channel's cursor is hooked at the next scan
 	cl := r.t.nsqd.cluster.Load()
 	if cl == nil {
 		return
@@ -561,6 +622,9 @@ func (r *replTopic) setLeader(leader, self uint64) {
 	r.mu.Unlock()
 	for _, ch := range r.t.channelList() {
 		ch.setStandby(!leading)
+	}
+	if leading {
+		r.cursorChanged() // hook the cursors and send them now
 	}
 }
 

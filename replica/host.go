@@ -164,6 +164,13 @@ type Host struct {
 	applies jobQueue
 
 	proposalSeq atomic.Uint64
+
+	// Quiescence (see quiesce.go): this host's epoch, and when each peer's
+	// beacon was last received and with which epoch.
+	epoch     uint64
+	peersMu   sync.Mutex
+	peerSeen  map[uint64]time.Time
+	peerEpoch map[uint64]uint64
 }
 
 // group is one Raft group on this node. mu guards rn and the fields after
@@ -211,6 +218,11 @@ type group struct {
 	readmitting map[uint64]raftpb.ConfChangeType // how each is taken in again
 	readmitted  map[uint64]time.Time
 	readd       []readdition // taken out, to be taken in again once Raft has applied the removal
+
+	// quiet: the group is not ticked (see quiesce.go); idleTicks counts
+	// the leader's idle ticks before it goes quiet. Both guarded by mu.
+	quiet     bool
+	idleTicks int
 }
 
 // pendingProposal waits for its entry to be applied; lead is the leader
@@ -245,6 +257,10 @@ func NewHost(cfg HostConfig) *Host {
 		dirty:   make(map[*group]struct{}),
 		appends: newJobQueue(),
 		applies: newJobQueue(),
+
+		epoch:     uint64(time.Now().UnixNano()),
+		peerSeen:  make(map[uint64]time.Time),
+		peerEpoch: make(map[uint64]uint64),
 	}
 }
 
@@ -412,8 +428,12 @@ func (h *Host) signal() {
 func (h *Host) Receive(msgs []Envelope) {
 	var touched []*group
 	for i := range msgs {
+		if msgs[i].Group == beaconGroup && msgs[i].Msg != nil {
+			h.noteBeacon(msgs[i].Msg)
+			continue
+		}
 		g := h.group(msgs[i].Group)
-		if g == nil || msgs[i].Msg == nil {
+		if g == nil || msgs[i].Msg == nil || isQuiesceAnswer(msgs[i].Msg) {
 			continue
 		}
 		var amnesiaLeader uint64
@@ -425,6 +445,7 @@ func (h *Host) Receive(msgs []Envelope) {
 			// Step refuses messages addressed elsewhere, local message
 			// types and the like; none of that is worth more than a drop.
 			_ = g.rn.Step(msgs[i].Msg)
+			steppedLocked(g, msgs[i].Msg)
 		}
 		g.mu.Unlock()
 		if amnesiaLeader != 0 && g.onAmnesia != nil {
@@ -471,6 +492,7 @@ func (h *Host) Propose(ctx context.Context, name string, data []byte) error {
 		g.mu.Unlock()
 		return ErrNoGroup
 	}
+	g.wakeLocked()
 	g.pending[seq] = pendingProposal{done: done, lead: g.rn.BasicStatus().Lead}
 	err := g.rn.Propose(buf)
 	if err != nil {
@@ -505,6 +527,7 @@ func (h *Host) ProposeConfChange(name string, cc raftpb.ConfChangeI) error {
 		return ErrNoGroup
 	}
 	g.mu.Lock()
+	g.wakeLocked()
 	err := g.rn.ProposeConfChange(cc)
 	g.mu.Unlock()
 	if errors.Is(err, raft.ErrProposalDropped) {
@@ -521,6 +544,7 @@ func (h *Host) Campaign(name string) error {
 		return ErrNoGroup
 	}
 	g.mu.Lock()
+	g.wakeLocked()
 	err := g.rn.Campaign()
 	g.mu.Unlock()
 	h.markDirty(g)
@@ -647,20 +671,41 @@ func (h *Host) run() {
 	}
 }
 
+// tickAll ticks every group that is not quiet (a quiet one wakes when one
+// of its members has gone silent), marks them dirty, sends this host's
+// beacon to every peer it shares a group with, and quiets the groups this
+// node leads that have been idle long enough (see quiesce.go).
 func (h *Host) tickAll() {
+	now := time.Now()
+	gs := h.groupList()
+	var peers []uint64
+	ticked := gs[:0:0]
+	for _, g := range gs {
+		g.mu.Lock()
+		members := h.membersLocked(g)
+		for _, id := range members {
+			if !slices.Contains(peers, id) {
+				peers = append(peers, id)
+			}
+		}
+		if g.quiet && !h.heardFrom(members, now) {
+			g.wakeLocked() // a member died, froze or was cut off: count again
+		}
+		if g.failed == nil && !g.quiet {
+			g.rn.Tick()
+			ticked = append(ticked, g)
+		}
+		g.mu.Unlock()
+	}
+	h.sendBeacons(peers)
 	h.mu.Lock()
-	gs := make([]*group, 0, len(h.groups))
-	for _, g := range h.groups {
-		gs = append(gs, g)
+	for _, g := range ticked {
 		h.dirty[g] = struct{}{}
 	}
 	h.mu.Unlock()
-	for _, g := range gs {
-		g.mu.Lock()
-		if g.failed == nil {
-			g.rn.Tick()
-		}
-		g.mu.Unlock()
+	h.processReady()
+	for _, g := range ticked {
+		h.quiesceIfIdle(g, now)
 	}
 }
 
@@ -851,6 +896,7 @@ func (h *Host) Readmit(name string, id uint64) error {
 		return ErrNoGroup
 	}
 	g.mu.Lock()
+	g.wakeLocked()
 	st := g.rn.BasicStatus()
 	if st.RaftState != raft.StateLeader {
 		g.mu.Unlock()

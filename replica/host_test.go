@@ -113,6 +113,7 @@ type memNet struct {
 	cut   map[[2]uint64]bool
 	drop  float64
 	rng   *rand.Rand
+	sent  map[string]int // envelopes delivered, by group
 }
 
 type memNode struct {
@@ -141,7 +142,8 @@ func (mn *memNode) serve(r Receiver) {
 }
 
 func newMemNet(seed uint64) *memNet {
-	return &memNet{nodes: make(map[uint64]*memNode), cut: make(map[[2]uint64]bool), rng: rand.New(rand.NewPCG(seed, 7))}
+	return &memNet{nodes: make(map[uint64]*memNode), cut: make(map[[2]uint64]bool), rng: rand.New(rand.NewPCG(seed, 7)),
+		sent: make(map[string]int)}
 }
 
 func (n *memNet) Send(from, to uint64, msgs []Envelope) {
@@ -155,6 +157,7 @@ func (n *memNet) Send(from, to uint64, msgs []Envelope) {
 				continue
 			}
 			keep = append(keep, Envelope{Group: e.Group, Msg: proto.CloneOf(e.Msg)})
+			n.sent[e.Group]++
 		}
 	}
 	n.mu.Unlock()
@@ -177,6 +180,13 @@ func (n *memNet) isolate(id uint64, on bool) {
 			n.cut[[2]uint64{other, id}] = on
 		}
 	}
+}
+
+// sentIn returns how many envelopes of group were delivered so far.
+func (n *memNet) sentIn(group string) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.sent[group]
 }
 
 func (n *memNet) healAll() {

@@ -21,6 +21,19 @@ type Cursor struct {
 	Floor uint64
 	done  []span // sorted, disjoint, non-adjacent, all >= Floor
 	Held  map[uint64]Held
+
+	notify func() // called after a change (SetNotify); not cloned
+}
+
+// SetNotify makes f be called, under the same lock as the change, after
+// each change of the cursor by Finish, Requeue and Reset. f must not
+// block.
+func (c *Cursor) SetNotify(f func()) { c.notify = f }
+
+func (c *Cursor) changed() {
+	if c.notify != nil {
+		c.notify()
+	}
 }
 
 // NewCursor returns a cursor with nothing finished at or after floor.
@@ -28,6 +41,14 @@ func NewCursor(floor uint64) *Cursor { return &Cursor{Floor: floor} }
 
 // Finish marks seq finished. It reports false when it already was.
 func (c *Cursor) Finish(seq uint64) bool {
+	if !c.finish(seq) {
+		return false
+	}
+	c.changed()
+	return true
+}
+
+func (c *Cursor) finish(seq uint64) bool {
 	if seq < c.Floor {
 		return false
 	}
@@ -96,6 +117,7 @@ func (c *Cursor) Requeue(seq uint64, h Held) {
 		c.Held = make(map[uint64]Held)
 	}
 	c.Held[seq] = h
+	c.changed()
 }
 
 // Delivered remembers that unfinished seq was delivered for the attempts-th
@@ -119,6 +141,7 @@ func (c *Cursor) Reset(floor uint64) {
 	c.Floor = floor
 	c.done = nil
 	c.Held = nil
+	c.changed()
 }
 
 // Spans returns the number of finished spans above the floor (how

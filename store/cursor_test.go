@@ -223,3 +223,30 @@ func TestJournalDeliveriesKeepAttemptsAndDeadlines(t *testing.T) {
 		}
 	}
 }
+
+// A cursor's notify function hears of every change, and of nothing else;
+// a clone does not carry it.
+func TestCursorNotifiesItsChangesAndAClonedCursorDoesNot(t *testing.T) {
+	c := NewCursor(10)
+	n := 0
+	c.SetNotify(func() { n++ })
+	c.Finish(12) // a span above the floor
+	c.Finish(12) // already finished: no change
+	c.Finish(9)  // below the floor: no change
+	c.Requeue(11, Held{Attempts: 2})
+	c.Requeue(12, Held{Attempts: 2}) // finished: nothing kept
+	c.Finish(10)                     // the floor moves
+	c.Delivered(13, 1)               // the journal's record, not a change of progress
+	if n != 3 {
+		t.Fatalf("notified %d times, want 3 (two finishes, one requeue)", n)
+	}
+	cl := c.Clone()
+	cl.Finish(20)
+	if n != 3 {
+		t.Fatal("a clone's change notified the original's function")
+	}
+	c.Reset(30)
+	if n != 4 {
+		t.Fatalf("notified %d times after a reset, want 4", n)
+	}
+}
