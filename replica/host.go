@@ -223,6 +223,9 @@ type group struct {
 	// the leader's idle ticks before it goes quiet. Both guarded by mu.
 	quiet     bool
 	idleTicks int
+	// peers are the group's members other than this node (membersLocked),
+	// kept with confSt; guarded by mu.
+	peers []uint64
 }
 
 // pendingProposal waits for its entry to be applied; lead is the leader
@@ -366,6 +369,7 @@ func (h *Host) AddGroup(gc GroupConfig) error {
 	}
 	if cs != nil {
 		g.confSt = proto.CloneOf(cs)
+		g.peers = h.membersLocked(g)
 	}
 	h.mu.Lock()
 	if _, ok := h.groups[gc.Name]; ok {
@@ -682,7 +686,7 @@ func (h *Host) tickAll() {
 	ticked := gs[:0:0]
 	for _, g := range gs {
 		g.mu.Lock()
-		members := h.membersLocked(g)
+		members := g.peers
 		for _, id := range members {
 			if !slices.Contains(peers, id) {
 				peers = append(peers, id)
@@ -1226,6 +1230,7 @@ func (h *Host) applySnapshot(g *group, snap *raftpb.Snapshot) {
 	g.applied = snap.GetMetadata().GetIndex()
 	if cs := snap.GetMetadata().GetConfState(); cs != nil {
 		g.confSt = proto.CloneOf(cs)
+		g.peers = h.membersLocked(g)
 	}
 	g.mu.Unlock()
 }
@@ -1308,6 +1313,7 @@ func (h *Host) applyConfChange(g *group, e *raftpb.Entry) error {
 	cs := g.rn.ApplyConfChange(cc)
 	if cs != nil {
 		g.confSt = proto.CloneOf(cs)
+		g.peers = h.membersLocked(g)
 	}
 	g.confIdx = e.GetIndex()
 	readd := false

@@ -26,8 +26,9 @@ type metaMachine struct {
 	log      *slog.Logger
 	onChange func()
 
-	mu      sync.Mutex // guards p and applied
+	mu      sync.Mutex // guards p, viewed and applied
 	p       *Placement
+	viewed  *Placement // view's copy of p; nil after a change
 	applied uint64
 }
 
@@ -63,6 +64,9 @@ func openMetaMachine(fs store.FS, path string, log *slog.Logger, onChange func()
 // Apply implements StateMachine.
 func (m *metaMachine) Apply(last uint64, cmds []Command) error {
 	m.mu.Lock()
+	if len(cmds) > 0 {
+		m.viewed = nil
+	}
 	for _, c := range cmds {
 		if err := m.p.Apply(c.Index, c.Data); err != nil {
 			// Refused the same way on every node: nothing changed.
@@ -105,7 +109,7 @@ func (m *metaMachine) Restore(snap *raftpb.Snapshot) error {
 		return err
 	}
 	m.mu.Lock()
-	m.p = p
+	m.p, m.viewed = p, nil
 	m.applied = snap.GetMetadata().GetIndex()
 	data := mustJSON(metaFile{Applied: m.applied, Placement: m.p})
 	m.mu.Unlock()
@@ -142,12 +146,15 @@ func (m *metaMachine) assignment(topic string) (Assignment, bool) {
 	return c, true
 }
 
-// view returns a deep copy of the placement.
+// view returns a copy of the placement, made once per change: callers
+// share it and must not modify it.
 func (m *metaMachine) view() *Placement {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	p, _ := UnmarshalPlacement(mustJSON(m.p))
-	return p
+	if m.viewed == nil {
+		m.viewed, _ = UnmarshalPlacement(mustJSON(m.p))
+	}
+	return m.viewed
 }
 
 var errNoFile = errors.New("no such file")

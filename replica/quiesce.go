@@ -125,7 +125,7 @@ func (h *Host) noteBeacon(m *raftpb.Message) {
 	}
 	for _, g := range h.groupList() {
 		g.mu.Lock()
-		if g.quiet && slices.Contains(h.membersLocked(g), from) {
+		if g.quiet && slices.Contains(g.peers, from) {
 			g.wakeLocked()
 		}
 		g.mu.Unlock()
@@ -161,7 +161,7 @@ func (h *Host) quiesceIfIdle(g *group, now time.Time) {
 	g.sendMu.Lock()
 	defer g.sendMu.Unlock()
 	g.mu.Lock()
-	members := h.membersLocked(g)
+	members := g.peers
 	if g.quiet || !h.idleLocked(g) || !h.heardFrom(members, now) {
 		if !g.quiet {
 			g.idleTicks = 0
