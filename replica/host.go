@@ -164,6 +164,7 @@ type Host struct {
 	applies jobQueue
 
 	proposalSeq atomic.Uint64
+	readSeq     atomic.Uint64
 }
 
 // group is one Raft group on this node. mu guards rn and the fields after
@@ -184,16 +185,20 @@ type group struct {
 	// whichever goroutine takes them. Before mu.
 	sendMu sync.Mutex
 
-	mu       sync.Mutex
-	rn       *raft.RawNode
-	lead     uint64
-	applied  uint64
-	failed   error
-	pending  map[uint64]pendingProposal // our proposals by sequence, until applied
-	removed  bool
-	confSt   *raftpb.ConfState
-	confIdx  uint64 // index of the last conf change applied
-	leadSeen atomic.Uint64
+	mu      sync.Mutex
+	rn      *raft.RawNode
+	lead    uint64
+	applied uint64
+	failed  error
+	pending map[uint64]pendingProposal // our proposals by sequence, until applied
+	reads   map[string]chan uint64     // our read index requests by context, until answered
+	// appliedCh is closed (and replaced) each time applied advances or the
+	// group stops: WaitApplied waits on it.
+	appliedCh chan struct{}
+	removed   bool
+	confSt    *raftpb.ConfState
+	confIdx   uint64 // index of the last conf change applied
+	leadSeen  atomic.Uint64
 
 	// amnesiac is set while the node withholds its votes (see
 	// GroupConfig.Amnesiac); catchUpTo is the commit index of the first
@@ -342,6 +347,9 @@ func (h *Host) AddGroup(gc GroupConfig) error {
 		rn:      rn,
 		applied: gc.Applied,
 		pending: make(map[uint64]pendingProposal),
+		reads:   make(map[string]chan uint64),
+
+		appliedCh: make(chan struct{}),
 	}
 	if gc.Amnesiac {
 		g.amnesiac.Store(true)
@@ -377,6 +385,7 @@ func (h *Host) RemoveGroup(name string) {
 		g.mu.Lock()
 		g.removed = true
 		g.failPendingLocked(ErrNoGroup)
+		g.wakeAppliedLocked()
 		g.mu.Unlock()
 		g.applyMu.Lock() // an apply in progress ends first
 		g.applyMu.Unlock()
@@ -494,6 +503,90 @@ func (h *Host) Propose(ctx context.Context, name string, data []byte) error {
 		return ctx.Err()
 	case <-h.ctx.Done():
 		return ErrStopped
+	}
+}
+
+// ReadIndex returns a linearizable read index of a group: an index at
+// least as high as that of every entry committed before the call, once
+// the group's leader has confirmed with a majority of the group that it
+// still leads (Raft's ReadIndex, ReadOnlySafe; a follower's request goes
+// to the leader and the answer comes back). A state machine that has
+// applied up to the index (see WaitApplied) reflects every write
+// committed before the call. Raft drops a request made while no leader is
+// known, or lost with a leader or a message: it is made again every
+// election timeout until ctx ends, so without a leader or a quorum it
+// fails with ctx's error.
+func (h *Host) ReadIndex(ctx context.Context, name string) (uint64, error) {
+	g := h.group(name)
+	if g == nil {
+		return 0, ErrNoGroup
+	}
+	rctx := make([]byte, 16)
+	binary.BigEndian.PutUint64(rctx, h.cfg.ID)
+	binary.BigEndian.PutUint64(rctx[8:], h.readSeq.Add(1))
+	key := string(rctx)
+	done := make(chan uint64, 1)
+	defer func() {
+		g.mu.Lock()
+		delete(g.reads, key)
+		g.mu.Unlock()
+	}()
+	again := time.NewTicker(h.cfg.Tick * time.Duration(h.cfg.ElectionTicks))
+	defer again.Stop()
+	for {
+		g.mu.Lock()
+		switch {
+		case g.failed != nil:
+			err := g.failed
+			g.mu.Unlock()
+			return 0, fmt.Errorf("%w: %v", ErrGroupDown, err)
+		case g.removed:
+			g.mu.Unlock()
+			return 0, ErrNoGroup
+		}
+		g.reads[key] = done
+		g.rn.ReadIndex(rctx)
+		g.mu.Unlock()
+		h.handleReady(g)
+		select {
+		case idx := <-done:
+			return idx, nil
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-h.ctx.Done():
+			return 0, ErrStopped
+		case <-again.C:
+		}
+	}
+}
+
+// WaitApplied returns once this node has applied a group's log up to
+// index (its state machine reflects every entry up to it), or with ctx's
+// error, or an error when the group stops here.
+func (h *Host) WaitApplied(ctx context.Context, name string, index uint64) error {
+	g := h.group(name)
+	if g == nil {
+		return ErrNoGroup
+	}
+	for {
+		g.mu.Lock()
+		applied, failed, removed, wake := g.applied, g.failed, g.removed, g.appliedCh
+		g.mu.Unlock()
+		switch {
+		case failed != nil:
+			return fmt.Errorf("%w: %v", ErrGroupDown, failed)
+		case removed:
+			return ErrNoGroup
+		case applied >= index:
+			return nil
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-h.ctx.Done():
+			return ErrStopped
+		}
 	}
 }
 
@@ -711,6 +804,15 @@ func (h *Host) handleReady(g *group) {
 	}
 	rd := g.rn.Ready()
 	more := g.rn.HasReady()
+	for _, rs := range rd.ReadStates {
+		if ch, ok := g.reads[string(rs.RequestCtx)]; ok {
+			delete(g.reads, string(rs.RequestCtx))
+			select { // a request made again may be answered twice: one will do
+			case ch <- rs.Index:
+			default:
+			}
+		}
+	}
 	if g.amnesiac.Load() && g.heardLeader && g.rn.BasicStatus().HardState.GetCommit() >= g.catchUpTo {
 		g.amnesiac.Store(false)
 		h.log.Info("this node has caught up with the group: it votes again", "group", g.name, "commit", g.catchUpTo)
@@ -1079,7 +1181,14 @@ func (h *Host) fail(g *group, err error) {
 		g.failed = err
 		h.log.Error("replicated group stopped after a storage failure", "group", g.name, "err", err)
 		g.failPendingLocked(fmt.Errorf("%w: %v", ErrGroupDown, err))
+		g.wakeAppliedLocked()
 	}
+}
+
+// wakeAppliedLocked wakes every WaitApplied of g. mu held.
+func (g *group) wakeAppliedLocked() {
+	close(g.appliedCh)
+	g.appliedCh = make(chan struct{})
 }
 
 func (g *group) failPendingLocked(err error) {
@@ -1181,6 +1290,7 @@ func (h *Host) applySnapshot(g *group, snap *raftpb.Snapshot) {
 	if cs := snap.GetMetadata().GetConfState(); cs != nil {
 		g.confSt = proto.CloneOf(cs)
 	}
+	g.wakeAppliedLocked()
 	g.mu.Unlock()
 }
 
@@ -1233,6 +1343,7 @@ func (h *Host) apply(g *group, ents []*raftpb.Entry) bool {
 	}
 	g.mu.Lock()
 	g.applied = last
+	g.wakeAppliedLocked()
 	for _, seq := range mine {
 		if p, ok := g.pending[seq]; ok {
 			p.done <- nil
