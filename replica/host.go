@@ -192,8 +192,8 @@ type group struct {
 	failed  error
 	pending map[uint64]pendingProposal // our proposals by sequence, until applied
 	reads   map[string]chan uint64     // our read index requests by context, until answered
-	// appliedCh is closed (and replaced) each time applied advances or the
-	// group stops: WaitApplied waits on it.
+	// appliedCh, made by a WaitApplied that has to wait (nil while none
+	// does), is closed when applied advances or the group stops.
 	appliedCh chan struct{}
 	removed   bool
 	confSt    *raftpb.ConfState
@@ -348,8 +348,6 @@ func (h *Host) AddGroup(gc GroupConfig) error {
 		applied: gc.Applied,
 		pending: make(map[uint64]pendingProposal),
 		reads:   make(map[string]chan uint64),
-
-		appliedCh: make(chan struct{}),
 	}
 	if gc.Amnesiac {
 		g.amnesiac.Store(true)
@@ -570,7 +568,11 @@ func (h *Host) WaitApplied(ctx context.Context, name string, index uint64) error
 	}
 	for {
 		g.mu.Lock()
-		applied, failed, removed, wake := g.applied, g.failed, g.removed, g.appliedCh
+		applied, failed, removed := g.applied, g.failed, g.removed
+		if g.appliedCh == nil {
+			g.appliedCh = make(chan struct{})
+		}
+		wake := g.appliedCh
 		g.mu.Unlock()
 		switch {
 		case failed != nil:
@@ -1185,10 +1187,13 @@ func (h *Host) fail(g *group, err error) {
 	}
 }
 
-// wakeAppliedLocked wakes every WaitApplied of g. mu held.
+// wakeAppliedLocked wakes every WaitApplied of g (none: nothing to do,
+// nothing allocated). mu held.
 func (g *group) wakeAppliedLocked() {
-	close(g.appliedCh)
-	g.appliedCh = make(chan struct{})
+	if g.appliedCh != nil {
+		close(g.appliedCh)
+		g.appliedCh = nil
+	}
 }
 
 func (g *group) failPendingLocked(err error) {
