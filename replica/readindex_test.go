@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 )
@@ -146,28 +147,40 @@ func TestWaitAppliedEndsWhenTheGroupIsRemoved(t *testing.T) {
 // never "not known" (its own copy still lags then); on its own it cannot
 // confirm and says so.
 func TestLaggingMetaMemberAnswersTheCommittedAssignment(t *testing.T) {
-	tc := newTestCl(t, 3)
+	t.Run("voter", func(t *testing.T) { laggingMetaMember(t, 3) })
+	// the fourth node is a learner of the meta group: its read index too
+	// goes to the leader
+	t.Run("learner", func(t *testing.T) { laggingMetaMember(t, 4) })
+}
+
+// laggingMetaMember runs the test on n nodes, cutting off the last.
+func laggingMetaMember(t *testing.T, n int) {
+	tc := newTestCl(t, n)
+	last := uint64(n * 100)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if _, err := tc.nodes[100].cluster.CreateTopic(ctx, "first", Assignment{Replicas: 3}); err != nil {
+	if _, err := tc.nodes[100].cluster.CreateTopic(ctx, "first", Assignment{Replicas: n}); err != nil {
 		t.Fatal(err)
 	}
-	lagging := tc.nodes[300]
+	lagging := tc.nodes[last]
 	waitUntil(t, "the node to cut off runs the meta group", 10*time.Second, func() bool {
 		_, ok := lagging.cluster.Assignment("first")
 		return ok
 	})
-	tc.net.isolate(300, true)
+	if st, _ := lagging.cluster.host.Status(MetaGroup); n > MetaVoters && !slices.Contains(st.Learners, last) {
+		t.Fatalf("node %d is not a meta learner: %+v", last, st)
+	}
+	tc.net.isolate(last, true)
 	// (made again when refused while the meta group elects a leader: the
 	// cut off node may have led it)
 	var a Assignment
 	waitUntil(t, "the topic is created without the cut off node", 30*time.Second, func() bool {
 		var err error
-		a, err = tc.nodes[100].cluster.CreateTopic(ctx, "orders", Assignment{Replicas: 3})
+		a, err = tc.nodes[100].cluster.CreateTopic(ctx, "orders", Assignment{Replicas: n})
 		return err == nil
 	})
-	if !a.Has(300) {
-		t.Fatalf("assignment %+v: three replicas on three nodes must include the cut off node", a)
+	if !a.Has(last) {
+		t.Fatalf("assignment %+v: as many replicas as nodes must include the cut off node", a)
 	}
 	if _, ok := lagging.cluster.Assignment("orders"); ok {
 		t.Fatal("the cut off node learnt the placement: it does not lag")
@@ -180,12 +193,12 @@ func TestLaggingMetaMemberAnswersTheCommittedAssignment(t *testing.T) {
 		t.Fatalf("current assignment on the cut off node: ok=%v err=%v, want ErrMetaUnconfirmed", ok, err)
 	}
 	// Back: the very first answer is the committed one.
-	tc.net.isolate(300, false)
+	tc.net.isolate(last, false)
 	got, ok, err := lagging.cluster.CurrentAssignment(ctx, "orders")
 	if err != nil {
 		t.Fatalf("current assignment after the heal: %v", err)
 	}
-	if !ok || !got.Has(300) || got.Replicas != 3 {
+	if !ok || !got.Has(last) || got.Replicas != n {
 		t.Fatalf("current assignment after the heal: %+v known=%v, want %+v", got, ok, a)
 	}
 	// A name the meta group never placed is confirmed unknown.
