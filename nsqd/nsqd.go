@@ -497,6 +497,20 @@ func (n *NSQD) beforeNewTopic(cl *replica.Cluster, name string) (*Topic, error) 
 		return nil, &replicationError{topic: name, err: errRejoining}
 	}
 	a, ok := cl.Assignment(name)
+	if !ok && !protocol.IsEphemeral(name) {
+		// This node's copy of the placement may lag (it was cut off,
+		// frozen, or restarted and has not caught up): confirm with the
+		// meta group, once per topic new here, that the name is not
+		// placed. A minority side cannot: refused, to be retried.
+		var err error
+		if a, ok, err = cl.CurrentAssignment(ctx, name); err != nil {
+			cause := "no answer in time"
+			if !errors.Is(err, context.DeadlineExceeded) {
+				cause = err.Error()
+			}
+			return nil, &replicationError{topic: name, err: fmt.Errorf("%w (%s)", errMetaUnconfirmed, cause)}
+		}
+	}
 	switch {
 	case !ok:
 		return nil, nil

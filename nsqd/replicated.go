@@ -652,17 +652,23 @@ var errRejoining = errors.New("this node is rejoining the cluster (new replicati
 // replica has not opened in time.
 var errReplicaOpening = errors.New("this node holds a replica of the topic, not open yet")
 
+// errMetaUnconfirmed refuses to create a topic this node's copy of the
+// placement does not know when the meta group cannot confirm in time that
+// it is not replicated (a node on a minority side of a partition, a meta
+// group electing a leader).
+var errMetaUnconfirmed = errors.New("cannot confirm with the cluster's meta group that the topic is not replicated")
+
 // replicationError is a publish the replicated topic's group did not
 // commit, or one refused because this node cannot tell yet whether the
-// topic is replicated (errRejoining, errReplicaOpening): both are
-// retryable, and answered E_PUB_FAILED (TCP) or 503 PUB_FAILED (HTTP).
+// topic is replicated (errRejoining, errReplicaOpening,
+// errMetaUnconfirmed): all are retryable, and answered E_PUB_FAILED (TCP) or 503 PUB_FAILED (HTTP).
 type replicationError struct {
 	topic string
 	err   error
 }
 
 func (e *replicationError) Error() string {
-	if errors.Is(e.err, errRejoining) || errors.Is(e.err, errReplicaOpening) {
+	if errors.Is(e.err, errRejoining) || errors.Is(e.err, errReplicaOpening) || errors.Is(e.err, errMetaUnconfirmed) {
 		return fmt.Sprintf("topic %s: not created yet: %v; retry", e.topic, e.err)
 	}
 	cause := e.err.Error()

@@ -715,6 +715,45 @@ func (c *Cluster) Assignment(topic string) (Assignment, bool) {
 	return mm.assignment(topic)
 }
 
+// ErrMetaUnconfirmed says this node could not confirm with the meta
+// group (a read index: its leader and a majority) what the placement
+// holds: on a minority side of a partition, or while the group elects a
+// leader. The caller may try again.
+var ErrMetaUnconfirmed = errors.New("the meta group could not confirm the placement")
+
+// CurrentAssignment is Assignment as the meta group has committed it
+// when the call is made, not as this node's copy last heard it: a node
+// whose copy lags (cut off, frozen, just restarted) would otherwise take a
+// topic the group has just placed for one it never heard of. The local
+// copy answers a topic it knows (an assignment is only ever added or
+// replaced); for one it does not, the node asks the meta group for a read
+// index (one round trip to its leader, which confirms with a majority)
+// and waits for its copy to apply up to it. A node that runs no meta
+// group (none was formed, or this node is not a member) answers from
+// what it has, as Assignment does. It fails with ErrMetaUnconfirmed when
+// the meta group cannot answer before ctx ends.
+func (c *Cluster) CurrentAssignment(ctx context.Context, topic string) (Assignment, bool, error) {
+	mm := c.metaMachine()
+	if mm == nil {
+		return Assignment{}, false, nil
+	}
+	if a, ok := mm.assignment(topic); ok {
+		return a, true, nil
+	}
+	idx, err := c.host.ReadIndex(ctx, MetaGroup)
+	if err == nil {
+		err = c.host.WaitApplied(ctx, MetaGroup, idx)
+	}
+	if err != nil {
+		return Assignment{}, false, fmt.Errorf("%w: %w", ErrMetaUnconfirmed, err)
+	}
+	if c.metaMachine() != mm { // rejoined meanwhile: another log
+		return Assignment{}, false, fmt.Errorf("%w: the node is rejoining the meta group", ErrMetaUnconfirmed)
+	}
+	a, ok := mm.assignment(topic)
+	return a, ok, nil
+}
+
 // TopicStatus returns the status of this node's replica of topic.
 func (c *Cluster) TopicStatus(topic string) (GroupStatus, bool) {
 	c.mu.Lock()

@@ -164,6 +164,7 @@ type Host struct {
 	applies jobQueue
 
 	proposalSeq atomic.Uint64
+	readSeq     atomic.Uint64
 
 	// Quiescence (see quiesce.go): this host's epoch, and when each peer's
 	// beacon was last received and with which epoch.
@@ -191,16 +192,20 @@ type group struct {
 	// whichever goroutine takes them. Before mu.
 	sendMu sync.Mutex
 
-	mu       sync.Mutex
-	rn       *raft.RawNode
-	lead     uint64
-	applied  uint64
-	failed   error
-	pending  map[uint64]pendingProposal // our proposals by sequence, until applied
-	removed  bool
-	confSt   *raftpb.ConfState
-	confIdx  uint64 // index of the last conf change applied
-	leadSeen atomic.Uint64
+	mu      sync.Mutex
+	rn      *raft.RawNode
+	lead    uint64
+	applied uint64
+	failed  error
+	pending map[uint64]pendingProposal // our proposals by sequence, until applied
+	reads   map[string]chan uint64     // our read index requests by context, until answered
+	// appliedCh, made by a WaitApplied that has to wait (nil while none
+	// does), is closed when applied advances or the group stops.
+	appliedCh chan struct{}
+	removed   bool
+	confSt    *raftpb.ConfState
+	confIdx   uint64 // index of the last conf change applied
+	leadSeen  atomic.Uint64
 
 	// amnesiac is set while the node withholds its votes (see
 	// GroupConfig.Amnesiac); catchUpTo is the commit index of the first
@@ -361,6 +366,7 @@ func (h *Host) AddGroup(gc GroupConfig) error {
 		rn:      rn,
 		applied: gc.Applied,
 		pending: make(map[uint64]pendingProposal),
+		reads:   make(map[string]chan uint64),
 	}
 	if gc.Amnesiac {
 		g.amnesiac.Store(true)
@@ -397,6 +403,7 @@ func (h *Host) RemoveGroup(name string) {
 		g.mu.Lock()
 		g.removed = true
 		g.failPendingLocked(ErrNoGroup)
+		g.wakeAppliedLocked()
 		g.mu.Unlock()
 		g.applyMu.Lock() // an apply in progress ends first
 		g.applyMu.Unlock()
@@ -520,6 +527,95 @@ func (h *Host) Propose(ctx context.Context, name string, data []byte) error {
 		return ctx.Err()
 	case <-h.ctx.Done():
 		return ErrStopped
+	}
+}
+
+// ReadIndex returns a linearizable read index of a group: an index at
+// least as high as that of every entry committed before the call, once
+// the group's leader has confirmed with a majority of the group that it
+// still leads (Raft's ReadIndex, ReadOnlySafe; a follower's request goes
+// to the leader and the answer comes back). A state machine that has
+// applied up to the index (see WaitApplied) reflects every write
+// committed before the call. Raft drops a request made while no leader is
+// known, or lost with a leader or a message: it is made again every
+// election timeout until ctx ends, so without a leader or a quorum it
+// fails with ctx's error.
+func (h *Host) ReadIndex(ctx context.Context, name string) (uint64, error) {
+	g := h.group(name)
+	if g == nil {
+		return 0, ErrNoGroup
+	}
+	rctx := make([]byte, 16)
+	binary.BigEndian.PutUint64(rctx, h.cfg.ID)
+	binary.BigEndian.PutUint64(rctx[8:], h.readSeq.Add(1))
+	key := string(rctx)
+	done := make(chan uint64, 1)
+	defer func() {
+		g.mu.Lock()
+		delete(g.reads, key)
+		g.mu.Unlock()
+	}()
+	again := time.NewTicker(h.cfg.Tick * time.Duration(h.cfg.ElectionTicks))
+	defer again.Stop()
+	for {
+		g.mu.Lock()
+		switch {
+		case g.failed != nil:
+			err := g.failed
+			g.mu.Unlock()
+			return 0, fmt.Errorf("%w: %v", ErrGroupDown, err)
+		case g.removed:
+			g.mu.Unlock()
+			return 0, ErrNoGroup
+		}
+		g.reads[key] = done
+		g.wakeLocked()
+		g.rn.ReadIndex(rctx)
+		g.mu.Unlock()
+		h.handleReady(g)
+		select {
+		case idx := <-done:
+			return idx, nil
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-h.ctx.Done():
+			return 0, ErrStopped
+		case <-again.C:
+		}
+	}
+}
+
+// WaitApplied returns once this node has applied a group's log up to
+// index (its state machine reflects every entry up to it), or with ctx's
+// error, or an error when the group stops here.
+func (h *Host) WaitApplied(ctx context.Context, name string, index uint64) error {
+	g := h.group(name)
+	if g == nil {
+		return ErrNoGroup
+	}
+	for {
+		g.mu.Lock()
+		applied, failed, removed := g.applied, g.failed, g.removed
+		if g.appliedCh == nil {
+			g.appliedCh = make(chan struct{})
+		}
+		wake := g.appliedCh
+		g.mu.Unlock()
+		switch {
+		case failed != nil:
+			return fmt.Errorf("%w: %v", ErrGroupDown, failed)
+		case removed:
+			return ErrNoGroup
+		case applied >= index:
+			return nil
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-h.ctx.Done():
+			return ErrStopped
+		}
 	}
 }
 
@@ -760,6 +856,15 @@ func (h *Host) handleReady(g *group) {
 	}
 	rd := g.rn.Ready()
 	more := g.rn.HasReady()
+	for _, rs := range rd.ReadStates {
+		if ch, ok := g.reads[string(rs.RequestCtx)]; ok {
+			delete(g.reads, string(rs.RequestCtx))
+			select { // a request made again may be answered twice: one will do
+			case ch <- rs.Index:
+			default:
+			}
+		}
+	}
 	if g.amnesiac.Load() && g.heardLeader && g.rn.BasicStatus().HardState.GetCommit() >= g.catchUpTo {
 		g.amnesiac.Store(false)
 		h.log.Info("this node has caught up with the group: it votes again", "group", g.name, "commit", g.catchUpTo)
@@ -1129,6 +1234,16 @@ func (h *Host) fail(g *group, err error) {
 		g.failed = err
 		h.log.Error("replicated group stopped after a storage failure", "group", g.name, "err", err)
 		g.failPendingLocked(fmt.Errorf("%w: %v", ErrGroupDown, err))
+		g.wakeAppliedLocked()
+	}
+}
+
+// wakeAppliedLocked wakes every WaitApplied of g (none: nothing to do,
+// nothing allocated). mu held.
+func (g *group) wakeAppliedLocked() {
+	if g.appliedCh != nil {
+		close(g.appliedCh)
+		g.appliedCh = nil
 	}
 }
 
@@ -1232,6 +1347,7 @@ func (h *Host) applySnapshot(g *group, snap *raftpb.Snapshot) {
 		g.confSt = proto.CloneOf(cs)
 		g.peers = h.membersLocked(g)
 	}
+	g.wakeAppliedLocked()
 	g.mu.Unlock()
 }
 
@@ -1284,6 +1400,7 @@ func (h *Host) apply(g *group, ents []*raftpb.Entry) bool {
 	}
 	g.mu.Lock()
 	g.applied = last
+	g.wakeAppliedLocked()
 	for _, seq := range mine {
 		if p, ok := g.pending[seq]; ok {
 			p.done <- nil
