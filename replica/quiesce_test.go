@@ -20,6 +20,34 @@ func (c *testCluster) quietEverywhere(timeout time.Duration) {
 	})
 }
 
+// newQuietCluster starts a group of three (seeded with seed), commits one
+// proposal and waits until the group is quiet everywhere; it returns the
+// cluster and the group's leader.
+func newQuietCluster(t *testing.T, seed uint64) (*testCluster, *testNode) {
+	t.Helper()
+	c := newTestCluster(t, 3, seed)
+	lead := c.leader(5 * time.Second)
+	if err := propose(lead.node.host, c.group, "before", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	c.quietEverywhere(5 * time.Second)
+	return c, lead
+}
+
+// proposeThroughEach proposes "after-<id>" through every running node but
+// except, and fails the test, saying when, if one is refused.
+func (c *testCluster) proposeThroughEach(except *testNode, when string) {
+	c.t.Helper()
+	for _, tn := range c.nodes {
+		if tn == except || tn.node == nil {
+			continue
+		}
+		if err := propose(tn.node.host, c.group, fmt.Sprintf("after-%d", tn.id), 5*time.Second); err != nil {
+			c.t.Fatalf("proposal on node %d %s: %v", tn.id, when, err)
+		}
+	}
+}
+
 // An idle group stops ticking on every node: no heartbeats go out (only
 // one beacon per peer and tick, whatever the number of groups), and a
 // proposal wakes it and commits as usual.
@@ -61,25 +89,13 @@ func TestIdleGroupGoesQuietAndAProposalWakesIt(t *testing.T) {
 // killed they learn it from its beacons stopping: they wake, elect a new
 // leader, and the group takes proposals again.
 func TestQuietGroupElectsANewLeaderWhenItsLeaderIsKilled(t *testing.T) {
-	c := newTestCluster(t, 3, 12)
-	old := c.leader(5 * time.Second)
-	if err := propose(old.node.host, c.group, "before", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	c.quietEverywhere(5 * time.Second)
+	c, old := newQuietCluster(t, 12)
 	c.stop(old)
 	next := c.leader(10 * time.Second)
 	if next == old {
 		t.Fatal("a stopped node is still leader")
 	}
-	for _, tn := range c.nodes {
-		if tn.node == nil {
-			continue
-		}
-		if err := propose(tn.node.host, c.group, fmt.Sprintf("after-%d", tn.id), 5*time.Second); err != nil {
-			t.Fatalf("proposal on node %d after the quiet leader's loss: %v", tn.id, err)
-		}
-	}
+	c.proposeThroughEach(old, "after the quiet leader's loss")
 	c.start(old, nil)
 	if cmds := c.converged(10 * time.Second); len(cmds) != 3 {
 		t.Fatalf("applied %d commands, want 3", len(cmds))
@@ -89,12 +105,7 @@ func TestQuietGroupElectsANewLeaderWhenItsLeaderIsKilled(t *testing.T) {
 // A quiet group's leader frozen (it sends nothing, its connections stay
 // up) is taken for dead the same way.
 func TestQuietGroupElectsANewLeaderWhenItsLeaderIsCutOff(t *testing.T) {
-	c := newTestCluster(t, 3, 13)
-	old := c.leader(5 * time.Second)
-	if err := propose(old.node.host, c.group, "before", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	c.quietEverywhere(5 * time.Second)
+	c, old := newQuietCluster(t, 13)
 	c.net.isolate(old.id, true)
 	waitUntil(t, "a new leader on the majority side", 10*time.Second, func() bool {
 		for _, tn := range c.nodes {
@@ -106,14 +117,7 @@ func TestQuietGroupElectsANewLeaderWhenItsLeaderIsCutOff(t *testing.T) {
 		}
 		return false
 	})
-	for _, tn := range c.nodes {
-		if tn == old {
-			continue
-		}
-		if err := propose(tn.node.host, c.group, fmt.Sprintf("after-%d", tn.id), 5*time.Second); err != nil {
-			t.Fatalf("proposal on node %d with the old leader cut off: %v", tn.id, err)
-		}
-	}
+	c.proposeThroughEach(old, "with the old leader cut off")
 	c.net.healAll()
 	if cmds := c.converged(10 * time.Second); len(cmds) != 3 {
 		t.Fatalf("applied %d commands, want 3", len(cmds))
@@ -125,12 +129,7 @@ func TestQuietGroupElectsANewLeaderWhenItsLeaderIsCutOff(t *testing.T) {
 // who leads): every node agrees on a leader again and the group takes
 // proposals.
 func TestQuietGroupWakesWhenAMemberRestarts(t *testing.T) {
-	c := newTestCluster(t, 3, 14)
-	lead := c.leader(5 * time.Second)
-	if err := propose(lead.node.host, c.group, "before", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	c.quietEverywhere(5 * time.Second)
+	c, lead := newQuietCluster(t, 14)
 	c.stop(lead)
 	c.start(lead, nil)
 	waitUntil(t, "every node knows the group's leader again", 10*time.Second, func() bool {

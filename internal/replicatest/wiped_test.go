@@ -2,7 +2,6 @@ package replicatest
 
 import (
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"os"
@@ -158,91 +157,14 @@ func TestWipedNodeNeverTakesItsReplicatedTopicForAPlainOne(t *testing.T) {
 	t.Cleanup(func() { <-thawed })
 	wiped.start(t)
 
-	// From now on: a TCP and an HTTP publisher through the wiped node, and
-	// a watcher of its /stats that records a plain "orders" if one shows.
+	// From now on: a watcher of its /stats that records a plain "orders"
+	// if one shows, /topic/create and SUB through it, and a TCP and an
+	// HTTP publisher.
 	const each = 40
+	plain := watchPlain(t, wiped, "orders")
 	var wg sync.WaitGroup
-	var plainSeen atomic.Value // string: the first plain topic seen
 	stop := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			if ts, ok := wiped.topicStats("orders"); ok && ts.Replicas == nil {
-				plainSeen.CompareAndSwap(nil, fmt.Sprintf("%+v", ts))
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}()
-	refused := make([]atomic.Int64, 2)
-	publishers := []func(string) error{
-		func() func(string) error {
-			var prod *nsq.Producer
-			t.Cleanup(func() {
-				if prod != nil {
-					prod.Stop()
-				}
-			})
-			return func(b string) error {
-				if prod == nil {
-					var err error
-					if prod, err = nsq.NewProducer(wiped.tcpAddr, testutil.NewConfig()); err != nil {
-						return err
-					}
-					prod.SetLogger(testutil.GoNSQLogger())
-				}
-				err := prod.Publish("orders", []byte(b))
-				if err != nil { // a refusal closes the connection: start over
-					prod.Stop()
-					prod = nil
-				}
-				return err
-			}
-		}(),
-		func(b string) error {
-			resp, err := postClient.Post("http://"+wiped.httpAddr+"/pub?topic=orders", "", strings.NewReader(b))
-			if err != nil {
-				return err
-			}
-			defer resp.Body.Close()
-			reply, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("/pub: %d %s", resp.StatusCode, reply)
-			}
-			return nil
-		},
-	}
-	deadline := time.Now().Add(90 * time.Second)
-	var pubWG sync.WaitGroup
-	for i, publish := range publishers {
-		pubWG.Add(1)
-		go func() {
-			defer pubWG.Done()
-			for j := 0; j < each; j++ {
-				b := fmt.Sprintf("p%d-%03d", i, j)
-				led.attempt([]string{b})
-				for {
-					err := publish(b)
-					if err == nil {
-						led.ack([]string{b})
-						break
-					}
-					refused[i].Add(1)
-					led.pubErr(err)
-					if time.Now().After(deadline) {
-						t.Errorf("publisher %d: %s not acknowledged through %s within 90 s: %v", i, b, wiped.name, err)
-						return
-					}
-					time.Sleep(20 * time.Millisecond)
-				}
-			}
-		}()
-	}
-	// Meanwhile, what else creates a topic: /topic/create and a SUB (on a
+	// What else creates a topic: /topic/create and a SUB (on a
 	// channel of its own, so that c keeps every message for the count).
 	var creates, subs atomic.Int64
 	wg.Add(2)
@@ -279,12 +201,12 @@ func TestWipedNodeNeverTakesItsReplicatedTopicForAPlainOne(t *testing.T) {
 			}
 		}
 	}()
-	pubWG.Wait()
+	refused := publishRetrying(t, wiped, "orders", led, each, 90*time.Second)
 	close(stop)
 	wg.Wait()
 	t.Logf("meanwhile %d /topic/create and %d SUB through %s succeeded", creates.Load(), subs.Load(), wiped.name)
-	t.Logf("publishes refused while %s rejoined: tcp %d, http %d (%v)", wiped.name, refused[0].Load(), refused[1].Load(), led.errKinds())
-	if s := plainSeen.Load(); s != nil {
+	t.Logf("publishes refused while %s rejoined: tcp %d, http %d (%v)", wiped.name, refused[0], refused[1], led.errKinds())
+	if s := plain.stop(); s != "" {
 		t.Fatalf("%s, back on an empty disk, showed a plain (not replicated) topic orders: %s", wiped.name, s)
 	}
 	if b, err := os.ReadFile(wiped.logPath); err == nil && strings.Contains(string(b), "not replicated") {
