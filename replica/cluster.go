@@ -1199,8 +1199,8 @@ func (c *Cluster) topicLeaderDuties(p *Placement) {
 	}
 	c.mu.Unlock()
 	for _, lt := range lts {
-		st, ok := c.host.Status(lt.group)
-		if !ok || !st.IsLead {
+		voters, leading := c.host.Leading(lt.group)
+		if !leading {
 			continue
 		}
 		a, ok := p.Topics[lt.topic]
@@ -1209,13 +1209,13 @@ func (c *Cluster) topicLeaderDuties(p *Placement) {
 		}
 		var cc *raftpb.ConfChange
 		for _, m := range a.Members {
-			if !slices.Contains(st.Voters, m) {
+			if !slices.Contains(voters, m) {
 				cc = &raftpb.ConfChange{Type: raftpb.ConfChangeAddNode.Enum(), NodeId: &m}
 				break
 			}
 		}
 		if cc == nil {
-			for _, v := range st.Voters {
+			for _, v := range voters {
 				if !a.Has(v) {
 					cc = &raftpb.ConfChange{Type: raftpb.ConfChangeRemoveNode.Enum(), NodeId: &v}
 					break

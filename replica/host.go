@@ -746,6 +746,22 @@ func (h *Host) Status(name string) (GroupStatus, bool) {
 	return gs, true
 }
 
+// Leading returns, when this node leads the group, its voters; ok is
+// false when it does not lead it or does not run it. Cheaper than Status:
+// no copy of the members' progress.
+func (h *Host) Leading(name string) (voters []uint64, ok bool) {
+	g := h.group(name)
+	if g == nil {
+		return nil, false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.rn.BasicStatus().RaftState != raft.StateLeader {
+		return nil, false
+	}
+	return append([]uint64(nil), g.confSt.GetVoters()...), true
+}
+
 // Leader returns the leader the group last reported (0: none), without
 // locking the group.
 func (h *Host) Leader(name string) uint64 {
@@ -778,6 +794,7 @@ func (h *Host) run() {
 func (h *Host) tickAll() {
 	now := time.Now()
 	gs := h.groupList()
+	silent := h.silentPeers(now)
 	var peers []uint64
 	ticked := gs[:0:0]
 	for _, g := range gs {
@@ -788,7 +805,7 @@ func (h *Host) tickAll() {
 				peers = append(peers, id)
 			}
 		}
-		if g.quiet && !h.heardFrom(members, now) {
+		if g.quiet && slices.ContainsFunc(members, silent) {
 			g.wakeLocked() // a member died, froze or was cut off: count again
 		}
 		if g.failed == nil && !g.quiet {

@@ -108,6 +108,22 @@ func (h *Host) heardFrom(ids []uint64, now time.Time) bool {
 	return true
 }
 
+// silentPeers returns a function reporting whether a node was not heard
+// from within the election timeout (as heardFrom), for the peers known
+// now: one look at the beacons per tick, not one per group.
+func (h *Host) silentPeers(now time.Time) func(id uint64) bool {
+	timeout := time.Duration(h.cfg.ElectionTicks) * h.cfg.Tick
+	heard := make(map[uint64]bool)
+	h.peersMu.Lock()
+	for id, seen := range h.peerSeen {
+		if now.Sub(seen) <= timeout {
+			heard[id] = true
+		}
+	}
+	h.peersMu.Unlock()
+	return func(id uint64) bool { return !heard[id] }
+}
+
 // noteBeacon records a peer's beacon; a changed epoch (the peer
 // restarted) wakes every quiet group it is a member of.
 func (h *Host) noteBeacon(m *raftpb.Message) {
