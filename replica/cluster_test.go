@@ -432,7 +432,9 @@ func TestLostMetaVoterIsReplacedByALearner(t *testing.T) {
 		tc.mu.Unlock()
 	}
 	lose(300)
-	waitUntil(t, "the learner takes the lost voter's place", 20*time.Second, func() bool {
+	// (60 s: under CI's load it has taken over 20 s; see the closing note
+	// of 2026-12-04, stop 18)
+	waitUntil(t, "the learner takes the lost voter's place", 60*time.Second, func() bool {
 		return slices.Equal(metaVoters(), []uint64{100, 200, 400})
 	})
 	lose(200)
@@ -478,7 +480,7 @@ func TestReplacedMetaVoterThatReturnsRejoinsAndLearnsThePlacement(t *testing.T) 
 	tc.mu.Lock()
 	tc.hidden[300] = true
 	tc.mu.Unlock()
-	waitUntil(t, "the learner takes the lost voter's place", 20*time.Second, func() bool {
+	waitUntil(t, "the learner takes the lost voter's place", 60*time.Second, func() bool {
 		return slices.Equal(slices.Sorted(slices.Values(status(100).Voters)), []uint64{100, 200, 400})
 	})
 	var a Assignment
