@@ -176,15 +176,7 @@ func (c *Cluster) Start() error {
 		return fmt.Errorf("replica: %w", err)
 	}
 	c.host.Start()
-	if b, err := readFile(c.cfg.FS, filepath.Join(c.metaDir(), "joined.json")); err == nil {
-		var j joinedFile
-		if err := json.Unmarshal(b, &j); err != nil {
-			return fmt.Errorf("replica: decode joined.json: %w", err)
-		}
-		if err := c.startMeta(j.Initial, j.Log); err != nil {
-			return err
-		}
-	} else if !errors.Is(err, errNoFile) {
+	if err := c.restoreMeta(); err != nil {
 		return err
 	}
 	c.wg.Add(1)
@@ -219,6 +211,28 @@ func closeStorage(s GroupStorage) {
 	}
 }
 
+// restoreMeta runs the meta group again when this node took part in it
+// before the restart. It holds metaMu like every other start of the group:
+// a meta.rejoin or meta.invite that arrives while the group is restored
+// (the host already serves requests) waits, then finds the group running,
+// instead of starting a second one.
+func (c *Cluster) restoreMeta() error {
+	c.metaMu.Lock()
+	defer c.metaMu.Unlock()
+	b, err := readFile(c.cfg.FS, filepath.Join(c.metaDir(), "joined.json"))
+	if errors.Is(err, errNoFile) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var j joinedFile
+	if err := json.Unmarshal(b, &j); err != nil {
+		return fmt.Errorf("replica: decode joined.json: %w", err)
+	}
+	return c.startMeta(j.Initial, j.Log)
+}
+
 // joinedFile marks that this node takes part in the meta group; Initial
 // is the bootstrap membership when this node was one of the first voters.
 type joinedFile struct {
@@ -231,6 +245,7 @@ type joinedFile struct {
 
 // startMeta runs the meta group on this node (bootstrapped with initial
 // when its log is empty and initial is set; else it waits for the leader).
+// metaMu held.
 func (c *Cluster) startMeta(initial []uint64, logDir string) error {
 	c.mu.Lock()
 	running := c.meta != nil

@@ -257,6 +257,13 @@ func (c *Cluster) HandleRequest(ctx context.Context, from uint64, kind string, b
 		if err != nil || json.Unmarshal(b, &r) != nil || !slices.Equal(r.Members, members) {
 			return nil, errors.New("no reservation for this meta group")
 		}
+		// (metaMu like every start of the group; waited for with the
+		// request's deadline: the node forming the group may hold its own
+		// while it asks this one)
+		if err := c.lockMeta(ctx); err != nil {
+			return nil, err
+		}
+		defer c.metaMu.Unlock()
 		return nil, c.startMeta(members, "")
 	case "meta.form":
 		return nil, c.ensureMeta(ctx, 0)
@@ -350,6 +357,18 @@ func (c *Cluster) rejoinMeta(ctx context.Context, voters []uint64) error {
 		}
 	} else if err := c.cfg.FS.RemoveAll(filepath.Join(c.metaDir(), old)); err != nil {
 		c.log.Warn("remove the old meta log", "err", err)
+	}
+	return nil
+}
+
+// lockMeta takes metaMu, or gives up when ctx ends.
+func (c *Cluster) lockMeta(ctx context.Context) error {
+	for !c.metaMu.TryLock() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: this node is busy joining or forming it", ErrMetaForming)
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -120,6 +121,9 @@ type clusterNode struct {
 	mn      *memNode
 	stores  map[string]*memStorage // by dir, survive restarts
 	fresh   bool                   // ClusterConfig.Fresh at the next start
+	// beforeOpen, when set, runs as the node opens a group's storage
+	// (outside tc.mu): a test holds a start there.
+	beforeOpen func(dir string)
 }
 
 type testCl struct {
@@ -174,7 +178,17 @@ func (tc *testCl) peers() map[uint64]string {
 
 func (tc *testCl) start(cn *clusterNode) {
 	tc.t.Helper()
+	if err := tc.startErr(cn); err != nil {
+		tc.t.Fatal(err)
+	}
+}
+
+// startErr is start returning Start's error (from any goroutine).
+func (tc *testCl) startErr(cn *clusterNode) error {
 	open := func(dir string) (GroupStorage, error) {
+		if cn.beforeOpen != nil {
+			cn.beforeOpen(dir)
+		}
 		tc.mu.Lock()
 		defer tc.mu.Unlock()
 		s := cn.stores[dir]
@@ -200,9 +214,10 @@ func (tc *testCl) start(cn *clusterNode) {
 	tc.rn.handlers[cn.id] = cl
 	tc.rn.mu.Unlock()
 	if err := cl.Start(); err != nil {
-		tc.t.Fatal(err)
+		return err
 	}
 	cn.cluster, cn.mn = cl, mn
+	return nil
 }
 
 func (tc *testCl) stop(cn *clusterNode) {
@@ -402,6 +417,68 @@ func TestMetaFormationSurvivesRestartOfEveryNode(t *testing.T) {
 		waitUntil(t, fmt.Sprintf("node %d applies both", cn.id), 10*time.Second, func() bool {
 			return slices.Equal(applied(cn.topics.machine("orders")), []string{"before", "after"})
 		})
+	}
+}
+
+// A meta voter restarting restores its meta group while the host already
+// answers requests: an invitation that arrives meanwhile (the meta leader
+// sends them to every live node it does not hear from) waits for the
+// restore and finds the group running, instead of starting a second one
+// that makes the restore fail.
+func TestInvitationDuringRestartDoesNotStartASecondMetaGroup(t *testing.T) {
+	tc := newTestCl(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := tc.nodes[100].cluster.CreateTopic(ctx, "orders", Assignment{Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	cn := tc.nodes[300]
+	tc.stop(cn)
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	cn.beforeOpen = func(dir string) {
+		if strings.Contains(dir, "meta") {
+			once.Do(func() { close(held) })
+			<-release
+		}
+	}
+	started := make(chan error, 1)
+	go func() { started <- tc.startErr(cn) }()
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the restart never opened its meta log")
+	}
+	tc.rn.mu.Lock()
+	h := tc.rn.handlers[300]
+	tc.rn.mu.Unlock()
+	invited := make(chan error, 1)
+	go func() {
+		_, err := h.HandleRequest(ctx, 100, "meta.invite", nil)
+		invited <- err
+	}()
+	// Give the invitation time to run ahead of the restore, as it did
+	// before the restore held the meta lock.
+	select {
+	case err := <-invited:
+		invited <- err
+	case <-time.After(time.Second):
+	}
+	close(release)
+	if err := <-started; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-invited; err != nil {
+		t.Fatalf("invitation during the restart: %v", err)
+	}
+	if cn.cluster == nil {
+		t.Fatal("the restart failed")
+	}
+	waitUntil(t, "the restarted node follows the meta leader", 10*time.Second, func() bool {
+		return cn.cluster.host.Leader(MetaGroup) != 0
+	})
+	if _, ok := cn.cluster.Assignment("orders"); !ok {
+		t.Fatal("the restarted node lost the placement")
 	}
 }
 
