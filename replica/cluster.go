@@ -1060,8 +1060,22 @@ func (c *Cluster) inviteLive(ctx context.Context, st GroupStatus) {
 			defer wg.Done()
 			rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 			defer cancel()
-			if _, err := c.cfg.Requester.Request(rctx, id, kind, body); err != nil {
+			b, err := c.cfg.Requester.Request(rctx, id, kind, body)
+			if err != nil {
 				c.log.Debug("invite a node to the meta group", "node", fmt.Sprintf("%x", id), "request", kind, "err", err)
+				return
+			}
+			// A node removed from the group before it ever registered
+			// (a voter lost right after the group formed) runs a meta
+			// group that hears from no leader: the invitation finds it
+			// there, and it rejoins like a registered one.
+			var ans inviteAnswer
+			if kind != "meta.invite" || !st.IsLead || json.Unmarshal(b, &ans) != nil || !ans.Ran || ans.HearsLeader ||
+				slices.Contains(st.Voters, id) {
+				return
+			}
+			if _, err := c.cfg.Requester.Request(rctx, id, "meta.rejoin", mustJSON(st.Voters)); err != nil {
+				c.log.Debug("ask a removed node to rejoin the meta group", "node", fmt.Sprintf("%x", id), "err", err)
 			}
 		}()
 	}
@@ -1124,6 +1138,15 @@ func (c *Cluster) metaLeaderDuties(p *Placement, st GroupStatus, now time.Time) 
 	// when a live learner can take its place (the promotion above, in a
 	// later round): otherwise losing two of the three voters for good,
 	// one after the other, would stop every placement change.
+	// A member this leader never saw alive and that never registered (a
+	// voter lost right after the group formed) is timed from now too.
+	c.mu.Lock()
+	for _, id := range slices.Concat(st.Voters, st.Learners) {
+		if _, ok := c.lastSeen[id]; !ok {
+			c.lastSeen[id] = now
+		}
+	}
+	c.mu.Unlock()
 	if v := c.lostMetaVoter(st, now); v != 0 {
 		c.log.Info("replacing a lost meta voter", "lost", c.Addr(v))
 		cc := &raftpb.ConfChange{Type: raftpb.ConfChangeRemoveNode.Enum(), NodeId: &v}

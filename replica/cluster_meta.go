@@ -268,7 +268,11 @@ func (c *Cluster) HandleRequest(ctx context.Context, from uint64, kind string, b
 	case "meta.form":
 		return nil, c.ensureMeta(ctx, 0)
 	case "meta.invite":
-		return nil, c.ensureMeta(ctx, from)
+		ran := c.metaMachine() != nil
+		if err := c.ensureMeta(ctx, from); err != nil {
+			return nil, err
+		}
+		return mustJSON(inviteAnswer{Ran: ran, HearsLeader: c.host.Leader(MetaGroup) != 0}), nil
 	case "replica.readmit":
 		err := c.host.Readmit(string(body), from)
 		if errors.Is(err, ErrNoGroup) || errors.Is(err, ErrNotLeader) {
@@ -359,6 +363,14 @@ func (c *Cluster) rejoinMeta(ctx context.Context, voters []uint64) error {
 		c.log.Warn("remove the old meta log", "err", err)
 	}
 	return nil
+}
+
+// inviteAnswer is a node's answer to meta.invite: whether it already ran a
+// meta group, and whether that group hears from a leader. An older node
+// answers nothing, which reads as a node that joined.
+type inviteAnswer struct {
+	Ran         bool `json:"ran,omitempty"`
+	HearsLeader bool `json:"hears_leader,omitempty"`
 }
 
 // lockMeta takes metaMu, or gives up when ctx ends.

@@ -114,6 +114,8 @@ type memNet struct {
 	drop  float64
 	rng   *rand.Rand
 	sent  map[string]int // envelopes delivered, by group
+	// filter, when set, drops the envelopes it returns true for.
+	filter func(from, to uint64, e Envelope) bool
 }
 
 type memNode struct {
@@ -154,6 +156,9 @@ func (n *memNet) Send(from, to uint64, msgs []Envelope) {
 	if dst != nil && !blocked {
 		for _, e := range msgs {
 			if n.drop > 0 && n.rng.Float64() < n.drop {
+				continue
+			}
+			if n.filter != nil && n.filter(from, to, e) {
 				continue
 			}
 			keep = append(keep, Envelope{Group: e.Group, Msg: proto.CloneOf(e.Msg)})
