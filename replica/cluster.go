@@ -953,7 +953,7 @@ func (c *Cluster) publishOnce(ctx context.Context, topic string, data []byte, bo
 	lt := c.topics[topic]
 	c.mu.Unlock()
 	if lt != nil {
-		return c.host.Propose(ctx, lt.group, data)
+		return c.host.ProposeCommitted(ctx, lt.group, data)
 	}
 	a, ok := c.Assignment(topic)
 	if !ok {

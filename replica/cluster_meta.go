@@ -313,7 +313,7 @@ func (c *Cluster) HandleRequest(ctx context.Context, from uint64, kind string, b
 		if lt == nil {
 			return nil, fmt.Errorf("%w: %q has no replica on %s", ErrUnknownTopic, topic, c.cfg.SelfAddr)
 		}
-		return nil, c.host.Propose(ctx, lt.group, body[2+n:])
+		return nil, c.host.ProposeCommitted(ctx, lt.group, body[2+n:])
 	default:
 		return nil, fmt.Errorf("unknown request %q", kind)
 	}

@@ -238,6 +238,9 @@ type group struct {
 type pendingProposal struct {
 	done chan error
 	lead uint64
+	// committed: answered as soon as the entry is committed (handed to
+	// the apply goroutine), not once applied (ProposeCommitted).
+	committed bool
 }
 
 // NewHost returns a host; Start runs it.
@@ -484,6 +487,19 @@ const proposalHeader = 16
 // produce a duplicate, never a loss. A follower forwards the proposal to
 // the leader.
 func (h *Host) Propose(ctx context.Context, name string, data []byte) error {
+	return h.propose(ctx, name, data, false)
+}
+
+// ProposeCommitted is Propose answered as soon as the entry is committed:
+// on a majority of the group's disks, and about to be applied here (the
+// apply goroutine has it), without waiting for this node's state machine.
+// For a write whose caller needs it durable, not yet visible here: a
+// replicated publish's acknowledgement.
+func (h *Host) ProposeCommitted(ctx context.Context, name string, data []byte) error {
+	return h.propose(ctx, name, data, true)
+}
+
+func (h *Host) propose(ctx context.Context, name string, data []byte, committed bool) error {
 	g := h.group(name)
 	if g == nil {
 		return ErrNoGroup
@@ -504,7 +520,7 @@ func (h *Host) Propose(ctx context.Context, name string, data []byte) error {
 		return ErrNoGroup
 	}
 	g.wakeLocked()
-	g.pending[seq] = pendingProposal{done: done, lead: g.rn.BasicStatus().Lead}
+	g.pending[seq] = pendingProposal{done: done, lead: g.rn.BasicStatus().Lead, committed: committed}
 	err := g.rn.Propose(buf)
 	if err != nil {
 		delete(g.pending, seq)
@@ -898,6 +914,7 @@ func (h *Host) handleReady(g *group) {
 		case raft.LocalAppendThread:
 			h.appends.push(storageJob{g: g, m: m})
 		case raft.LocalApplyThread:
+			h.answerCommitted(g, m.GetEntries())
 			h.applies.push(storageJob{g: g, m: m})
 		default:
 			byPeer = addMessage(byPeer, g, m)
@@ -906,6 +923,27 @@ func (h *Host) handleReady(g *group) {
 	h.send(byPeer)
 	if more {
 		h.markDirty(g)
+	}
+}
+
+// answerCommitted answers this node's ProposeCommitted proposals among
+// ents, committed entries on their way to the apply goroutine.
+func (h *Host) answerCommitted(g *group, ents []*raftpb.Entry) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.pending) == 0 {
+		return
+	}
+	for _, e := range ents {
+		d := e.GetData()
+		if e.GetType() != raftpb.EntryNormal || len(d) < proposalHeader || binary.BigEndian.Uint64(d) != h.cfg.ID {
+			continue
+		}
+		seq := binary.BigEndian.Uint64(d[8:])
+		if p, ok := g.pending[seq]; ok && p.committed {
+			p.done <- nil
+			delete(g.pending, seq)
+		}
 	}
 }
 

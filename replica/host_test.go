@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -420,6 +421,45 @@ func TestGroupOfThreeReplicatesProposalsFromEveryNodeInOneOrder(t *testing.T) {
 		if tn.storage.syncs.Load() == 0 {
 			t.Fatalf("node %d never synced its log", tn.id)
 		}
+	}
+}
+
+// ProposeCommitted answers once the entry is committed, while Propose
+// waits for this node's state machine too: with the leader's machine held
+// up, a ProposeCommitted returns and a Propose does not; both are applied
+// everywhere once it goes on.
+func TestProposeCommittedAnswersWithoutWaitingForTheLocalApply(t *testing.T) {
+	c := newTestCluster(t, 3, 1)
+	lead := c.leader(5 * time.Second)
+	if err := propose(lead.node.host, c.group, "warm-up", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	lead.machine.mu.Lock() // the leader's Apply blocks
+	held := true
+	defer func() {
+		if held {
+			lead.machine.mu.Unlock()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := lead.node.host.ProposeCommitted(ctx, c.group, []byte("committed")); err != nil {
+		t.Fatalf("ProposeCommitted with the leader's apply held up: %v", err)
+	}
+	short, cancelShort := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancelShort()
+	if err := lead.node.host.Propose(short, c.group, []byte("applied")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Propose with the leader's apply held up returned %v, want it to wait for the apply", err)
+	}
+	lead.machine.mu.Unlock()
+	held = false
+	cmds := c.converged(5 * time.Second)
+	var got []string
+	for _, cmd := range cmds {
+		got = append(got, string(cmd.Data))
+	}
+	if !slices.Equal(got, []string{"warm-up", "committed", "applied"}) {
+		t.Fatalf("applied %q, want warm-up, committed, applied", got)
 	}
 }
 
