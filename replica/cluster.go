@@ -1134,10 +1134,6 @@ func (c *Cluster) metaLeaderDuties(p *Placement, st GroupStatus, now time.Time) 
 			c.log.Debug("promote a meta learner", "err", err)
 		}
 	}
-	// A meta voter gone longer than the replica timeout leaves the group
-	// when a live learner can take its place (the promotion above, in a
-	// later round): otherwise losing two of the three voters for good,
-	// one after the other, would stop every placement change.
 	// A member this leader never saw alive and that never registered (a
 	// voter lost right after the group formed) is timed from now too.
 	c.mu.Lock()
@@ -1147,6 +1143,10 @@ func (c *Cluster) metaLeaderDuties(p *Placement, st GroupStatus, now time.Time) 
 		}
 	}
 	c.mu.Unlock()
+	// A meta voter gone longer than the replica timeout leaves the group
+	// when a live learner can take its place (the promotion above, in a
+	// later round): otherwise losing two of the three voters for good,
+	// one after the other, would stop every placement change.
 	if v := c.lostMetaVoter(st, now); v != 0 {
 		c.log.Info("replacing a lost meta voter", "lost", c.Addr(v))
 		cc := &raftpb.ConfChange{Type: raftpb.ConfChangeRemoveNode.Enum(), NodeId: &v}
