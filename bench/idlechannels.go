@@ -115,30 +115,41 @@ func WriteIdleChannelsMetadata(dir string, topics, channelsPerTopic int) (int64,
 // ProcessCPUTicks returns utime+stime of a process in clock ticks
 // (clockTicksPerSecond), from /proc/<pid>/stat.
 func ProcessCPUTicks(pid int) (int64, error) {
+	st, err := readProcessStat(pid)
+	return st.ticks, err
+}
+
+// processStat is what the bench reads of /proc/<pid>/stat.
+type processStat struct {
+	ticks  int64 // utime+stime, in clock ticks
+	minflt int64 // minor page faults (a fresh page touched, among others)
+}
+
+func readProcessStat(pid int) (processStat, error) {
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, fmt.Errorf("read CPU time: %w", err)
+		return processStat{}, fmt.Errorf("read CPU time: %w", err)
 	}
 	// The command name (field 2) is in parentheses and may hold spaces;
 	// fields are counted after its closing parenthesis: state is field 3,
-	// utime field 14, stime field 15.
+	// minflt field 10, utime field 14, stime field 15.
 	end := bytes.LastIndexByte(data, ')')
 	if end < 0 {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat %q", pid, data)
+		return processStat{}, fmt.Errorf("unexpected /proc/%d/stat %q", pid, data)
 	}
 	fields := bytes.Fields(data[end+1:])
 	if len(fields) < 13 {
-		return 0, fmt.Errorf("short /proc/%d/stat %q", pid, data)
+		return processStat{}, fmt.Errorf("short /proc/%d/stat %q", pid, data)
 	}
-	var sum int64
-	for _, f := range fields[11:13] {
-		v, err := strconv.ParseInt(string(f), 10, 64)
+	var v [3]int64
+	for i, f := range [][]byte{fields[7], fields[11], fields[12]} {
+		n, err := strconv.ParseInt(string(f), 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("parse /proc/%d/stat field %q: %w", pid, f, err)
+			return processStat{}, fmt.Errorf("parse /proc/%d/stat field %q: %w", pid, f, err)
 		}
-		sum += v
+		v[i] = n
 	}
-	return sum, nil
+	return processStat{minflt: v[0], ticks: v[1] + v[2]}, nil
 }
 
 // RunIdleChannels writes an nsqd.dat of o.IdleChannels.Topics x

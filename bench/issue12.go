@@ -163,7 +163,7 @@ func RunPubSub(ctx context.Context, l Launcher, o Options, name string) Result {
 // of a scenario.
 type cpuMeter struct {
 	pid   int
-	ticks int64
+	stat  processStat
 	start time.Time
 }
 
@@ -185,24 +185,27 @@ func (s *runningSink) cpuMeter() *cpuMeter {
 }
 
 func startCPUMeterPID(pid int) *cpuMeter {
-	t, err := ProcessCPUTicks(pid)
+	st, err := readProcessStat(pid)
 	if err != nil {
 		return nil
 	}
-	return &cpuMeter{pid: pid, ticks: t, start: time.Now()}
+	return &cpuMeter{pid: pid, stat: st, start: time.Now()}
 }
 
 // report adds cpu_seconds, cpu_cores (CPU seconds per second since the
-// start) and cpu_us_per_<unit> (per each of units) to r.
+// start), cpu_us_per_<unit> (per each of units) and minflt_per_<unit>
+// (minor page faults: on a daemon that keeps what it receives, mostly the
+// first touch of a fresh page, whose cost varies with the machine) to r.
 func (m *cpuMeter) report(r *Result, units int64, unit string) {
 	if m == nil || units <= 0 {
 		return
 	}
-	t, err := ProcessCPUTicks(m.pid)
+	st, err := readProcessStat(m.pid)
 	if err != nil {
 		return
 	}
-	sec := float64(t-m.ticks) / clockTicksPerSecond
+	r.extra("minflt_per_"+unit, roundTo(float64(st.minflt-m.stat.minflt)/float64(units), 4))
+	sec := float64(st.ticks-m.stat.ticks) / clockTicksPerSecond
 	r.extra("cpu_seconds", roundTo(sec, 2))
 	if d := time.Since(m.start).Seconds(); d > 0 {
 		r.extra("cpu_cores", roundTo(sec/d, 3))
