@@ -179,6 +179,25 @@ func (tc *testCl) peers() map[uint64]string {
 	return out
 }
 
+// hide takes node id out of (or back into) what every node's discovery
+// lists as live, as nsqlookupd does with a node gone or back.
+func (tc *testCl) hide(id uint64, hidden bool) {
+	tc.mu.Lock()
+	tc.hidden[id] = hidden
+	tc.mu.Unlock()
+}
+
+// metaStatus is node id's view of the meta group (empty while the node is
+// stopped or runs none).
+func (tc *testCl) metaStatus(id uint64) GroupStatus {
+	cl := tc.nodes[id].cluster
+	if cl == nil {
+		return GroupStatus{}
+	}
+	st, _ := cl.host.Status(MetaGroup)
+	return st
+}
+
 func (tc *testCl) start(cn *clusterNode) {
 	tc.t.Helper()
 	if err := tc.startErr(cn); err != nil {
@@ -374,9 +393,7 @@ func TestLostReplicaIsReplacedAndTheNewOneHoldsEveryMessage(t *testing.T) {
 		}
 	}
 	tc.stop(tc.nodes[lost])
-	tc.mu.Lock()
-	tc.hidden[lost] = true
-	tc.mu.Unlock()
+	tc.hide(lost, true)
 	for i := 20; i < 30; i++ {
 		if err := tc.nodes[100].cluster.Publish(ctx, "orders", []byte(fmt.Sprintf("m%d", i))); err != nil {
 			t.Fatalf("publish with one replica lost: %v", err)
@@ -510,9 +527,7 @@ func TestLostMetaVoterIsReplacedByALearner(t *testing.T) {
 	})
 	lose := func(id uint64) {
 		tc.stop(tc.nodes[id])
-		tc.mu.Lock()
-		tc.hidden[id] = true
-		tc.mu.Unlock()
+		tc.hide(id, true)
 	}
 	lose(300)
 	waitUntil(t, "the learner takes the lost voter's place", 20*time.Second, func() bool {
@@ -546,23 +561,13 @@ func TestReplacedMetaVoterThatReturnsRejoinsAndLearnsThePlacement(t *testing.T) 
 	if _, err := tc.nodes[100].cluster.CreateTopic(ctx, "first", Assignment{Replicas: 2}); err != nil {
 		t.Fatal(err)
 	}
-	status := func(id uint64) GroupStatus {
-		cl := tc.nodes[id].cluster
-		if cl == nil {
-			return GroupStatus{}
-		}
-		st, _ := cl.host.Status(MetaGroup)
-		return st
-	}
 	waitUntil(t, "the meta group's voters are the three lowest nodes", 15*time.Second, func() bool {
-		return slices.Equal(slices.Sorted(slices.Values(status(100).Voters)), []uint64{100, 200, 300})
+		return slices.Equal(slices.Sorted(slices.Values(tc.metaStatus(100).Voters)), []uint64{100, 200, 300})
 	})
 	tc.stop(tc.nodes[300])
-	tc.mu.Lock()
-	tc.hidden[300] = true
-	tc.mu.Unlock()
+	tc.hide(300, true)
 	waitUntil(t, "the learner takes the lost voter's place", 20*time.Second, func() bool {
-		return slices.Equal(slices.Sorted(slices.Values(status(100).Voters)), []uint64{100, 200, 400})
+		return slices.Equal(slices.Sorted(slices.Values(tc.metaStatus(100).Voters)), []uint64{100, 200, 400})
 	})
 	var a Assignment
 	waitUntil(t, "a topic created while the old voter is away", 20*time.Second, func() bool {
@@ -571,12 +576,10 @@ func TestReplacedMetaVoterThatReturnsRejoinsAndLearnsThePlacement(t *testing.T) 
 		return err == nil
 	})
 	// it comes back, with the log it had
-	tc.mu.Lock()
-	tc.hidden[300] = false
-	tc.mu.Unlock()
+	tc.hide(300, false)
 	tc.start(tc.nodes[300])
 	waitUntil(t, "the returning node is a member again", 20*time.Second, func() bool {
-		st := status(100)
+		st := tc.metaStatus(100)
 		return slices.Contains(st.Voters, 300) || slices.Contains(st.Learners, 300)
 	})
 	waitUntil(t, "the returning node learns the topic created while it was away", 20*time.Second, func() bool {
@@ -607,28 +610,18 @@ func TestMetaVoterLostBeforeItRegisteredRejoinsWhenItReturns(t *testing.T) {
 	if _, err := tc.nodes[100].cluster.CreateTopic(ctx, "first", Assignment{Replicas: 2}); err != nil {
 		t.Fatal(err)
 	}
-	status := func(id uint64) GroupStatus {
-		cl := tc.nodes[id].cluster
-		if cl == nil {
-			return GroupStatus{}
-		}
-		st, _ := cl.host.Status(MetaGroup)
-		return st
-	}
 	waitUntil(t, "the meta group's voters are the three lowest nodes and 400 learns", 15*time.Second, func() bool {
-		st := status(100)
+		st := tc.metaStatus(100)
 		return slices.Equal(slices.Sorted(slices.Values(st.Voters)), []uint64{100, 200, 300}) && slices.Contains(st.Learners, 400)
 	})
-	if st := status(100); st.Leader == 300 {
+	if st := tc.metaStatus(100); st.Leader == 300 {
 		t.Fatalf("the meta leader is 300, whose proposals need no network: the test cannot keep it unregistered")
 	}
 	if _, ok := tc.nodes[100].cluster.metaMachine().view().Nodes[300]; ok {
 		t.Fatal("300 registered although its proposals were dropped")
 	}
 	tc.stop(tc.nodes[300])
-	tc.mu.Lock()
-	tc.hidden[300] = true
-	tc.mu.Unlock()
+	tc.hide(300, true)
 	// No node has seen 300 alive: as for a meta leader elected after 300
 	// went (or whose duties did not run while 300 was up), which knows it
 	// neither from its liveness nor from the placement.
@@ -639,7 +632,7 @@ func TestMetaVoterLostBeforeItRegisteredRejoinsWhenItReturns(t *testing.T) {
 		cl.mu.Unlock()
 	}
 	waitUntil(t, "the learner takes the lost voter's place", 20*time.Second, func() bool {
-		return slices.Equal(slices.Sorted(slices.Values(status(100).Voters)), []uint64{100, 200, 400})
+		return slices.Equal(slices.Sorted(slices.Values(tc.metaStatus(100).Voters)), []uint64{100, 200, 400})
 	})
 	var a Assignment
 	waitUntil(t, "a topic created while the old voter is away", 20*time.Second, func() bool {
@@ -650,12 +643,10 @@ func TestMetaVoterLostBeforeItRegisteredRejoinsWhenItReturns(t *testing.T) {
 	tc.net.mu.Lock()
 	tc.net.filter = nil
 	tc.net.mu.Unlock()
-	tc.mu.Lock()
-	tc.hidden[300] = false
-	tc.mu.Unlock()
+	tc.hide(300, false)
 	tc.start(tc.nodes[300])
 	waitUntil(t, "the returning node is a member again", 20*time.Second, func() bool {
-		st := status(100)
+		st := tc.metaStatus(100)
 		return slices.Contains(st.Voters, 300) || slices.Contains(st.Learners, 300)
 	})
 	waitUntil(t, "the returning node learns the topic created while it was away", 20*time.Second, func() bool {
