@@ -338,6 +338,17 @@ func (h *Host) AddGroup(gc GroupConfig) error {
 		rc.Applied = snap.GetMetadata().GetIndex()
 		gc.Applied = rc.Applied
 	}
+	if hs, _, err := gc.Storage.InitialState(); err == nil && rc.Applied > hs.GetCommit() {
+		// The machine applied entries whose commit index was not yet
+		// synced in the hard state when the node stopped: the apply and
+		// append goroutines work the same Ready side by side. Those
+		// entries were committed (raft hands out only committed entries
+		// it holds on disk), but raft refuses an applied index past the
+		// commit it loads; it is told the stored commit, hands the
+		// entries out again once it learns they are committed, and apply
+		// skips those the machine has (g.applied).
+		rc.Applied = hs.GetCommit()
+	}
 	rn, err := raft.NewRawNode(rc)
 	if err != nil {
 		return fmt.Errorf("replica: start group %q: %w", gc.Name, err)

@@ -463,6 +463,54 @@ func TestProposeCommittedAnswersWithoutWaitingForTheLocalApply(t *testing.T) {
 	}
 }
 
+// A node stops after its state machine applied entries whose commit was
+// not yet synced in its hard state (the apply and append goroutines take
+// the same Ready side by side; ProposeCommitted's callers see the commit
+// before either is done). It restarts with the machine ahead of the
+// stored commit: the group runs, applies nothing twice, and goes on.
+func TestRestartWithTheMachineAheadOfTheStoredCommitAppliesNothingTwice(t *testing.T) {
+	c := newTestCluster(t, 3, 1)
+	lead := c.leader(5 * time.Second)
+	for i := range 5 {
+		if err := propose(lead.node.host, c.group, fmt.Sprintf("m%d", i), 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.converged(5 * time.Second)
+	tn := c.nodes[0]
+	if tn == lead {
+		tn = c.nodes[1]
+	}
+	c.stop(tn)
+	applied, _ := tn.machine.snapshot()
+	hs, _, err := tn.storage.InitialState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hs.GetCommit() < applied {
+		t.Fatalf("stored commit %d below applied %d before the test lowers it", hs.GetCommit(), applied)
+	}
+	// The last commit never reached the disk.
+	hs.Commit = proto.Uint64(applied - 2)
+	if err := tn.storage.SetHardState(hs); err != nil {
+		t.Fatal(err)
+	}
+	c.start(tn, nil)
+	for i := 5; i < 8; i++ {
+		if err := propose(lead.node.host, c.group, fmt.Sprintf("m%d", i), 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if cmds := c.converged(5 * time.Second); len(cmds) != 8 {
+		t.Fatalf("applied %d commands, want 8", len(cmds))
+	}
+	if st, ok := tn.node.host.Status(c.group); !ok {
+		t.Fatal("the restarted node does not run the group")
+	} else if st.Applied < applied+3 {
+		t.Fatalf("restarted node applied %d, want at least %d", st.Applied, applied+3)
+	}
+}
+
 func TestLeaderLossElectsAnotherAndLosesNothingAcknowledged(t *testing.T) {
 	c := newTestCluster(t, 3, 2)
 	old := c.leader(5 * time.Second)
