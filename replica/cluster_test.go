@@ -187,6 +187,23 @@ func (tc *testCl) hide(id uint64, hidden bool) {
 	tc.mu.Unlock()
 }
 
+// returnsAndLearns starts node id again, visible to discovery, and waits
+// until the meta group counts it again (seen from node 100) and it holds
+// topic's assignment a, made while it was away.
+func (tc *testCl) returnsAndLearns(id uint64, topic string, a Assignment) {
+	tc.t.Helper()
+	tc.hide(id, false)
+	tc.start(tc.nodes[id])
+	waitUntil(tc.t, "the returning node is a member again", 20*time.Second, func() bool {
+		st := tc.metaStatus(100)
+		return slices.Contains(st.Voters, id) || slices.Contains(st.Learners, id)
+	})
+	waitUntil(tc.t, "the returning node learns the topic created while it was away", 20*time.Second, func() bool {
+		got, ok := tc.nodes[id].cluster.Assignment(topic)
+		return ok && slices.Equal(got.Members, a.Members)
+	})
+}
+
 // metaStatus is node id's view of the meta group (empty while the node is
 // stopped or runs none).
 func (tc *testCl) metaStatus(id uint64) GroupStatus {
@@ -576,16 +593,7 @@ func TestReplacedMetaVoterThatReturnsRejoinsAndLearnsThePlacement(t *testing.T) 
 		return err == nil
 	})
 	// it comes back, with the log it had
-	tc.hide(300, false)
-	tc.start(tc.nodes[300])
-	waitUntil(t, "the returning node is a member again", 20*time.Second, func() bool {
-		st := tc.metaStatus(100)
-		return slices.Contains(st.Voters, 300) || slices.Contains(st.Learners, 300)
-	})
-	waitUntil(t, "the returning node learns the topic created while it was away", 20*time.Second, func() bool {
-		got, ok := tc.nodes[300].cluster.Assignment("second")
-		return ok && slices.Equal(got.Members, a.Members)
-	})
+	tc.returnsAndLearns(300, "second", a)
 	// and its meta group follows the leader
 	waitUntil(t, "the returning node hears from the meta leader", 10*time.Second, func() bool {
 		return tc.nodes[300].cluster.host.Leader(MetaGroup) != 0
@@ -643,16 +651,7 @@ func TestMetaVoterLostBeforeItRegisteredRejoinsWhenItReturns(t *testing.T) {
 	tc.net.mu.Lock()
 	tc.net.filter = nil
 	tc.net.mu.Unlock()
-	tc.hide(300, false)
-	tc.start(tc.nodes[300])
-	waitUntil(t, "the returning node is a member again", 20*time.Second, func() bool {
-		st := tc.metaStatus(100)
-		return slices.Contains(st.Voters, 300) || slices.Contains(st.Learners, 300)
-	})
-	waitUntil(t, "the returning node learns the topic created while it was away", 20*time.Second, func() bool {
-		got, ok := tc.nodes[300].cluster.Assignment("second")
-		return ok && slices.Equal(got.Members, a.Members)
-	})
+	tc.returnsAndLearns(300, "second", a)
 }
 
 // A new group (the meta group as it is formed, a topic's as it is

@@ -900,6 +900,7 @@ func (h *Host) handleReady(g *group) {
 	}
 	rd := g.rn.Ready()
 	more := g.rn.HasReady()
+	waiting := len(g.pending) > 0 // proposals of this node: see answerCommitted
 	for _, rs := range rd.ReadStates {
 		if ch, ok := g.reads[string(rs.RequestCtx)]; ok {
 			delete(g.reads, string(rs.RequestCtx))
@@ -925,7 +926,9 @@ func (h *Host) handleReady(g *group) {
 		case raft.LocalAppendThread:
 			h.appends.push(storageJob{g: g, m: m})
 		case raft.LocalApplyThread:
-			h.answerCommitted(g, m.GetEntries())
+			if waiting {
+				h.answerCommitted(g, m.GetEntries())
+			}
 			h.applies.push(storageJob{g: g, m: m})
 		default:
 			byPeer = addMessage(byPeer, g, m)
@@ -942,9 +945,6 @@ func (h *Host) handleReady(g *group) {
 func (h *Host) answerCommitted(g *group, ents []*raftpb.Entry) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if len(g.pending) == 0 {
-		return
-	}
 	for _, e := range ents {
 		d := e.GetData()
 		if e.GetType() != raftpb.EntryNormal || len(d) < proposalHeader || binary.BigEndian.Uint64(d) != h.cfg.ID {

@@ -311,6 +311,17 @@ func (c *testCluster) leader(timeout time.Duration) *testNode {
 	return nil
 }
 
+// proposeEach proposes prefix+i for i in [from, to) through h, in order,
+// and fails the test at the first proposal that fails.
+func (c *testCluster) proposeEach(h *Host, prefix string, from, to int) {
+	c.t.Helper()
+	for i := from; i < to; i++ {
+		if err := propose(h, c.group, fmt.Sprintf("%s%d", prefix, i), 5*time.Second); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+}
+
 // converged waits until every running node has applied the same commands.
 func (c *testCluster) converged(timeout time.Duration) []Command {
 	c.t.Helper()
@@ -471,11 +482,7 @@ func TestProposeCommittedAnswersWithoutWaitingForTheLocalApply(t *testing.T) {
 func TestRestartWithTheMachineAheadOfTheStoredCommitAppliesNothingTwice(t *testing.T) {
 	c := newTestCluster(t, 3, 1)
 	lead := c.leader(5 * time.Second)
-	for i := range 5 {
-		if err := propose(lead.node.host, c.group, fmt.Sprintf("m%d", i), 5*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.proposeEach(lead.node.host, "m", 0, 5)
 	c.converged(5 * time.Second)
 	tn := c.nodes[0]
 	if tn == lead {
@@ -496,11 +503,7 @@ func TestRestartWithTheMachineAheadOfTheStoredCommitAppliesNothingTwice(t *testi
 		t.Fatal(err)
 	}
 	c.start(tn, nil)
-	for i := 5; i < 8; i++ {
-		if err := propose(lead.node.host, c.group, fmt.Sprintf("m%d", i), 5*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.proposeEach(lead.node.host, "m", 5, 8)
 	if cmds := c.converged(5 * time.Second); len(cmds) != 8 {
 		t.Fatalf("applied %d commands, want 8", len(cmds))
 	}
@@ -514,11 +517,7 @@ func TestRestartWithTheMachineAheadOfTheStoredCommitAppliesNothingTwice(t *testi
 func TestLeaderLossElectsAnotherAndLosesNothingAcknowledged(t *testing.T) {
 	c := newTestCluster(t, 3, 2)
 	old := c.leader(5 * time.Second)
-	for i := 0; i < 20; i++ {
-		if err := propose(old.node.host, c.group, fmt.Sprintf("before-%d", i), 5*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.proposeEach(old.node.host, "before-", 0, 20)
 	c.stop(old)
 	start := time.Now()
 	next := c.leader(5 * time.Second)

@@ -54,11 +54,7 @@ func (c *testCluster) proposeThroughEach(except *testNode, when string) {
 func TestIdleGroupGoesQuietAndAProposalWakesIt(t *testing.T) {
 	c := newTestCluster(t, 3, 11)
 	lead := c.leader(5 * time.Second)
-	for i := range 5 {
-		if err := propose(lead.node.host, c.group, fmt.Sprintf("before-%d", i), 5*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.proposeEach(lead.node.host, "before-", 0, 5)
 	c.quietEverywhere(5 * time.Second)
 	before := c.net.sentIn(c.group)
 	time.Sleep(500 * time.Millisecond) // 25 ticks

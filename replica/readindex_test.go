@@ -3,7 +3,6 @@ package replica
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -26,11 +25,7 @@ func pendingReads(h *Host, group string) int {
 func TestReadIndexOnTheLeaderCoversEveryCommittedEntry(t *testing.T) {
 	c := newTestCluster(t, 3, 11)
 	lead := c.leader(5 * time.Second)
-	for i := 0; i < 10; i++ {
-		if err := propose(lead.node.host, c.group, fmt.Sprintf("w%d", i), 5*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.proposeEach(lead.node.host, "w", 0, 10)
 	st, _ := lead.node.host.Status(c.group)
 	idx, err := readIndexWithin(lead.node.host, c.group, 5*time.Second)
 	if err != nil {
@@ -58,11 +53,7 @@ func TestReadIndexOnALaggingFollowerComesFromTheLeaderAndCoversWhatItMissed(t *t
 		}
 	}
 	c.net.isolate(behind.id, true)
-	for i := 0; i < 20; i++ {
-		if err := propose(lead.node.host, c.group, fmt.Sprintf("w%d", i), 5*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.proposeEach(lead.node.host, "w", 0, 20)
 	st, _ := lead.node.host.Status(c.group)
 	target := st.Commit
 	if a, _ := behind.machine.snapshot(); a >= target {
