@@ -132,6 +132,8 @@ type Log struct {
 	deferSync atomic.Bool
 	syncMu    sync.Mutex
 
+	backfillMu sync.Mutex // one Backfill at a time
+
 	mu         sync.RWMutex // guards the fields below
 	segs       []*segment
 	next       uint64 // sequence number of the next record; everything below is committed
@@ -183,6 +185,9 @@ func OpenLog(fs FS, dir string, opts LogOptions) (*Log, RecoveryReport, error) {
 	names, err := fs.List(dir)
 	if err != nil {
 		return nil, rep, fmt.Errorf("list log directory %s: %w", dir, err)
+	}
+	if err := l.removeParts(names); err != nil {
+		return nil, rep, err
 	}
 	var bases []uint64
 	for _, name := range names {
