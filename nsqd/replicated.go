@@ -61,6 +61,13 @@ type replTopic struct {
 	lastCompact uint64            // index of the last snapshot taken here
 	sentCursors map[string]string // channel -> the cursor state last proposed
 
+	// the ranges a restore skipped, still to copy from the other
+	// replicas (replicated_history.go)
+	histMu      sync.Mutex
+	history     []historyRange
+	historyDue  atomic.Bool
+	historyWake chan struct{}
+
 	stop chan struct{}
 	// dirty wakes the cursor loop: a channel's cursor changed
 	dirty chan struct{}
@@ -103,6 +110,10 @@ func newReplTopic(t *Topic, replicas int) (*replTopic, error) {
 	}
 	r.nextEnd = t.dur.log.End()
 	r.memIndex.Store(r.applied.Index)
+	r.historyWake = make(chan struct{}, 1)
+	if err := r.loadHistory(); err != nil {
+		return nil, err
+	}
 	t.dur.log.DeferSyncs()
 	r.marks = make(chan pendingMark, 4096)
 	r.dirty = make(chan struct{}, 1)
@@ -110,11 +121,18 @@ func newReplTopic(t *Topic, replicas int) (*replTopic, error) {
 }
 
 func (r *replTopic) start() {
-	r.wg.Add(1)
+	r.wg.Add(2)
 	go func() {
 		defer r.wg.Done()
 		r.cursorLoop()
 	}()
+	go func() {
+		defer r.wg.Done()
+		r.historyLoop()
+	}()
+	if r.historyDue.Load() {
+		r.wakeHistory()
+	}
 	r.marksWG.Add(1)
 	go func() {
 		defer r.marksWG.Done()
@@ -285,9 +303,9 @@ func (r *replTopic) Apply(last uint64, cmds []replica.Command) error {
 // topicSnapshot is a replicated topic's state at a Raft index, the data
 // of the group's snapshots: where the topic log ends there and every
 // channel's cursor. Messages below the cursors' floors are finished
-// everywhere, so a replica that takes the snapshot needs none of them:
-// its log skips to End (a replica replacing another does not get the
-// retained history a replay would read).
+// everywhere, so a replica that takes the snapshot needs none of them to
+// deliver: its log skips to End, and it copies the retained history below
+// (what a replay reads) from the other replicas afterwards.
 type topicSnapshot struct {
 	Index   uint64            `json:"index"`
 	End     uint64            `json:"end"`
@@ -302,7 +320,12 @@ func (r *replTopic) Restore(snap *raftpb.Snapshot) error {
 		return fmt.Errorf("decode the snapshot of replicated topic %s: %w", r.t.name, err)
 	}
 	t := r.t
-	if t.dur.log.End() < ts.End {
+	if end := t.dur.log.End(); end < ts.End {
+		// the messages skipped are finished everywhere; the retained
+		// history among them is copied from the other replicas after
+		if err := r.noteSkipped(end, ts.End); err != nil {
+			return fmt.Errorf("restore replicated topic %s: %w", t.name, err)
+		}
 		if err := t.dur.log.SkipTo(ts.End); err != nil {
 			return fmt.Errorf("skip replicated topic %s to %d: %w", t.name, ts.End, err)
 		}
@@ -333,6 +356,9 @@ func (r *replTopic) Restore(snap *raftpb.Snapshot) error {
 	r.memIndex.Store(ts.Index)
 	r.applied = appliedMark{Index: ts.Index, End: r.nextEnd}
 	r.writeMarkLocked()
+	if r.historyDue.Load() {
+		r.wakeHistory()
+	}
 	t.logger.Info("replicated topic restored from a snapshot", "index", ts.Index, "end", ts.End, "channels", len(ts.Cursors))
 	return nil
 }

@@ -314,6 +314,8 @@ func (c *Cluster) HandleRequest(ctx context.Context, from uint64, kind string, b
 			return nil, fmt.Errorf("%w: %q has no replica on %s", ErrUnknownTopic, topic, c.cfg.SelfAddr)
 		}
 		return nil, c.host.ProposeCommitted(ctx, lt.group, body[2+n:])
+	case historyKind:
+		return c.serveHistory(body)
 	default:
 		return nil, fmt.Errorf("unknown request %q", kind)
 	}

@@ -41,7 +41,9 @@ type RequestMux struct {
 	pending map[uint64]chan reply
 	// served remembers the requests being or recently answered, by
 	// requester and number: a request is sent again until answered (the
-	// transport may drop it), and must run only once.
+	// transport may drop it), and must run only once. A history read is
+	// only remembered while it runs: sent again later, it runs again
+	// (its answer may be large, and reading twice changes nothing).
 	served map[servedKey]*servedReq
 }
 
@@ -196,7 +198,12 @@ func (m *RequestMux) serve(msg *raftpb.Message) {
 			resp.Context = []byte(err.Error())
 		}
 		m.mu.Lock()
-		sr.done, sr.resp, sr.at = true, resp, time.Now()
+		if kind == historyKind {
+			// a read: sent again, it runs again (its answer may be large)
+			delete(m.served, key)
+		} else {
+			sr.done, sr.resp, sr.at = true, resp, time.Now()
+		}
 		m.mu.Unlock()
 		m.tr.Send(from, []Envelope{{Group: responseGroup, Msg: resp}})
 	}()

@@ -6,8 +6,10 @@ package replicatest
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,6 +23,7 @@ import (
 	"github.com/sluicemq/sluice/internal/testutil"
 	"github.com/sluicemq/sluice/lookupd"
 	"github.com/sluicemq/sluice/nsqd"
+	"github.com/sluicemq/sluice/store"
 )
 
 type cluster struct {
@@ -606,7 +609,9 @@ func snapshotFiles(dataPath string) []string {
 // TestCompactedLogCatchesUpANewReplicaFromASnapshot: replicas drop the Raft
 // entries whose messages every channel finished (after a snapshot), and a
 // replica that replaces a lost one starts from that snapshot plus the
-// entries after it, holding every message not yet finished.
+// entries after it, holding every message not yet finished; then it copies
+// the retained history the snapshot skipped from the others, so its topic
+// log holds every message, under the same IDs, as theirs do.
 func TestCompactedLogCatchesUpANewReplicaFromASnapshot(t *testing.T) {
 	l := lookupdtest.Start(t, nil)
 	c := &cluster{t: t, lookupd: l}
@@ -616,6 +621,7 @@ func TestCompactedLogCatchesUpANewReplicaFromASnapshot(t *testing.T) {
 			o.LookupdPingInterval = time.Second
 			o.ReplicaTimeout = 2 * time.Second
 			o.ReplicaCompactEntries = 50
+			o.RetentionTime = time.Hour
 		}))
 	}
 	testutil.WaitFor(t, 10*time.Second, func() bool { return c.registered() == 4 }, "4 nodes")
@@ -676,6 +682,43 @@ func TestCompactedLogCatchesUpANewReplicaFromASnapshot(t *testing.T) {
 	for i := range 50 {
 		if !rest.has(fmt.Sprintf("new%d", i)) {
 			t.Fatalf("new%d lost", i)
+		}
+	}
+
+	// The retained history: the new replica's log holds the 200 finished
+	// messages too, below the 50, numbered as on the replica it read.
+	dir := filepath.Join(spare.DataPath, "durable", "orders.log")
+	testutil.WaitFor(t, 30*time.Second, func() bool {
+		_, err := os.Stat(filepath.Join(dir, "history.json"))
+		return errors.Is(err, os.ErrNotExist)
+	}, "the new replica copied its history")
+	spare.Exit()
+	tl, _, err := store.OpenLog(store.OSFS{}, dir, store.LogOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tl.Close()
+	rd := tl.NewReader(0)
+	var recs []store.Record
+	for {
+		n := len(recs)
+		if recs, err = rd.Read(recs, 100); err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) == n {
+			break
+		}
+	}
+	if len(recs) != 250 {
+		t.Fatalf("the new replica's log holds %d messages, want the 250 published", len(recs))
+	}
+	for i, rec := range recs {
+		want := fmt.Sprintf("old%d", i)
+		if i >= 200 {
+			want = fmt.Sprintf("new%d", i-200)
+		}
+		if string(rec.Body) != want || rec.Seq != recs[0].Seq+uint64(i) {
+			t.Fatalf("message %d of the new replica's log: %q (sequence %d), want %q (sequence %d)", i, rec.Body, rec.Seq, want, recs[0].Seq+uint64(i))
 		}
 	}
 }

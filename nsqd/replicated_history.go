@@ -1,0 +1,348 @@
+package nsqd
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/sluicemq/sluice/store"
+)
+
+// A replica restored from a snapshot (it replaced a lost one, or was gone
+// while the others compacted their Raft logs) skips its topic log to the
+// snapshot's end: the messages below it are finished on every channel, so
+// no consumer needs them, but a channel created later with
+// start=earliest or start=<time> replays the retained history. So the
+// replica then copies that history from the others, the leader first, in
+// chunks from the top down, each written as a sealed segment below what it
+// holds (store.Log.Backfill). The ranges still to copy are kept in
+// history.json in the topic's folder, written before the skip, so a
+// restart goes on with the copy. A replica whose copy is unfinished serves
+// no history itself.
+
+// historyChunkBytes bounds one answer of a history read; historyChunkMsgs
+// the messages it looks at.
+const (
+	historyChunkBytes = 1 << 20
+	historyChunkMsgs  = 16384
+)
+
+// historyRetry is how long the copy waits after a failed read, doubled
+// after each failure in a row up to historyRetryMax.
+const (
+	historyRetry    = 2 * time.Second
+	historyRetryMax = time.Minute
+)
+
+// historyRange is [From, To) of the topic's sequence numbers, skipped by a
+// restore and still to be copied.
+type historyRange struct {
+	From uint64 `json:"from"`
+	To   uint64 `json:"to"`
+}
+
+type historyFile struct {
+	Ranges []historyRange `json:"ranges"`
+}
+
+func historyPath(dir string) string { return filepath.Join(dir, "history.json") }
+
+// historyRequest asks for the held messages of [From, To): the answer
+// holds those of [Low, To), Low chosen by the server to keep it small.
+type historyRequest struct {
+	From uint64 `json:"from"`
+	To   uint64 `json:"to"`
+}
+
+// loadHistory reads the ranges left to copy.
+func (r *replTopic) loadHistory() error {
+	b, err := os.ReadFile(historyPath(r.t.dur.dir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", historyPath(r.t.dur.dir), err)
+	}
+	var hf historyFile
+	if err := json.Unmarshal(b, &hf); err != nil {
+		return fmt.Errorf("read %s: %w", historyPath(r.t.dur.dir), err)
+	}
+	r.histMu.Lock()
+	r.history = hf.Ranges
+	r.histMu.Unlock()
+	r.historyDue.Store(len(hf.Ranges) > 0)
+	return nil
+}
+
+// saveHistoryLocked writes the ranges left to copy (histMu held).
+func (r *replTopic) saveHistoryLocked() error {
+	r.historyDue.Store(len(r.history) > 0)
+	if len(r.history) == 0 {
+		err := os.Remove(historyPath(r.t.dur.dir))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove %s: %w", historyPath(r.t.dur.dir), err)
+		}
+		return nil
+	}
+	data, _ := json.Marshal(historyFile{Ranges: r.history})
+	if err := store.WriteFileAtomic(store.OSFS{}, historyPath(r.t.dur.dir), data); err != nil {
+		return fmt.Errorf("write %s: %w", historyPath(r.t.dur.dir), err)
+	}
+	return nil
+}
+
+// noteSkipped records that the log skips [from, to), before it does.
+func (r *replTopic) noteSkipped(from, to uint64) error {
+	r.histMu.Lock()
+	defer r.histMu.Unlock()
+	r.history = append(r.history, historyRange{From: from, To: to})
+	return r.saveHistoryLocked()
+}
+
+// wakeHistory starts the copy when there is one to do.
+func (r *replTopic) wakeHistory() {
+	select {
+	case r.historyWake <- struct{}{}:
+	default:
+	}
+}
+
+// historyLoop copies the skipped ranges while the topic is open.
+func (r *replTopic) historyLoop() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-r.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-r.historyWake:
+		}
+		wait := historyRetry
+		for r.historyDue.Load() {
+			if err := r.copyHistory(ctx); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				r.t.logger.Warn("copy the retained history of a replicated topic from its replicas; trying again", "err", err, "in", wait)
+				select {
+				case <-r.stop:
+					return
+				case <-time.After(wait):
+				}
+				wait = min(2*wait, historyRetryMax)
+			}
+		}
+	}
+}
+
+// copyHistory copies the newest range left, down to its start or to the
+// oldest message the replica it reads holds.
+func (r *replTopic) copyHistory(ctx context.Context) error {
+	r.histMu.Lock()
+	if len(r.history) == 0 {
+		r.histMu.Unlock()
+		return nil
+	}
+	hr := r.history[len(r.history)-1]
+	r.histMu.Unlock()
+	cl := r.t.nsqd.cluster.Load()
+	if cl == nil {
+		return errors.New("replication is not running")
+	}
+	fetch := func(ctx context.Context, req []byte) ([]byte, error) { return cl.FetchHistory(ctx, r.t.name, req) }
+	copied, low, err := backfillRange(ctx, r.t.dur.log, hr, fetch)
+	if err != nil {
+		return fmt.Errorf("history of %s: %w", r.t.name, err)
+	}
+	r.histMu.Lock()
+	if n := len(r.history); n > 0 && r.history[n-1] == hr {
+		r.history = r.history[:n-1]
+	}
+	err = r.saveHistoryLocked()
+	r.histMu.Unlock()
+	if err != nil {
+		return err
+	}
+	r.t.logger.Info("copied the retained history of a replicated topic from its replicas",
+		"messages", copied, "from", low, "to", hr.To)
+	return nil
+}
+
+// backfillRange copies into log the messages of hr that fetch's answers
+// hold, from the top down, and returns how many it copied and the low end
+// of what it covered (above hr.From when the replica read holds nothing
+// older). Called again after a failure, it goes on below what it copied.
+func backfillRange(ctx context.Context, log *store.Log, hr historyRange, fetch func(context.Context, []byte) ([]byte, error)) (int, uint64, error) {
+	cur := hr.To
+	if recs, err := log.NewReader(hr.From).Read(nil, 1); err != nil {
+		return 0, cur, err
+	} else if len(recs) > 0 && recs[0].Seq < hr.To {
+		cur = recs[0].Seq
+	}
+	copied := 0
+	for cur > hr.From {
+		if err := ctx.Err(); err != nil {
+			return copied, cur, err
+		}
+		req, _ := json.Marshal(historyRequest{From: hr.From, To: cur})
+		out, err := fetch(ctx, req)
+		if err != nil {
+			return copied, cur, err
+		}
+		peerStart, low, recs, err := decodeHistory(out)
+		if err != nil {
+			return copied, cur, err
+		}
+		if low >= cur || low < hr.From {
+			return copied, cur, fmt.Errorf("an answer for %d-%d starts at %d", hr.From, cur-1, low)
+		}
+		if k := len(recs); k > 0 && (recs[0].Seq < low || recs[k-1].Seq >= cur) {
+			return copied, cur, fmt.Errorf("an answer for %d-%d holds messages %d-%d", low, cur-1, recs[0].Seq, recs[k-1].Seq)
+		}
+		// consecutive runs, the newest first: what the log holds from
+		// cur down stays one range without a hole
+		for end := len(recs); end > 0; {
+			start := end - 1
+			for start > 0 && recs[start-1].Seq+1 == recs[start].Seq {
+				start--
+			}
+			if err := log.Backfill(recs[start:end]); err != nil {
+				return copied, cur, err
+			}
+			copied += end - start
+			end = start
+		}
+		cur = low
+		if low <= peerStart {
+			break // the replica read holds nothing older
+		}
+	}
+	return copied, cur, nil
+}
+
+// TopicHistory implements replica.HistoryServer.
+func (rt replicaTopics) TopicHistory(topic string, req []byte) ([]byte, error) {
+	return rt.n.topicHistory(topic, req)
+}
+
+// topicHistory answers a history read: the held messages of the requested
+// range, at most historyChunkBytes of them (at least one message), the
+// newest kept.
+func (n *NSQD) topicHistory(topic string, req []byte) ([]byte, error) {
+	var hr historyRequest
+	if err := json.Unmarshal(req, &hr); err != nil || hr.To <= hr.From {
+		return nil, fmt.Errorf("bad history request %q", req)
+	}
+	t, ok := n.ExistingTopic(topic)
+	if !ok || t.repl == nil {
+		return nil, fmt.Errorf("topic %s has no replica here", topic)
+	}
+	if t.repl.historyDue.Load() {
+		return nil, fmt.Errorf("the replica of %s on this node is copying its own history", topic)
+	}
+	return historyAnswer(t.dur.log, hr, historyChunkBytes, historyChunkMsgs)
+}
+
+// historyAnswer reads log's messages of [hr.From, hr.To) for a history
+// read: at most maxMsgs sequence numbers and maxBytes of messages (at
+// least one message), the newest kept. The answer is the log's oldest held
+// message, the low end of the range it covers ([low, hr.To): every message
+// held there is in it), then the messages.
+func historyAnswer(log *store.Log, hr historyRequest, maxBytes, maxMsgs int) ([]byte, error) {
+	start := log.Start()
+	if end := log.End(); end < hr.To {
+		return nil, fmt.Errorf("messages up to %d applied here, not %d", end, hr.To)
+	}
+	to := hr.To
+	low := max(hr.From, start)
+	if to > low && to-low > uint64(maxMsgs) {
+		low = to - uint64(maxMsgs)
+	}
+	var recs []store.Record
+	size := 0
+	if low < to {
+		rd := log.NewReader(low)
+		var buf []store.Record
+	read:
+		for {
+			var err error
+			buf, err = rd.Read(buf[:0], 256)
+			if err != nil {
+				return nil, fmt.Errorf("read history: %w", err)
+			}
+			if len(buf) == 0 {
+				break
+			}
+			for _, rec := range buf {
+				if rec.Seq >= to {
+					break read
+				}
+				recs = append(recs, rec)
+				size += historyRecOverhead + len(rec.Body)
+				for len(recs) > 1 && size > maxBytes {
+					size -= historyRecOverhead + len(recs[0].Body)
+					recs[0] = store.Record{}
+					recs = recs[1:]
+					low = recs[0].Seq
+				}
+			}
+		}
+	}
+	low = min(low, to)
+	out := make([]byte, 0, 16+size)
+	out = binary.BigEndian.AppendUint64(out, start)
+	out = binary.BigEndian.AppendUint64(out, low)
+	for _, rec := range recs {
+		out = binary.BigEndian.AppendUint64(out, rec.Seq)
+		out = binary.BigEndian.AppendUint64(out, uint64(rec.TS))
+		out = binary.BigEndian.AppendUint64(out, uint64(rec.DeliverAt))
+		out = binary.BigEndian.AppendUint32(out, uint32(len(rec.Body)))
+		out = append(out, rec.Body...)
+	}
+	return out, nil
+}
+
+const historyRecOverhead = 8 + 8 + 8 + 4
+
+// decodeHistory parses a TopicHistory answer: the server's oldest held
+// message, the low end of the answered range, and its messages in order.
+func decodeHistory(b []byte) (start, low uint64, recs []store.Record, err error) {
+	if len(b) < 16 {
+		return 0, 0, nil, errors.New("short history answer")
+	}
+	start, low = binary.BigEndian.Uint64(b), binary.BigEndian.Uint64(b[8:])
+	b = b[16:]
+	for len(b) > 0 {
+		if len(b) < historyRecOverhead {
+			return 0, 0, nil, errors.New("history answer ends inside a message header")
+		}
+		n := int(binary.BigEndian.Uint32(b[24:]))
+		if len(b) < historyRecOverhead+n {
+			return 0, 0, nil, errors.New("history answer ends inside a message")
+		}
+		rec := store.Record{
+			Seq:       binary.BigEndian.Uint64(b),
+			TS:        int64(binary.BigEndian.Uint64(b[8:])),
+			DeliverAt: int64(binary.BigEndian.Uint64(b[16:])),
+			Body:      b[historyRecOverhead : historyRecOverhead+n],
+		}
+		if k := len(recs); k > 0 && rec.Seq <= recs[k-1].Seq {
+			return 0, 0, nil, fmt.Errorf("history answer: message %d after %d", rec.Seq, recs[k-1].Seq)
+		}
+		recs = append(recs, rec)
+		b = b[historyRecOverhead+n:]
+	}
+	return start, low, recs, nil
+}
