@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/sluicemq/sluice/store"
@@ -167,8 +168,9 @@ func (r *replTopic) copyHistory(ctx context.Context) error {
 		return fmt.Errorf("history of %s: %w", r.t.name, err)
 	}
 	r.histMu.Lock()
-	if n := len(r.history); n > 0 && r.history[n-1] == hr {
-		r.history = r.history[:n-1]
+	// (a restore meanwhile may have added a newer range after it)
+	if i := slices.Index(r.history, hr); i >= 0 {
+		r.history = slices.Delete(r.history, i, i+1)
 	}
 	err = r.saveHistoryLocked()
 	r.histMu.Unlock()
