@@ -107,9 +107,9 @@ type Options struct {
 	// before another live node replaces it (Sluice).
 	ReplicaTimeout time.Duration `flag:"replica-timeout" cfg:"replica_timeout"`
 	// ReplicaCompactEntries is how many Raft entries a replicated topic's
-	// replica keeps before it snapshots and drops them (0: 50,000;
-	// settable for tests).
-	ReplicaCompactEntries int `flag:"-" cfg:"-"`
+	// replica lets accumulate before it snapshots and drops those whose
+	// messages every channel finished (0: 50,000).
+	ReplicaCompactEntries int `flag:"replica-compact-entries" cfg:"replica_compact_entries"`
 
 	// LookupdPingInterval is how often nsqd PINGs each nsqlookupd (fixed 15s
 	// in NSQ; settable for tests).
@@ -220,6 +220,9 @@ func (o *Options) validate() error {
 	}
 	if o.RetentionBytes < 0 {
 		return fmt.Errorf("--retention-bytes must be >= 0, got %d", o.RetentionBytes)
+	}
+	if o.ReplicaCompactEntries < 0 {
+		return fmt.Errorf("--replica-compact-entries must be >= 0 (0: %d), got %d", compactEvery, o.ReplicaCompactEntries)
 	}
 	if o.ReplicaTimeout < time.Second {
 		return fmt.Errorf("--replica-timeout must be at least 1s, got %s", o.ReplicaTimeout)

@@ -33,6 +33,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -48,6 +49,7 @@ import (
 	"github.com/sluicemq/sluice/internal/lookupdtest"
 	"github.com/sluicemq/sluice/internal/testutil"
 	"github.com/sluicemq/sluice/lookupd"
+	"github.com/sluicemq/sluice/store"
 )
 
 const (
@@ -521,6 +523,11 @@ func TestChaosReplicatedTopic(t *testing.T) {
 			name:    fmt.Sprintf("node%d", i),
 			lookupd: lk.TCPAddr().String(),
 			proxied: true,
+			// Every message stays in the topic logs, so that they can be
+			// compared at the end, and the Raft logs are compacted often,
+			// so that nodes that fall behind or lose their disk are caught
+			// up from snapshots and copy the history they skipped.
+			extra: []string{"--retention-time=1h", "--replica-compact-entries=" + strconv.Itoa(chaosCompactEntries)},
 		}))
 	}
 	dumpLogsOnFailure(t, c.nodes)
@@ -764,6 +771,85 @@ func TestChaosReplicatedTopic(t *testing.T) {
 	}
 	if len(c.faults) == 0 {
 		t.Errorf("no fault was injected")
+	}
+	if !t.Failed() {
+		c.checkReplicaLogs()
+	}
+}
+
+// chaosCompactEntries is the chaos nodes' --replica-compact-entries.
+const chaosCompactEntries = 2000
+
+// checkReplicaLogs stops the nodes once every replica has copied the
+// history it skipped, and checks that their topic logs hold the same
+// messages under the same sequence numbers (message IDs): what a new
+// leader delivers, a replay reads and a FIN names is the same message on
+// every replica.
+func (c *chaos) checkReplicaLogs() {
+	t := c.t
+	testutil.WaitFor(t, 60*time.Second, func() bool {
+		for _, n := range c.nodes {
+			if _, err := os.Stat(filepath.Join(n.dataPath, "durable", chaosTopic+".log", "history.json")); err == nil {
+				return false
+			}
+		}
+		return true
+	}, "every replica has copied the history it skipped")
+	type msg struct {
+		ts, at int64
+		body   string
+	}
+	logs := make([]map[uint64]msg, len(c.nodes))
+	for i, n := range c.nodes {
+		n.stop(t)
+		dir := filepath.Join(n.dataPath, "durable", chaosTopic+".log")
+		l, rep, err := store.OpenLog(store.OSFS{}, dir, store.LogOptions{})
+		if err != nil {
+			t.Fatalf("%s: open its topic log after the run: %v", n.name, err)
+		}
+		if len(rep.Cut)+len(rep.Quarantined) > 0 {
+			t.Errorf("%s: its topic log, closed cleanly, needed repairs: %+v", n.name, rep)
+		}
+		logs[i] = map[uint64]msg{}
+		rd := l.NewReader(0)
+		var recs []store.Record
+		for {
+			if recs, err = rd.Read(recs[:0], 512); err != nil {
+				t.Fatalf("%s: read its topic log: %v", n.name, err)
+			}
+			if len(recs) == 0 {
+				break
+			}
+			for _, r := range recs {
+				logs[i][r.Seq] = msg{r.TS, r.DeliverAt, string(r.Body)}
+			}
+		}
+		l.Close()
+	}
+	var snaps []string
+	for i, n := range c.nodes {
+		snaps = append(snaps, fmt.Sprintf("%s %d messages", n.name, len(logs[i])))
+	}
+	c.logf("topic logs after the run: %s", strings.Join(snaps, ", "))
+	for i := 1; i < len(logs); i++ {
+		bad := 0
+		for seq, m := range logs[0] {
+			if o, ok := logs[i][seq]; !ok || o != m {
+				if bad++; bad <= 5 {
+					t.Errorf("message %d: %s holds %+v, %s holds %+v (present %v)", seq, c.nodes[0].name, m, c.nodes[i].name, o, ok)
+				}
+			}
+		}
+		for seq, o := range logs[i] {
+			if _, ok := logs[0][seq]; !ok {
+				if bad++; bad <= 5 {
+					t.Errorf("message %d: %s holds %+v, %s does not", seq, c.nodes[i].name, o, c.nodes[0].name)
+				}
+			}
+		}
+		if bad > 0 {
+			t.Errorf("the topic logs of %s and %s differ in %d messages", c.nodes[0].name, c.nodes[i].name, bad)
+		}
 	}
 }
 

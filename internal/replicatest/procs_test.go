@@ -213,6 +213,27 @@ func (n *node) kill9(t *testing.T) {
 	}
 }
 
+// stop sends SIGTERM (the node exits cleanly, syncing its logs) and
+// waits for the process.
+func (n *node) stop(t *testing.T) {
+	t.Helper()
+	n.mu.Lock()
+	cmd, exited := n.cmd, n.exited
+	n.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(syscall.SIGCONT)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		t.Fatalf("SIGTERM to %s: %v", n.name, err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not exit within 30 s of SIGTERM", n.name)
+	}
+}
+
 // freeze sends SIGSTOP; thaw sends SIGCONT.
 func (n *node) freeze(t *testing.T) { n.signal(t, syscall.SIGSTOP, true) }
 func (n *node) thaw(t *testing.T)   { n.signal(t, syscall.SIGCONT, false) }
