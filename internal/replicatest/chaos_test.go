@@ -795,36 +795,10 @@ func (c *chaos) checkReplicaLogs() {
 		}
 		return true
 	}, "every replica has copied the history it skipped")
-	type msg struct {
-		ts, at int64
-		body   string
-	}
-	logs := make([]map[uint64]msg, len(c.nodes))
+	logs := make([]map[uint64]logMsg, len(c.nodes))
 	for i, n := range c.nodes {
 		n.stop(t)
-		dir := filepath.Join(n.dataPath, "durable", chaosTopic+".log")
-		l, rep, err := store.OpenLog(store.OSFS{}, dir, store.LogOptions{})
-		if err != nil {
-			t.Fatalf("%s: open its topic log after the run: %v", n.name, err)
-		}
-		if len(rep.Cut)+len(rep.Quarantined) > 0 {
-			t.Errorf("%s: its topic log, closed cleanly, needed repairs: %+v", n.name, rep)
-		}
-		logs[i] = map[uint64]msg{}
-		rd := l.NewReader(0)
-		var recs []store.Record
-		for {
-			if recs, err = rd.Read(recs[:0], 512); err != nil {
-				t.Fatalf("%s: read its topic log: %v", n.name, err)
-			}
-			if len(recs) == 0 {
-				break
-			}
-			for _, r := range recs {
-				logs[i][r.Seq] = msg{r.TS, r.DeliverAt, string(r.Body)}
-			}
-		}
-		l.Close()
+		logs[i] = readTopicLog(t, n, chaosTopic)
 	}
 	var snaps []string
 	for i, n := range c.nodes {
@@ -832,24 +806,65 @@ func (c *chaos) checkReplicaLogs() {
 	}
 	c.logf("topic logs after the run: %s", strings.Join(snaps, ", "))
 	for i := 1; i < len(logs); i++ {
-		bad := 0
-		for seq, m := range logs[0] {
-			if o, ok := logs[i][seq]; !ok || o != m {
-				if bad++; bad <= 5 {
-					t.Errorf("message %d: %s holds %+v, %s holds %+v (present %v)", seq, c.nodes[0].name, m, c.nodes[i].name, o, ok)
-				}
+		sameTopicLogs(t, c.nodes[0].name, logs[0], c.nodes[i].name, logs[i])
+	}
+}
+
+// logMsg is a message of a topic log as the log holds it.
+type logMsg struct {
+	ts, at int64
+	body   string
+}
+
+// readTopicLog reads the whole topic log of a stopped node.
+func readTopicLog(t *testing.T, n *node, topic string) map[uint64]logMsg {
+	t.Helper()
+	dir := filepath.Join(n.dataPath, "durable", topic+".log")
+	l, rep, err := store.OpenLog(store.OSFS{}, dir, store.LogOptions{})
+	if err != nil {
+		t.Fatalf("%s: open its topic log: %v", n.name, err)
+	}
+	defer l.Close()
+	if len(rep.Cut)+len(rep.Quarantined) > 0 {
+		t.Errorf("%s: its topic log, closed cleanly, needed repairs: %+v", n.name, rep)
+	}
+	out := map[uint64]logMsg{}
+	rd := l.NewReader(0)
+	var recs []store.Record
+	for {
+		if recs, err = rd.Read(recs[:0], 512); err != nil {
+			t.Fatalf("%s: read its topic log: %v", n.name, err)
+		}
+		if len(recs) == 0 {
+			return out
+		}
+		for _, r := range recs {
+			out[r.Seq] = logMsg{r.TS, r.DeliverAt, string(r.Body)}
+		}
+	}
+}
+
+// sameTopicLogs checks that two replicas' logs hold the same messages
+// under the same sequence numbers.
+func sameTopicLogs(t *testing.T, an string, a map[uint64]logMsg, bn string, b map[uint64]logMsg) {
+	t.Helper()
+	bad := 0
+	for seq, m := range a {
+		if o, ok := b[seq]; !ok || o != m {
+			if bad++; bad <= 5 {
+				t.Errorf("message %d: %s holds %+v, %s holds %+v (present %v)", seq, an, m, bn, o, ok)
 			}
 		}
-		for seq, o := range logs[i] {
-			if _, ok := logs[0][seq]; !ok {
-				if bad++; bad <= 5 {
-					t.Errorf("message %d: %s holds %+v, %s does not", seq, c.nodes[i].name, o, c.nodes[0].name)
-				}
+	}
+	for seq, o := range b {
+		if _, ok := a[seq]; !ok {
+			if bad++; bad <= 5 {
+				t.Errorf("message %d: %s holds %+v, %s does not", seq, bn, o, an)
 			}
 		}
-		if bad > 0 {
-			t.Errorf("the topic logs of %s and %s differ in %d messages", c.nodes[0].name, c.nodes[i].name, bad)
-		}
+	}
+	if bad > 0 {
+		t.Errorf("the topic logs of %s and %s differ in %d messages", an, bn, bad)
 	}
 }
 
