@@ -67,6 +67,9 @@ type replTopic struct {
 	history     []historyRange
 	historyDue  atomic.Bool
 	historyWake chan struct{}
+	// gated: a range left to copy holds messages not yet finished, so the
+	// channels do not deliver even while this node leads
+	gated atomic.Bool
 
 	stop chan struct{}
 	// dirty wakes the cursor loop: a channel's cursor changed
@@ -310,6 +313,9 @@ type topicSnapshot struct {
 	Index   uint64            `json:"index"`
 	End     uint64            `json:"end"`
 	Cursors map[string][]byte `json:"cursors"` // journal state records
+	// Topic is the topic cursor (where a first channel starts) of a topic
+	// without channels; nil in snapshots taken before it was kept.
+	Topic []byte `json:"topic,omitempty"`
 }
 
 // Restore implements replica.StateMachine: the replica takes a snapshot
@@ -321,9 +327,15 @@ func (r *replTopic) Restore(snap *raftpb.Snapshot) error {
 	}
 	t := r.t
 	if end := t.dur.log.End(); end < ts.End {
-		// the messages skipped are finished everywhere; the retained
-		// history among them is copied from the other replicas after
-		if err := r.noteSkipped(end, ts.End); err != nil {
+		// The messages skipped are copied from the other replicas after:
+		// the retained history, and the messages not yet finished (a
+		// snapshot does not wait for the channels), without which this
+		// replica must not deliver.
+		unfinished, err := ts.unfinishedBelowEnd()
+		if err != nil {
+			return fmt.Errorf("snapshot of %s: %w", t.name, err)
+		}
+		if err := r.noteSkipped(end, ts.End, unfinished); err != nil {
 			return fmt.Errorf("restore replicated topic %s: %w", t.name, err)
 		}
 		if err := t.dur.log.SkipTo(ts.End); err != nil {
@@ -340,12 +352,25 @@ func (r *replTopic) Restore(snap *raftpb.Snapshot) error {
 			if ch, _, err = t.getChannelFrom(name, channelStart{}); err != nil {
 				return fmt.Errorf("snapshot of %s: channel %s: %w", t.name, name, err)
 			}
-			ch.setStandby(!r.leading.Load())
+			ch.setStandby(!r.delivering())
 			t.nsqd.notifyRegister(t.name, name)
 			t.nsqd.persistMetadataOrLog()
 		}
 		ch.takeCursor(cur)
 	}
+	if ts.Topic != nil {
+		_, cur, err := store.DecodeCursorState(ts.Topic)
+		if err != nil {
+			return fmt.Errorf("snapshot of %s: topic cursor: %w", t.name, err)
+		}
+		t.mu.Lock()
+		t.dur.topicCursor = cur
+		t.mu.Unlock()
+		if err := t.dur.journal.SetState(store.TopicCursor, cur.Clone(), false); err != nil {
+			return fmt.Errorf("snapshot of %s: journal the topic cursor: %w", t.name, err)
+		}
+	}
+	r.updateStandby()
 	if err := t.dur.log.Sync(); err != nil { // the mark below covers its end
 		return fmt.Errorf("sync replicated topic %s: %w", t.name, err)
 	}
@@ -388,11 +413,15 @@ func (r *replTopic) maybeCompact() {
 	t := r.t
 	t.mu.RLock()
 	chans := t.chanList
-	floor := t.dur.topicCursor.Floor
 	t.mu.RUnlock()
+	// Messages below the mark may be unfinished: a replica restored from
+	// this snapshot copies them from the others before it delivers.
 	ts := topicSnapshot{Index: mark.Index, End: mark.End, Cursors: make(map[string][]byte)}
-	if len(chans) > 0 {
-		floor = ^uint64(0)
+	if len(chans) == 0 {
+		t.mu.RLock()
+		tc := t.dur.topicCursor.Clone()
+		t.mu.RUnlock()
+		ts.Topic = store.EncodeCursorState(nil, store.TopicCursor, tc)
 	}
 	for _, ch := range chans {
 		if ch.ephemeral || ch.dlog == nil {
@@ -401,11 +430,7 @@ func (r *replTopic) maybeCompact() {
 		ch.mu.Lock()
 		cur := ch.dlog.cursor.Clone()
 		ch.mu.Unlock()
-		floor = min(floor, cur.Floor)
 		ts.Cursors[ch.name] = store.EncodeCursorState(nil, ch.name, cur)
-	}
-	if floor < mark.End {
-		return // unfinished messages below the mark: a new replica needs them
 	}
 	data, _ := json.Marshal(ts)
 	done, err := cl.CompactTopic(t.name, mark.Index, data)
@@ -430,7 +455,7 @@ func (r *replTopic) applyChannel(name string, start channelStart) {
 		return
 	}
 	if created {
-		ch.setStandby(!r.leading.Load())
+		ch.setStandby(!r.delivering())
 		t.nsqd.notifyRegister(t.name, name)
 		t.nsqd.persistMetadataOrLog()
 	}
@@ -646,11 +671,22 @@ func (r *replTopic) setLeader(leader, self uint64) {
 	r.mu.Lock()
 	clear(r.sentCursors)
 	r.mu.Unlock()
-	for _, ch := range r.t.channelList() {
-		ch.setStandby(!leading)
-	}
+	r.updateStandby()
 	if leading {
 		r.cursorChanged() // hook the cursors and send them now
+	}
+}
+
+// delivering reports whether the topic's channels deliver here: this node
+// leads the group and holds every message not yet finished (a replica
+// restored from a snapshot may still be copying some).
+func (r *replTopic) delivering() bool { return r.leading.Load() && !r.gated.Load() }
+
+// updateStandby makes the channels deliver exactly while delivering.
+func (r *replTopic) updateStandby() {
+	on := !r.delivering()
+	for _, ch := range r.t.channelList() {
+		ch.setStandby(on)
 	}
 }
 

@@ -45,6 +45,10 @@ const (
 type historyRange struct {
 	From uint64 `json:"from"`
 	To   uint64 `json:"to"`
+	// Unfinished: the range holds messages some channel has not finished
+	// (the snapshot was taken with a backlog); until it is copied this
+	// replica does not deliver.
+	Unfinished bool `json:"unfinished,omitempty"`
 }
 
 type historyFile struct {
@@ -75,14 +79,24 @@ func (r *replTopic) loadHistory() error {
 	}
 	r.histMu.Lock()
 	r.history = hf.Ranges
+	r.setGatesLocked()
 	r.histMu.Unlock()
-	r.historyDue.Store(len(hf.Ranges) > 0)
 	return nil
+}
+
+// setGatesLocked derives historyDue and gated from the ranges left
+// (histMu held).
+func (r *replTopic) setGatesLocked() {
+	r.historyDue.Store(len(r.history) > 0)
+	gated := false
+	for _, h := range r.history {
+		gated = gated || h.Unfinished
+	}
+	r.gated.Store(gated)
 }
 
 // saveHistoryLocked writes the ranges left to copy (histMu held).
 func (r *replTopic) saveHistoryLocked() error {
-	r.historyDue.Store(len(r.history) > 0)
 	if len(r.history) == 0 {
 		err := os.Remove(historyPath(r.t.dur.dir))
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -97,12 +111,38 @@ func (r *replTopic) saveHistoryLocked() error {
 	return nil
 }
 
-// noteSkipped records that the log skips [from, to), before it does.
-func (r *replTopic) noteSkipped(from, to uint64) error {
+// noteSkipped records that the log skips [from, to), before it does; with
+// unfinished, the channels stop delivering until the range is copied.
+func (r *replTopic) noteSkipped(from, to uint64, unfinished bool) error {
 	r.histMu.Lock()
 	defer r.histMu.Unlock()
-	r.history = append(r.history, historyRange{From: from, To: to})
-	return r.saveHistoryLocked()
+	r.history = append(r.history, historyRange{From: from, To: to, Unfinished: unfinished})
+	err := r.saveHistoryLocked()
+	r.setGatesLocked()
+	return err
+}
+
+// unfinishedBelowEnd reports whether a channel of the snapshot (or the
+// topic cursor of a topic without channels) has not finished every message
+// below its end.
+func (ts *topicSnapshot) unfinishedBelowEnd() (bool, error) {
+	recs := make([][]byte, 0, len(ts.Cursors)+1)
+	for _, rec := range ts.Cursors {
+		recs = append(recs, rec)
+	}
+	if ts.Topic != nil {
+		recs = append(recs, ts.Topic)
+	}
+	for _, rec := range recs {
+		_, cur, err := store.DecodeCursorState(rec)
+		if err != nil {
+			return false, err
+		}
+		if cur.Floor < ts.End {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // wakeHistory starts the copy when there is one to do.
@@ -173,9 +213,28 @@ func (r *replTopic) copyHistory(ctx context.Context) error {
 		r.history = slices.Delete(r.history, i, i+1)
 	}
 	err = r.saveHistoryLocked()
+	wasGated := r.gated.Load()
+	if err == nil {
+		r.setGatesLocked()
+	}
 	r.histMu.Unlock()
 	if err != nil {
 		return err
+	}
+	if wasGated && !r.gated.Load() {
+		// every unfinished message is here now: the channels read their
+		// log again from their floors (a read while messages were missing
+		// would have passed them) and deliver if this node leads
+		for _, ch := range r.t.channelList() {
+			if ch.dlog != nil {
+				ch.mu.Lock()
+				cur := ch.dlog.cursor.Clone()
+				ch.mu.Unlock()
+				ch.takeCursor(cur)
+			}
+		}
+		r.updateStandby()
+		r.t.logger.Info("a replicated topic's replica holds every unfinished message again", "leading", r.leading.Load())
 	}
 	r.t.logger.Info("copied the retained history of a replicated topic from its replicas",
 		"messages", copied, "from", low, "to", hr.To)

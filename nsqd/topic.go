@@ -451,7 +451,7 @@ func (t *Topic) getChannelFrom(name string, start channelStart) (ch *Channel, cr
 	ch = newChannel(t.name, name, t.nsqd, t.dur != nil)
 	ch.topic = t
 	if t.repl != nil {
-		ch.standby = !t.repl.leading.Load()
+		ch.standby = !t.repl.delivering()
 	}
 	if cp != defaultChannelPolicy() {
 		ch.policy.Store(&cp)

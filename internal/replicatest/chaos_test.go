@@ -553,15 +553,22 @@ func TestChaosReplicatedTopic(t *testing.T) {
 		code, _, err := c.byIdent(lead).post("/channel/create?topic=" + chaosTopic + "&channel=" + chaosChannel)
 		return err == nil && code == 200
 	}, "channel created on the leader")
+	// A second channel nobody consumes: every message stays unfinished on
+	// it, so every snapshot has a backlog, and a node restored from one
+	// must copy it before it may deliver.
+	testutil.WaitFor(t, 20*time.Second, func() bool {
+		code, _, err := c.byIdent(lead).post("/channel/create?topic=" + chaosTopic + "&channel=" + chaosIdleChannel)
+		return err == nil && code == 200
+	}, "idle channel created on the leader")
 	testutil.WaitFor(t, 20*time.Second, func() bool {
 		for _, n := range c.nodes {
 			ts, ok := n.topicStats(chaosTopic)
-			if !ok || !hasChannel(ts, chaosChannel) {
+			if !ok || !hasChannel(ts, chaosChannel) || !hasChannel(ts, chaosIdleChannel) {
 				return false
 			}
 		}
 		return true
-	}, "channel on every replica")
+	}, "channels on every replica")
 
 	led := newLedger()
 	lookupdConsumer(t, lk, chaosTopic, chaosChannel, 300, led)
@@ -776,6 +783,9 @@ func TestChaosReplicatedTopic(t *testing.T) {
 		c.checkReplicaLogs()
 	}
 }
+
+// chaosIdleChannel is the chaos topic's channel without consumers.
+const chaosIdleChannel = "idle"
 
 // chaosCompactEntries is the chaos nodes' --replica-compact-entries.
 const chaosCompactEntries = 2000
@@ -1006,11 +1016,15 @@ func (c *addrCollector) HandleMessage(m *nsq.Message) error {
 // it must show" 3, with processes): with --replica-timeout=2s, a replica
 // killed for good is replaced by the spare node, which catches up; made
 // leader (the others frozen in turn until it wins an election), it
-// delivers every message acknowledged before it joined.
+// delivers every message acknowledged before it joined. The messages are
+// not consumed before, and the replicas compact their Raft logs all the
+// same (--replica-compact-entries=50): the spare starts from a snapshot
+// whose messages are unfinished, copies them from the others, and
+// delivers only once it holds them.
 func TestLostReplicaReplacedAndTheNewOneHoldsEveryMessage(t *testing.T) {
 	bin := testutil.BuildApp(t, "github.com/sluicemq/sluice/apps/nsqd")
 	lk := lookupdtest.Start(t, nil)
-	ns := startNodes(t, bin, lk, 4, false, "--replica-timeout=2s")
+	ns := startNodes(t, bin, lk, 4, false, "--replica-timeout=2s", "--replica-compact-entries=50")
 	dumpLogsOnFailure(t, ns)
 	createReplicated(t, ns[0], "orders", 3)
 	holders := func() (in, out []*node) {
@@ -1044,6 +1058,10 @@ func TestLostReplicaReplacedAndTheNewOneHoldsEveryMessage(t *testing.T) {
 		}
 	}
 	p.Stop()
+	for _, m := range members {
+		testutil.WaitFor(t, 30*time.Second, func() bool { return len(snapshotFiles(m.dataPath)) > 0 },
+			"%s compacts its Raft log though nothing was consumed", m.name)
+	}
 
 	// Kill a member that is not the leader of the topic, for good.
 	lost := members[0]
@@ -1064,6 +1082,9 @@ func TestLostReplicaReplacedAndTheNewOneHoldsEveryMessage(t *testing.T) {
 		return ok && ts.Leader != nil && *ts.Leader != "" && channelDepth(ts, "c") == total
 	}, "the spare %s holds the topic with its %d messages", spare.name, total)
 	t.Logf("%s replaced %s and caught up %v after the kill", spare.name, lost.name, time.Since(killed))
+	if len(snapshotFiles(spare.dataPath)) == 0 {
+		t.Fatalf("%s did not start from a snapshot", spare.name)
+	}
 	testutil.WaitFor(t, 20*time.Second, func() bool {
 		for _, n := range group {
 			if ts, ok := n.topicStats("orders"); ok && ts.ReplicaLag != nil {
