@@ -107,8 +107,8 @@ type Options struct {
 	// before another live node replaces it (Sluice).
 	ReplicaTimeout time.Duration `flag:"replica-timeout" cfg:"replica_timeout"`
 	// ReplicaCompactEntries is how many Raft entries a replicated topic's
-	// replica lets accumulate before it snapshots and drops those whose
-	// messages every channel finished (0: 50,000).
+	// replica lets accumulate before it snapshots the channels' progress
+	// and drops them (0: 50,000); the messages stay in the topic log.
 	ReplicaCompactEntries int `flag:"replica-compact-entries" cfg:"replica_compact_entries"`
 
 	// LookupdPingInterval is how often nsqd PINGs each nsqlookupd (fixed 15s

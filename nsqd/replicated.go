@@ -305,10 +305,10 @@ func (r *replTopic) Apply(last uint64, cmds []replica.Command) error {
 
 // topicSnapshot is a replicated topic's state at a Raft index, the data
 // of the group's snapshots: where the topic log ends there and every
-// channel's cursor. Messages below the cursors' floors are finished
-// everywhere, so a replica that takes the snapshot needs none of them to
-// deliver: its log skips to End, and it copies the retained history below
-// (what a replay reads) from the other replicas afterwards.
+// channel's cursor. A replica that takes the snapshot skips its log to
+// End and copies the messages below from the other replicas afterwards:
+// the unfinished ones (above a cursor's floor) before it may deliver, and
+// the retained history a replay reads.
 type topicSnapshot struct {
 	Index   uint64            `json:"index"`
 	End     uint64            `json:"end"`
@@ -392,8 +392,8 @@ func (r *replTopic) Restore(snap *raftpb.Snapshot) error {
 // snapshots its topic and drops them; a node option can change it.
 const compactEvery = 50000
 
-// maybeCompact drops the Raft log below the newest synced mark whose
-// messages every channel has finished, once enough entries piled up.
+// maybeCompact drops the Raft log below the newest synced mark, once
+// enough entries piled up, keeping a snapshot of the channels' cursors.
 func (r *replTopic) maybeCompact() {
 	cl := r.t.nsqd.cluster.Load()
 	if cl == nil {

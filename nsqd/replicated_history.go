@@ -16,15 +16,16 @@ import (
 
 // A replica restored from a snapshot (it replaced a lost one, or was gone
 // while the others compacted their Raft logs) skips its topic log to the
-// snapshot's end: the messages below it are finished on every channel, so
-// no consumer needs them, but a channel created later with
-// start=earliest or start=<time> replays the retained history. So the
-// replica then copies that history from the others, the leader first, in
-// chunks from the top down, each written as a sealed segment below what it
-// holds (store.Log.Backfill). The ranges still to copy are kept in
+// snapshot's end. Below it are messages its channels have not finished
+// (a snapshot does not wait for consumers) and the retained history that
+// a channel created with start=earliest or start=<time> replays. So the
+// replica then copies them from the others, the leader first, in chunks
+// from the top down, each written as a sealed segment below what it holds
+// (store.Log.Backfill); while unfinished ones are missing, its channels
+// do not deliver, even if it leads. The ranges still to copy are kept in
 // history.json in the topic's folder, written before the skip, so a
-// restart goes on with the copy. A replica whose copy is unfinished serves
-// no history itself.
+// restart goes on with the copy (and keeps the gate). A replica whose
+// copy is unfinished serves no history itself.
 
 // historyChunkBytes bounds one answer of a history read; historyChunkMsgs
 // the messages it looks at.
