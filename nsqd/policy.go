@@ -430,6 +430,12 @@ func (c *Channel) depth() int64 {
 // (or the topic itself, without channels) deeper than max_depth drops its
 // oldest messages down to it.
 func (t *Topic) trimToDepth(p *topicPolicy) {
+	if t.repl != nil && t.repl.gated.Load() {
+		// a replica still copying messages its channels have not
+		// finished would drop from a log with holes (newer messages in
+		// place of the oldest); the next publish after the copy trims
+		return
+	}
 	chans := t.channelList()
 	if len(chans) == 0 {
 		t.trimOwn(p.maxDepth)
