@@ -69,7 +69,8 @@ type replTopic struct {
 	historyWake chan struct{}
 	// gated: a range left to copy holds messages not yet finished, so the
 	// channels do not deliver even while this node leads
-	gated atomic.Bool
+	gated     atomic.Bool
+	standbyMu sync.Mutex // serializes updateStandby
 
 	stop chan struct{}
 	// dirty wakes the cursor loop: a channel's cursor changed
@@ -352,7 +353,7 @@ func (r *replTopic) Restore(snap *raftpb.Snapshot) error {
 			if ch, _, err = t.getChannelFrom(name, channelStart{}); err != nil {
 				return fmt.Errorf("snapshot of %s: channel %s: %w", t.name, name, err)
 			}
-			ch.setStandby(!r.delivering())
+			r.setStandbyOf(ch)
 			t.nsqd.notifyRegister(t.name, name)
 			t.nsqd.persistMetadataOrLog()
 		}
@@ -455,7 +456,7 @@ func (r *replTopic) applyChannel(name string, start channelStart) {
 		return
 	}
 	if created {
-		ch.setStandby(!r.delivering())
+		r.setStandbyOf(ch)
 		t.nsqd.notifyRegister(t.name, name)
 		t.nsqd.persistMetadataOrLog()
 	}
@@ -682,8 +683,20 @@ func (r *replTopic) setLeader(leader, self uint64) {
 // restored from a snapshot may still be copying some).
 func (r *replTopic) delivering() bool { return r.leading.Load() && !r.gated.Load() }
 
-// updateStandby makes the channels deliver exactly while delivering.
+// setStandbyOf sets a new channel's standby as updateStandby would.
+func (r *replTopic) setStandbyOf(ch *Channel) {
+	r.standbyMu.Lock()
+	defer r.standbyMu.Unlock()
+	ch.setStandby(!r.delivering())
+}
+
+// updateStandby makes the channels deliver exactly while delivering. It
+// runs on the host's apply goroutine (leader changes, restores) and on the
+// history copy's (the gate lifted); standbyMu makes the last call's view
+// of both the one that stays.
 func (r *replTopic) updateStandby() {
+	r.standbyMu.Lock()
+	defer r.standbyMu.Unlock()
 	on := !r.delivering()
 	for _, ch := range r.t.channelList() {
 		ch.setStandby(on)

@@ -214,18 +214,22 @@ func (r *replTopic) copyHistory(ctx context.Context) error {
 		r.history = slices.Delete(r.history, i, i+1)
 	}
 	err = r.saveHistoryLocked()
-	wasGated := r.gated.Load()
-	if err == nil {
+	ungate := r.gated.Load()
+	for _, h := range r.history {
+		ungate = ungate && !h.Unfinished
+	}
+	if err == nil && !ungate {
 		r.setGatesLocked()
 	}
 	r.histMu.Unlock()
 	if err != nil {
 		return err
 	}
-	if wasGated && !r.gated.Load() {
-		// every unfinished message is here now: the channels read their
+	if ungate {
+		// Every unfinished message is here now. While the gate still
+		// holds the channels in standby (whoever leads), they read their
 		// log again from their floors (a read while messages were missing
-		// would have passed them) and deliver if this node leads
+		// would have passed them); then they deliver if this node leads.
 		for _, ch := range r.t.channelList() {
 			if ch.dlog != nil {
 				ch.mu.Lock()
@@ -234,8 +238,11 @@ func (r *replTopic) copyHistory(ctx context.Context) error {
 				ch.takeCursor(cur)
 			}
 		}
+		r.histMu.Lock()
+		r.setGatesLocked() // (a restore meanwhile may have gated it again)
+		r.histMu.Unlock()
 		r.updateStandby()
-		r.t.logger.Info("a replicated topic's replica holds every unfinished message again", "leading", r.leading.Load())
+		r.t.logger.Info("a replicated topic's replica holds every unfinished message again", "leading", r.leading.Load(), "gated", r.gated.Load())
 	}
 	r.t.logger.Info("copied the retained history of a replicated topic from its replicas",
 		"messages", copied, "from", low, "to", hr.To)
