@@ -645,15 +645,10 @@ func (r *replTopic) announce(cmd []byte) {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := r.stopContext()
 		defer cancel()
-		go func() {
-			select {
-			case <-r.stop:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
+		ctx, cancelT := context.WithTimeout(ctx, 30*time.Second)
+		defer cancelT()
 		if err := cl.Publish(ctx, r.t.name, cmd); err != nil {
 			r.t.logger.Warn("replicate a channel change", "err", err)
 		}
@@ -676,6 +671,20 @@ func (r *replTopic) setLeader(leader, self uint64) {
 	if leading {
 		r.cursorChanged() // hook the cursors and send them now
 	}
+}
+
+// stopContext returns a context canceled when the topic stops (or cancel
+// is called).
+func (r *replTopic) stopContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-r.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // delivering reports whether the topic's channels deliver here: this node

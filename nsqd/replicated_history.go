@@ -156,15 +156,8 @@ func (r *replTopic) wakeHistory() {
 
 // historyLoop copies the skipped ranges while the topic is open.
 func (r *replTopic) historyLoop() {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := r.stopContext()
 	defer cancel()
-	go func() {
-		select {
-		case <-r.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	for {
 		select {
 		case <-r.stop:

@@ -7,9 +7,10 @@ import (
 	"strings"
 )
 
-// partSuffix marks a backfilled segment still being written: it becomes a
-// segment only when renamed, after its records are synced.
-const partSuffix = ".part"
+// partSuffix marks a backfilled segment still being written
+// (WriteFileAtomic's temporary file): it becomes a segment only when
+// renamed, after its records are synced.
+const partSuffix = ".tmp"
 
 // Backfill adds records the log is missing below messages it holds. It is
 // for a log whose sequence numbers jumped over messages kept elsewhere (a
@@ -80,34 +81,9 @@ func (l *Log) Backfill(recs []Record) error {
 	}
 	seg.size = int64(len(buf))
 
-	final := filepath.Join(l.dir, seg.name)
-	part := final + partSuffix
-	f, n, err := l.fs.OpenAppend(part, true)
-	if err != nil {
-		return fmt.Errorf("backfill %s: create %s: %w", l.dir, part, err)
-	}
-	if n != 0 {
-		err = f.Truncate(0)
-	}
-	if err == nil {
-		_, err = f.Write(buf)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		l.fs.Remove(part)
-		return fmt.Errorf("backfill %s: write %s: %w", l.dir, part, err)
-	}
-	if err := l.fs.Rename(part, final); err != nil {
-		l.fs.Remove(part)
-		return fmt.Errorf("backfill %s: rename %s: %w", l.dir, part, err)
-	}
-	if err := l.fs.SyncDir(l.dir); err != nil {
-		return fmt.Errorf("backfill %s: %w", l.dir, err)
+	// written beside under a temporary name, synced, renamed into place
+	if err := WriteFileAtomic(l.fs, filepath.Join(l.dir, seg.name), buf); err != nil {
+		return fmt.Errorf("backfill %s: write segment %s: %w", l.dir, seg.name, err)
 	}
 
 	l.mu.Lock()

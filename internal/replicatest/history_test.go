@@ -6,34 +6,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/nsqio/go-nsq"
 
 	"github.com/sluicemq/sluice/internal/lookupdtest"
 	"github.com/sluicemq/sluice/internal/testutil"
 )
-
-// countHandler counts distinct bodies.
-type countHandler struct {
-	mu   sync.Mutex
-	seen map[string]bool
-}
-
-func (c *countHandler) HandleMessage(m *nsq.Message) error {
-	c.mu.Lock()
-	c.seen[string(m.Body)] = true
-	c.mu.Unlock()
-	return nil
-}
-
-func (c *countHandler) distinct() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.seen)
-}
 
 // A replica that replaces a lost one after the others compacted their Raft
 // logs starts from a snapshot and copies the retained history it skipped
@@ -82,9 +60,9 @@ func TestReplicaKilledWhileCopyingItsHistoryFinishesTheCopyAfterARestart(t *test
 		}
 	}
 	p.Stop()
-	col := &countHandler{seen: map[string]bool{}}
+	col := testutil.NewCollector()
 	cons := lookupdConsumer(t, lk, "orders", "c", 500, col)
-	testutil.WaitFor(t, 60*time.Second, func() bool { return col.distinct() == batches*batch }, "all %d consumed", batches*batch)
+	testutil.WaitFor(t, 60*time.Second, func() bool { return len(col.Counts()) == batches*batch }, "all %d consumed", batches*batch)
 	cons.Stop()
 	<-cons.StopChan
 	for _, m := range members {

@@ -197,25 +197,19 @@ func (n *node) exitList() []string {
 // kill9 kills the node's process with SIGKILL and waits for it.
 func (n *node) kill9(t *testing.T) {
 	t.Helper()
-	n.mu.Lock()
-	cmd, exited := n.cmd, n.exited
-	n.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		t.Fatalf("kill -9 %s: %v", n.name, err)
-	}
-	select {
-	case <-exited:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("%s did not die after SIGKILL", n.name)
-	}
+	n.signalAndWait(t, syscall.SIGKILL, 10*time.Second)
 }
 
 // stop sends SIGTERM (the node exits cleanly, syncing its logs) and
 // waits for the process.
 func (n *node) stop(t *testing.T) {
+	t.Helper()
+	n.signalAndWait(t, syscall.SIGTERM, 30*time.Second)
+}
+
+// signalAndWait sends sig to the node's process (thawing it first) and
+// waits up to timeout for it to exit.
+func (n *node) signalAndWait(t *testing.T, sig syscall.Signal, timeout time.Duration) {
 	t.Helper()
 	n.mu.Lock()
 	cmd, exited := n.cmd, n.exited
@@ -223,14 +217,16 @@ func (n *node) stop(t *testing.T) {
 	if cmd == nil {
 		return
 	}
-	cmd.Process.Signal(syscall.SIGCONT)
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		t.Fatalf("SIGTERM to %s: %v", n.name, err)
+	if sig != syscall.SIGKILL {
+		cmd.Process.Signal(syscall.SIGCONT)
+	}
+	if err := cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		t.Fatalf("%v to %s: %v", sig, n.name, err)
 	}
 	select {
 	case <-exited:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("%s did not exit within 30 s of SIGTERM", n.name)
+	case <-time.After(timeout):
+		t.Fatalf("%s did not exit within %v of %v", n.name, timeout, sig)
 	}
 }
 
