@@ -2,7 +2,6 @@ package replica
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -960,11 +959,7 @@ func (c *Cluster) publishOnce(ctx context.Context, topic string, data []byte, bo
 		return fmt.Errorf("%w: %q", ErrUnknownTopic, topic)
 	}
 	if *body == nil {
-		b := make([]byte, 2+len(topic)+len(data))
-		binary.BigEndian.PutUint16(b, uint16(len(topic)))
-		copy(b[2:], topic)
-		copy(b[2+len(topic):], data)
-		*body = b
+		*body = append(appendString16(make([]byte, 0, 2+len(topic)+len(data)), topic), data...)
 	}
 	var err error
 	for _, m := range a.Members {

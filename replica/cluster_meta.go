@@ -2,7 +2,6 @@ package replica
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -302,18 +301,17 @@ func (c *Cluster) HandleRequest(ctx context.Context, from uint64, kind string, b
 		}
 		return nil, c.host.Propose(ctx, MetaGroup, EncodeNodeCmd(j.Node, j.Addr))
 	case "publish":
-		if len(body) < 2 || len(body) < 2+int(binary.BigEndian.Uint16(body)) {
+		topic, data, ok := cutString16(body)
+		if !ok {
 			return nil, errors.New("bad publish request")
 		}
-		n := int(binary.BigEndian.Uint16(body))
-		topic := string(body[2 : 2+n])
 		c.mu.Lock()
 		lt := c.topics[topic]
 		c.mu.Unlock()
 		if lt == nil {
 			return nil, fmt.Errorf("%w: %q has no replica on %s", ErrUnknownTopic, topic, c.cfg.SelfAddr)
 		}
-		return nil, c.host.ProposeCommitted(ctx, lt.group, body[2+n:])
+		return nil, c.host.ProposeCommitted(ctx, lt.group, data)
 	case historyKind:
 		return c.serveHistory(body)
 	default:

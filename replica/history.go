@@ -11,9 +11,10 @@ import (
 
 // HistoryServer is implemented by a TopicHost that serves the messages its
 // replicas hold to a replica that lacks them: one restored from a
-// snapshot skips its log to the snapshot's end, and copies the retained
-// history below it from the others afterwards. Request and answer are
-// the TopicHost's own encoding; the cluster only carries them.
+// snapshot skips its log to the snapshot's end, and copies the messages
+// below it (unfinished ones and the retained history) from the others
+// afterwards. Request and answer are the TopicHost's own encoding; the
+// cluster only carries them.
 type HistoryServer interface {
 	// TopicHistory answers req from this node's replica of topic.
 	TopicHistory(topic string, req []byte) ([]byte, error)
@@ -53,12 +54,8 @@ func (c *Cluster) FetchHistory(ctx context.Context, topic string, req []byte) ([
 	if len(peers) == 0 {
 		return nil, fmt.Errorf("replica: %q has no other replica to copy its history from", topic)
 	}
-	body := make([]byte, 0, 4+len(topic)+len(lt.group)+len(req))
-	body = binary.BigEndian.AppendUint16(body, uint16(len(topic)))
-	body = append(body, topic...)
-	body = binary.BigEndian.AppendUint16(body, uint16(len(lt.group)))
-	body = append(body, lt.group...)
-	body = append(body, req...)
+	body := appendString16(make([]byte, 0, 4+len(topic)+len(lt.group)+len(req)), topic)
+	body = append(appendString16(body, lt.group), req...)
 	var errs []error
 	for _, p := range peers {
 		actx, cancel := context.WithTimeout(ctx, historyAttempt)
@@ -96,6 +93,13 @@ func (c *Cluster) serveHistory(body []byte) ([]byte, error) {
 		return nil, fmt.Errorf("node %s serves no topic history", c.cfg.SelfAddr)
 	}
 	return hs.TopicHistory(topic, rest)
+}
+
+// appendString16 appends s as [len u16][bytes] (the requests' strings:
+// topic and group names, far below 64 KiB).
+func appendString16(b []byte, s string) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
+	return append(b, s...)
 }
 
 // cutString16 splits a [len u16][bytes] string off the front of b.
