@@ -170,7 +170,7 @@ func (r *replTopic) historyLoop() {
 				if ctx.Err() != nil {
 					return
 				}
-				r.t.logger.Warn("copy the retained history of a replicated topic from its replicas; trying again", "err", err, "in", wait)
+				r.t.logger.Warn("copy the messages a restore skipped from the other replicas; trying again", "err", err, "in", wait)
 				select {
 				case <-r.stop:
 					return
@@ -237,7 +237,7 @@ func (r *replTopic) copyHistory(ctx context.Context) error {
 		r.updateStandby()
 		r.t.logger.Info("a replicated topic's replica holds every unfinished message again", "leading", r.leading.Load(), "gated", r.gated.Load())
 	}
-	r.t.logger.Info("copied the retained history of a replicated topic from its replicas",
+	r.t.logger.Info("copied the messages a restore skipped from the other replicas",
 		"messages", copied, "from", low, "to", hr.To)
 	return nil
 }

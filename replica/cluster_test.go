@@ -583,6 +583,21 @@ func TestReplacedMetaVoterThatReturnsRejoinsAndLearnsThePlacement(t *testing.T) 
 	})
 	tc.stop(tc.nodes[300])
 	tc.hide(300, true)
+	a := tc.learnerReplaces300AndSecondIsCreated(ctx)
+	// it comes back, with the log it had
+	tc.returnsAndLearns(300, "second", a)
+	// and its meta group follows the leader
+	waitUntil(t, "the returning node hears from the meta leader", 10*time.Second, func() bool {
+		return tc.nodes[300].cluster.host.Leader(MetaGroup) != 0
+	})
+}
+
+// learnerReplaces300AndSecondIsCreated waits until learner 400 has taken
+// lost voter 300's place in the meta group, then creates topic "second"
+// while 300 is away and returns its assignment.
+func (tc *testCl) learnerReplaces300AndSecondIsCreated(ctx context.Context) Assignment {
+	t := tc.t
+	t.Helper()
 	waitUntil(t, "the learner takes the lost voter's place", 20*time.Second, func() bool {
 		return slices.Equal(slices.Sorted(slices.Values(tc.metaStatus(100).Voters)), []uint64{100, 200, 400})
 	})
@@ -592,12 +607,7 @@ func TestReplacedMetaVoterThatReturnsRejoinsAndLearnsThePlacement(t *testing.T) 
 		a, err = tc.nodes[100].cluster.CreateTopic(ctx, "second", Assignment{Replicas: 2})
 		return err == nil
 	})
-	// it comes back, with the log it had
-	tc.returnsAndLearns(300, "second", a)
-	// and its meta group follows the leader
-	waitUntil(t, "the returning node hears from the meta leader", 10*time.Second, func() bool {
-		return tc.nodes[300].cluster.host.Leader(MetaGroup) != 0
-	})
+	return a
 }
 
 // A meta voter lost before it registered in the placement (right after
@@ -639,15 +649,7 @@ func TestMetaVoterLostBeforeItRegisteredRejoinsWhenItReturns(t *testing.T) {
 		delete(cl.lastSeen, 300)
 		cl.mu.Unlock()
 	}
-	waitUntil(t, "the learner takes the lost voter's place", 20*time.Second, func() bool {
-		return slices.Equal(slices.Sorted(slices.Values(tc.metaStatus(100).Voters)), []uint64{100, 200, 400})
-	})
-	var a Assignment
-	waitUntil(t, "a topic created while the old voter is away", 20*time.Second, func() bool {
-		var err error
-		a, err = tc.nodes[100].cluster.CreateTopic(ctx, "second", Assignment{Replicas: 2})
-		return err == nil
-	})
+	a := tc.learnerReplaces300AndSecondIsCreated(ctx)
 	tc.net.mu.Lock()
 	tc.net.filter = nil
 	tc.net.mu.Unlock()

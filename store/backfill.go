@@ -7,11 +7,6 @@ import (
 	"strings"
 )
 
-// partSuffix marks a backfilled segment still being written
-// (WriteFileAtomic's temporary file): it becomes a segment only when
-// renamed, after its records are synced.
-const partSuffix = ".tmp"
-
 // Backfill adds records the log is missing below messages it holds. It is
 // for a log whose sequence numbers jumped over messages kept elsewhere (a
 // replicated topic's replica restored from a snapshot skips to the
@@ -152,11 +147,12 @@ func slicesDelete(segs []*segment, drop []*segment) []*segment {
 	return out
 }
 
-// removeParts deletes backfilled segments a crash left half written.
+// removeParts deletes backfilled segments a crash left half written
+// (WriteFileAtomic's temporary files: a segment only once renamed).
 func (l *Log) removeParts(names []string) error {
 	removed := false
 	for _, name := range names {
-		if !strings.HasSuffix(name, ".seg"+partSuffix) {
+		if !strings.HasSuffix(name, ".seg"+tmpSuffix) {
 			continue
 		}
 		if err := l.fs.Remove(filepath.Join(l.dir, name)); err != nil && !isNotExist(err) {

@@ -61,6 +61,20 @@ func seqList(recs []Record) string {
 	return b.String()
 }
 
+// appendLive commits n messages "live-<seq>" at l's end and records them
+// in live.
+func appendLive(t *testing.T, c *Committer, l *Log, live map[uint64]string, n int) {
+	t.Helper()
+	for range n {
+		seq := l.End()
+		e := Entry{TS: 1, Body: fmt.Appendf(nil, "live-%d", seq)}
+		if err := commitWait(c, l, e); err != nil {
+			t.Fatal(err)
+		}
+		live[seq] = string(e.Body)
+	}
+}
+
 func seqRange(from, to uint64) []uint64 {
 	var out []uint64
 	for s := from; s < to; s++ {
@@ -82,13 +96,7 @@ func TestBackfillFillsTheRangeASkipJumpedOverAndSurvivesReopening(t *testing.T) 
 		t.Fatal(err)
 	}
 	live := map[uint64]string{}
-	for i := range 5 {
-		e := Entry{TS: 1, Body: fmt.Appendf(nil, "live-%d", i)}
-		if err := commitWait(c, l, e); err != nil {
-			t.Fatal(err)
-		}
-		live[uint64(100+i)] = string(e.Body)
-	}
+	appendLive(t, c, l, live, 5)
 	tail := l.NewReader(100) // a channel already reading after the skip
 	for _, chunk := range [][2]uint64{{70, 100}, {40, 70}} {
 		if err := l.Backfill(histRecords(chunk[0], chunk[1])); err != nil {
@@ -130,21 +138,11 @@ func TestBackfillFillsAHoleBetweenHeldMessages(t *testing.T) {
 	c := NewCommitter(time.Hour)
 	defer c.Close()
 	live := map[uint64]string{}
-	add := func(n int) {
-		for range n {
-			seq := l.End()
-			e := Entry{TS: 1, Body: fmt.Appendf(nil, "live-%d", seq)}
-			if err := commitWait(c, l, e); err != nil {
-				t.Fatal(err)
-			}
-			live[seq] = string(e.Body)
-		}
-	}
-	add(10)
+	appendLive(t, c, l, live, 10)
 	if err := l.SkipTo(50); err != nil {
 		t.Fatal(err)
 	}
-	add(3)
+	appendLive(t, c, l, live, 3)
 	if err := l.Backfill(histRecords(10, 50)); err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +192,7 @@ func TestBackfillRefusesRecordsItCannotPlace(t *testing.T) {
 		live[s] = "held"
 	}
 	checkBackfilled(t, l, want, live)
-	if files := fs.Files(); strings.Contains(strings.Join(files, " "), partSuffix) {
+	if files := fs.Files(); strings.Contains(strings.Join(files, " "), tmpSuffix) {
 		t.Fatalf("a refused backfill left files behind: %v", files)
 	}
 }
@@ -213,13 +211,7 @@ func TestBackfillCrashAtEveryStepLeavesEachChunkWholeOrAbsent(t *testing.T) {
 			t.Fatal(err)
 		}
 		live := map[uint64]string{}
-		for i := range 20 {
-			e := Entry{TS: 1, Body: fmt.Appendf(nil, "live-%d", i)}
-			if err := commitWait(c, l, e); err != nil {
-				t.Fatal(err)
-			}
-			live[uint64(900+i)] = string(e.Body)
-		}
+		appendLive(t, c, l, live, 20)
 		fs.FailAfter(n)
 		done := 0
 		for _, ch := range chunks {
@@ -239,7 +231,7 @@ func TestBackfillCrashAtEveryStepLeavesEachChunkWholeOrAbsent(t *testing.T) {
 			t.Fatalf("crash after %d steps: quarantined %v", n, rep.Quarantined)
 		}
 		for _, f := range fs.Files() {
-			if strings.HasSuffix(f, partSuffix) {
+			if strings.HasSuffix(f, tmpSuffix) {
 				t.Fatalf("crash after %d steps: %s left after reopening", n, f)
 			}
 		}

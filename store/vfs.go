@@ -142,10 +142,14 @@ func (OSFS) SyncDir(dir string) error {
 	return nil
 }
 
-// WriteFileAtomic replaces name with data durably: a temporary file is
-// written and synced, renamed over name, and the directory synced.
+// tmpSuffix names WriteFileAtomic's temporary file beside its target.
+const tmpSuffix = ".tmp"
+
+// WriteFileAtomic replaces name with data durably: a temporary file
+// (name+tmpSuffix) is written and synced, renamed over name, and the
+// directory synced.
 func WriteFileAtomic(fs FS, name string, data []byte) error {
-	tmp := name + ".tmp"
+	tmp := name + tmpSuffix
 	_ = fs.Remove(tmp)
 	f, size, err := fs.OpenAppend(tmp, true)
 	if err != nil {
