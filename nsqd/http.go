@@ -117,6 +117,7 @@ func (n *NSQD) router() *httprouter.Router {
 	r.POST("/topic/empty", httpv1.V1(n.doTopicAction(func(t *Topic) error { return t.empty() }, true)))
 	r.POST("/topic/pause", httpv1.V1(n.doTopicAction(func(t *Topic) error { t.setPaused(true); return n.persistMetadata() }, false)))
 	r.POST("/topic/unpause", httpv1.V1(n.doTopicAction(func(t *Topic) error { t.setPaused(false); return n.persistMetadata() }, false)))
+	r.POST("/topic/step-down", httpv1.V1(n.doTopicStepDown))
 
 	r.POST("/channel/create", httpv1.V1(n.doChannelCreate))
 	r.POST("/channel/delete", httpv1.V1(n.doChannelAction(func(t *Topic, ch *Channel) error { return n.DeleteChannel(t, ch.name) })))

@@ -110,6 +110,11 @@ type Options struct {
 	// replica lets accumulate before it snapshots the channels' progress
 	// and drops them (0: 50,000); the messages stay in the topic log.
 	ReplicaCompactEntries int `flag:"replica-compact-entries" cfg:"replica_compact_entries"`
+	// ReplicaHistoryRate bounds the bytes per second a replica restored
+	// from a snapshot reads from the others as it copies the messages the
+	// snapshot skipped, so a long copy leaves the nodes' disks and network
+	// to live traffic (0: unlimited).
+	ReplicaHistoryRate int64 `flag:"replica-history-rate" cfg:"replica_history_rate"`
 
 	// LookupdPingInterval is how often nsqd PINGs each nsqlookupd (fixed 15s
 	// in NSQ; settable for tests).
@@ -223,6 +228,9 @@ func (o *Options) validate() error {
 	}
 	if o.ReplicaCompactEntries < 0 {
 		return fmt.Errorf("--replica-compact-entries must be >= 0 (0: %d), got %d", compactEvery, o.ReplicaCompactEntries)
+	}
+	if o.ReplicaHistoryRate < 0 {
+		return fmt.Errorf("--replica-history-rate must be >= 0 (0: unlimited), got %d", o.ReplicaHistoryRate)
 	}
 	if o.ReplicaTimeout < time.Second {
 		return fmt.Errorf("--replica-timeout must be at least 1s, got %s", o.ReplicaTimeout)

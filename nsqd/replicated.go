@@ -71,6 +71,17 @@ type replTopic struct {
 	// channels do not deliver even while this node leads
 	gated     atomic.Bool
 	standbyMu sync.Mutex // serializes updateStandby
+	// historyPeer is the replica that last answered a history read (its
+	// own copy is complete: it delivers everything); handedOff is when
+	// this node last asked the group to make it leader (unix ns)
+	historyPeer atomic.Uint64
+	handedOff   atomic.Int64
+	// handingOver: a planned change of leader (/topic/step-down) is
+	// under way; the channels stop delivering meanwhile
+	handingOver atomic.Bool
+	// cursorMu serializes proposeCursors: a later state is never
+	// committed before an earlier one
+	cursorMu sync.Mutex
 
 	stop chan struct{}
 	// dirty wakes the cursor loop: a channel's cursor changed
@@ -587,6 +598,8 @@ func (r *replTopic) cursorChanged() {
 // changed since last proposed, and hooks every cursor to cursorChanged. It
 // reports false when a proposal failed.
 func (r *replTopic) proposeCursors() bool {
+	r.cursorMu.Lock()
+	defer r.cursorMu.Unlock()
 	changed := make(map[string]*store.Cursor)
 	enc := make(map[string]string)
 	for _, ch := range r.t.channelList() {
@@ -670,7 +683,80 @@ func (r *replTopic) setLeader(leader, self uint64) {
 	r.updateStandby()
 	if leading {
 		r.cursorChanged() // hook the cursors and send them now
+		r.handOffIfGated()
 	}
+}
+
+// handoverDrain bounds how long a leader handing its leadership on waits
+// for its consumers to finish the messages in flight.
+const handoverDrain = 2 * time.Second
+
+// prepareHandover readies a planned change of leader: the channels stop
+// delivering, the messages in flight get up to handoverDrain to be
+// finished, then every channel's progress is committed to the group, so
+// the next leader delivers again only what was still in flight.
+func (r *replTopic) prepareHandover(ctx context.Context) error {
+	r.handingOver.Store(true)
+	r.updateStandby()
+	drained := time.After(handoverDrain)
+	for inFlight := true; inFlight; {
+		inFlight = false
+		for _, ch := range r.t.channelList() {
+			ch.mu.Lock()
+			inFlight = inFlight || ch.inFlight.len() > 0
+			ch.mu.Unlock()
+		}
+		if !inFlight {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-drained:
+			inFlight = false
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if !r.proposeCursors() {
+		return errors.New("the channels' progress could not be committed")
+	}
+	return nil
+}
+
+// handoverDone ends a planned change of leader: the channels deliver again
+// if this node still leads.
+func (r *replTopic) handoverDone() {
+	r.handingOver.Store(false)
+	r.updateStandby()
+}
+
+// handOffEvery spaces a gated leader's requests to hand its leadership
+// on: raft gives a transfer up after an election timeout.
+const handOffEvery = 5 * time.Second
+
+// handOffIfGated asks the group to make another replica the leader while
+// this node leads but its channels cannot deliver (gated: it is copying
+// unfinished messages a restore skipped). A replica that answered one of
+// its history reads holds every message, so its channels deliver at once
+// instead of after the copy. It does not wait for the change.
+func (r *replTopic) handOffIfGated() {
+	peer := r.historyPeer.Load()
+	if peer == 0 || !r.leading.Load() || !r.gated.Load() {
+		return
+	}
+	now, last := time.Now().UnixNano(), r.handedOff.Load()
+	if now-last < int64(handOffEvery) || !r.handedOff.CompareAndSwap(last, now) {
+		return
+	}
+	cl := r.t.nsqd.cluster.Load()
+	if cl == nil {
+		return
+	}
+	if err := cl.HandOff(r.t.name, peer); err != nil {
+		r.t.logger.Warn("hand the leadership of a gated replica to a complete one", "to", cl.Addr(peer), "err", err)
+		return
+	}
+	r.t.logger.Info("this replica leads but is still copying unfinished messages: handing the leadership to a replica that holds them", "to", cl.Addr(peer))
 }
 
 // stopContext returns a context canceled when the topic stops (or cancel
@@ -688,9 +774,12 @@ func (r *replTopic) stopContext() (context.Context, context.CancelFunc) {
 }
 
 // delivering reports whether the topic's channels deliver here: this node
-// leads the group and holds every message not yet finished (a replica
-// restored from a snapshot may still be copying some).
-func (r *replTopic) delivering() bool { return r.leading.Load() && !r.gated.Load() }
+// leads the group, holds every message not yet finished (a replica
+// restored from a snapshot may still be copying some) and is not handing
+// its leadership on.
+func (r *replTopic) delivering() bool {
+	return r.leading.Load() && !r.gated.Load() && !r.handingOver.Load()
+}
 
 // setStandbyOf sets a new channel's standby as updateStandby would.
 func (r *replTopic) setStandbyOf(ch *Channel) {

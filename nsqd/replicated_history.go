@@ -196,7 +196,27 @@ func (r *replTopic) copyHistory(ctx context.Context) error {
 	if cl == nil {
 		return errors.New("replication is not running")
 	}
-	fetch := func(ctx context.Context, req []byte) ([]byte, error) { return cl.FetchHistory(ctx, r.t.name, req) }
+	rate := r.t.nsqd.opts.ReplicaHistoryRate
+	var owed time.Duration // --replica-history-rate's pause before the next read
+	fetch := func(ctx context.Context, req []byte) ([]byte, error) {
+		if owed > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(owed):
+			}
+		}
+		out, peer, err := cl.FetchHistory(ctx, r.t.name, req)
+		if err != nil {
+			return nil, err
+		}
+		r.historyPeer.Store(peer)
+		r.handOffIfGated()
+		if rate > 0 {
+			owed = time.Duration(float64(len(out)) / float64(rate) * float64(time.Second))
+		}
+		return out, nil
+	}
 	copied, low, err := backfillRange(ctx, r.t.dur.log, hr, fetch)
 	if err != nil {
 		return fmt.Errorf("history of %s: %w", r.t.name, err)

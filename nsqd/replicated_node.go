@@ -190,6 +190,22 @@ func (rt replicaTopics) LeaderChanged(topic string, leader uint64) {
 	}
 }
 
+// PrepareHandover implements replica.Handover.
+func (rt replicaTopics) PrepareHandover(ctx context.Context, topic string) error {
+	t, ok := rt.n.ExistingTopic(topic)
+	if !ok || t.repl == nil {
+		return fmt.Errorf("topic %s has no replica here", topic)
+	}
+	return t.repl.prepareHandover(ctx)
+}
+
+// HandoverDone implements replica.Handover.
+func (rt replicaTopics) HandoverDone(topic string) {
+	if t, ok := rt.n.ExistingTopic(topic); ok && t.repl != nil {
+		t.repl.handoverDone()
+	}
+}
+
 // replicatedElsewhere reports whether topic is replicated on other nodes
 // only: publishes here are forwarded to them.
 func (n *NSQD) replicatedElsewhere(topic string) bool {

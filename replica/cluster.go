@@ -2,6 +2,7 @@ package replica
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -983,6 +984,160 @@ func (c *Cluster) Propose(ctx context.Context, topic string, data []byte) error 
 		return fmt.Errorf("%w: %q on this node", ErrUnknownTopic, topic)
 	}
 	return c.host.Propose(ctx, lt.group, data)
+}
+
+// ErrNotMember refuses a leadership transfer to a node that holds no
+// replica of the topic.
+var ErrNotMember = errors.New("the node holds no replica of the topic")
+
+// Member returns the replica of topic at addr (broadcast_address:tcp_port,
+// as /stats names leaders), when one is there.
+func (c *Cluster) Member(topic, addr string) (uint64, bool) {
+	a, ok := c.Assignment(topic)
+	if !ok {
+		return 0, false
+	}
+	for _, m := range a.Members {
+		if c.Addr(m) == addr {
+			return m, true
+		}
+	}
+	return 0, false
+}
+
+// HandOff asks topic's group, once and without waiting, to make its
+// replica to the leader (see Host.TransferLeader).
+func (c *Cluster) HandOff(topic string, to uint64) error {
+	c.mu.Lock()
+	lt := c.topics[topic]
+	c.mu.Unlock()
+	if lt == nil {
+		return fmt.Errorf("%w: %q on this node", ErrUnknownTopic, topic)
+	}
+	return c.host.TransferLeader(lt.group, to)
+}
+
+// Handover is implemented by a TopicHost with work to do on the leader
+// around a planned change of leader (TransferLeader), such as handing
+// the consumers' latest progress to the group so the next leader does
+// not deliver again what was finished.
+type Handover interface {
+	// PrepareHandover runs on the leader before it hands its leadership
+	// of topic on; an error cancels the transfer.
+	PrepareHandover(ctx context.Context, topic string) error
+	// HandoverDone runs after the transfer, whether or not another
+	// replica took the leadership.
+	HandoverDone(topic string)
+}
+
+// transferTimeout bounds a transfer the leader makes for a follower.
+const transferTimeout = 10 * time.Second
+
+// transferKind carries a TransferLeader asked on a follower to the
+// leader, which prepares the handover and makes the transfer.
+const transferKind = "topic.transfer"
+
+// TransferLeader hands the leadership of topic's group to its replica to
+// (with to 0 this node picks: when it leads, the other voter whose log is
+// the least behind; when it follows, itself) and waits until a leader of
+// a later term is known or ctx ends. It returns that leader: to, unless
+// to handed the leadership on at once (a replica still copying the
+// messages a restore skipped does) or another node won the election. A
+// follower passes the request to the leader, which prepares the handover
+// (see Handover) before the transfer. It fails with ErrUnknownTopic when
+// this node holds no replica of topic, with ErrNotMember when to is not a
+// voting replica, and with ErrNoLeader when the group has none.
+func (c *Cluster) TransferLeader(ctx context.Context, topic string, to uint64) (uint64, error) {
+	c.mu.Lock()
+	lt := c.topics[topic]
+	c.mu.Unlock()
+	if lt == nil {
+		return 0, fmt.Errorf("%w: %q on this node", ErrUnknownTopic, topic)
+	}
+	st, ok := c.host.Status(lt.group)
+	if !ok {
+		return 0, fmt.Errorf("%w: %q on this node", ErrUnknownTopic, topic)
+	}
+	if to == 0 {
+		to = c.cfg.Self
+		if st.IsLead {
+			to = 0
+			for _, v := range st.Voters {
+				if v != c.cfg.Self && (to == 0 || st.Lag[v] < st.Lag[to]) {
+					to = v
+				}
+			}
+			if to == 0 {
+				return 0, fmt.Errorf("%w: %q has no other voting replica", ErrNotMember, topic)
+			}
+		}
+	}
+	if !slices.Contains(st.Voters, to) {
+		return 0, fmt.Errorf("%w: %s is not a voting replica of %q", ErrNotMember, c.Addr(to), topic)
+	}
+	if st.Leader == to {
+		return to, nil
+	}
+	if !st.IsLead {
+		if st.Leader == 0 {
+			return 0, fmt.Errorf("replica: hand the leadership of %q to %s: %w", topic, c.Addr(to), ErrNoLeader)
+		}
+		body := binary.BigEndian.AppendUint64(appendString16(nil, topic), to)
+		out, err := c.cfg.Requester.Request(ctx, st.Leader, transferKind, body)
+		if err != nil {
+			return 0, fmt.Errorf("replica: hand the leadership of %q to %s through its leader %s: %w", topic, c.Addr(to), c.Addr(st.Leader), err)
+		}
+		if len(out) != 8 {
+			return 0, fmt.Errorf("replica: hand the leadership of %q: bad answer from %s", topic, c.Addr(st.Leader))
+		}
+		return binary.BigEndian.Uint64(out), nil
+	}
+	if ho, ok := c.cfg.Topics.(Handover); ok {
+		if err := ho.PrepareHandover(ctx, topic); err != nil {
+			ho.HandoverDone(topic)
+			return 0, fmt.Errorf("replica: prepare handing the leadership of %q on: %w", topic, err)
+		}
+		defer ho.HandoverDone(topic)
+	}
+	term := st.Term
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	var asked time.Time
+	for {
+		// Asked again now and then: raft gives a transfer up after an
+		// election timeout.
+		if time.Since(asked) >= time.Second {
+			if err := c.host.TransferLeader(lt.group, to); err != nil {
+				return 0, err
+			}
+			asked = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("replica: hand the leadership of %q to %s: %w", topic, c.Addr(to), ctx.Err())
+		case <-t.C:
+		}
+		if st, ok := c.host.Status(lt.group); ok && st.Term > term && st.Leader != 0 {
+			return st.Leader, nil
+		}
+	}
+}
+
+// serveTransfer answers a transferKind request: this node, the leader it
+// was sent to, makes the transfer (a node that no longer leads passes it
+// on to the leader it knows).
+func (c *Cluster) serveTransfer(ctx context.Context, body []byte) ([]byte, error) {
+	topic, rest, ok := cutString16(body)
+	if !ok || len(rest) != 8 {
+		return nil, errors.New("bad transfer request")
+	}
+	ctx, cancel := context.WithTimeout(ctx, transferTimeout)
+	defer cancel()
+	lead, err := c.TransferLeader(ctx, topic, binary.BigEndian.Uint64(rest))
+	if err != nil {
+		return nil, err
+	}
+	return binary.BigEndian.AppendUint64(nil, lead), nil
 }
 
 // CompactTopic snapshots this node's replica of topic at index with the

@@ -314,6 +314,8 @@ func (c *Cluster) HandleRequest(ctx context.Context, from uint64, kind string, b
 		return nil, c.host.ProposeCommitted(ctx, lt.group, data)
 	case historyKind:
 		return c.serveHistory(body)
+	case transferKind:
+		return c.serveTransfer(ctx, body)
 	default:
 		return nil, fmt.Errorf("unknown request %q", kind)
 	}

@@ -29,18 +29,18 @@ const historyKind = "topic.history"
 const historyAttempt = 10 * time.Second
 
 // FetchHistory sends req to the other replicas of topic, its leader first,
-// and returns the first answer. It fails with ErrUnknownTopic when this
+// and returns the first answer and the replica that gave it. It fails with ErrUnknownTopic when this
 // node holds no replica of topic.
-func (c *Cluster) FetchHistory(ctx context.Context, topic string, req []byte) ([]byte, error) {
+func (c *Cluster) FetchHistory(ctx context.Context, topic string, req []byte) ([]byte, uint64, error) {
 	c.mu.Lock()
 	lt := c.topics[topic]
 	c.mu.Unlock()
 	if lt == nil {
-		return nil, fmt.Errorf("%w: %q on this node", ErrUnknownTopic, topic)
+		return nil, 0, fmt.Errorf("%w: %q on this node", ErrUnknownTopic, topic)
 	}
 	a, ok := c.Assignment(topic)
 	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownTopic, topic)
+		return nil, 0, fmt.Errorf("%w: %q", ErrUnknownTopic, topic)
 	}
 	var peers []uint64
 	if l := c.host.Leader(lt.group); l != 0 && l != c.cfg.Self {
@@ -52,7 +52,7 @@ func (c *Cluster) FetchHistory(ctx context.Context, topic string, req []byte) ([
 		}
 	}
 	if len(peers) == 0 {
-		return nil, fmt.Errorf("replica: %q has no other replica to copy its history from", topic)
+		return nil, 0, fmt.Errorf("replica: %q has no other replica to copy its history from", topic)
 	}
 	body := appendString16(make([]byte, 0, 4+len(topic)+len(lt.group)+len(req)), topic)
 	body = append(appendString16(body, lt.group), req...)
@@ -62,14 +62,14 @@ func (c *Cluster) FetchHistory(ctx context.Context, topic string, req []byte) ([
 		out, err := c.cfg.Requester.Request(actx, p, historyKind, body)
 		cancel()
 		if err == nil {
-			return out, nil
+			return out, p, nil
 		}
 		errs = append(errs, fmt.Errorf("from %s: %w", c.Addr(p), err))
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	return nil, fmt.Errorf("replica: read the history of %q: %w", topic, errors.Join(errs...))
+	return nil, 0, fmt.Errorf("replica: read the history of %q: %w", topic, errors.Join(errs...))
 }
 
 // serveHistory answers a historyKind request.

@@ -678,6 +678,35 @@ func (h *Host) Campaign(name string) error {
 	return err
 }
 
+// TransferLeader asks the group to hand its leadership to member to: on
+// the leader, raft brings to's log up to date and then tells it to
+// campaign at once; on a follower, raft forwards the request to the
+// leader. Proposals to the leader are refused while the transfer runs
+// (at most an election timeout, after which raft gives it up). A
+// transfer to the current leader, to a learner or to a non-member does
+// nothing.
+func (h *Host) TransferLeader(name string, to uint64) error {
+	g := h.group(name)
+	if g == nil {
+		return ErrNoGroup
+	}
+	g.mu.Lock()
+	g.wakeLocked()
+	if g.failed != nil {
+		err := g.failed
+		g.mu.Unlock()
+		return fmt.Errorf("replica: group %q: %w", name, err)
+	}
+	if !slices.Contains(g.confSt.GetVoters(), to) {
+		g.mu.Unlock()
+		return fmt.Errorf("replica: %x is not a voting member of %q", to, name)
+	}
+	g.rn.TransferLeader(to)
+	g.mu.Unlock()
+	h.markDirty(g)
+	return nil
+}
+
 // Compact snapshots a group's machine at index (data is the machine's
 // state there, which Restore takes on a replica that receives the
 // snapshot) and drops the log entries up to it. index must be applied and

@@ -540,6 +540,64 @@ func TestLeaderLossElectsAnotherAndLosesNothingAcknowledged(t *testing.T) {
 	}
 }
 
+// waitLeader waits until want leads the group, as want itself sees it.
+func (c *testCluster) waitLeader(want *testNode, timeout time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if st, ok := want.node.host.Status(c.group); ok && st.IsLead {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.t.Fatalf("node %d does not lead within %v", want.id, timeout)
+}
+
+func TestTransferLeaderAskedOnTheLeaderOrAFollowerMovesLeadershipAndLosesNothing(t *testing.T) {
+	c := newTestCluster(t, 3, 4)
+	old := c.leader(5 * time.Second)
+	c.proposeEach(old.node.host, "before-", 0, 20)
+	var others []*testNode
+	for _, tn := range c.nodes {
+		if tn != old {
+			others = append(others, tn)
+		}
+	}
+	// asked on the leader
+	if err := old.node.host.TransferLeader(c.group, others[0].id); err != nil {
+		t.Fatal(err)
+	}
+	c.waitLeader(others[0], 5*time.Second)
+	c.proposeEach(others[0].node.host, "second-", 0, 10)
+	// asked on a follower, for a third node: raft forwards it to the leader
+	if err := old.node.host.TransferLeader(c.group, others[1].id); err != nil {
+		t.Fatal(err)
+	}
+	c.waitLeader(others[1], 5*time.Second)
+	c.proposeEach(old.node.host, "third-", 0, 10)
+	if cmds := c.converged(10 * time.Second); len(cmds) != 40 {
+		t.Fatalf("applied %d commands, want 40", len(cmds))
+	}
+	// a quiet group (no ticks) wakes for it
+	deadline := time.Now().Add(5 * time.Second)
+	for !others[1].node.host.Quiet(c.group) {
+		if time.Now().After(deadline) {
+			t.Fatal("the group did not go quiet")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := others[0].node.host.TransferLeader(c.group, old.id); err != nil {
+		t.Fatal(err)
+	}
+	c.waitLeader(old, 5*time.Second)
+	if err := old.node.host.TransferLeader(c.group, 99); err == nil {
+		t.Fatal("a transfer to a node outside the group was accepted")
+	}
+	if err := old.node.host.TransferLeader("no-such-group", others[0].id); !errors.Is(err, ErrNoGroup) {
+		t.Fatalf("a transfer in an unknown group: %v, want ErrNoGroup", err)
+	}
+}
+
 func TestMinorityRefusesProposalsAndCatchesUpAfterHeal(t *testing.T) {
 	c := newTestCluster(t, 3, 3)
 	lead := c.leader(5 * time.Second)
