@@ -328,6 +328,12 @@ type channelStart struct {
 	at   time.Time
 
 	policy *channelPolicy // a new channel's own policy (nil: none of its own)
+
+	// copying: this replica is still copying the messages a restore
+	// skipped (replicated_history.go), the lowest of them uncopied;
+	// earliest starts there, not at the oldest message the log holds yet
+	copying  bool
+	uncopied uint64
 }
 
 // parseChannelStart parses the start parameter of /channel/create.
@@ -369,6 +375,9 @@ func (c *Channel) attachDurable(dt *durableTopic, start channelStart, hadChannel
 		switch start.kind {
 		case "earliest":
 			floor = dt.log.Start()
+			if start.copying {
+				floor = min(floor, start.uncopied)
+			}
 		case "latest":
 			floor = dt.log.End()
 		case "time":
@@ -377,6 +386,12 @@ func (c *Channel) attachDurable(dt *durableTopic, start channelStart, hadChannel
 				return fmt.Errorf("find start time in log: %w", err)
 			}
 			floor = seq
+			if start.copying && seq <= dt.log.Start() {
+				// older than what the log holds yet: the start may be
+				// among the messages still to copy (earlier ones are
+				// delivered too, rather than any lost)
+				floor = min(floor, start.uncopied)
+			}
 		default:
 			floor = dt.log.End()
 			if !hadChannels {

@@ -532,6 +532,7 @@ func (r *replTopic) applyCursors(states map[string]*store.Cursor) {
 			ch.takeCursor(cur)
 		}
 	}
+	r.gateForFloors()
 }
 
 // cursorLoop proposes the channels' cursors while this node leads. It

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -123,6 +124,61 @@ func (r *replTopic) noteSkipped(from, to uint64, unfinished bool) error {
 	return err
 }
 
+// uncopied returns the lowest sequence number still to copy; ok is false
+// when nothing is left to copy.
+func (r *replTopic) uncopied() (low uint64, ok bool) {
+	r.histMu.Lock()
+	defer r.histMu.Unlock()
+	for i, h := range r.history {
+		if i == 0 || h.From < low {
+			low = h.From
+		}
+	}
+	return low, len(r.history) > 0
+}
+
+// gateForFloors marks unfinished every range left to copy that a channel
+// has not finished (its floor is below the range's end: a channel created
+// with start=earliest or a time, or a leader's cursor taken), so that the
+// channels do not deliver until the range is here, then read it. A range
+// skipped with no backlog otherwise stays history, copied without a gate.
+func (r *replTopic) gateForFloors() {
+	if !r.historyDue.Load() {
+		return
+	}
+	low := uint64(math.MaxUint64)
+	for _, ch := range r.t.channelList() {
+		if ch.ephemeral || ch.dlog == nil {
+			continue
+		}
+		ch.mu.Lock()
+		low = min(low, ch.dlog.cursor.Floor)
+		ch.mu.Unlock()
+	}
+	r.histMu.Lock()
+	marked := false
+	for i := range r.history {
+		if h := &r.history[i]; !h.Unfinished && low < h.To {
+			h.Unfinished, marked = true, true
+		}
+	}
+	var err error
+	if marked {
+		err = r.saveHistoryLocked()
+		r.setGatesLocked()
+	}
+	r.histMu.Unlock()
+	if !marked {
+		return
+	}
+	if err != nil {
+		r.t.logger.Error("record that a channel waits for messages still to copy", "err", err)
+	}
+	r.t.logger.Info("a channel starts below the messages this replica has not copied yet: it delivers once they are here", "floor", low)
+	r.updateStandby()
+	r.handOffIfGated()
+}
+
 // unfinishedBelowEnd reports whether a channel of the snapshot (or the
 // topic cursor of a topic without channels) has not finished every message
 // below its end.
@@ -199,12 +255,17 @@ func (r *replTopic) copyHistory(ctx context.Context) error {
 	rate := r.t.nsqd.opts.ReplicaHistoryRate
 	var owed time.Duration // --replica-history-rate's pause before the next read
 	fetch := func(ctx context.Context, req []byte) ([]byte, error) {
-		if owed > 0 {
+		for owed > 0 {
+			// (in steps: a leader gated meanwhile asks again to hand
+			// its leadership on, raft having given a transfer up)
+			step := min(owed, handOffEvery)
 			select {
 			case <-ctx.Done():
 				return nil, ctx.Err()
-			case <-time.After(owed):
+			case <-time.After(step):
 			}
+			owed -= step
+			r.handOffIfGated()
 		}
 		out, peer, err := cl.FetchHistory(ctx, r.t.name, req)
 		if err != nil {
@@ -222,8 +283,9 @@ func (r *replTopic) copyHistory(ctx context.Context) error {
 		return fmt.Errorf("history of %s: %w", r.t.name, err)
 	}
 	r.histMu.Lock()
-	// (a restore meanwhile may have added a newer range after it)
-	if i := slices.Index(r.history, hr); i >= 0 {
+	// (a restore meanwhile may have added a newer range after it, and
+	// gateForFloors marked this one unfinished)
+	if i := slices.IndexFunc(r.history, func(h historyRange) bool { return h.From == hr.From && h.To == hr.To }); i >= 0 {
 		r.history = slices.Delete(r.history, i, i+1)
 	}
 	err = r.saveHistoryLocked()

@@ -225,3 +225,42 @@ func mustAnswer(t *testing.T, l *store.Log, hr historyRequest) []byte {
 	}
 	return b
 }
+
+// On a replica still copying the messages a restore skipped, a channel
+// created with start=earliest starts at the lowest message still to copy,
+// not at the oldest one the log holds so far; one created at a time older
+// than what the log holds starts there too (earlier messages delivered
+// rather than any lost); a time within the log is found in it.
+func TestEarliestStartOnAReplicaStillCopyingIncludesTheUncopiedMessages(t *testing.T) {
+	n, tp, _ := startHotPathNSQDWith(t, func(o *Options) { o.Durable = true }, "orders", "")
+	if err := tp.dur.log.SkipTo(1000); err != nil { // as a restore does
+		t.Fatal(err)
+	}
+	before := time.Now()
+	if err := tp.putMessages(n.newMessages([][]byte{[]byte("a"), []byte("b"), []byte("c"), []byte("d"), []byte("e")}, 0, nil)); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		start channelStart
+		want  uint64
+	}{
+		{"earliest-copied", channelStart{kind: "earliest"}, 1000},
+		{"earliest-uncopied", channelStart{kind: "earliest", copying: true, uncopied: 200}, 200},
+		{"earliest-uncopied-from-0", channelStart{kind: "earliest", copying: true}, 0},
+		{"old-time-uncopied", channelStart{kind: "time", at: before.Add(-time.Hour), copying: true, uncopied: 200}, 200},
+		{"late-time-uncopied", channelStart{kind: "time", at: time.Now().Add(time.Hour), copying: true, uncopied: 200}, 1005},
+		{"latest-uncopied", channelStart{kind: "latest", copying: true, uncopied: 200}, 1005},
+	} {
+		ch, _, err := tp.getChannelFrom(tc.name, tc.start)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch.mu.Lock()
+		floor := ch.dlog.cursor.Floor
+		ch.mu.Unlock()
+		if floor != tc.want {
+			t.Errorf("%s: the channel starts at %d, want %d", tc.name, floor, tc.want)
+		}
+	}
+}

@@ -452,6 +452,7 @@ func (t *Topic) getChannelFrom(name string, start channelStart) (ch *Channel, cr
 	ch.topic = t
 	if t.repl != nil {
 		ch.standby = !t.repl.delivering()
+		start.uncopied, start.copying = t.repl.uncopied()
 	}
 	if cp != defaultChannelPolicy() {
 		ch.policy.Store(&cp)
@@ -471,6 +472,9 @@ func (t *Topic) getChannelFrom(name string, start channelStart) (ch *Channel, cr
 	t.rebuildListLocked()
 	t.mu.Unlock()
 	t.logger.Info("new channel", "channel", name)
+	if t.repl != nil {
+		t.repl.gateForFloors()
+	}
 	t.signal()
 	return ch, true, nil
 }

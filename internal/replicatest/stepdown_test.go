@@ -99,10 +99,25 @@ func newLogRecorder() logRecorder { return logRecorder{mu: new(sync.Mutex), msgs
 
 func (l logRecorder) Enabled(context.Context, slog.Level) bool { return true }
 func (l logRecorder) Handle(_ context.Context, r slog.Record) error {
+	if r.Level < slog.LevelInfo {
+		return nil
+	}
+	line := r.Time.Format("15:04:05.000 ") + r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		line += " " + a.String()
+		return true
+	})
 	l.mu.Lock()
-	*l.msgs = append(*l.msgs, r.Message)
+	*l.msgs = append(*l.msgs, line)
 	l.mu.Unlock()
 	return nil
+}
+
+// dump returns what was logged, one record a line.
+func (l logRecorder) dump() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(*l.msgs, "\n")
 }
 func (l logRecorder) WithAttrs([]slog.Attr) slog.Handler { return l }
 func (l logRecorder) WithGroup(string) slog.Handler      { return l }
@@ -111,34 +126,46 @@ func (l logRecorder) logged(prefix string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, m := range *l.msgs {
-		if strings.HasPrefix(m, prefix) {
+		if strings.HasPrefix(m[len("15:04:05.000 "):], prefix) {
 			return true
 		}
 	}
 	return false
 }
 
-// TestGatedLeaderHandsItsLeadershipToACompleteReplica: a replica that
-// replaced a lost one started from a snapshot taken with a backlog, so it
-// copies the unfinished messages from the others (slowly here:
-// --replica-history-rate) and its channels do not deliver until it holds
-// them. Made leader meanwhile, it hands the leadership to a replica that
-// answered its history reads, and the backlog is delivered while its own
-// copy still runs.
-func TestGatedLeaderHandsItsLeadershipToACompleteReplica(t *testing.T) {
+// restoredReplica is a 4-node cluster where a replica of topic "orders"
+// was lost and the fourth node replaced it from a snapshot: it copies the
+// messages the snapshot skipped from the others, slowly
+// (--replica-history-rate: a second 1 MiB chunk after 32 s).
+type restoredReplica struct {
+	c        *cluster
+	logs     []logRecorder
+	lead     *testutil.NSQDHandle // the leader before the loss
+	spare    int                  // index in c.nodes of the new replica
+	lost     *testutil.NSQDHandle
+	live     []*testutil.NSQDHandle
+	history  string // the new replica's history.json
+	messages int    // published before the loss: fmt.Sprintf("%05d-%s", i, body)
+	body     string
+}
+
+// startRestoredReplica publishes about 2.6 MB to "orders" (channel
+// "work"; consumed when consume is set, else a backlog the snapshots
+// hold), then loses a follower and waits for its replacement to copy.
+func startRestoredReplica(t *testing.T, consume bool) *restoredReplica {
 	l := lookupdtest.Start(t, nil)
-	c := &cluster{t: t, lookupd: l}
-	var logs []logRecorder
+	rr := &restoredReplica{c: &cluster{t: t, lookupd: l}, spare: -1}
+	c := rr.c
 	for range 4 {
 		rec := newLogRecorder()
-		logs = append(logs, rec)
+		rr.logs = append(rr.logs, rec)
 		c.nodes = append(c.nodes, testutil.StartNSQD(t, func(o *nsqd.Options) {
 			o.NSQLookupdTCPAddresses = []string{l.TCPAddr().String()}
 			o.LookupdPingInterval = time.Second
 			o.ReplicaTimeout = 2 * time.Second
 			o.ReplicaCompactEntries = 50
 			o.RetentionTime = time.Hour
-			o.ReplicaHistoryRate = 32 << 10 // a second chunk after 32 s
+			o.ReplicaHistoryRate = 32 << 10
 			o.Logger = slog.New(rec)
 		}))
 	}
@@ -146,73 +173,137 @@ func TestGatedLeaderHandsItsLeadershipToACompleteReplica(t *testing.T) {
 	testutil.MustPost(t, c.nodes[0].URL("/topic/create?topic=orders&replicas=3"), nil)
 	testutil.MustPost(t, c.nodes[0].URL("/channel/create?topic=orders&channel=work"), nil)
 	var members []*testutil.NSQDHandle
-	spare := -1
 	testutil.WaitFor(t, 10*time.Second, func() bool {
-		members, spare = nil, -1
+		members, rr.spare = nil, -1
 		for i, h := range c.nodes {
 			if _, ok := statsOf(t, h, "orders"); ok {
 				members = append(members, h)
 			} else {
-				spare = i
+				rr.spare = i
 			}
 		}
-		return len(members) == 3 && spare >= 0
+		return len(members) == 3 && rr.spare >= 0
 	}, "3 replicas")
-	lead := c.leader("orders", members, 15*time.Second)
+	rr.lead = c.leader("orders", members, 15*time.Second)
 
-	// A backlog of about 2.6 MB (three history chunks), in 60 entries:
-	// the replicas snapshot it unconsumed.
+	// about 2.6 MB (three history chunks) in 60 entries
 	const batches, per = 60, 200
-	p := testutil.NewProducer(t, lead.TCPAddr, nil)
-	body := strings.Repeat("x", 200)
+	rr.messages = batches * per
+	p := testutil.NewProducer(t, rr.lead.TCPAddr, nil)
+	rr.body = strings.Repeat("x", 200)
 	for b := range batches {
 		msgs := make([][]byte, per)
 		for i := range msgs {
-			msgs[i] = fmt.Appendf(nil, "%05d-%s", b*per+i, body)
+			msgs[i] = fmt.Appendf(nil, "%05d-%s", b*per+i, rr.body)
 		}
 		if err := p.MultiPublish("orders", msgs); err != nil {
 			t.Fatal(err)
 		}
 	}
+	if consume {
+		col := &collector{}
+		cons := c.consumer("orders", "work", col)
+		testutil.WaitFor(t, 30*time.Second, func() bool { return col.distinct() == rr.messages }, "the messages consumed")
+		testutil.StopConsumer(t, cons)
+		testutil.WaitFor(t, 10*time.Second, func() bool {
+			ts, _ := statsOf(t, rr.lead, "orders")
+			return len(ts.Channels) == 1 && ts.Channels[0].Depth == 0 && ts.Channels[0].InFlight == 0
+		}, "the channel finished")
+		time.Sleep(time.Second) // its progress replicated (every 200 ms)
+	}
 	for _, h := range members {
 		testutil.WaitFor(t, 20*time.Second, func() bool { return len(snapshotFiles(h.DataPath)) > 0 }, "a snapshot on %s", h.TCPAddr)
 	}
-	var lost *testutil.NSQDHandle
 	for _, h := range members {
-		if h != lead {
-			lost = h
+		if h != rr.lead {
+			rr.lost = h
 			break
 		}
 	}
-	lost.Exit()
-
-	// The spare replaces it, from the snapshot, gated.
-	sp := c.nodes[spare]
-	history := filepath.Join(sp.DataPath, "durable", "orders.log", "history.json")
+	rr.lost.Exit()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the new replica's log:\n%s", rr.logs[rr.spare].dump())
+		}
+	})
+	sp := c.nodes[rr.spare]
+	rr.history = filepath.Join(sp.DataPath, "durable", "orders.log", "history.json")
 	testutil.WaitFor(t, 30*time.Second, func() bool {
-		b, err := os.ReadFile(history)
-		return err == nil && strings.Contains(string(b), `"unfinished":true`)
-	}, "the new replica copying the unfinished messages")
-	var live []*testutil.NSQDHandle
+		_, err := os.Stat(rr.history)
+		return err == nil
+	}, "the new replica copying what its snapshot skipped")
 	for _, h := range c.nodes {
-		if h != lost {
-			live = append(live, h)
+		if h != rr.lost {
+			rr.live = append(rr.live, h)
 		}
 	}
-	c.leader("orders", live, 15*time.Second)
+	c.leader("orders", rr.live, 15*time.Second)
+	return rr
+}
 
-	// Made leader, it hands the leadership on.
-	stepDown(t, lead, "topic=orders&to="+sp.TCPAddr)
+// gatedNow reports whether the new replica holds its channels back until
+// it has copied what they have not finished.
+func (rr *restoredReplica) gatedNow() bool {
+	b, err := os.ReadFile(rr.history)
+	return err == nil && strings.Contains(string(b), `"unfinished":true`)
+}
+
+// TestGatedLeaderHandsItsLeadershipToACompleteReplica: a replica that
+// replaced a lost one started from a snapshot taken with a backlog, so it
+// copies the unfinished messages from the others and its channels do not
+// deliver until it holds them. Made leader meanwhile, it hands the
+// leadership to a replica that answered its history reads, and the
+// backlog is delivered while its own copy still runs.
+func TestGatedLeaderHandsItsLeadershipToACompleteReplica(t *testing.T) {
+	rr := startRestoredReplica(t, false)
+	c, sp := rr.c, rr.c.nodes[rr.spare]
+	if !rr.gatedNow() {
+		t.Fatal("the new replica restored from a snapshot with a backlog is not gated")
+	}
+	stepDown(t, rr.lead, "topic=orders&to="+sp.TCPAddr)
 	testutil.WaitFor(t, 10*time.Second, func() bool {
-		return logs[spare].logged("this replica leads but is still copying unfinished messages")
+		return rr.logs[rr.spare].logged("this replica leads but is still copying unfinished messages")
 	}, "the gated leader handing its leadership on")
-	if now := c.leader("orders", live, 10*time.Second); now == sp {
+	if now := c.leader("orders", rr.live, 10*time.Second); now == sp {
 		t.Fatal("the gated replica still leads")
 	}
 	col := &collector{}
 	c.consumer("orders", "work", col)
-	testutil.WaitFor(t, 20*time.Second, func() bool { return col.distinct() == batches*per }, "the backlog delivered")
-	if _, err := os.Stat(history); err != nil {
+	testutil.WaitFor(t, 20*time.Second, func() bool { return col.distinct() == rr.messages }, "the backlog delivered")
+	if _, err := os.Stat(rr.history); err != nil {
 		t.Fatalf("the new replica's copy ended before the backlog was delivered (%v): nothing showed that another leader delivered it", err)
+	}
+}
+
+// TestChannelCreatedAtEarliestWhileTheLeaderCopiesItsHistoryReplaysAllOfIt:
+// the new replica leads while it copies history its channels have
+// finished (no gate: it delivers new messages). A channel created then
+// with start=earliest must replay the whole retained history, most of it
+// not on this replica yet: the replica holds the channel back, hands the
+// leadership to a replica that has it all, and nothing is missed.
+func TestChannelCreatedAtEarliestWhileTheLeaderCopiesItsHistoryReplaysAllOfIt(t *testing.T) {
+	rr := startRestoredReplica(t, true)
+	c, sp := rr.c, rr.c.nodes[rr.spare]
+	if rr.gatedNow() {
+		t.Fatal("the new replica is gated though its snapshot had no backlog")
+	}
+	if got := stepDown(t, rr.lead, "topic=orders&to="+sp.TCPAddr); got != sp.TCPAddr {
+		t.Fatalf("step-down to the new replica: %s leads", got)
+	}
+	p := testutil.NewProducer(t, sp.TCPAddr, nil)
+	if err := p.Publish("orders", []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.MustPost(t, sp.URL("/channel/create?topic=orders&channel=replay&start=earliest"), nil)
+	col := &collector{}
+	c.consumer("orders", "replay", col)
+	testutil.WaitFor(t, 20*time.Second, func() bool { return col.distinct() == rr.messages+1 }, "the whole history replayed")
+	for i := range rr.messages {
+		if !col.has(fmt.Sprintf("%05d-%s", i, rr.body)) {
+			t.Fatalf("message %05d never replayed", i)
+		}
+	}
+	if _, err := os.Stat(rr.history); err != nil {
+		t.Fatalf("the new replica's copy ended before the replay (%v): the test shows nothing", err)
 	}
 }
