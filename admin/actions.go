@@ -248,7 +248,7 @@ func (a *Admin) createTopicChannel(_ http.ResponseWriter, r *http.Request, _ htt
 	return policyResult(errs, attempts)
 }
 
-// topicAction handles POST /api/topics/:topic {"action": pause|unpause|empty|config}.
+// topicAction handles POST /api/topics/:topic {"action": pause|unpause|empty|config|step-down}.
 func (a *Admin) topicAction(_ http.ResponseWriter, r *http.Request, ps httprouter.Params) (any, error) {
 	return a.act(r, ps.ByName("topic"), "")
 }
@@ -280,6 +280,8 @@ func (a *Admin) act(r *http.Request, topic, channel string) (any, error) {
 		return a.configure(r, topic, channel, body)
 	case action == "redrive" && channel != "":
 		return a.redrive(r, topic, channel, body)
+	case action == "step-down" && channel == "":
+		return a.stepDown(r, topic)
 	}
 	return nil, httpv1.Err{Code: http.StatusBadRequest, Text: "INVALID_ACTION"}
 }

@@ -48,6 +48,10 @@
 // INVALID_ARG_REPLICAS) sends POST /topic/create?topic=T&replicas=3 to one nsqd, which
 // places the topic on 3 nodes; its refusal (503 REPLICATION_FAILED, 409 TOPIC_EXISTS)
 // comes back in nsqd's words. A channel given is created on one replica.
+// POST /api/topics/:topic {"action":"step-down"} sends POST /topic/step-down?topic=T to
+// one replica (the next when one fails): the leader hands its leadership to another
+// replica with its consumers' progress (the topic page's "Step down leader"); a topic that
+// is not replicated is 400 NOT_REPLICATED in nsqd's words.
 //
 // Security: the mutating calls (POST and DELETE under /api) accept a body only when it is
 // declared Content-Type: application/json (415 otherwise; a DELETE without a body needs no

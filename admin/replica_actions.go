@@ -235,3 +235,36 @@ func (a *Admin) replicatedOn(ctx context.Context, node, topic string) bool {
 	}
 	return false
 }
+
+// stepDown hands a replicated topic's leadership to another replica: POST
+// /topic/step-down?topic=T to one of its replicas (any takes it; the next is tried when one
+// fails), as before taking the leader's node down.
+func (a *Admin) stepDown(r *http.Request, topic string) (any, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), replicaWait+5*time.Second)
+	defer cancel()
+	producers, errs := a.cluster.topicProducers(ctx, topic)
+	if len(producers) == 0 && len(errs) == 0 {
+		return nil, httpv1.Err{Code: http.StatusNotFound, Text: "TOPIC_NOT_FOUND"}
+	}
+	q := url.Values{"topic": {topic}}
+	for _, p := range producers {
+		err := a.cluster.up.postLong(ctx, p.HTTPAddr(), "/topic/step-down", q)
+		if err == nil {
+			a.record(r, "step_down_topic", topic, "", p.HTTPAddr())
+			return messageResponse{}, nil
+		}
+		errs = append(errs, err)
+		if se := (*statusError)(nil); errors.As(err, &se) && se.Code == http.StatusBadRequest {
+			// nsqd's words: not replicated, which every replica would say too
+			text := se.Detail
+			var m struct {
+				Message string `json:"message"`
+			}
+			if json.Unmarshal([]byte(se.Detail), &m) == nil && m.Message != "" {
+				text = m.Message
+			}
+			return nil, httpv1.Err{Code: http.StatusBadRequest, Text: text}
+		}
+	}
+	return nil, httpv1.Err{Code: http.StatusBadGateway, Text: "UPSTREAM_ERROR: " + strings.TrimPrefix(warningText(errs), "WARNING: ")}
+}

@@ -94,6 +94,27 @@ func TestBrowserReplicatedTopic(t *testing.T) {
 	b.expectCleanConsole("replicated topic page")
 	b.screenshots(topicURL, "topic-replicated")
 
+	// Step down: the leadership moves to another replica and the page shows it.
+	if q := b.answerConfirm(`#topic-actions button[data-act="step-down"]`, true); !strings.HasPrefix(q, "Hand the leadership of topic orders") {
+		t.Fatalf("step-down confirmation %q", q)
+	}
+	b.waitText("#flash", "the step-down to finish", func(s string) bool { return strings.HasPrefix(s, "Done") || strings.HasPrefix(s, "Failed") })
+	if got := b.text("#flash"); !strings.HasPrefix(got, "Done") {
+		t.Fatalf("step-down: %q", got)
+	}
+	next := rc.waitReplicated(t, "orders", 3)
+	if next == leader {
+		t.Fatalf("after a step-down %s still leads", leaderTCP)
+	}
+	leader, leaderTCP, leaderNode = next, rc.NSQDs[next].TCP, rc.proxies[next].addr
+	follower = rc.proxies[(leader+1)%3].addr
+	waitFor(t, 15*time.Second, "the new leader on the topic page", func() bool {
+		b.do(chromedp.Reload())
+		b.waitLoaded()
+		return b.cell(`#replication [data-k="leader"]`) == leaderTCP
+	})
+	b.expectCleanConsole("step-down")
+
 	// The topics list: badge and replication cell; the plain topic has neither.
 	b.open(a.url("/"))
 	if got := b.cell(`tr[data-topic="orders"] .badge.replicated`); got != "replicated ×3" {
@@ -106,6 +127,10 @@ func TestBrowserReplicatedTopic(t *testing.T) {
 		t.Fatalf("plain topic row marked replicated")
 	}
 	b.expectCleanConsole("topics list")
+	b.open(a.url("/topics/plain"))
+	if n := b.count(`#topic-actions button[data-act="step-down"]`); n != 0 || b.count(`#topic-actions button[data-act="pause-topic"]`) != 1 {
+		t.Fatalf("plain topic page: %d Step down buttons (want none beside its Pause)", n)
+	}
 	b.screenshots(a.url("/"), "topics-replicated")
 
 	// A follower's node page and the channel page mark the follower.

@@ -306,3 +306,37 @@ func deref2(p *string) any {
 	}
 	return *p
 }
+
+func TestAPIStepDownHandsTheLeadershipToAnotherReplica(t *testing.T) {
+	rc := startReplicaCluster(t, 3)
+	a := rc.startAdmin(t)
+	mustPost(t, rc.NSQDs[0].HTTP, "/topic/create", url.Values{"topic": {"orders"}, "replicas": {"3"}})
+	mustPost(t, rc.NSQDs[0].HTTP, "/topic/create", url.Values{"topic": {"plain"}})
+	leader := rc.waitReplicated(t, "orders", 3)
+	for range 2 {
+		code, body := call(t, http.MethodPost, a.url("/api/topics/orders"), map[string]any{"action": "step-down"}, nil)
+		if code != http.StatusOK || decode[messageResponse](t, body).Message != "" {
+			t.Fatalf("step-down: %d %s", code, body)
+		}
+		next := rc.waitReplicated(t, "orders", 3)
+		if next == leader {
+			t.Fatalf("after a step-down %s still leads", rc.NSQDs[leader].TCP)
+		}
+		leader = next
+	}
+	var stepDowns int
+	for _, s := range rc.proxies {
+		stepDowns += len(s.calls("POST /topic/step-down?topic=orders"))
+	}
+	if stepDowns != 2 {
+		t.Fatalf("%d POST /topic/step-down sent to the nsqds for 2 step-downs, want one each", stepDowns)
+	}
+	code, body := call(t, http.MethodPost, a.url("/api/topics/plain"), map[string]any{"action": "step-down"}, nil)
+	if code != http.StatusBadRequest || !strings.Contains(string(body), "NOT_REPLICATED") {
+		t.Fatalf("step-down of a plain topic: %d %s, want 400 NOT_REPLICATED", code, body)
+	}
+	code, body = call(t, http.MethodPost, a.url("/api/topics/orders/billing"), map[string]any{"action": "step-down"}, nil)
+	if code != http.StatusBadRequest || !strings.Contains(string(body), "INVALID_ACTION") {
+		t.Fatalf("step-down of a channel: %d %s, want 400 INVALID_ACTION", code, body)
+	}
+}

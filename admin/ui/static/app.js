@@ -352,7 +352,7 @@
       '<h2>Nodes</h2><div id="nodes-table"></div><h2>Channels</h2><div id="channels-table"></div>' +
       '<h2>End-to-end latency</h2><div id="e2e"></div>';
     var chart = historyChart(document.getElementById("chart-main"), "Topic " + topic);
-    var paused = null;
+    var paused = null, replicated = null;
     var editPolicy = policyEditor(document.getElementById("policy-edit"), "topic-policy", [
       { key: "ttl", label: "TTL", hint: "e.g. 10m (blank: none)", clear: "0" },
       { key: "max_depth", label: "Max depth", hint: "messages (blank: unbounded)", clear: "0" },
@@ -365,6 +365,7 @@
       if (act === "pause-topic") runAction("Pause topic " + topic + "?", "POST", path, { action: "pause" });
       if (act === "unpause-topic") runAction("Unpause topic " + topic + "?", "POST", path, { action: "unpause" });
       if (act === "empty-topic") runAction("Empty topic " + topic + "? Its queued messages are deleted.", "POST", path, { action: "empty" });
+      if (act === "step-down") runAction("Hand the leadership of topic " + topic + " to another replica? Its consumers' progress goes with it.", "POST", path, { action: "step-down" });
       if (act === "delete-topic") runAction("Delete topic " + topic + " and all its channels?", "DELETE", path, undefined,
         function () { navigate(BASE); });
       if (act === "tombstone") {
@@ -378,11 +379,13 @@
         setHistory(chart, h);
         document.getElementById("paused").innerHTML = (t.paused ? badge("paused", "paused") : "") +
           (t.durable ? badge("durable", "durable") + badge(retentionText(t), "retention") : "") + R.badge(t);
-        if (paused !== t.paused) {
+        if (paused !== t.paused || replicated !== R.is(t)) {
           paused = t.paused;
+          replicated = R.is(t);
           document.getElementById("topic-actions").innerHTML = actionButtons([
-            t.paused ? { act: "unpause-topic", label: "Unpause" } : { act: "pause-topic", label: "Pause" },
-            { act: "empty-topic", label: "Empty", danger: true }, { act: "delete-topic", label: "Delete", danger: true }]);
+            t.paused ? { act: "unpause-topic", label: "Unpause" } : { act: "pause-topic", label: "Pause" }]
+            .concat(replicated ? [{ act: "step-down", label: "Step down leader" }] : [],
+              [{ act: "empty-topic", label: "Empty", danger: true }, { act: "delete-topic", label: "Delete", danger: true }]));
         }
         document.getElementById("figures").innerHTML =
           figure("depth", "Depth", fmtInt(t.depth)) + figure("memory_depth", "Memory", fmtInt(t.memory_depth)) +
