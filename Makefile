@@ -38,8 +38,8 @@ crash-long:
 	SLUICE_STORE_LONG=1 $(GO) test -count=1 -timeout 30m -run TestCrashAtAnyStep -v ./store/
 
 # The long replication chaos run: 5 minutes of kill -9, SIGSTOP, cut,
-# partitioned and wiped (lost disk) nodes against a replicated topic (CI
-# runs 40 s).
+# partitioned and wiped (lost disk) nodes and step-downs against a
+# replicated topic (CI runs 40 s).
 chaos-long:
 	SLUICE_LONG=1 $(GO) test -count=1 -timeout 20m -run TestChaosReplicatedTopic -v ./internal/replicatest/
 

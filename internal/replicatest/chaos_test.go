@@ -11,7 +11,8 @@ package replicatest
 // its own replication connections to the others refused too: a minority
 // of one, which must acknowledge nothing) and wipes one (SIGKILL, its
 // data path emptied, restarted: a lost disk; SLUICE_CHAOS_WIPE=0 leaves
-// it out). At the end it checks, as Jepsen's queue checker does, that
+// it out), and asks a random node for a step-down (a planned change of
+// leader, /topic/step-down). At the end it checks, as Jepsen's queue checker does, that
 // every acknowledged message was delivered (acknowledged ⊆ delivered),
 // and reports duplicates, publish errors, failover times and the longest
 // gap in delivery after a leader kill.
