@@ -3,6 +3,7 @@ package nsqd
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"github.com/julienschmidt/httprouter"
@@ -43,14 +44,24 @@ func (n *NSQD) applyTopicPolicy(t *Topic, p topicPolicy) error {
 	return nil
 }
 
-func (n *NSQD) doTopicConfig(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {
+// topicParam reads and checks the topic parameter of Sluice's own topic
+// endpoints (NSQ's answer INVALID_TOPIC; these name the parameter).
+func topicParam(r *http.Request) (url.Values, string, error) {
 	q, _ := httpv1.Query(r)
 	name := q.Get("topic")
 	if name == "" {
-		return nil, errf(http.StatusBadRequest, "MISSING_ARG_TOPIC")
+		return q, "", errf(http.StatusBadRequest, "MISSING_ARG_TOPIC")
 	}
 	if !protocol.IsValidTopicName(name) {
-		return nil, errf(http.StatusBadRequest, "INVALID_ARG_TOPIC")
+		return q, "", errf(http.StatusBadRequest, "INVALID_ARG_TOPIC")
+	}
+	return q, name, nil
+}
+
+func (n *NSQD) doTopicConfig(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {
+	q, name, err := topicParam(r)
+	if err != nil {
+		return nil, err
 	}
 	t, ok := n.ExistingTopic(name)
 	if !ok {

@@ -9,8 +9,6 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
-	"github.com/sluicemq/sluice/internal/httpv1"
-	"github.com/sluicemq/sluice/protocol"
 	"github.com/sluicemq/sluice/replica"
 )
 
@@ -27,13 +25,9 @@ const stepDownTimeout = 10 * time.Second
 // elected: the replica asked, unless it handed the leadership on at once
 // (a replica still copying the messages a restore skipped does).
 func (n *NSQD) doTopicStepDown(_ http.ResponseWriter, r *http.Request, _ httprouter.Params) (any, error) {
-	q, _ := httpv1.Query(r)
-	name := q.Get("topic")
-	if name == "" {
-		return nil, errf(http.StatusBadRequest, "MISSING_ARG_TOPIC")
-	}
-	if !protocol.IsValidTopicName(name) {
-		return nil, errf(http.StatusBadRequest, "INVALID_TOPIC")
+	q, name, err := topicParam(r)
+	if err != nil {
+		return nil, err
 	}
 	cl := n.cluster.Load()
 	var a replica.Assignment
@@ -55,7 +49,7 @@ func (n *NSQD) doTopicStepDown(_ http.ResponseWriter, r *http.Request, _ httprou
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), stepDownTimeout)
 	defer cancel()
-	to, err := cl.TransferLeader(ctx, name, to)
+	to, err = cl.TransferLeader(ctx, name, to)
 	switch {
 	case errors.Is(err, replica.ErrUnknownTopic):
 		return nil, errf(http.StatusBadRequest, "NOT_A_REPLICA: this node holds no replica of "+name+"; ask one of "+memberAddrs(cl, a))

@@ -601,6 +601,20 @@ func TestChannelDeletedOnAnyReplicaIsDeletedOnEveryReplica(t *testing.T) {
 	}
 }
 
+// compactingNode sets a node of a cluster on l that replaces a replica
+// gone 2 s, snapshots its topics every 50 entries and keeps their
+// messages an hour, so a replacement starts from a snapshot and copies
+// the history it skipped.
+func compactingNode(l *lookupd.Daemon) func(*nsqd.Options) {
+	return func(o *nsqd.Options) {
+		o.NSQLookupdTCPAddresses = []string{l.TCPAddr().String()}
+		o.LookupdPingInterval = time.Second
+		o.ReplicaTimeout = 2 * time.Second
+		o.ReplicaCompactEntries = 50
+		o.RetentionTime = time.Hour
+	}
+}
+
 func snapshotFiles(dataPath string) []string {
 	m, _ := filepath.Glob(filepath.Join(dataPath, "replicated", "groups", "*", "*.snap"))
 	return m
@@ -616,13 +630,7 @@ func TestCompactedLogCatchesUpANewReplicaFromASnapshot(t *testing.T) {
 	l := lookupdtest.Start(t, nil)
 	c := &cluster{t: t, lookupd: l}
 	for range 4 {
-		c.nodes = append(c.nodes, testutil.StartNSQD(t, func(o *nsqd.Options) {
-			o.NSQLookupdTCPAddresses = []string{l.TCPAddr().String()}
-			o.LookupdPingInterval = time.Second
-			o.ReplicaTimeout = 2 * time.Second
-			o.ReplicaCompactEntries = 50
-			o.RetentionTime = time.Hour
-		}))
+		c.nodes = append(c.nodes, testutil.StartNSQD(t, compactingNode(l)))
 	}
 	testutil.WaitFor(t, 10*time.Second, func() bool { return c.registered() == 4 }, "4 nodes")
 	testutil.MustPost(t, c.nodes[0].URL("/topic/create?topic=orders&replicas=3"), nil)

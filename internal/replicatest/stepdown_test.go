@@ -77,7 +77,7 @@ func TestStepDownHandsTheLeadershipToAnotherReplicaAndConsumersCarryOn(t *testin
 		msg    string
 	}{
 		{"", http.StatusBadRequest, "MISSING_ARG_TOPIC"},
-		{"topic=bad!name", http.StatusBadRequest, "INVALID_TOPIC"},
+		{"topic=bad!name", http.StatusBadRequest, "INVALID_ARG_TOPIC"},
 		{"topic=nosuch", http.StatusNotFound, "TOPIC_NOT_FOUND"},
 		{"topic=plain", http.StatusBadRequest, "NOT_REPLICATED"},
 		{"topic=orders&to=127.0.0.1:1", http.StatusBadRequest, "INVALID_ARG_TO"},
@@ -160,11 +160,7 @@ func startRestoredReplica(t *testing.T, consume bool) *restoredReplica {
 		rec := newLogRecorder()
 		rr.logs = append(rr.logs, rec)
 		c.nodes = append(c.nodes, testutil.StartNSQD(t, func(o *nsqd.Options) {
-			o.NSQLookupdTCPAddresses = []string{l.TCPAddr().String()}
-			o.LookupdPingInterval = time.Second
-			o.ReplicaTimeout = 2 * time.Second
-			o.ReplicaCompactEntries = 50
-			o.RetentionTime = time.Hour
+			compactingNode(l)(o)
 			o.ReplicaHistoryRate = 32 << 10
 			o.Logger = slog.New(rec)
 		}))
