@@ -102,10 +102,7 @@ func TestBrowserReplicatedTopic(t *testing.T) {
 	if got := b.text("#flash"); !strings.HasPrefix(got, "Done") {
 		t.Fatalf("step-down: %q", got)
 	}
-	next := rc.waitReplicated(t, "orders", 3)
-	if next == leader {
-		t.Fatalf("after a step-down %s still leads", leaderTCP)
-	}
+	next := rc.waitNewLeader(t, "orders", 3, leader)
 	leader, leaderTCP, leaderNode = next, rc.NSQDs[next].TCP, rc.proxies[next].addr
 	follower = rc.proxies[(leader+1)%3].addr
 	waitFor(t, 15*time.Second, "the new leader on the topic page", func() bool {

@@ -152,32 +152,50 @@ func (rc *replicaCluster) nodeReplica(t *testing.T, i int, topic string) *replic
 	return nil
 }
 
+// agreedLeader returns the leader's index in NSQDs when n nsqds list topic with replicas=n
+// and agree on its leader, else -1.
+func (rc *replicaCluster) agreedLeader(t *testing.T, topic string, n int) int {
+	var agreed string
+	count := 0
+	for i := range rc.NSQDs {
+		r := rc.nodeReplica(t, i, topic)
+		if r == nil {
+			continue
+		}
+		count++
+		if *r.Replicas != n || *r.Leader == "" || (agreed != "" && *r.Leader != agreed) {
+			return -1
+		}
+		agreed = *r.Leader
+	}
+	for i, node := range rc.NSQDs {
+		if node.TCP == agreed && count == n {
+			return i
+		}
+	}
+	return -1
+}
+
 // waitReplicated waits until n nsqds list topic with replicas=n and agree on its leader,
 // and returns the leader's index in NSQDs.
 func (rc *replicaCluster) waitReplicated(t *testing.T, topic string, n int) int {
 	t.Helper()
 	leader := -1
 	waitFor(t, 20*time.Second, topic+" replicated on "+strconv.Itoa(n)+" nodes with one leader", func() bool {
-		leader = -1
-		var agreed string
-		count := 0
-		for i := range rc.NSQDs {
-			r := rc.nodeReplica(t, i, topic)
-			if r == nil {
-				continue
-			}
-			count++
-			if *r.Replicas != n || *r.Leader == "" || (agreed != "" && *r.Leader != agreed) {
-				return false
-			}
-			agreed = *r.Leader
-		}
-		for i, node := range rc.NSQDs {
-			if node.TCP == agreed {
-				leader = i
-			}
-		}
-		return count == n && leader >= 0
+		leader = rc.agreedLeader(t, topic, n)
+		return leader >= 0
+	})
+	return leader
+}
+
+// waitNewLeader waits until the n replicas of topic agree on a leader other than old (an
+// index in NSQDs) and returns it.
+func (rc *replicaCluster) waitNewLeader(t *testing.T, topic string, n, old int) int {
+	t.Helper()
+	leader := -1
+	waitFor(t, 20*time.Second, topic+"'s replicas agreeing on a new leader", func() bool {
+		leader = rc.agreedLeader(t, topic, n)
+		return leader >= 0 && leader != old
 	})
 	return leader
 }

@@ -318,11 +318,7 @@ func TestAPIStepDownHandsTheLeadershipToAnotherReplica(t *testing.T) {
 		if code != http.StatusOK || decode[messageResponse](t, body).Message != "" {
 			t.Fatalf("step-down: %d %s", code, body)
 		}
-		next := rc.waitReplicated(t, "orders", 3)
-		if next == leader {
-			t.Fatalf("after a step-down %s still leads", rc.NSQDs[leader].TCP)
-		}
-		leader = next
+		leader = rc.waitNewLeader(t, "orders", 3, leader)
 	}
 	var stepDowns int
 	for _, s := range rc.proxies {

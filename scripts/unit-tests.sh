@@ -12,7 +12,7 @@ status=$?
 grep -E '^(ok|FAIL|---.FAIL|panic:)|^\s+--- FAIL' "$out"
 if [ "$status" -ne 0 ]; then
 	echo "--- output of failing tests ---"
-	grep -B2 -A30 -E '^(--- FAIL|panic:|FAIL\s)' "$out" | head -400
+	grep -B40 -A30 -E '^(--- FAIL|panic:|FAIL\s)' "$out" | head -600
 fi
 passed=$(grep -cE '^\s*--- PASS' "$out")
 failed=$(grep -cE '^\s*--- FAIL' "$out")
