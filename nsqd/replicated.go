@@ -699,22 +699,10 @@ const handoverDrain = 2 * time.Second
 func (r *replTopic) prepareHandover(ctx context.Context) error {
 	r.handingOver.Store(true)
 	r.updateStandby()
-	drained := time.After(handoverDrain)
-	for inFlight := true; inFlight; {
-		inFlight = false
-		for _, ch := range r.t.channelList() {
-			ch.mu.Lock()
-			inFlight = inFlight || ch.inFlight.len() > 0
-			ch.mu.Unlock()
-		}
-		if !inFlight {
-			break
-		}
+	for deadline := time.Now().Add(handoverDrain); r.anyInFlight() && time.Now().Before(deadline); {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-drained:
-			inFlight = false
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
@@ -722,6 +710,19 @@ func (r *replTopic) prepareHandover(ctx context.Context) error {
 		return errors.New("the channels' progress could not be committed")
 	}
 	return nil
+}
+
+// anyInFlight reports whether a channel has messages in flight.
+func (r *replTopic) anyInFlight() bool {
+	for _, ch := range r.t.channelList() {
+		ch.mu.Lock()
+		n := ch.inFlight.len()
+		ch.mu.Unlock()
+		if n > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // handoverDone ends a planned change of leader: the channels deliver again

@@ -29,8 +29,8 @@ const historyKind = "topic.history"
 const historyAttempt = 10 * time.Second
 
 // FetchHistory sends req to the other replicas of topic, its leader first,
-// and returns the first answer and the replica that gave it. It fails with ErrUnknownTopic when this
-// node holds no replica of topic.
+// and returns the first answer and the replica that gave it. It fails
+// with ErrUnknownTopic when this node holds no replica of topic.
 func (c *Cluster) FetchHistory(ctx context.Context, topic string, req []byte) ([]byte, uint64, error) {
 	c.mu.Lock()
 	lt := c.topics[topic]

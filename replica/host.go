@@ -683,8 +683,8 @@ func (h *Host) Campaign(name string) error {
 // campaign at once; on a follower, raft forwards the request to the
 // leader. Proposals to the leader are refused while the transfer runs
 // (at most an election timeout, after which raft gives it up). A
-// transfer to the current leader, to a learner or to a non-member does
-// nothing.
+// transfer to the current leader does nothing; one to a learner or a
+// non-member is refused.
 func (h *Host) TransferLeader(name string, to uint64) error {
 	g := h.group(name)
 	if g == nil {
