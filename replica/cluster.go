@@ -977,13 +977,22 @@ func (c *Cluster) publishOnce(ctx context.Context, topic string, data []byte, bo
 // Propose proposes data to the group of topic held on this node (channel
 // state changes). It returns once applied here.
 func (c *Cluster) Propose(ctx context.Context, topic string, data []byte) error {
+	lt, err := c.replicaOf(topic)
+	if err != nil {
+		return err
+	}
+	return c.host.Propose(ctx, lt.group, data)
+}
+
+// replicaOf returns this node's replica of topic, or ErrUnknownTopic.
+func (c *Cluster) replicaOf(topic string) (*localTopic, error) {
 	c.mu.Lock()
 	lt := c.topics[topic]
 	c.mu.Unlock()
 	if lt == nil {
-		return fmt.Errorf("%w: %q on this node", ErrUnknownTopic, topic)
+		return nil, fmt.Errorf("%w: %q on this node", ErrUnknownTopic, topic)
 	}
-	return c.host.Propose(ctx, lt.group, data)
+	return lt, nil
 }
 
 // ErrNotMember refuses a leadership transfer to a node that holds no
@@ -1008,11 +1017,9 @@ func (c *Cluster) Member(topic, addr string) (uint64, bool) {
 // HandOff asks topic's group, once and without waiting, to make its
 // replica to the leader (see Host.TransferLeader).
 func (c *Cluster) HandOff(topic string, to uint64) error {
-	c.mu.Lock()
-	lt := c.topics[topic]
-	c.mu.Unlock()
-	if lt == nil {
-		return fmt.Errorf("%w: %q on this node", ErrUnknownTopic, topic)
+	lt, err := c.replicaOf(topic)
+	if err != nil {
+		return err
 	}
 	return c.host.TransferLeader(lt.group, to)
 }
@@ -1048,11 +1055,9 @@ const transferKind = "topic.transfer"
 // this node holds no replica of topic, with ErrNotMember when to is not a
 // voting replica, and with ErrNoLeader when the group has none.
 func (c *Cluster) TransferLeader(ctx context.Context, topic string, to uint64) (uint64, error) {
-	c.mu.Lock()
-	lt := c.topics[topic]
-	c.mu.Unlock()
-	if lt == nil {
-		return 0, fmt.Errorf("%w: %q on this node", ErrUnknownTopic, topic)
+	lt, err := c.replicaOf(topic)
+	if err != nil {
+		return 0, err
 	}
 	st, ok := c.host.Status(lt.group)
 	if !ok {

@@ -32,11 +32,9 @@ const historyAttempt = 10 * time.Second
 // and returns the first answer and the replica that gave it. It fails
 // with ErrUnknownTopic when this node holds no replica of topic.
 func (c *Cluster) FetchHistory(ctx context.Context, topic string, req []byte) ([]byte, uint64, error) {
-	c.mu.Lock()
-	lt := c.topics[topic]
-	c.mu.Unlock()
-	if lt == nil {
-		return nil, 0, fmt.Errorf("%w: %q on this node", ErrUnknownTopic, topic)
+	lt, err := c.replicaOf(topic)
+	if err != nil {
+		return nil, 0, err
 	}
 	a, ok := c.Assignment(topic)
 	if !ok {
