@@ -771,9 +771,7 @@ func (c *Cluster) CurrentAssignment(ctx context.Context, topic string) (Assignme
 
 // TopicStatus returns the status of this node's replica of topic.
 func (c *Cluster) TopicStatus(topic string) (GroupStatus, bool) {
-	c.mu.Lock()
-	lt := c.topics[topic]
-	c.mu.Unlock()
+	lt := c.local(topic)
 	if lt == nil {
 		return GroupStatus{}, false
 	}
@@ -949,9 +947,7 @@ func (c *Cluster) Publish(ctx context.Context, topic string, data []byte) error 
 }
 
 func (c *Cluster) publishOnce(ctx context.Context, topic string, data []byte, body *[]byte) error {
-	c.mu.Lock()
-	lt := c.topics[topic]
-	c.mu.Unlock()
+	lt := c.local(topic)
 	if lt != nil {
 		return c.host.ProposeCommitted(ctx, lt.group, data)
 	}
@@ -986,13 +982,18 @@ func (c *Cluster) Propose(ctx context.Context, topic string, data []byte) error 
 
 // replicaOf returns this node's replica of topic, or ErrUnknownTopic.
 func (c *Cluster) replicaOf(topic string) (*localTopic, error) {
-	c.mu.Lock()
-	lt := c.topics[topic]
-	c.mu.Unlock()
+	lt := c.local(topic)
 	if lt == nil {
 		return nil, fmt.Errorf("%w: %q on this node", ErrUnknownTopic, topic)
 	}
 	return lt, nil
+}
+
+// local returns this node's replica of topic, nil when it holds none.
+func (c *Cluster) local(topic string) *localTopic {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.topics[topic]
 }
 
 // ErrNotMember refuses a leadership transfer to a node that holds no
@@ -1149,9 +1150,7 @@ func (c *Cluster) serveTransfer(ctx context.Context, body []byte) ([]byte, error
 // machine's state data and drops its Raft log up to there (see
 // Host.Compact). It reports whether it compacted.
 func (c *Cluster) CompactTopic(topic string, index uint64, data []byte) (bool, error) {
-	c.mu.Lock()
-	lt := c.topics[topic]
-	c.mu.Unlock()
+	lt := c.local(topic)
 	if lt == nil {
 		return false, nil
 	}

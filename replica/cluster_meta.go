@@ -305,9 +305,7 @@ func (c *Cluster) HandleRequest(ctx context.Context, from uint64, kind string, b
 		if !ok {
 			return nil, errors.New("bad publish request")
 		}
-		c.mu.Lock()
-		lt := c.topics[topic]
-		c.mu.Unlock()
+		lt := c.local(topic)
 		if lt == nil {
 			return nil, fmt.Errorf("%w: %q has no replica on %s", ErrUnknownTopic, topic, c.cfg.SelfAddr)
 		}

@@ -80,9 +80,7 @@ func (c *Cluster) serveHistory(body []byte) ([]byte, error) {
 	if !ok {
 		return nil, errors.New("bad history request")
 	}
-	c.mu.Lock()
-	lt := c.topics[topic]
-	c.mu.Unlock()
+	lt := c.local(topic)
 	if lt == nil || lt.group != group {
 		return nil, fmt.Errorf("%w: %q (group %s) has no replica on %s", ErrUnknownTopic, topic, group, c.cfg.SelfAddr)
 	}
