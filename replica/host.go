@@ -179,6 +179,10 @@ type Host struct {
 type group struct {
 	name    string
 	storage GroupStorage
+	// savedHS is the hard state last saved; the append goroutine alone
+	// uses it (see runAppends: a write that only moves the commit index
+	// is not synced).
+	savedHS *raftpb.HardState
 	machine StateMachine
 	onLead  func(uint64)
 
@@ -368,13 +372,14 @@ func (h *Host) AddGroup(gc GroupConfig) error {
 			}
 		}
 	}
-	_, cs, err := gc.Storage.InitialState()
+	hs, cs, err := gc.Storage.InitialState()
 	if err != nil {
 		return fmt.Errorf("replica: group %q: %w", gc.Name, err)
 	}
 	g := &group{
 		name:    gc.Name,
 		storage: gc.Storage,
+		savedHS: hs,
 		machine: gc.Machine,
 		onLead:  gc.OnLeader,
 		rn:      rn,
@@ -1198,6 +1203,16 @@ func (h *Host) runAppends() {
 		if len(jobs) == 0 {
 			continue
 		}
+		// A group is synced when one of its writes must be durable before
+		// its responses go out: entries, a snapshot, or a new term or vote
+		// (raft.MustSync). A write that only moves the commit index is not
+		// synced; the next sync takes it along. Raft's commit index is
+		// volatile state: after a crash the group learns it again from the
+		// leader (AddGroup copes with a machine applied past the stored
+		// commit), and a response such a write carries (an
+		// acknowledgement of entries already held) rests on entries
+		// synced before: in an earlier round, or in this one, when the
+		// group is synced for them.
 		var saved []*group
 		ok := make([]bool, len(jobs))
 		for i, j := range jobs {
@@ -1220,7 +1235,14 @@ func (h *Host) runAppends() {
 				continue
 			}
 			ok[i] = true
-			if !slices.Contains(saved, g) {
+			mustSync := !raft.IsEmptySnap(m.GetSnapshot())
+			if hs != nil {
+				mustSync = mustSync || raft.MustSync(hs, g.savedHS, len(m.GetEntries()))
+				g.savedHS = hs
+			} else {
+				mustSync = mustSync || len(m.GetEntries()) > 0
+			}
+			if mustSync && !slices.Contains(saved, g) {
 				saved = append(saved, g)
 			}
 		}
