@@ -46,14 +46,21 @@ type replTopic struct {
 
 	// Apply appends committed publishes to the topic log, which does not
 	// sync its commits (store.Log.DeferSyncs: the Raft log, synced on a
-	// majority, is the durable copy): marks carries each applied batch's
-	// round, in order, to markLoop, which waits for it to be written and
-	// advances the applied mark on disk only after syncing the log, so a
-	// restart applies again everything the topic log may have lost.
-	marks    chan pendingMark
-	marksWG  sync.WaitGroup
-	nextEnd  uint64 // the topic log's end once every applied publish is written; host loop only
-	memIndex atomic.Uint64
+	// majority, is the durable copy), and leaves the newest applied mark
+	// and its round in pend for markLoop, which waits for the round to be
+	// written and advances the applied mark on disk only after syncing
+	// the log, so a restart applies again everything the topic log may
+	// have lost. markWake wakes markLoop for the first mark after a sync
+	// (not for every batch applied: a wake-up per batch cost each replica
+	// CPU on the commit path's cores); marksDone stops it.
+	pendMu    sync.Mutex
+	pend      pendingMark // newest applied, not yet recorded; pend.round nil: none to wait for
+	pendSet   bool
+	markWake  chan struct{}
+	marksDone chan struct{}
+	marksWG   sync.WaitGroup
+	nextEnd   uint64 // the topic log's end once every applied publish is written; host loop only
+	memIndex  atomic.Uint64
 
 	mu          sync.Mutex        // guards the fields below
 	applied     appliedMark       // synced
@@ -130,7 +137,8 @@ func newReplTopic(t *Topic, replicas int) (*replTopic, error) {
 		return nil, err
 	}
 	t.dur.log.DeferSyncs()
-	r.marks = make(chan pendingMark, 4096)
+	r.markWake = make(chan struct{}, 1)
+	r.marksDone = make(chan struct{})
 	r.dirty = make(chan struct{}, 1)
 	return r, nil
 }
@@ -161,42 +169,66 @@ func (r *replTopic) start() {
 const markInterval = time.Second
 
 // markLoop advances the applied mark as the topic log's rounds are written:
-// every markInterval (and when the topic closes) it syncs the log, then
-// records the last mark whose round was written before the sync.
+// markInterval after the first batch applied since the last sync (and when
+// the topic closes) it waits for the newest batch's round, which rounds
+// complete in order after all those before, syncs the log, and records
+// that batch's mark.
 func (r *replTopic) markLoop() {
-	// The timer runs only while a written mark waits for its sync: an
+	// The timer runs only while an applied mark waits for its sync: an
 	// idle topic's loop does not wake.
 	timer := time.NewTimer(markInterval)
 	timer.Stop()
-	armed := false
 	defer timer.Stop()
 	var written appliedMark
-	for {
-		select {
-		case pm, ok := <-r.marks:
-			if !ok {
-				r.syncMark(written)
+	record := func() {
+		r.pendMu.Lock()
+		pm, set := r.pend, r.pendSet
+		r.pend, r.pendSet = pendingMark{}, false
+		r.pendMu.Unlock()
+		if !set {
+			return
+		}
+		if pm.round != nil {
+			if err := pm.round.Wait(r.t.dur.log); err != nil {
+				// The mark stays where it is: a restart applies these
+				// entries again from the Raft log.
+				r.t.nsqd.setHealth(err)
+				r.t.logger.Error("write a replicated publish to the topic log", "err", err)
 				return
 			}
-			if pm.round != nil {
-				if err := pm.round.Wait(r.t.dur.log); err != nil {
-					// The mark stays where it is: a restart applies these
-					// entries again from the Raft log.
-					r.t.nsqd.setHealth(err)
-					r.t.logger.Error("write a replicated publish to the topic log", "err", err)
-					continue
-				}
-			}
-			if pm.mark.Index > written.Index {
-				written = pm.mark
-			}
-			if !armed {
-				timer.Reset(markInterval)
-				armed = true
-			}
+		}
+		if pm.mark.Index > written.Index {
+			written = pm.mark
+		}
+		r.syncMark(written)
+	}
+	for {
+		select {
+		case <-r.marksDone:
+			record()
+			return
+		case <-r.markWake:
+			timer.Reset(markInterval)
 		case <-timer.C:
-			armed = false
-			r.syncMark(written)
+			record()
+		}
+	}
+}
+
+// noteApplied leaves the mark of a batch just applied, and its round (nil
+// when it appended nothing), for markLoop.
+func (r *replTopic) noteApplied(round *store.Round, mark appliedMark) {
+	r.pendMu.Lock()
+	first := !r.pendSet
+	if round != nil {
+		r.pend.round = round // rounds complete in order: the newest covers the others
+	}
+	r.pend.mark, r.pendSet = mark, true
+	r.pendMu.Unlock()
+	if first {
+		select {
+		case r.markWake <- struct{}{}:
+		default:
 		}
 	}
 }
@@ -235,7 +267,7 @@ func (r *replTopic) close() {
 	}
 	close(r.stop)
 	r.wg.Wait()
-	close(r.marks) // the group no longer applies: its host stopped first
+	close(r.marksDone) // the group no longer applies: its host stopped first
 	r.marksWG.Wait()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -310,7 +342,7 @@ func (r *replTopic) Apply(last uint64, cmds []replica.Command) error {
 	}
 	if last > r.memIndex.Load() {
 		r.memIndex.Store(last)
-		r.marks <- pendingMark{round: round, mark: appliedMark{Index: last, End: r.nextEnd}}
+		r.noteApplied(round, appliedMark{Index: last, End: r.nextEnd})
 	}
 	return nil
 }
