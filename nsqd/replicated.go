@@ -54,8 +54,7 @@ type replTopic struct {
 	// (not for every batch applied: a wake-up per batch cost each replica
 	// CPU on the commit path's cores); marksDone stops it.
 	pendMu    sync.Mutex
-	pend      pendingMark // newest applied, not yet recorded; pend.round nil: none to wait for
-	pendSet   bool
+	pend      pendingMark // newest applied, not yet recorded (mark.Index 0: none); round nil: none to wait for
 	markWake  chan struct{}
 	marksDone chan struct{}
 	marksWG   sync.WaitGroup
@@ -179,13 +178,12 @@ func (r *replTopic) markLoop() {
 	timer := time.NewTimer(markInterval)
 	timer.Stop()
 	defer timer.Stop()
-	var written appliedMark
 	record := func() {
 		r.pendMu.Lock()
-		pm, set := r.pend, r.pendSet
-		r.pend, r.pendSet = pendingMark{}, false
+		pm := r.pend
+		r.pend = pendingMark{}
 		r.pendMu.Unlock()
-		if !set {
+		if pm.mark.Index == 0 {
 			return
 		}
 		if pm.round != nil {
@@ -197,10 +195,7 @@ func (r *replTopic) markLoop() {
 				return
 			}
 		}
-		if pm.mark.Index > written.Index {
-			written = pm.mark
-		}
-		r.syncMark(written)
+		r.syncMark(pm.mark) // marks only grow: Apply notes one only past the last
 	}
 	for {
 		select {
@@ -219,11 +214,11 @@ func (r *replTopic) markLoop() {
 // when it appended nothing), for markLoop.
 func (r *replTopic) noteApplied(round *store.Round, mark appliedMark) {
 	r.pendMu.Lock()
-	first := !r.pendSet
+	first := r.pend.mark.Index == 0
 	if round != nil {
 		r.pend.round = round // rounds complete in order: the newest covers the others
 	}
-	r.pend.mark, r.pendSet = mark, true
+	r.pend.mark = mark
 	r.pendMu.Unlock()
 	if first {
 		select {

@@ -1235,12 +1235,10 @@ func (h *Host) runAppends() {
 				continue
 			}
 			ok[i] = true
-			mustSync := !raft.IsEmptySnap(m.GetSnapshot())
+			mustSync := len(m.GetEntries()) > 0 || !raft.IsEmptySnap(m.GetSnapshot())
 			if hs != nil {
-				mustSync = mustSync || raft.MustSync(hs, g.savedHS, len(m.GetEntries()))
+				mustSync = mustSync || raft.MustSync(hs, g.savedHS, 0) // a new term or vote
 				g.savedHS = hs
-			} else {
-				mustSync = mustSync || len(m.GetEntries()) > 0
 			}
 			if mustSync && !slices.Contains(saved, g) {
 				saved = append(saved, g)
